@@ -1,0 +1,37 @@
+//! The one constructor of Redis keys. Every key belongs to one tenant and has the form
+//! `t:{<tenant-uuid>}:<rest>`: the braces make the tenant id a Redis Cluster hash tag, so
+//! one tenant's keys share a slot.
+
+use uuid::Uuid;
+
+/// A Redis key. The only way to make one is [`RedisKey::for_tenant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKey(String);
+
+impl RedisKey {
+    /// The key `t:{<tenant>}:<part>[:<part>...]`.
+    pub fn for_tenant(tenant_id: Uuid, parts: &[&str]) -> Self {
+        let mut key = format!("t:{{{tenant_id}}}");
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        Self(key)
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_tenant_as_a_cluster_hash_tag() {
+        let tenant = Uuid::nil();
+        assert_eq!(RedisKey::for_tenant(tenant, &["state"]).as_str(), "t:{00000000-0000-0000-0000-000000000000}:state");
+    }
+}

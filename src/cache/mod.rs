@@ -1,0 +1,136 @@
+//! Redis: state shared across replicas. tenantd degrades without it and never fails
+//! because of it: every operation has a timeout, an unavailable Redis is skipped (reads
+//! miss, writes are dropped), and the health task brings it back when it answers again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bb8_redis::RedisConnectionManager;
+use bb8_redis::redis::{self, RedisError, aio::MultiplexedConnection};
+
+mod keys;
+
+pub use keys::RedisKey;
+
+/// A pooled Redis connection that remembers whether it failed. bb8-redis never reports a
+/// multiplexed connection as broken, so a connection that lost its socket would stay in
+/// the pool forever and Redis would never recover without a restart.
+pub struct TrackedConnection {
+    connection: MultiplexedConnection,
+    broken: bool,
+}
+
+/// bb8-redis's manager, plus broken-connection tracking.
+#[derive(Debug, Clone)]
+pub struct TrackedManager {
+    inner: RedisConnectionManager,
+}
+
+impl bb8::ManageConnection for TrackedManager {
+    type Connection = TrackedConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let connection = self.inner.connect().await?;
+        Ok(TrackedConnection { connection, broken: false })
+    }
+
+    async fn is_valid(&self, connection: &mut Self::Connection) -> Result<(), Self::Error> {
+        self.inner.is_valid(&mut connection.connection).await
+    }
+
+    fn has_broken(&self, connection: &mut Self::Connection) -> bool {
+        connection.broken
+    }
+}
+
+/// A Redis client that never fails a request.
+#[derive(Clone)]
+pub struct RedisCache {
+    pool: bb8::Pool<TrackedManager>,
+    timeout: Duration,
+    available: Arc<AtomicBool>,
+}
+
+impl RedisCache {
+    /// Builds the pool without connecting. Fails only on a malformed URL.
+    pub fn new(url: &str, pool_size: u32, timeout: Duration) -> anyhow::Result<Self> {
+        let inner = RedisConnectionManager::new(url)
+            .map_err(|_| anyhow::anyhow!("TENANTD_REDIS_URL is not a valid Redis URL"))?;
+        let pool = bb8::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(None)
+            .connection_timeout(timeout)
+            .test_on_check_out(false)
+            .build_unchecked(TrackedManager { inner });
+        Ok(Self { pool, timeout, available: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// Whether the last probe or operation succeeded. While false, operations are skipped.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// Sends PING and records the outcome; the health task calls this.
+    pub async fn probe(&self) -> bool {
+        let healthy = self.execute(redis::cmd("PING")).await.is_some_and(|reply: String| reply == "PONG");
+        self.available.store(healthy, Ordering::Relaxed);
+        healthy
+    }
+
+    /// Reads a string value; `None` on a miss or when Redis is unavailable.
+    pub async fn get(&self, key: &RedisKey) -> Option<String> {
+        if !self.is_available() {
+            return None;
+        }
+        self.execute::<Option<String>>(redis::Cmd::get(key.as_str())).await.flatten()
+    }
+
+    /// Writes a string value with a time to live; dropped when Redis is unavailable.
+    pub async fn set(&self, key: &RedisKey, value: &str, ttl: Duration) {
+        if !self.is_available() {
+            return;
+        }
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut command = redis::cmd("SET");
+        command.arg(key.as_str()).arg(value).arg("PX").arg(millis);
+        let _: Option<()> = self.execute(command).await;
+    }
+
+    /// Deletes a key; dropped when Redis is unavailable (cached values then expire by TTL).
+    pub async fn delete(&self, key: &RedisKey) {
+        if !self.is_available() {
+            return;
+        }
+        let _: Option<()> = self.execute(redis::Cmd::del(key.as_str())).await;
+    }
+
+    async fn execute<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        let mut connection = match self.pool.get().await {
+            Ok(connection) => connection,
+            Err(error) => return self.failed(&error),
+        };
+        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection.connection)).await;
+        match outcome {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                connection.broken =
+                    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error();
+                self.failed(&error)
+            }
+            Err(_elapsed) => {
+                // The reply may still arrive on this multiplexed connection; do not reuse it.
+                connection.broken = true;
+                self.failed(&"timed out")
+            }
+        }
+    }
+
+    fn failed<T>(&self, error: &dyn std::fmt::Display) -> Option<T> {
+        if self.available.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %error, "redis unavailable; serving without the cache");
+        }
+        None
+    }
+}

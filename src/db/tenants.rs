@@ -1,0 +1,120 @@
+//! Repository of the global `tenants` table. Functions take a connection; the control
+//! plane opens the transaction around them.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::schema::tenants;
+
+/// A stored tenant.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = tenants, check_for_backend(diesel::pg::Pg))]
+pub struct TenantRow {
+    /// Id.
+    pub id: Uuid,
+    /// Slug.
+    pub slug: String,
+    /// Display name.
+    pub display_name: String,
+    /// `active`, `suspended` or `deleted`.
+    pub state: String,
+    /// Labels as a JSON object of strings.
+    pub labels: serde_json::Value,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last update time.
+    pub update_time: DateTime<Utc>,
+    /// Deletion time, for deleted tenants.
+    pub delete_time: Option<DateTime<Utc>>,
+    /// Revision, the source of the etag.
+    pub revision: i64,
+}
+
+/// A tenant to insert.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = tenants)]
+pub struct NewTenantRow<'a> {
+    /// Id (UUIDv7).
+    pub id: Uuid,
+    /// Slug.
+    pub slug: &'a str,
+    /// Display name.
+    pub display_name: &'a str,
+    /// Initial state.
+    pub state: &'a str,
+    /// Labels.
+    pub labels: serde_json::Value,
+}
+
+/// The mutable columns of a tenant, written together by [`save`].
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = tenants, treat_none_as_null = true)]
+pub struct TenantChanges {
+    /// Display name.
+    pub display_name: String,
+    /// State.
+    pub state: String,
+    /// Labels.
+    pub labels: serde_json::Value,
+    /// Deletion time.
+    pub delete_time: Option<DateTime<Utc>>,
+}
+
+/// Inserts a tenant.
+pub async fn insert(connection: &mut AsyncPgConnection, row: NewTenantRow<'_>) -> QueryResult<TenantRow> {
+    diesel::insert_into(tenants::table).values(row).returning(TenantRow::as_returning()).get_result(connection).await
+}
+
+/// Finds a tenant by id.
+pub async fn find_by_id(connection: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+    tenants::table.find(id).select(TenantRow::as_select()).first(connection).await.optional()
+}
+
+/// Finds a tenant by slug.
+pub async fn find_by_slug(connection: &mut AsyncPgConnection, slug: &str) -> QueryResult<Option<TenantRow>> {
+    tenants::table.filter(tenants::slug.eq(slug)).select(TenantRow::as_select()).first(connection).await.optional()
+}
+
+/// Finds a tenant by id and locks its row until the transaction ends. Call inside a
+/// transaction.
+pub async fn lock_by_id(connection: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+    tenants::table.find(id).select(TenantRow::as_select()).for_update().first(connection).await.optional()
+}
+
+/// The state of a tenant, for resolution: `None` if there is no such tenant.
+pub async fn state_by_id(connection: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<String>> {
+    tenants::table.find(id).select(tenants::state).first(connection).await.optional()
+}
+
+/// The id of the tenant with a slug, for resolution.
+pub async fn id_by_slug(connection: &mut AsyncPgConnection, slug: &str) -> QueryResult<Option<Uuid>> {
+    tenants::table.filter(tenants::slug.eq(slug)).select(tenants::id).first(connection).await.optional()
+}
+
+/// One page of tenants in id (creation) order, optionally in one state, after a cursor.
+pub async fn list(
+    connection: &mut AsyncPgConnection,
+    state: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<TenantRow>> {
+    let mut query = tenants::table.select(TenantRow::as_select()).order(tenants::id.asc()).limit(limit).into_boxed();
+    if let Some(state) = state {
+        query = query.filter(tenants::state.eq(state.to_owned()));
+    }
+    if let Some(after) = after {
+        query = query.filter(tenants::id.gt(after));
+    }
+    query.load(connection).await
+}
+
+/// Writes a tenant's mutable columns, bumps its revision and update time.
+pub async fn save(connection: &mut AsyncPgConnection, id: Uuid, changes: TenantChanges) -> QueryResult<TenantRow> {
+    diesel::update(tenants::table.find(id))
+        .set((changes, tenants::revision.eq(tenants::revision + 1), tenants::update_time.eq(diesel::dsl::now)))
+        .returning(TenantRow::as_returning())
+        .get_result(connection)
+        .await
+}

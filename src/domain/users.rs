@@ -1,0 +1,245 @@
+//! The users of one tenant. Every operation takes the [`TenantContext`] and runs in one
+//! tenant transaction.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::page::PageToken;
+use super::{check_etag, etag};
+use crate::db::users::{UserFields, UserRow};
+use crate::error::{self, Error, Result};
+use crate::tenancy::{TenantContext, TenantDb};
+
+/// What a user may do within its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Can read.
+    Viewer,
+    /// Can read and write.
+    Member,
+    /// Can manage the tenant's users.
+    Admin,
+}
+
+impl Role {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Member => "member",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "viewer" => Some(Self::Viewer),
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Id.
+    pub id: Uuid,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last update time.
+    pub update_time: DateTime<Utc>,
+    /// Etag.
+    pub etag: String,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = Error;
+
+    fn try_from(row: UserRow) -> Result<Self> {
+        let role = Role::parse(&row.role)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("user {} has unknown role {:?}", row.id, row.role)))?;
+        Ok(Self {
+            id: row.id,
+            email: row.email,
+            display_name: row.display_name,
+            role,
+            create_time: row.create_time,
+            update_time: row.update_time,
+            etag: etag(row.revision),
+        })
+    }
+}
+
+/// Validated values of a user's writable fields.
+#[derive(Debug, Clone)]
+pub struct UserInput {
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl UserInput {
+    fn into_fields(self) -> UserFields {
+        UserFields { email: self.email, display_name: self.display_name, role: self.role.as_str().to_owned() }
+    }
+}
+
+/// New values for the fields an update names; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    /// New email.
+    pub email: Option<String>,
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New role.
+    pub role: Option<Role>,
+}
+
+/// Fields `UpdateUser` may change.
+pub const UPDATABLE_FIELDS: &[&str] = &["email", "display_name", "role"];
+
+/// Validates an email address: 3 to 254 characters, one `@` with text on both sides,
+/// no whitespace or control characters. Deliverability is not this service's concern.
+pub fn parse_email(field: &str, value: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(Error::invalid("FIELD_REQUIRED", field, "is required"));
+    }
+    let length = value.chars().count();
+    let well_formed = (3..=254).contains(&length)
+        && !value.chars().any(|character| character.is_whitespace() || character.is_control())
+        && value
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if well_formed {
+        Ok(value.to_owned())
+    } else {
+        Err(Error::invalid("EMAIL_MALFORMED", field, "must be an email address of at most 254 characters"))
+    }
+}
+
+/// One page of users.
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    /// The users.
+    pub users: Vec<User>,
+    /// Token of the next page, empty if this is the last.
+    pub next_page_token: String,
+}
+
+/// The users of tenants.
+#[derive(Clone)]
+pub struct Users {
+    database: TenantDb,
+}
+
+impl Users {
+    /// Users stored through `database`.
+    pub fn new(database: TenantDb) -> Self {
+        Self { database }
+    }
+
+    /// Creates a user.
+    pub async fn create(&self, context: &TenantContext, input: UserInput) -> Result<User> {
+        let row = self
+            .database
+            .run(context, move |transaction| {
+                Box::pin(async move {
+                    crate::db::users::insert(transaction, Uuid::now_v7(), input.into_fields())
+                        .await
+                        .map_err(map_database_error)
+                })
+            })
+            .await?;
+        row.try_into()
+    }
+
+    /// Gets a user of the context's tenant.
+    pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<User> {
+        let row = self
+            .database
+            .run(context, move |transaction| {
+                Box::pin(async move { Ok(crate::db::users::find(transaction, id).await?) })
+            })
+            .await?;
+        row.ok_or_else(user_not_found)?.try_into()
+    }
+
+    /// Lists the context's tenant's users in creation order.
+    pub async fn list(&self, context: &TenantContext, page_size: i64, page_token: &str) -> Result<UserPage> {
+        let scope = context.tenant_id();
+        let after = PageToken::decode(page_token, scope, 0)?;
+        let mut rows = self
+            .database
+            .run(context, move |transaction| {
+                Box::pin(async move { Ok(crate::db::users::list(transaction, after, page_size + 1).await?) })
+            })
+            .await?;
+        let next_page_token = super::tenants::next_token(&mut rows, page_size, |row| row.id, scope, 0);
+        let users = rows.into_iter().map(User::try_from).collect::<Result<_>>()?;
+        Ok(UserPage { users, next_page_token })
+    }
+
+    /// Updates the fields a patch names.
+    pub async fn update(
+        &self,
+        context: &TenantContext,
+        id: Uuid,
+        expected_revision: Option<i64>,
+        patch: UserPatch,
+    ) -> Result<User> {
+        let row = self
+            .database
+            .run(context, move |transaction| {
+                Box::pin(async move {
+                    let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
+                    check_etag(expected_revision, current.revision)?;
+                    let fields = UserFields {
+                        email: patch.email.unwrap_or(current.email),
+                        display_name: patch.display_name.unwrap_or(current.display_name),
+                        role: patch.role.map_or(current.role, |role| role.as_str().to_owned()),
+                    };
+                    crate::db::users::save(transaction, id, fields).await.map_err(map_database_error)
+                })
+            })
+            .await?;
+        row.try_into()
+    }
+
+    /// Deletes a user.
+    pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
+        self.database
+            .run(context, move |transaction| {
+                Box::pin(async move {
+                    let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
+                    check_etag(expected_revision, current.revision)?;
+                    crate::db::users::delete(transaction, id).await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
+
+fn user_not_found() -> Error {
+    Error::NotFound { reason: "USER_NOT_FOUND" }
+}
+
+fn map_database_error(error: diesel::result::Error) -> Error {
+    error::from_database(error, |constraint| match constraint {
+        "users_tenant_id_email_key" => Some(("USER_EMAIL_ALREADY_EXISTS", "user.email")),
+        "users_pkey" => Some(("USER_ALREADY_EXISTS", "user.id")),
+        _ => None,
+    })
+}

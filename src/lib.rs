@@ -1,0 +1,32 @@
+//! tenantd: a gRPC tenant control plane whose tenant data is isolated by PostgreSQL
+//! row-level security.
+//!
+//! The tree reads as the architecture:
+//! - [`api`]: thin gRPC adapters (proto in, domain call, proto out);
+//! - [`tenancy`]: the tenant layer, the `TenantContext` and the tenant transaction;
+//! - [`domain`]: validated domain types and the operations on them;
+//! - [`db`]: the pool, migrations, schema and repositories;
+//! - [`cache`]: Redis keys and the shared resolution cache;
+//! - [`health`]: grpc.health.v1 statuses driven by dependency probes;
+//! - [`startup`]: server assembly, used by `main` and by the tests alike.
+
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod health;
+pub mod startup;
+pub mod telemetry;
+pub mod tenancy;
+
+/// Code generated from `proto/tenantd/v1` at build time.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("tenantd.v1");
+
+    /// Encoded descriptors of every tenantd proto file, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tenantd_descriptor");
+}

@@ -1,0 +1,171 @@
+//! Server assembly, in one place: `main` and the tests start the same server the same way.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tower::Layer;
+
+use crate::api::{TenantApi, UserApi};
+use crate::auth::PlatformAuth;
+use crate::cache::RedisCache;
+use crate::cli::ServeArgs;
+use crate::db::{self, migrations};
+use crate::domain::tenants::TenantRegistry;
+use crate::domain::users::Users;
+use crate::health::{Health, Prober};
+use crate::proto::tenant_service_server::TenantServiceServer;
+use crate::proto::user_service_server::UserServiceServer;
+use crate::tenancy::TenantDb;
+use crate::tenancy::layer::GatewayLayer;
+use crate::tenancy::resolver::TenantResolver;
+
+/// A built server, bound to its port and not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    health: Arc<Health>,
+    prober: Prober,
+    config: ServeArgs,
+}
+
+/// `tenantd serve`: build, then serve until SIGTERM or SIGINT.
+pub async fn serve(config: ServeArgs) -> anyhow::Result<()> {
+    let application = Application::build(config).await?;
+    tracing::info!(port = application.port(), "tenantd listening");
+    application.run_until_stopped().await
+}
+
+impl Application {
+    /// Migrates (with `--migrate`), connects pools lazily, registers services and binds
+    /// the listener. PostgreSQL and Redis need not be up: readiness reports it.
+    pub async fn build(config: ServeArgs) -> anyhow::Result<Self> {
+        if config.migrate {
+            let url =
+                config.migration_database_url.as_ref().context("--migrate needs TENANTD_MIGRATION_DATABASE_URL")?;
+            let applied = migrations::run_pending(url.expose()).await?;
+            tracing::info!(applied, "migrations are current");
+        }
+        let pool = db::build_pool(config.database_url.expose(), config.db_pool_size, config.db_acquire_timeout.0);
+        let redis = RedisCache::new(config.redis_url.expose(), config.redis_pool_size, config.redis_timeout.0)?;
+        let auth = PlatformAuth::new(config.platform_token.clone())?;
+        let resolver = Arc::new(TenantResolver::new(pool.clone(), redis.clone(), config.tenant_cache_ttl.0));
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Arc::new(Health::new(reporter).await);
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let tenant_service = GatewayLayer::control_plane(auth.clone())
+            .layer(TenantServiceServer::new(TenantApi::new(TenantRegistry::new(pool.clone(), resolver.clone()))));
+        let user_service = GatewayLayer::data_plane(auth, resolver)
+            .layer(UserServiceServer::new(UserApi::new(Users::new(TenantDb::new(pool)))));
+
+        let router = Server::builder()
+            .trace_fn(|request| {
+                tracing::info_span!("rpc", rpc.method = %request.uri().path(), tenant.id = tracing::field::Empty)
+            })
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(tenant_service)
+            .add_service(user_service);
+
+        let prober = Prober::new(
+            config.database_url.expose().to_owned(),
+            redis,
+            migrations::latest_version()?,
+            config.health_interval.0.max(Duration::from_millis(100)),
+        );
+        let listener =
+            TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self { listener, port, router, health, prober, config })
+    }
+
+    /// The port the server is bound to (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then shuts down in this order: readiness and
+    /// liveness go NOT_SERVING; the pre-drain delay passes; the server stops accepting
+    /// work and open health Watch streams end; in-flight RPCs finish, for at most the
+    /// grace period. Returns when the server has stopped.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Self { listener, router, health, prober, config, .. } = self;
+        let stop_probing = CancellationToken::new();
+        let prober_task = tokio::spawn(prober.run(health.clone(), config.health_interval.0, stop_probing.clone()));
+
+        let stop_accepting = CancellationToken::new();
+        let server = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting.clone().cancelled_owned());
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => {
+                stop_probing.cancel();
+                return result.context("gRPC server failed");
+            }
+            () = shutdown => {}
+        }
+
+        tracing::info!("shutdown: readiness is NOT_SERVING");
+        health.begin_shutdown().await;
+        stop_probing.cancel();
+        tokio::time::sleep(config.shutdown_predrain.0).await;
+        tracing::info!("shutdown: no longer accepting work; draining");
+        stop_accepting.cancel();
+        health.close_watches().await;
+        match tokio::time::timeout(config.shutdown_grace.0, &mut server).await {
+            Ok(result) => result.context("gRPC server failed while draining")?,
+            Err(_elapsed) => {
+                tracing::warn!(grace_ms = %config.shutdown_grace, "shutdown: grace period over with RPCs in flight")
+            }
+        }
+        let _ = prober_task.await;
+        tracing::info!("shutdown: complete");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,16 @@
+//! Tenancy: who the tenant is, and the one door to its data.
+//!
+//! - [`selector`] parses and validates tenant metadata before any I/O;
+//! - [`resolver`] turns a selector into a live tenant (cache first);
+//! - [`layer`] is the tower layer that does both in front of data-plane services and
+//!   hands handlers a [`TenantContext`] through request extensions;
+//! - [`transaction`] is the tenant transaction, the only way to reach tenant tables.
+
+mod context;
+pub mod layer;
+pub mod resolver;
+pub mod selector;
+mod transaction;
+
+pub use context::TenantContext;
+pub use transaction::{TenantDb, TenantTx};

@@ -1,0 +1,75 @@
+//! The tenant transaction: the one door to tenant data.
+
+use diesel::sql_types::{Bool, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use super::TenantContext;
+use crate::db::PgPool;
+use crate::error::{Error, Result};
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `set_config(setting_name, new_value, is_local)`.
+    fn set_config(setting_name: Text, new_value: Text, is_local: Bool) -> Text;
+}
+
+/// A connection inside a transaction whose `app.tenant_id` is set to one tenant. Only
+/// [`TenantDb::run`] creates it, so holding one proves the setting is in place.
+pub struct TenantTx<'c> {
+    connection: &'c mut AsyncPgConnection,
+    tenant_id: Uuid,
+}
+
+impl TenantTx<'_> {
+    /// The tenant this transaction is scoped to.
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    /// The underlying connection, for repositories of tenant tables.
+    pub(crate) fn connection(&mut self) -> &mut AsyncPgConnection {
+        self.connection
+    }
+}
+
+/// Runs work against tenant tables.
+#[derive(Clone)]
+pub struct TenantDb {
+    pool: PgPool,
+}
+
+impl TenantDb {
+    /// Wraps the app-role pool.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Checks out a connection, begins a transaction, runs
+    /// `SELECT set_config('app.tenant_id', $1, true)` with the tenant as a bind parameter,
+    /// runs `work`, and commits (or rolls back if `work` fails).
+    ///
+    /// The setting is transaction-local: it dies with the transaction, so a pooled
+    /// connection never carries a tenant into another request. (A later tier with a
+    /// schema per tenant adds `SET LOCAL search_path` here, without changing callers.)
+    ///
+    /// Cancellation: if this future is dropped (the client cancelled, or a deadline
+    /// passed) while the transaction is open, diesel-async marks the connection broken
+    /// and the pool discards it instead of reusing it; PostgreSQL rolls the transaction
+    /// back when the connection closes.
+    pub async fn run<R, F>(&self, context: &TenantContext, work: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'t, 'c> FnOnce(&'t mut TenantTx<'c>) -> BoxFuture<'t, Result<R>> + Send + 'static,
+    {
+        let tenant_id = context.tenant_id();
+        let mut connection = self.pool.get().await?;
+        connection
+            .transaction::<R, Error, _>(async move |connection| {
+                diesel::select(set_config("app.tenant_id", tenant_id.to_string(), true)).execute(connection).await?;
+                let mut transaction = TenantTx { connection, tenant_id };
+                work(&mut transaction).await
+            })
+            .await
+    }
+}
