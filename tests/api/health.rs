@@ -1,0 +1,142 @@
+//! grpc.health.v1 readiness, liveness and dependencies; reflection; graceful shutdown.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tenantd::proto::{GetUserRequest, ListUsersRequest};
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::helpers::{create_database, migrate, spawn_app, spawn_app_with, start, test_config, unique_slug};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+#[tokio::test]
+async fn readiness_is_not_serving_until_the_database_is_migrated() {
+    let database = create_database().await;
+    let app = start(database.clone(), test_config(&database)).await;
+    assert_eq!(app.status("liveness").await, ServingStatus::Serving, "liveness never depends on the database");
+    assert_eq!(app.status("").await, ServingStatus::NotServing, "not ready before migrations");
+    // Several probe intervals later it is still not ready.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.status("").await, ServingStatus::NotServing);
+    assert_eq!(app.status("tenantd.v1.UserService").await, ServingStatus::NotServing);
+
+    migrate(&database).await;
+    let took = app.wait_for_status("", ServingStatus::Serving).await;
+    println!("readiness flipped to SERVING {took:?} after migrations");
+    assert_eq!(app.status("tenantd.v1.TenantService").await, ServingStatus::Serving);
+    assert_eq!(app.status("tenantd.v1.UserService").await, ServingStatus::Serving);
+    assert_eq!(app.status("postgres").await, ServingStatus::Serving);
+    app.stop().await;
+}
+
+struct RedisServer(Child);
+
+impl RedisServer {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a throwaway redis-server (is Redis installed?)");
+        Self(child)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn without_redis_the_service_stays_ready_and_serves_then_recovers_when_redis_returns() {
+    let port = free_port();
+    let app =
+        spawn_app_with(|config| config.redis_url = tenantd::cli::Secret::new(format!("redis://127.0.0.1:{port}")))
+            .await;
+    assert_eq!(app.status("redis").await, ServingStatus::NotServing);
+    assert_eq!(app.status("").await, ServingStatus::Serving, "Redis is not required for readiness");
+    assert_eq!(app.status("postgres").await, ServingStatus::Serving);
+
+    // The data plane works from the database alone.
+    let tenant = app.create_tenant(&unique_slug("r")).await.id;
+    let user = app.create_user(&tenant, "r@r.example").await;
+    let got = app.users(&tenant).get_user(GetUserRequest { id: user.id.clone() }).await.expect("served without Redis");
+    assert_eq!(got.into_inner(), user);
+    assert_eq!(app.status("redis").await, ServingStatus::NotServing);
+
+    // Redis comes up on that port: tenantd notices by itself, without a restart.
+    let _redis = RedisServer::start(port);
+    let took = app.wait_for_status("redis", ServingStatus::Serving).await;
+    println!("redis flipped to SERVING {took:?} after it started");
+    app.users(&tenant).list_users(ListUsersRequest::default()).await.expect("served with Redis");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_up_every_dependency_is_serving() {
+    let app = spawn_app().await;
+    app.wait_for_status("redis", ServingStatus::Serving).await;
+    assert_eq!(app.status("postgres").await, ServingStatus::Serving);
+    assert_eq!(app.status("liveness").await, ServingStatus::Serving);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_both_services_without_any_metadata() {
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        client.server_reflection_info(tokio_stream::once(request)).await.expect("reflection").into_inner();
+    let response = responses.next().await.expect("one response").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    for expected in ["tenantd.v1.TenantService", "tenantd.v1.UserService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_turns_readiness_off_first_ends_watches_and_finishes_in_bounded_time() {
+    let app = spawn_app_with(|config| config.shutdown_predrain = tenantd::cli::Millis::from(300)).await;
+    let mut watch =
+        app.health().watch(HealthCheckRequest { service: String::new() }).await.expect("watch readiness").into_inner();
+    let first = watch.next().await.expect("first status").expect("ok");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let started = Instant::now();
+    app.shutdown.cancel();
+    let next = watch.next().await.expect("a status change").expect("ok");
+    assert_eq!(next.status, ServingStatus::NotServing as i32, "readiness goes NOT_SERVING first");
+    // During the pre-drain delay the server still answers.
+    let during = app.health().check(HealthCheckRequest { service: "liveness".into() }).await.expect("still answering");
+    assert_eq!(during.into_inner().status, ServingStatus::NotServing as i32);
+
+    // The Watch stream is ended by the server, so it cannot hold shutdown open.
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = watch.next().await {} }).await;
+    assert!(end.is_ok(), "the watch stream was not closed");
+    let stopped = tokio::time::timeout(Duration::from_secs(5), app.server).await;
+    stopped.expect("server stopped within the bound").expect("task").expect("clean exit");
+    let took = started.elapsed();
+    println!("shutdown took {took:?} with a 300 ms pre-drain");
+    assert!(took >= Duration::from_millis(300), "the pre-drain delay was honoured");
+}

@@ -1,0 +1,16 @@
+//! tenantd's integration tests: one binary, real PostgreSQL and Redis, the real server on
+//! port 0 called through real tonic clients.
+
+// Test helpers are `pub` for the sibling modules of this one binary.
+#![allow(unreachable_pub)]
+
+mod helpers;
+
+mod catalog;
+mod health;
+mod metadata;
+mod migrations;
+mod pool;
+mod rls;
+mod tenants;
+mod users;

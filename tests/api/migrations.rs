@@ -1,0 +1,44 @@
+//! Migrations go up, down and up again on an empty database.
+
+use tenantd::db::migrations::{revert_all, run_pending};
+
+use crate::helpers::{connect, create_database, database_url, pg_admin};
+
+async fn tables(database: &str) -> Vec<String> {
+    connect(&pg_admin(), database)
+        .await
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename <> '__diesel_schema_migrations' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn migrations_go_up_down_and_up_again() {
+    let database = create_database().await;
+    let url = database_url(&pg_admin(), &database);
+    let admin = connect(&pg_admin(), "postgres").await;
+    admin.execute("SELECT pg_advisory_lock(7345001)", &[]).await.expect("lock");
+
+    let applied = run_pending(&url).await.expect("up");
+    assert!(applied >= 3);
+    assert_eq!(tables(&database).await, vec!["tenants", "users"]);
+    let reverted = revert_all(&url).await.expect("down");
+    assert_eq!(reverted, applied);
+    assert!(tables(&database).await.is_empty());
+    let roles: i64 = admin
+        .query_one("SELECT count(*) FROM pg_roles WHERE rolname IN ('tenantd_app', 'tenantd_owner')", &[])
+        .await
+        .expect("roles")
+        .get(0);
+    assert_eq!(roles, 2, "roles are cluster-wide and survive a down migration");
+    assert_eq!(run_pending(&url).await.expect("up again"), applied);
+    assert_eq!(tables(&database).await, vec!["tenants", "users"]);
+
+    admin.execute("SELECT pg_advisory_unlock(7345001)", &[]).await.expect("unlock");
+}
