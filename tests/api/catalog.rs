@@ -1,7 +1,7 @@
 //! The catalog gate: structural rules every tenant table must follow, checked against
 //! PostgreSQL's catalog, so that a new table cannot silently skip RLS.
 
-use crate::helpers::{connect, create_database, migrate, pg_admin};
+use crate::helpers::{connect, create_database, drop_database, migrate, pg_admin};
 
 /// Every rule violation in `database`, as readable sentences. Empty means the gate passes.
 pub async fn gate_violations(database: &str) -> Vec<String> {
@@ -125,4 +125,5 @@ async fn every_tenant_table_passes_the_catalog_gate_and_the_gate_catches_a_table
     assert!(violations.contains(&"rogue: needs a policy with both USING and WITH CHECK".to_owned()), "{violations:?}");
     assert!(violations.iter().any(|violation| violation.starts_with("rogue: key rogue_pkey")), "{violations:?}");
     assert!(violations.iter().any(|violation| violation.starts_with("rogue: key rogue_name_key")), "{violations:?}");
+    drop_database(&database).await;
 }

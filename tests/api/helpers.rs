@@ -67,6 +67,12 @@ pub async fn create_database() -> String {
     name
 }
 
+/// Drops a test database, closing any connection still open to it.
+pub async fn drop_database(name: &str) {
+    let admin = connect(&pg_admin(), "postgres").await;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop test database");
+}
+
 /// Runs the embedded migrations on `database` as the admin role. Roles are cluster-wide,
 /// so migrations of concurrent tests are serialised with a cluster-wide advisory lock
 /// held on the `postgres` database.
@@ -162,10 +168,8 @@ impl TestApp {
         let started = Instant::now();
         loop {
             let current = self.health().check(HealthCheckRequest { service: service.to_owned() }).await;
-            if let Ok(response) = current {
-                if response.into_inner().status == expected as i32 {
-                    return started.elapsed();
-                }
+            if current.is_ok_and(|response| response.into_inner().status == expected as i32) {
+                return started.elapsed();
             }
             assert!(started.elapsed() < Duration::from_secs(10), "{service:?} never became {expected:?}");
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -197,10 +201,11 @@ impl TestApp {
             .into_inner()
     }
 
-    /// Stops the server and waits for it.
+    /// Stops the server, waits for it, and drops the test database.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.expect("server task").expect("server stopped cleanly");
+        drop_database(&self.database).await;
     }
 }
 

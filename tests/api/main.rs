@@ -14,3 +14,4 @@ mod pool;
 mod rls;
 mod tenants;
 mod users;
+mod walkthrough;

@@ -2,7 +2,7 @@
 
 use tenantd::db::migrations::{revert_all, run_pending};
 
-use crate::helpers::{connect, create_database, database_url, pg_admin};
+use crate::helpers::{connect, create_database, database_url, drop_database, pg_admin};
 
 async fn tables(database: &str) -> Vec<String> {
     connect(&pg_admin(), database)
@@ -41,4 +41,5 @@ async fn migrations_go_up_down_and_up_again() {
     assert_eq!(tables(&database).await, vec!["tenants", "users"]);
 
     admin.execute("SELECT pg_advisory_unlock(7345001)", &[]).await.expect("unlock");
+    drop_database(&database).await;
 }
