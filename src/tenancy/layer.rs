@@ -94,15 +94,21 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            match layer.admit(request.headers()).await {
+            let started = std::time::Instant::now();
+            let response = match layer.admit(request.headers()).await {
                 Ok(context) => {
                     if let Some(context) = context {
                         request.extensions_mut().insert(context);
                     }
-                    inner.call(request).await
+                    inner.call(request).await?
                 }
-                Err(error) => Ok(tonic::Status::from(error).into_http()),
-            }
+                Err(error) => tonic::Status::from(error).into_http(),
+            };
+            // One line per RPC. A unary error's status is in the headers; success is in
+            // the trailers, which are not sent yet, so no header means OK.
+            let code = response.headers().get("grpc-status").and_then(|value| value.to_str().ok()).unwrap_or("0");
+            tracing::info!(grpc.code = code, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "rpc finished");
+            Ok(response)
         })
     }
 }

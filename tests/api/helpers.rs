@@ -113,6 +113,17 @@ pub struct TestApp {
     pub server: JoinHandle<anyhow::Result<()>>,
 }
 
+/// Server logs go to the test's captured output (shown when a test fails); the level
+/// comes from `RUST_LOG`, default `warn`.
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
 /// A fresh migrated database and a server that reports ready.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -131,6 +142,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
 
 /// Starts the server as production does, without waiting for readiness.
 pub async fn start(database: String, config: ServeArgs) -> TestApp {
+    init_logging();
     let application = Application::build(config).await.expect("build application");
     let address: SocketAddr = ([127, 0, 0, 1], application.port()).into();
     let shutdown = CancellationToken::new();
