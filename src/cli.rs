@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// invalidation is lost (for example while Redis is down).
     #[arg(long, env = "TENANTD_TENANT_CACHE_TTL_MS", default_value = "30000", value_parser = parse_millis)]
     pub tenant_cache_ttl: Millis,
+    /// How often API key `last_used_time` is written (in batches, outside requests).
+    #[arg(long, env = "TENANTD_KEY_USAGE_FLUSH_MS", default_value = "5000", value_parser = parse_millis)]
+    pub key_usage_flush: Millis,
     /// How often the health task probes PostgreSQL and Redis.
     #[arg(long, env = "TENANTD_HEALTH_INTERVAL_MS", default_value = "1000", value_parser = parse_millis)]
     pub health_interval: Millis,

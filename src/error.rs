@@ -43,6 +43,13 @@ pub enum Error {
         /// ErrorInfo reason.
         reason: &'static str,
     },
+    /// Valid credentials that do not allow the call (PERMISSION_DENIED).
+    PermissionDenied {
+        /// ErrorInfo reason.
+        reason: &'static str,
+        /// For people.
+        message: &'static str,
+    },
     /// The resource does not exist, or belongs to another tenant (NOT_FOUND).
     NotFound {
         /// ErrorInfo reason.
@@ -100,6 +107,7 @@ impl Error {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
@@ -117,6 +125,7 @@ impl Error {
             | Self::NotFound { reason }
             | Self::AlreadyExists { reason, .. }
             | Self::FailedPrecondition { reason, .. }
+            | Self::PermissionDenied { reason, .. }
             | Self::Aborted { reason }
             | Self::Unavailable { reason, .. } => reason,
             Self::Internal(_) => "INTERNAL",
@@ -133,10 +142,12 @@ impl Error {
             Self::NotFound { reason } => match *reason {
                 "TENANT_NOT_FOUND" => "tenant not found".to_owned(),
                 "USER_NOT_FOUND" => "user not found".to_owned(),
+                "DOCUMENT_NOT_FOUND" => "document not found".to_owned(),
+                "API_KEY_NOT_FOUND" => "api key not found".to_owned(),
                 _ => "not found".to_owned(),
             },
             Self::AlreadyExists { field, .. } => format!("{field} is already taken"),
-            Self::FailedPrecondition { message, .. } => (*message).to_owned(),
+            Self::FailedPrecondition { message, .. } | Self::PermissionDenied { message, .. } => (*message).to_owned(),
             Self::Aborted { .. } => "the resource changed since it was read; read it again and retry".to_owned(),
             Self::Unavailable { .. } => "a dependency is unavailable; retry later".to_owned(),
             Self::Internal(_) => "internal error".to_owned(),
@@ -167,19 +178,20 @@ impl From<Error> for Status {
     }
 }
 
-/// Maps a database error. Unique violations become ALREADY_EXISTS through `unique`,
-/// which names the reason and field of a constraint, or `None` if it is not expected.
-pub fn from_database(
-    error: diesel::result::Error,
-    unique: impl Fn(&str) -> Option<(&'static str, &'static str)>,
-) -> Error {
+/// Maps a database error. Unique and foreign-key violations are mapped through
+/// `constraint`, which turns the name of an expected constraint into the domain error it
+/// means (ALREADY_EXISTS for a taken value, for example); unexpected ones are INTERNAL.
+pub fn from_database(error: diesel::result::Error, constraint: impl Fn(&str) -> Option<Error>) -> Error {
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
     match &error {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-            if let Some((reason, field)) = info.constraint_name().and_then(&unique) {
-                return Error::AlreadyExists { reason, field };
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::ForeignKeyViolation,
+            info,
+        ) => {
+            if let Some(mapped) = info.constraint_name().and_then(&constraint) {
+                return mapped;
             }
-            Error::Internal(anyhow::Error::new(error).context("unexpected unique violation"))
+            Error::Internal(anyhow::Error::new(error).context("unexpected constraint violation"))
         }
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) | DieselError::BrokenTransactionManager => {
             Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: error.into() }

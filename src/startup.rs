@@ -12,14 +12,19 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tower::Layer;
 
-use crate::api::{TenantApi, UserApi};
+use crate::api::{AuditApi, DocumentApi, TenantApi, UserApi};
 use crate::auth::PlatformAuth;
+use crate::auth::usage::UsageRecorder;
 use crate::cache::RedisCache;
 use crate::cli::ServeArgs;
 use crate::db::{self, migrations};
+use crate::domain::api_keys::ApiKeys;
+use crate::domain::documents::Documents;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::users::Users;
 use crate::health::{Health, Prober};
+use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::tenancy::TenantDb;
@@ -33,6 +38,9 @@ pub struct Application {
     router: Router,
     health: Arc<Health>,
     prober: Prober,
+    resolver: Arc<TenantResolver>,
+    usage: Arc<UsageRecorder>,
+    database: TenantDb,
     config: ServeArgs,
 }
 
@@ -56,7 +64,9 @@ impl Application {
         let pool = db::build_pool(config.database_url.expose(), config.db_pool_size, config.db_acquire_timeout.0);
         let redis = RedisCache::new(config.redis_url.expose(), config.redis_pool_size, config.redis_timeout.0)?;
         let auth = PlatformAuth::new(config.platform_token.clone())?;
-        let resolver = Arc::new(TenantResolver::new(pool.clone(), redis.clone(), config.tenant_cache_ttl.0));
+        let database = TenantDb::new(pool);
+        let resolver = Arc::new(TenantResolver::new(database.clone(), redis.clone(), config.tenant_cache_ttl.0));
+        let usage = Arc::new(UsageRecorder::default());
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Arc::new(Health::new(reporter).await);
@@ -69,10 +79,17 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let tenant_service = GatewayLayer::control_plane(auth.clone())
-            .layer(TenantServiceServer::new(TenantApi::new(TenantRegistry::new(pool.clone(), resolver.clone()))));
-        let user_service = GatewayLayer::data_plane(auth, resolver)
-            .layer(UserServiceServer::new(UserApi::new(Users::new(TenantDb::new(pool)))));
+        let control_plane = GatewayLayer::control_plane(auth.clone());
+        let data_plane = GatewayLayer::data_plane(auth, resolver.clone(), usage.clone());
+        let tenant_api = TenantApi::new(
+            TenantRegistry::new(database.clone(), resolver.clone()),
+            ApiKeys::new(database.clone(), resolver.clone()),
+        );
+        let tenant_service = control_plane.layer(TenantServiceServer::new(tenant_api));
+        let user_service = data_plane.layer(UserServiceServer::new(UserApi::new(Users::new(database.clone()))));
+        let document_service =
+            data_plane.layer(DocumentServiceServer::new(DocumentApi::new(Documents::new(database.clone()))));
+        let audit_service = data_plane.layer(AuditServiceServer::new(AuditApi::new(database.clone())));
 
         let router = Server::builder()
             .trace_fn(|request| {
@@ -82,7 +99,9 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(tenant_service)
-            .add_service(user_service);
+            .add_service(user_service)
+            .add_service(document_service)
+            .add_service(audit_service);
 
         let prober = Prober::new(
             config.database_url.expose().to_owned(),
@@ -93,12 +112,17 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
-        Ok(Self { listener, port, router, health, prober, config })
+        Ok(Self { listener, port, router, health, prober, resolver, usage, database, config })
     }
 
     /// The port the server is bound to (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The app-role pool (its statistics show how many checkouts requests made).
+    pub fn database_pool(&self) -> db::PgPool {
+        self.database.pool().clone()
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
@@ -111,9 +135,16 @@ impl Application {
     /// work and open health Watch streams end; in-flight RPCs finish, for at most the
     /// grace period. Returns when the server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self { listener, router, health, prober, config, .. } = self;
+        let Self { listener, router, health, prober, resolver, usage, database, config, .. } = self;
         let stop_probing = CancellationToken::new();
         let prober_task = tokio::spawn(prober.run(health.clone(), config.health_interval.0, stop_probing.clone()));
+        let listener_task = tokio::spawn(resolver.listen(stop_probing.clone()));
+        let stop_usage = CancellationToken::new();
+        let usage_task = {
+            let stop = stop_usage.clone();
+            let interval = config.key_usage_flush.0;
+            tokio::spawn(async move { usage.run(database, interval, stop).await })
+        };
 
         let stop_accepting = CancellationToken::new();
         let server = router
@@ -122,6 +153,7 @@ impl Application {
         tokio::select! {
             result = &mut server => {
                 stop_probing.cancel();
+                stop_usage.cancel();
                 return result.context("gRPC server failed");
             }
             () = shutdown => {}
@@ -140,7 +172,8 @@ impl Application {
                 tracing::warn!(grace_ms = %config.shutdown_grace, "shutdown: grace period over with RPCs in flight")
             }
         }
-        let _ = prober_task.await;
+        stop_usage.cancel();
+        let _ = tokio::join!(prober_task, listener_task, usage_task);
         tracing::info!("shutdown: complete");
         Ok(())
     }

@@ -3,9 +3,13 @@
 
 use chrono::{DateTime, Utc};
 
+mod audit;
+mod documents;
 mod tenants;
 mod users;
 
+pub use audit::AuditApi;
+pub use documents::DocumentApi;
 pub use tenants::TenantApi;
 pub use users::UserApi;
 
@@ -20,6 +24,14 @@ fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A chrono time from a proto timestamp, validated.
+fn time(field: &str, timestamp: prost_types::Timestamp) -> Result<DateTime<Utc>> {
+    u32::try_from(timestamp.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
+        .ok_or_else(|| Error::invalid("TIMESTAMP_INVALID", field, "is not a valid timestamp"))
+}
+
 /// A required message field.
 fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| Error::invalid("FIELD_REQUIRED", field, "is required"))
@@ -28,4 +40,58 @@ fn required<T>(field: &str, value: Option<T>) -> Result<T> {
 /// The validated `update_mask` of an update request.
 fn update_mask(mask: Option<prost_types::FieldMask>, updatable: &[&str]) -> Result<UpdateMask> {
     UpdateMask::parse(mask.map(|mask| mask.paths).unwrap_or_default(), updatable)
+}
+
+/// JSON from a `google.protobuf.Struct`. Non-finite numbers have no JSON form and are
+/// INVALID_ARGUMENT; nesting deeper than 32 levels too.
+fn struct_to_json(field: &str, value: prost_types::Struct) -> Result<serde_json::Value> {
+    fn convert(field: &str, value: prost_types::Value, depth: usize) -> Result<serde_json::Value> {
+        use prost_types::value::Kind;
+        if depth > 32 {
+            return Err(Error::invalid("METADATA_INVALID", field, "is nested more than 32 levels deep"));
+        }
+        Ok(match value.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::BoolValue(value)) => serde_json::Value::Bool(value),
+            Some(Kind::NumberValue(value)) => serde_json::Number::from_f64(value)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| Error::invalid("METADATA_INVALID", field, "numbers must be finite"))?,
+            Some(Kind::StringValue(value)) => serde_json::Value::String(value),
+            Some(Kind::ListValue(list)) => serde_json::Value::Array(
+                list.values.into_iter().map(|item| convert(field, item, depth + 1)).collect::<Result<_>>()?,
+            ),
+            Some(Kind::StructValue(object)) => serde_json::Value::Object(
+                object
+                    .fields
+                    .into_iter()
+                    .map(|(key, item)| Ok((key, convert(field, item, depth + 1)?)))
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+    convert(field, prost_types::Value { kind: Some(prost_types::value::Kind::StructValue(value)) }, 0)
+}
+
+/// A `google.protobuf.Struct` from a JSON object (anything else becomes an empty Struct).
+fn json_to_struct(value: serde_json::Value) -> prost_types::Struct {
+    fn convert(value: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match value {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(value) => Kind::BoolValue(value),
+            serde_json::Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or_default()),
+            serde_json::Value::String(value) => Kind::StringValue(value),
+            serde_json::Value::Array(items) => {
+                Kind::ListValue(prost_types::ListValue { values: items.into_iter().map(convert).collect() })
+            }
+            serde_json::Value::Object(object) => Kind::StructValue(prost_types::Struct {
+                fields: object.into_iter().map(|(key, item)| (key, convert(item))).collect(),
+            }),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    match convert(value).kind {
+        Some(prost_types::value::Kind::StructValue(object)) => object,
+        _ => prost_types::Struct::default(),
+    }
 }

@@ -2,33 +2,47 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{required, timestamp, update_mask};
+use super::{required, time, timestamp, update_mask};
+use crate::auth::api_key::ApiKeyToken;
+use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
 use crate::domain::tenants::{
-    NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
+    ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
+    parse_channel_binding, parse_channel_bindings, parse_domains,
 };
 use crate::domain::{Slug, page, parse_display_name, parse_etag, parse_id, parse_labels};
 use crate::error::{Error, Result};
+use crate::proto::api_key::Scope as ProtoScope;
 use crate::proto::get_tenant_request::Selector;
+use crate::proto::resolve_tenant_request::Identifier as ProtoIdentifier;
 use crate::proto::tenant::State;
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{self};
+use crate::tenancy::resolver::Identifier;
 use crate::tenancy::selector::TenantSelector;
+use crate::tenancy::{RequestContext, Scope};
 
 /// The control-plane adapter.
 pub struct TenantApi {
     registry: TenantRegistry,
+    keys: ApiKeys,
 }
 
 impl TenantApi {
-    /// Serves `registry`.
-    pub fn new(registry: TenantRegistry) -> Self {
-        Self { registry }
+    /// Serves `registry` and `keys`.
+    pub fn new(registry: TenantRegistry, keys: ApiKeys) -> Self {
+        Self { registry, keys }
     }
 
-    async fn transition(&self, id: &str, etag: &str, transition: Transition) -> Result<proto::Tenant> {
+    async fn transition(
+        &self,
+        request: RequestContext,
+        id: &str,
+        etag: &str,
+        transition: Transition,
+    ) -> Result<proto::Tenant> {
         let id = parse_id("id", id)?;
         let expected_revision = parse_etag(etag)?;
-        Ok(to_proto(self.registry.transition(id, expected_revision, transition).await?))
+        Ok(to_proto(self.registry.transition(request, id, expected_revision, transition).await?))
     }
 }
 
@@ -38,11 +52,40 @@ fn to_proto(tenant: Tenant) -> proto::Tenant {
         slug: tenant.slug,
         display_name: tenant.display_name,
         state: state_to_proto(tenant.state) as i32,
-        labels: tenant.labels.into_iter().collect(),
+        labels: tenant.labels,
         create_time: Some(timestamp(tenant.create_time)),
         update_time: Some(timestamp(tenant.update_time)),
         delete_time: tenant.delete_time.map(timestamp),
         etag: tenant.etag,
+        domains: tenant.domains,
+        channel_bindings: tenant
+            .channel_bindings
+            .into_iter()
+            .map(|binding| proto::ChannelBinding {
+                channel_type: binding.channel_type,
+                external_id: binding.external_id,
+            })
+            .collect(),
+    }
+}
+
+fn key_to_proto(key: ApiKey) -> proto::ApiKey {
+    proto::ApiKey {
+        id: key.id.to_string(),
+        tenant_id: key.tenant_id.to_string(),
+        display_name: key.display_name,
+        scopes: key
+            .scopes
+            .into_iter()
+            .map(|scope| match scope {
+                Scope::Read => ProtoScope::Read as i32,
+                Scope::Write => ProtoScope::Write as i32,
+            })
+            .collect(),
+        create_time: Some(timestamp(key.create_time)),
+        expire_time: key.expire_time.map(timestamp),
+        revoke_time: key.revoke_time.map(timestamp),
+        last_used_time: key.last_used_time.map(timestamp),
     }
 }
 
@@ -68,19 +111,48 @@ fn slug(field: &str, value: &str) -> Result<Slug> {
     Slug::parse(value).map_err(|description| Error::invalid("TENANT_SLUG_MALFORMED", field, description))
 }
 
+fn bindings(bindings: Vec<proto::ChannelBinding>) -> Vec<ChannelBinding> {
+    bindings
+        .into_iter()
+        .map(|binding| ChannelBinding { channel_type: binding.channel_type, external_id: binding.external_id })
+        .collect()
+}
+
+fn scopes(values: &[i32]) -> Result<Vec<Scope>> {
+    let mut scopes = Vec::new();
+    for value in values {
+        let scope = match ProtoScope::try_from(*value) {
+            Ok(ProtoScope::Read) => Scope::Read,
+            Ok(ProtoScope::Write) => Scope::Write,
+            _ => return Err(Error::invalid("SCOPES_INVALID", "api_key.scopes", "must be READ or WRITE")),
+        };
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    if scopes.is_empty() {
+        return Err(Error::invalid("FIELD_REQUIRED", "api_key.scopes", "name at least one scope"));
+    }
+    Ok(scopes)
+}
+
 #[tonic::async_trait]
 impl TenantService for TenantApi {
     async fn create_tenant(
         &self,
         request: Request<proto::CreateTenantRequest>,
     ) -> Result<Response<proto::Tenant>, Status> {
-        let tenant = required("tenant", request.into_inner().tenant)?;
+        let context = RequestContext::from_request(&request)?;
+        let request = request.into_inner();
+        let tenant = required("tenant", request.tenant)?;
         let new = NewTenant {
-            slug: slug("tenant.slug", &tenant.slug)?,
+            slug: slug("tenant.slug", &tenant.slug)?.as_str().to_owned(),
             display_name: parse_display_name("tenant.display_name", &tenant.display_name, true)?,
             labels: parse_labels("tenant.labels", tenant.labels)?,
+            domains: parse_domains("tenant.domains", tenant.domains)?,
+            channel_bindings: parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings))?,
         };
-        Ok(Response::new(to_proto(self.registry.create(new).await?)))
+        Ok(Response::new(to_proto(self.registry.create(context, new, &request.request_id).await?)))
     }
 
     async fn get_tenant(&self, request: Request<proto::GetTenantRequest>) -> Result<Response<proto::Tenant>, Status> {
@@ -109,6 +181,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<proto::UpdateTenantRequest>,
     ) -> Result<Response<proto::Tenant>, Status> {
+        let context = RequestContext::from_request(&request)?;
         let request = request.into_inner();
         let mask = update_mask(request.update_mask, UPDATABLE_FIELDS)?;
         let tenant = required("tenant", request.tenant)?;
@@ -121,30 +194,140 @@ impl TenantService for TenantApi {
         if mask.contains("labels") {
             patch.labels = Some(parse_labels("tenant.labels", tenant.labels)?);
         }
-        Ok(Response::new(to_proto(self.registry.update(id, expected_revision, patch).await?)))
+        if mask.contains("domains") {
+            patch.domains = Some(parse_domains("tenant.domains", tenant.domains)?);
+        }
+        if mask.contains("channel_bindings") {
+            patch.channel_bindings =
+                Some(parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings))?);
+        }
+        Ok(Response::new(to_proto(self.registry.update(context, id, expected_revision, patch).await?)))
     }
 
     async fn suspend_tenant(
         &self,
         request: Request<proto::SuspendTenantRequest>,
     ) -> Result<Response<proto::Tenant>, Status> {
+        let context = RequestContext::from_request(&request)?;
         let request = request.into_inner();
-        Ok(Response::new(self.transition(&request.id, &request.etag, Transition::Suspend).await?))
+        Ok(Response::new(self.transition(context, &request.id, &request.etag, Transition::Suspend).await?))
     }
 
     async fn resume_tenant(
         &self,
         request: Request<proto::ResumeTenantRequest>,
     ) -> Result<Response<proto::Tenant>, Status> {
+        let context = RequestContext::from_request(&request)?;
         let request = request.into_inner();
-        Ok(Response::new(self.transition(&request.id, &request.etag, Transition::Resume).await?))
+        Ok(Response::new(self.transition(context, &request.id, &request.etag, Transition::Resume).await?))
     }
 
     async fn delete_tenant(
         &self,
         request: Request<proto::DeleteTenantRequest>,
     ) -> Result<Response<proto::Tenant>, Status> {
+        let context = RequestContext::from_request(&request)?;
         let request = request.into_inner();
-        Ok(Response::new(self.transition(&request.id, &request.etag, Transition::Delete).await?))
+        Ok(Response::new(self.transition(context, &request.id, &request.etag, Transition::Delete).await?))
+    }
+
+    async fn resolve_tenant(
+        &self,
+        request: Request<proto::ResolveTenantRequest>,
+    ) -> Result<Response<proto::Tenant>, Status> {
+        let identifier = required("identifier", request.into_inner().identifier)?;
+        let tenant = match identifier {
+            ProtoIdentifier::Id(id) => self.registry.resolve_id(parse_id("id", &id)?).await?,
+            ProtoIdentifier::Slug(value) => {
+                self.registry.resolve(&Identifier::Slug(slug("slug", &value)?.as_str().to_owned())).await?
+            }
+            ProtoIdentifier::Domain(domain) => {
+                let mut domains = parse_domains("domain", vec![domain])?;
+                let domain = domains.pop().ok_or_else(|| Error::invalid("FIELD_REQUIRED", "domain", "is required"))?;
+                self.registry.resolve(&Identifier::Domain(domain)).await?
+            }
+            ProtoIdentifier::ChannelBinding(binding) => {
+                let binding = ChannelBinding { channel_type: binding.channel_type, external_id: binding.external_id };
+                parse_channel_binding("channel_binding", &binding)?;
+                let identifier =
+                    Identifier::Channel { channel_type: binding.channel_type, external_id: binding.external_id };
+                self.registry.resolve(&identifier).await?
+            }
+            ProtoIdentifier::ApiKey(text) => {
+                let token = ApiKeyToken::parse(&text)
+                    .map_err(|_| Error::invalid("API_KEY_MALFORMED", "api_key", "is not a tenantd API key"))?;
+                let tenant = self.registry.resolve_id(token.tenant_id()).await?;
+                // An invalid key names no tenant: NOT_FOUND, like any unknown identifier.
+                self.keys.verify(&token).await.map_err(|_| Error::NotFound { reason: "TENANT_NOT_FOUND" })?;
+                tenant
+            }
+        };
+        Ok(Response::new(to_proto(tenant)))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<proto::CreateApiKeyRequest>,
+    ) -> Result<Response<proto::CreateApiKeyResponse>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let request = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &request.tenant_id)?;
+        let key = required("api_key", request.api_key)?;
+        let expire_time = key.expire_time.map(|value| time("api_key.expire_time", value)).transpose()?;
+        if expire_time.is_some_and(|expiry| expiry <= chrono::Utc::now()) {
+            return Err(Error::invalid("EXPIRE_TIME_INVALID", "api_key.expire_time", "must be in the future").into());
+        }
+        let new = NewKey {
+            display_name: parse_display_name("api_key.display_name", &key.display_name, true)?,
+            scopes: scopes(&key.scopes)?,
+            expire_time,
+        };
+        let created = self.keys.create(context, tenant_id, new, &request.request_id).await?;
+        Ok(Response::new(proto::CreateApiKeyResponse {
+            api_key: Some(key_to_proto(created.key)),
+            secret: created.secret.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<proto::ListApiKeysRequest>,
+    ) -> Result<Response<proto::ListApiKeysResponse>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let request = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &request.tenant_id)?;
+        let page_size = page::page_size(request.page_size)?;
+        let page = self.keys.list(context, tenant_id, page_size, &request.page_token).await?;
+        Ok(Response::new(proto::ListApiKeysResponse {
+            api_keys: page.keys.into_iter().map(key_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<proto::RevokeApiKeyRequest>,
+    ) -> Result<Response<proto::ApiKey>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let request = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &request.tenant_id)?;
+        let key_id = parse_id("id", &request.id)?;
+        Ok(Response::new(key_to_proto(self.keys.revoke(context, tenant_id, key_id).await?)))
+    }
+
+    async fn list_tenant_audit_events(
+        &self,
+        request: Request<proto::ListTenantAuditEventsRequest>,
+    ) -> Result<Response<proto::ListTenantAuditEventsResponse>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let request = request.into_inner();
+        let tenant_id = parse_id("tenant_id", &request.tenant_id)?;
+        let page_size = page::page_size(request.page_size)?;
+        let filter = super::audit::filter(request.filter)?;
+        let page = self.registry.audit_events(context, tenant_id, filter, page_size, &request.page_token).await?;
+        Ok(Response::new(proto::ListTenantAuditEventsResponse {
+            audit_events: page.events.into_iter().map(super::audit::to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 }

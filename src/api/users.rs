@@ -58,13 +58,14 @@ fn role(value: i32, default: Option<Role>) -> Result<Role> {
 impl UserService for UserApi {
     async fn create_user(&self, request: Request<proto::CreateUserRequest>) -> Result<Response<proto::User>, Status> {
         let context = TenantContext::from_request(&request)?;
-        let user = required("user", request.into_inner().user)?;
+        let request = request.into_inner();
+        let user = required("user", request.user)?;
         let input = UserInput {
             email: parse_email("user.email", &user.email)?,
             display_name: parse_display_name("user.display_name", &user.display_name, false)?,
             role: role(user.role, Some(Role::Member))?,
         };
-        Ok(Response::new(to_proto(self.users.create(&context, input).await?)))
+        Ok(Response::new(to_proto(self.users.create(&context, input, &request.request_id).await?)))
     }
 
     async fn get_user(&self, request: Request<proto::GetUserRequest>) -> Result<Response<proto::User>, Status> {

@@ -4,6 +4,10 @@
 
 use uuid::Uuid;
 
+/// The pub/sub channel on which replicas announce that something about a tenant changed
+/// (the message is the tenant id). A channel is not a key and lives in no slot.
+pub const INVALIDATION_CHANNEL: &str = "tenantd:invalidate";
+
 /// A Redis key. The only way to make one is [`RedisKey::for_tenant`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisKey(String);

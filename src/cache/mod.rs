@@ -11,7 +11,7 @@ use bb8_redis::redis::{self, RedisError, aio::MultiplexedConnection};
 
 mod keys;
 
-pub use keys::RedisKey;
+pub use keys::{INVALIDATION_CHANNEL, RedisKey};
 
 /// A pooled Redis connection that remembers whether it failed. bb8-redis never reports a
 /// multiplexed connection as broken, so a connection that lost its socket would stay in
@@ -48,6 +48,7 @@ impl bb8::ManageConnection for TrackedManager {
 /// A Redis client that never fails a request.
 #[derive(Clone)]
 pub struct RedisCache {
+    client: redis::Client,
     pool: bb8::Pool<TrackedManager>,
     timeout: Duration,
     available: Arc<AtomicBool>,
@@ -56,15 +57,16 @@ pub struct RedisCache {
 impl RedisCache {
     /// Builds the pool without connecting. Fails only on a malformed URL.
     pub fn new(url: &str, pool_size: u32, timeout: Duration) -> anyhow::Result<Self> {
-        let inner = RedisConnectionManager::new(url)
-            .map_err(|_| anyhow::anyhow!("TENANTD_REDIS_URL is not a valid Redis URL"))?;
+        let invalid = |_| anyhow::anyhow!("TENANTD_REDIS_URL is not a valid Redis URL");
+        let inner = RedisConnectionManager::new(url).map_err(invalid)?;
+        let client = redis::Client::open(url).map_err(invalid)?;
         let pool = bb8::Pool::builder()
             .max_size(pool_size)
             .min_idle(None)
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(TrackedManager { inner });
-        Ok(Self { pool, timeout, available: Arc::new(AtomicBool::new(false)) })
+        Ok(Self { client, pool, timeout, available: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Whether the last probe or operation succeeded. While false, operations are skipped.
@@ -104,6 +106,30 @@ impl RedisCache {
             return;
         }
         let _: Option<()> = self.execute(redis::Cmd::del(key.as_str())).await;
+    }
+
+    /// Announces on `channel`; dropped when Redis is unavailable.
+    pub async fn publish(&self, channel: &str, message: &str) {
+        if !self.is_available() {
+            return;
+        }
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(message);
+        let _: Option<i64> = self.execute(command).await;
+    }
+
+    /// Subscribes to `channel` on a dedicated connection (pub/sub cannot share one).
+    pub async fn subscribe(&self, channel: &str) -> Option<redis::aio::PubSubStream> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, RedisError>(pubsub.into_on_message())
+        };
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(error)) => self.failed(&error),
+            Err(_elapsed) => self.failed(&"timed out subscribing"),
+        }
     }
 
     async fn execute<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {

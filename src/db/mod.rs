@@ -5,6 +5,11 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 
+pub mod api_keys;
+pub mod audit;
+pub mod documents;
+pub mod idempotency;
+pub mod identifiers;
 pub mod migrations;
 pub(crate) mod schema;
 pub mod tenants;

@@ -38,5 +38,91 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(users -> tenants (tenant_id));
-diesel::allow_tables_to_appear_in_same_query!(tenants, users);
+diesel::table! {
+    /// Domains identifying tenants (registry; global).
+    tenant_domains (domain) {
+        domain -> Text,
+        tenant_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    /// External channel identities of tenants (registry; global).
+    tenant_channel_bindings (channel_type, external_id) {
+        channel_type -> Text,
+        external_id -> Text,
+        tenant_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    /// Tenant API keys (RLS).
+    api_keys (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        display_name -> Text,
+        secret_sha256 -> Bytea,
+        scopes -> Array<Text>,
+        create_time -> Timestamptz,
+        expire_time -> Nullable<Timestamptz>,
+        revoke_time -> Nullable<Timestamptz>,
+        last_used_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    /// Documents (RLS).
+    documents (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        title -> Text,
+        content -> Bytea,
+        content_sha256 -> Bytea,
+        metadata -> Jsonb,
+        owner_user_id -> Uuid,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        revision -> Int8,
+    }
+}
+
+diesel::table! {
+    /// Audit events (RLS; append-only for the app role).
+    audit_events (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        create_time -> Timestamptz,
+        actor_type -> Text,
+        actor_id -> Text,
+        action -> Text,
+        resource_type -> Text,
+        resource_id -> Text,
+        request_id -> Text,
+        details -> Jsonb,
+    }
+}
+
+diesel::table! {
+    /// Idempotency records of tenant-scoped creates (RLS).
+    idempotency_records (tenant_id, request_id) {
+        tenant_id -> Uuid,
+        request_id -> Uuid,
+        method -> Text,
+        request_sha256 -> Bytea,
+        response -> Jsonb,
+        create_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Idempotency records of CreateTenant (global).
+    platform_idempotency_records (request_id) {
+        request_id -> Uuid,
+        method -> Text,
+        request_sha256 -> Bytea,
+        response -> Jsonb,
+        create_time -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(tenants, users, tenant_domains, tenant_channel_bindings);

@@ -6,6 +6,10 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+pub mod api_keys;
+pub mod audit;
+pub mod documents;
+pub mod idempotency;
 pub mod page;
 pub mod tenants;
 pub mod users;

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-const VERSION: u8 = 1;
-const ENCODED_LENGTH: usize = 1 + 16 + 1 + 16;
+const VERSION: u8 = 2;
+const ENCODED_LENGTH: usize = 1 + 16 + 8 + 16;
 
 /// Page size when a request gives 0.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -34,8 +34,8 @@ pub fn page_size(requested: i32) -> Result<i64> {
 pub struct PageToken {
     /// The tenant (or nil) the token was issued to.
     pub scope: Uuid,
-    /// The list filter the token was issued for.
-    pub filter: u8,
+    /// Fingerprint of the list filter the token was issued for.
+    pub filter: [u8; 8],
     /// The last id of the previous page.
     pub after: Uuid,
 }
@@ -46,14 +46,14 @@ impl PageToken {
         let mut bytes = Vec::with_capacity(ENCODED_LENGTH);
         bytes.push(VERSION);
         bytes.extend_from_slice(self.scope.as_bytes());
-        bytes.push(self.filter);
+        bytes.extend_from_slice(&self.filter);
         bytes.extend_from_slice(self.after.as_bytes());
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// Decodes a request's `page_token`; empty means the first page. The token must have
     /// been issued for `scope` and `filter`.
-    pub fn decode(token: &str, scope: Uuid, filter: u8) -> Result<Option<Uuid>> {
+    pub fn decode(token: &str, scope: Uuid, filter: [u8; 8]) -> Result<Option<Uuid>> {
         if token.is_empty() {
             return Ok(None);
         }
@@ -70,13 +70,38 @@ impl PageToken {
             return Err(invalid("is not a page token from this list"));
         }
         let token_scope = Uuid::from_slice(&rest[..16]).map_err(|_| invalid("is not a page token from this list"))?;
-        let token_filter = rest[16];
-        let after = Uuid::from_slice(&rest[17..]).map_err(|_| invalid("is not a page token from this list"))?;
-        if token_scope != scope || token_filter != filter {
+        let token_filter = &rest[16..24];
+        let after = Uuid::from_slice(&rest[24..]).map_err(|_| invalid("is not a page token from this list"))?;
+        if token_scope != scope || token_filter != filter.as_slice() {
             return Err(invalid("was issued for a different list or filter"));
         }
         Ok(Some(after))
     }
+}
+
+/// A short fingerprint of a list's filter, recorded in its page tokens.
+pub fn fingerprint(filter: &str) -> [u8; 8] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(filter.as_bytes());
+    let mut print = [0u8; 8];
+    print.copy_from_slice(&digest[..8]);
+    print
+}
+
+/// Pops the look-ahead row, if any, and returns the token of the page after `rows`.
+pub fn next_token<T>(
+    rows: &mut Vec<T>,
+    page_size: i64,
+    id_of: impl Fn(&T) -> Uuid,
+    scope: Uuid,
+    filter: [u8; 8],
+) -> String {
+    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    if rows.len() <= page_size {
+        return String::new();
+    }
+    rows.truncate(page_size);
+    rows.last().map(|last| PageToken { scope, filter, after: id_of(last) }.encode()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -86,13 +111,14 @@ mod tests {
     #[test]
     fn a_token_round_trips_in_its_own_scope_only() {
         let scope = Uuid::now_v7();
-        let token = PageToken { scope, filter: 2, after: Uuid::now_v7() };
+        let filter = fingerprint("state=active");
+        let token = PageToken { scope, filter, after: Uuid::now_v7() };
         let encoded = token.encode();
-        assert_eq!(PageToken::decode(&encoded, scope, 2).ok(), Some(Some(token.after)));
-        assert!(PageToken::decode(&encoded, Uuid::now_v7(), 2).is_err());
-        assert!(PageToken::decode(&encoded, scope, 1).is_err());
-        assert!(PageToken::decode(&encoded[..10], scope, 2).is_err());
-        assert!(PageToken::decode("%%%", scope, 2).is_err());
+        assert_eq!(PageToken::decode(&encoded, scope, filter).ok(), Some(Some(token.after)));
+        assert!(PageToken::decode(&encoded, Uuid::now_v7(), filter).is_err());
+        assert!(PageToken::decode(&encoded, scope, fingerprint("")).is_err());
+        assert!(PageToken::decode(&encoded[..10], scope, filter).is_err());
+        assert!(PageToken::decode("%%%", scope, filter).is_err());
     }
 
     #[test]

@@ -1,28 +1,34 @@
-//! The tenant registry: the control plane's operations on tenants.
+//! The tenant registry: the control plane's operations on tenants and their identifiers.
+//!
+//! Every mutation runs in a transaction for the tenant it concerns (so its audit event,
+//! written under RLS, commits with it), and afterwards invalidates the resolution caches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncConnection;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::page::PageToken;
-use super::{Slug, check_etag, etag};
+use super::idempotency::{self, RequestKey};
+use super::page::{self, PageToken, fingerprint};
+use super::{Slug, audit, check_etag, etag};
 use crate::db::tenants::{NewTenantRow, TenantChanges, TenantRow};
-use crate::db::{self, PgPool};
+use crate::db::{self};
 use crate::error::{self, Error, Result};
-use crate::tenancy::resolver::TenantResolver;
+use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
+use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantTx};
 
 /// The lifecycle state of a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TenantState {
     /// Served normally.
     Active,
     /// Data plane answers FAILED_PRECONDITION.
     Suspended,
-    /// Soft-deleted: data kept, slug reserved, data plane answers NOT_FOUND.
+    /// Soft-deleted: data kept, identifiers reserved, data plane answers NOT_FOUND.
     Deleted,
 }
 
@@ -45,20 +51,19 @@ impl TenantState {
             _ => None,
         }
     }
+}
 
-    /// The byte a page token records for a list filtered by this state.
-    fn filter_code(state: Option<Self>) -> u8 {
-        match state {
-            None => 0,
-            Some(Self::Active) => 1,
-            Some(Self::Suspended) => 2,
-            Some(Self::Deleted) => 3,
-        }
-    }
+/// An external channel identity, such as a Slack workspace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChannelBinding {
+    /// E.g. `slack`.
+    pub channel_type: String,
+    /// The tenant's id in that channel.
+    pub external_id: String,
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
     /// Id.
     pub id: Uuid,
@@ -70,6 +75,10 @@ pub struct Tenant {
     pub state: TenantState,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Domains, sorted.
+    pub domains: Vec<String>,
+    /// Channel bindings, sorted.
+    pub channel_bindings: Vec<ChannelBinding>,
     /// Creation time.
     pub create_time: DateTime<Utc>,
     /// Last update time.
@@ -80,38 +89,19 @@ pub struct Tenant {
     pub etag: String,
 }
 
-impl TryFrom<TenantRow> for Tenant {
-    type Error = Error;
-
-    fn try_from(row: TenantRow) -> Result<Self> {
-        let state = TenantState::parse(&row.state)
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant {} has unknown state {:?}", row.id, row.state)))?;
-        let labels = serde_json::from_value(row.labels).map_err(|error| {
-            Error::Internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
-        })?;
-        Ok(Self {
-            id: row.id,
-            slug: row.slug,
-            display_name: row.display_name,
-            state,
-            labels,
-            create_time: row.create_time,
-            update_time: row.update_time,
-            delete_time: row.delete_time,
-            etag: etag(row.revision),
-        })
-    }
-}
-
 /// A validated tenant to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NewTenant {
     /// Slug.
-    pub slug: Slug,
+    pub slug: String,
     /// Display name.
     pub display_name: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Domains.
+    pub domains: Vec<String>,
+    /// Channel bindings.
+    pub channel_bindings: Vec<ChannelBinding>,
 }
 
 /// New values for the fields an update names; `None` leaves a field as it is.
@@ -121,10 +111,88 @@ pub struct TenantPatch {
     pub display_name: Option<String>,
     /// New labels (replacing all labels).
     pub labels: Option<BTreeMap<String, String>>,
+    /// New domains (replacing all).
+    pub domains: Option<Vec<String>>,
+    /// New channel bindings (replacing all).
+    pub channel_bindings: Option<Vec<ChannelBinding>>,
 }
 
 /// Fields `UpdateTenant` may change.
-pub const UPDATABLE_FIELDS: &[&str] = &["display_name", "labels"];
+pub const UPDATABLE_FIELDS: &[&str] = &["display_name", "labels", "domains", "channel_bindings"];
+/// Most domains, and most channel bindings, per tenant.
+pub const MAX_IDENTIFIERS: usize = 32;
+
+/// Validates and normalises domains: lowercase DNS names with at least two labels, each
+/// label 1 to 63 of `[a-z0-9-]` not starting or ending with `-`; deduplicated and sorted.
+pub fn parse_domains(field: &str, domains: Vec<String>) -> Result<Vec<String>> {
+    if domains.len() > MAX_IDENTIFIERS {
+        return Err(Error::invalid("DOMAINS_INVALID", field, format!("at most {MAX_IDENTIFIERS} domains")));
+    }
+    let mut normalised = Vec::with_capacity(domains.len());
+    for (index, domain) in domains.into_iter().enumerate() {
+        let domain = domain.to_ascii_lowercase();
+        let labels: Vec<&str> = domain.split('.').collect();
+        let valid = domain.len() <= 253
+            && labels.len() >= 2
+            && labels.iter().all(|label| {
+                (1..=63).contains(&label.len())
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+            });
+        if !valid {
+            return Err(Error::invalid(
+                "DOMAINS_INVALID",
+                format!("{field}[{index}]"),
+                "must be a DNS name like acme.example.com",
+            ));
+        }
+        normalised.push(domain);
+    }
+    normalised.sort();
+    normalised.dedup();
+    Ok(normalised)
+}
+
+/// Validates channel bindings: `channel_type` matches `^[a-z][a-z0-9_-]{0,31}$`,
+/// `external_id` is 1 to 255 visible characters; deduplicated and sorted.
+pub fn parse_channel_bindings(field: &str, bindings: Vec<ChannelBinding>) -> Result<Vec<ChannelBinding>> {
+    if bindings.len() > MAX_IDENTIFIERS {
+        return Err(Error::invalid("CHANNEL_BINDINGS_INVALID", field, format!("at most {MAX_IDENTIFIERS} bindings")));
+    }
+    for (index, binding) in bindings.iter().enumerate() {
+        parse_channel_binding(&format!("{field}[{index}]"), binding)?;
+    }
+    let mut bindings = bindings;
+    bindings.sort();
+    bindings.dedup();
+    Ok(bindings)
+}
+
+/// Validates one channel binding.
+pub fn parse_channel_binding(field: &str, binding: &ChannelBinding) -> Result<()> {
+    let kind = binding.channel_type.as_bytes();
+    let kind_ok = (1..=32).contains(&kind.len())
+        && kind[0].is_ascii_lowercase()
+        && kind.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-'));
+    if !kind_ok {
+        return Err(Error::invalid(
+            "CHANNEL_BINDINGS_INVALID",
+            format!("{field}.channel_type"),
+            "must match ^[a-z][a-z0-9_-]{0,31}$",
+        ));
+    }
+    let id_ok = (1..=255).contains(&binding.external_id.chars().count())
+        && binding.external_id.chars().all(|character| !character.is_control() && !character.is_whitespace());
+    if !id_ok {
+        return Err(Error::invalid(
+            "CHANNEL_BINDINGS_INVALID",
+            format!("{field}.external_id"),
+            "must be 1 to 255 characters without spaces or control characters",
+        ));
+    }
+    Ok(())
+}
 
 /// A lifecycle transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +203,16 @@ pub enum Transition {
     Resume,
     /// ACTIVE or SUSPENDED → DELETED.
     Delete,
+}
+
+impl Transition {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Suspend => "tenant.suspend",
+            Self::Resume => "tenant.resume",
+            Self::Delete => "tenant.delete",
+        }
+    }
 }
 
 /// One page of tenants.
@@ -149,141 +227,267 @@ pub struct TenantPage {
 /// The control plane's operations on tenants.
 #[derive(Clone)]
 pub struct TenantRegistry {
-    pool: PgPool,
+    database: TenantDb,
     resolver: Arc<TenantResolver>,
 }
 
 impl TenantRegistry {
-    /// A registry over the app-role pool; changes invalidate `resolver`'s cache.
-    pub fn new(pool: PgPool, resolver: Arc<TenantResolver>) -> Self {
-        Self { pool, resolver }
+    /// A registry over `database`; changes invalidate `resolver`'s caches.
+    pub fn new(database: TenantDb, resolver: Arc<TenantResolver>) -> Self {
+        Self { database, resolver }
     }
 
-    /// Creates an ACTIVE tenant.
-    pub async fn create(&self, new: NewTenant) -> Result<Tenant> {
-        let mut connection = self.pool.get().await?;
-        let labels = labels_json(&new.labels)?;
-        let row = db::tenants::insert(
-            &mut connection,
-            NewTenantRow {
-                id: Uuid::now_v7(),
-                slug: new.slug.as_str(),
-                display_name: &new.display_name,
-                state: TenantState::Active.as_str(),
-                labels,
-            },
-        )
-        .await
-        .map_err(map_database_error)?;
-        tracing::info!(tenant.id = %row.id, tenant.slug = %row.slug, "tenant created");
-        row.try_into()
+    /// Creates an ACTIVE tenant, exactly once per `request_id`.
+    pub async fn create(&self, request: RequestContext, new: NewTenant, request_id: &str) -> Result<Tenant> {
+        Slug::parse(&new.slug)
+            .map_err(|description| Error::invalid("TENANT_SLUG_MALFORMED", "tenant.slug", description))?;
+        let key = RequestKey::new(idempotency::Scope::Platform, "CreateTenant", request_id, &new)?;
+        let context = TenantContext::new(Uuid::now_v7(), request);
+        let tenant = self
+            .database
+            .run(&context, move |transaction| {
+                Box::pin(async move {
+                    if let Some(replay) = idempotency::begin::<Tenant>(transaction, &key).await? {
+                        return Ok(replay);
+                    }
+                    let id = transaction.tenant_id();
+                    let labels = labels_json(&new.labels)?;
+                    let row = db::tenants::insert(
+                        transaction.connection(),
+                        NewTenantRow {
+                            id,
+                            slug: &new.slug,
+                            display_name: &new.display_name,
+                            state: TenantState::Active.as_str(),
+                            labels,
+                        },
+                    )
+                    .await
+                    .map_err(map_database_error)?;
+                    write_identifiers(transaction, Some(&new.domains), Some(&new.channel_bindings)).await?;
+                    audit::record(transaction, "tenant.create", "tenant", id, serde_json::json!({ "slug": new.slug }))
+                        .await?;
+                    let tenant = load(transaction, row).await?;
+                    idempotency::finish(transaction, &key, &tenant).await?;
+                    Ok(tenant)
+                })
+            })
+            .await?;
+        tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, "tenant created");
+        Ok(tenant)
     }
 
     /// Gets a tenant in any state.
     pub async fn get(&self, selector: &TenantSelector) -> Result<Tenant> {
-        let mut connection = self.pool.get().await?;
+        let mut connection = self.database.pool().get().await?;
         let row = match selector {
             TenantSelector::Id(id) => db::tenants::find_by_id(&mut connection, *id).await?,
             TenantSelector::Slug(slug) => db::tenants::find_by_slug(&mut connection, slug.as_str()).await?,
         };
-        row.ok_or(Error::NotFound { reason: "TENANT_NOT_FOUND" })?.try_into()
+        let row = row.ok_or_else(tenant_not_found)?;
+        let mut tenants = assemble(&mut connection, vec![row]).await?;
+        tenants.pop().ok_or_else(tenant_not_found)
     }
 
     /// Lists tenants in creation order.
     pub async fn list(&self, state: Option<TenantState>, page_size: i64, page_token: &str) -> Result<TenantPage> {
-        let filter = TenantState::filter_code(state);
+        let filter = fingerprint(&format!("state={}", state.map_or("", TenantState::as_str)));
         let after = PageToken::decode(page_token, Uuid::nil(), filter)?;
-        let mut connection = self.pool.get().await?;
+        let mut connection = self.database.pool().get().await?;
         let mut rows = db::tenants::list(&mut connection, state.map(TenantState::as_str), after, page_size + 1).await?;
-        let next_page_token = next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
-        let tenants = rows.into_iter().map(Tenant::try_from).collect::<Result<_>>()?;
+        let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
+        let tenants = assemble(&mut connection, rows).await?;
         Ok(TenantPage { tenants, next_page_token })
     }
 
-    /// Applies an update to a tenant that is not deleted.
-    pub async fn update(&self, id: Uuid, expected_revision: Option<i64>, patch: TenantPatch) -> Result<Tenant> {
-        self.modify(id, expected_revision, move |row| {
-            if row.state == TenantState::Deleted.as_str() {
-                return Err(tenant_deleted());
-            }
-            let mut changes = changes_of(row);
-            if let Some(display_name) = patch.display_name {
-                changes.display_name = display_name;
-            }
-            if let Some(labels) = &patch.labels {
-                changes.labels = labels_json(labels)?;
-            }
-            Ok(Some(changes))
-        })
-        .await
+    /// Resolves an identifier to a tenant that is not deleted (edge gateways).
+    pub async fn resolve(&self, identifier: &Identifier) -> Result<Tenant> {
+        let tenant_id = self.resolver.identify(identifier).await?.ok_or_else(tenant_not_found)?;
+        self.resolve_id(tenant_id).await
     }
 
-    /// Applies a lifecycle transition. Repeating a transition is a no-op; leaving
-    /// DELETED is FAILED_PRECONDITION.
-    pub async fn transition(&self, id: Uuid, expected_revision: Option<i64>, transition: Transition) -> Result<Tenant> {
+    /// Returns a tenant by id unless it is deleted.
+    pub async fn resolve_id(&self, tenant_id: Uuid) -> Result<Tenant> {
+        match self.resolver.state(tenant_id).await? {
+            None | Some(TenantState::Deleted) => Err(tenant_not_found()),
+            Some(_) => self.get(&TenantSelector::Id(tenant_id)).await,
+        }
+    }
+
+    /// Applies an update to a tenant that is not deleted.
+    pub async fn update(
+        &self,
+        request: RequestContext,
+        id: Uuid,
+        expected_revision: Option<i64>,
+        patch: TenantPatch,
+    ) -> Result<Tenant> {
+        let mut changed = Vec::new();
+        if patch.display_name.is_some() {
+            changed.push("display_name");
+        }
+        if patch.labels.is_some() {
+            changed.push("labels");
+        }
+        if patch.domains.is_some() {
+            changed.push("domains");
+        }
+        if patch.channel_bindings.is_some() {
+            changed.push("channel_bindings");
+        }
+        let context = TenantContext::new(id, request);
         let tenant = self
-            .modify(id, expected_revision, move |row| {
-                let current = TenantState::parse(&row.state)
-                    .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant has unknown state")))?;
-                let target = match (transition, current) {
-                    (Transition::Delete, TenantState::Deleted) => return Ok(None),
-                    (_, TenantState::Deleted) => return Err(tenant_deleted()),
-                    (Transition::Suspend, _) => TenantState::Suspended,
-                    (Transition::Resume, _) => TenantState::Active,
-                    (Transition::Delete, _) => TenantState::Deleted,
-                };
-                if target == current {
-                    return Ok(None);
-                }
-                let mut changes = changes_of(row);
-                changes.state = target.as_str().to_owned();
-                changes.delete_time = (target == TenantState::Deleted).then(Utc::now);
-                Ok(Some(changes))
+            .database
+            .run(&context, move |transaction| {
+                Box::pin(async move {
+                    let row = lock(transaction, expected_revision).await?;
+                    if row.state == TenantState::Deleted.as_str() {
+                        return Err(tenant_deleted());
+                    }
+                    let mut changes = changes_of(&row);
+                    if let Some(display_name) = patch.display_name {
+                        changes.display_name = display_name;
+                    }
+                    if let Some(labels) = &patch.labels {
+                        changes.labels = labels_json(labels)?;
+                    }
+                    let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
+                    write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
+                    audit::record(transaction, "tenant.update", "tenant", row.id, audit::changed_fields(&changed))
+                        .await?;
+                    load(transaction, row).await
+                })
             })
             .await?;
+        self.resolver.invalidate(id, None).await;
+        Ok(tenant)
+    }
+
+    /// Applies a lifecycle transition. Repeating a transition is a no-op (and is not
+    /// audited); leaving DELETED is FAILED_PRECONDITION.
+    pub async fn transition(
+        &self,
+        request: RequestContext,
+        id: Uuid,
+        expected_revision: Option<i64>,
+        transition: Transition,
+    ) -> Result<Tenant> {
+        let context = TenantContext::new(id, request);
+        let tenant = self
+            .database
+            .run(&context, move |transaction| {
+                Box::pin(async move {
+                    let row = lock(transaction, expected_revision).await?;
+                    let current = TenantState::parse(&row.state)
+                        .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant has unknown state")))?;
+                    let target = match (transition, current) {
+                        (Transition::Delete, TenantState::Deleted) => return load(transaction, row).await,
+                        (_, TenantState::Deleted) => return Err(tenant_deleted()),
+                        (Transition::Suspend, _) => TenantState::Suspended,
+                        (Transition::Resume, _) => TenantState::Active,
+                        (Transition::Delete, _) => TenantState::Deleted,
+                    };
+                    if target == current {
+                        return load(transaction, row).await;
+                    }
+                    let mut changes = changes_of(&row);
+                    changes.state = target.as_str().to_owned();
+                    changes.delete_time = (target == TenantState::Deleted).then(Utc::now);
+                    let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
+                    let details = serde_json::json!({ "from": current.as_str(), "to": target.as_str() });
+                    audit::record(transaction, transition.action(), "tenant", row.id, details).await?;
+                    load(transaction, row).await
+                })
+            })
+            .await?;
+        self.resolver.invalidate(id, None).await;
         tracing::info!(tenant.id = %id, state = tenant.state.as_str(), "tenant state changed");
         Ok(tenant)
     }
 
-    /// Locks the tenant, checks the etag, lets `decide` compute the new columns (or
-    /// `None` for a no-op), saves them, commits, then invalidates the resolution cache.
-    async fn modify<F>(&self, id: Uuid, expected_revision: Option<i64>, decide: F) -> Result<Tenant>
-    where
-        F: FnOnce(&TenantRow) -> Result<Option<TenantChanges>> + Send + 'static,
-    {
-        let mut connection = self.pool.get().await?;
-        let row = connection
-            .transaction::<TenantRow, Error, _>(async move |connection| {
-                let row = db::tenants::lock_by_id(connection, id)
-                    .await?
-                    .ok_or(Error::NotFound { reason: "TENANT_NOT_FOUND" })?;
-                check_etag(expected_revision, row.revision)?;
-                match decide(&row)? {
-                    None => Ok(row),
-                    Some(changes) => Ok(db::tenants::save(connection, id, changes).await?),
-                }
-            })
-            .await?;
-        drop(connection);
-        self.resolver.invalidate(id).await;
-        row.try_into()
+    /// Lists one tenant's audit events (the platform's view).
+    pub async fn audit_events(
+        &self,
+        request: RequestContext,
+        tenant_id: Uuid,
+        filter: audit::AuditFilter,
+        page_size: i64,
+        page_token: &str,
+    ) -> Result<audit::AuditPage> {
+        if self.resolver.state(tenant_id).await?.is_none() {
+            return Err(tenant_not_found());
+        }
+        let context = TenantContext::new(tenant_id, request);
+        audit::list(&self.database, &context, filter, page_size, page_token).await
     }
 }
 
-/// Pops the look-ahead row, if any, and returns the token of the page after `rows`.
-pub(crate) fn next_token<T>(
-    rows: &mut Vec<T>,
-    page_size: i64,
-    id_of: impl Fn(&T) -> Uuid,
-    scope: Uuid,
-    filter: u8,
-) -> String {
-    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
-    if rows.len() <= page_size {
-        return String::new();
+/// Locks the transaction's tenant's row and checks the etag.
+async fn lock(transaction: &mut TenantTx<'_>, expected_revision: Option<i64>) -> Result<TenantRow> {
+    let id = transaction.tenant_id();
+    let row = db::tenants::lock_by_id(transaction.connection(), id).await?.ok_or_else(tenant_not_found)?;
+    check_etag(expected_revision, row.revision)?;
+    Ok(row)
+}
+
+/// Replaces the transaction's tenant's domains and/or channel bindings.
+async fn write_identifiers(
+    transaction: &mut TenantTx<'_>,
+    domains: Option<&[String]>,
+    bindings: Option<&[ChannelBinding]>,
+) -> Result<()> {
+    let id = transaction.tenant_id();
+    if let Some(domains) = domains {
+        db::identifiers::replace_domains(transaction.connection(), id, domains).await.map_err(map_database_error)?;
     }
-    rows.truncate(page_size);
-    rows.last().map(|last| PageToken { scope, filter, after: id_of(last) }.encode()).unwrap_or_default()
+    if let Some(bindings) = bindings {
+        let pairs: Vec<(String, String)> =
+            bindings.iter().map(|binding| (binding.channel_type.clone(), binding.external_id.clone())).collect();
+        db::identifiers::replace_channels(transaction.connection(), id, &pairs).await.map_err(map_database_error)?;
+    }
+    Ok(())
+}
+
+/// A tenant row with its identifiers, inside a transaction.
+async fn load(transaction: &mut TenantTx<'_>, row: TenantRow) -> Result<Tenant> {
+    let mut tenants = assemble(transaction.connection(), vec![row]).await?;
+    tenants.pop().ok_or_else(tenant_not_found)
+}
+
+/// Tenants from rows, with their identifiers (two queries for the whole batch).
+async fn assemble(connection: &mut diesel_async::AsyncPgConnection, rows: Vec<TenantRow>) -> Result<Vec<Tenant>> {
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let mut domains: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
+    for (tenant_id, domain) in db::identifiers::domains_of(connection, &ids).await? {
+        domains.entry(tenant_id).or_default().push(domain);
+    }
+    let mut bindings: BTreeMap<Uuid, Vec<ChannelBinding>> = BTreeMap::new();
+    for (tenant_id, channel_type, external_id) in db::identifiers::channels_of(connection, &ids).await? {
+        bindings.entry(tenant_id).or_default().push(ChannelBinding { channel_type, external_id });
+    }
+    rows.into_iter()
+        .map(|row| {
+            let state = TenantState::parse(&row.state).ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!("tenant {} has unknown state {:?}", row.id, row.state))
+            })?;
+            let labels = serde_json::from_value(row.labels).map_err(|error| {
+                Error::Internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
+            })?;
+            Ok(Tenant {
+                id: row.id,
+                slug: row.slug,
+                display_name: row.display_name,
+                state,
+                labels,
+                domains: domains.remove(&row.id).unwrap_or_default(),
+                channel_bindings: bindings.remove(&row.id).unwrap_or_default(),
+                create_time: row.create_time,
+                update_time: row.update_time,
+                delete_time: row.delete_time,
+                etag: etag(row.revision),
+            })
+        })
+        .collect()
 }
 
 fn changes_of(row: &TenantRow) -> TenantChanges {
@@ -299,14 +503,23 @@ fn labels_json(labels: &BTreeMap<String, String>) -> Result<serde_json::Value> {
     serde_json::to_value(labels).map_err(|error| Error::Internal(error.into()))
 }
 
+fn tenant_not_found() -> Error {
+    Error::NotFound { reason: "TENANT_NOT_FOUND" }
+}
+
 fn tenant_deleted() -> Error {
     Error::FailedPrecondition { reason: "TENANT_DELETED", message: "the tenant is deleted" }
 }
 
 fn map_database_error(error: diesel::result::Error) -> Error {
-    error::from_database(error, |constraint| match constraint {
-        "tenants_slug_key" => Some(("TENANT_SLUG_ALREADY_EXISTS", "tenant.slug")),
-        "tenants_pkey" => Some(("TENANT_ALREADY_EXISTS", "tenant.id")),
-        _ => None,
+    error::from_database(error, |constraint| {
+        let (reason, field) = match constraint {
+            "tenants_slug_key" => ("TENANT_SLUG_ALREADY_EXISTS", "tenant.slug"),
+            "tenants_pkey" => ("TENANT_ALREADY_EXISTS", "tenant.id"),
+            "tenant_domains_pkey" => ("TENANT_DOMAIN_ALREADY_EXISTS", "tenant.domains"),
+            "tenant_channel_bindings_pkey" => ("TENANT_CHANNEL_BINDING_ALREADY_EXISTS", "tenant.channel_bindings"),
+            _ => return None,
+        };
+        Some(Error::AlreadyExists { reason, field })
     })
 }

@@ -4,14 +4,18 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::page::PageToken;
-use super::{check_etag, etag};
+use serde::{Deserialize, Serialize};
+
+use super::idempotency::{self, RequestKey};
+use super::page::{self, PageToken, fingerprint};
+use super::{audit, check_etag, etag};
 use crate::db::users::{UserFields, UserRow};
 use crate::error::{self, Error, Result};
 use crate::tenancy::{TenantContext, TenantDb};
 
 /// What a user may do within its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Can read.
     Viewer,
@@ -43,7 +47,7 @@ impl Role {
 }
 
 /// A user.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     /// Id.
     pub id: Uuid,
@@ -80,7 +84,7 @@ impl TryFrom<UserRow> for User {
 }
 
 /// Validated values of a user's writable fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UserInput {
     /// Email.
     pub email: String,
@@ -105,6 +109,22 @@ pub struct UserPatch {
     pub display_name: Option<String>,
     /// New role.
     pub role: Option<Role>,
+}
+
+impl UserPatch {
+    fn changed_fields(&self) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.email.is_some() {
+            changed.push("email");
+        }
+        if self.display_name.is_some() {
+            changed.push("display_name");
+        }
+        if self.role.is_some() {
+            changed.push("role");
+        }
+        changed
+    }
 }
 
 /// Fields `UpdateUser` may change.
@@ -150,19 +170,25 @@ impl Users {
         Self { database }
     }
 
-    /// Creates a user.
-    pub async fn create(&self, context: &TenantContext, input: UserInput) -> Result<User> {
-        let row = self
-            .database
+    /// Creates a user, exactly once per `request_id`.
+    pub async fn create(&self, context: &TenantContext, input: UserInput, request_id: &str) -> Result<User> {
+        let key = RequestKey::new(idempotency::Scope::Tenant, "CreateUser", request_id, &input)?;
+        self.database
             .run(context, move |transaction| {
                 Box::pin(async move {
-                    crate::db::users::insert(transaction, Uuid::now_v7(), input.into_fields())
+                    if let Some(replay) = idempotency::begin::<User>(transaction, &key).await? {
+                        return Ok(replay);
+                    }
+                    let row = crate::db::users::insert(transaction, Uuid::now_v7(), input.into_fields())
                         .await
-                        .map_err(map_database_error)
+                        .map_err(map_database_error)?;
+                    let user = User::try_from(row)?;
+                    audit::record(transaction, "user.create", "user", user.id, serde_json::json!({})).await?;
+                    idempotency::finish(transaction, &key, &user).await?;
+                    Ok(user)
                 })
             })
-            .await?;
-        row.try_into()
+            .await
     }
 
     /// Gets a user of the context's tenant.
@@ -179,14 +205,15 @@ impl Users {
     /// Lists the context's tenant's users in creation order.
     pub async fn list(&self, context: &TenantContext, page_size: i64, page_token: &str) -> Result<UserPage> {
         let scope = context.tenant_id();
-        let after = PageToken::decode(page_token, scope, 0)?;
+        let filter = fingerprint("");
+        let after = PageToken::decode(page_token, scope, filter)?;
         let mut rows = self
             .database
             .run(context, move |transaction| {
                 Box::pin(async move { Ok(crate::db::users::list(transaction, after, page_size + 1).await?) })
             })
             .await?;
-        let next_page_token = super::tenants::next_token(&mut rows, page_size, |row| row.id, scope, 0);
+        let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, scope, filter);
         let users = rows.into_iter().map(User::try_from).collect::<Result<_>>()?;
         Ok(UserPage { users, next_page_token })
     }
@@ -205,12 +232,15 @@ impl Users {
                 Box::pin(async move {
                     let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
                     check_etag(expected_revision, current.revision)?;
+                    let changed = patch.changed_fields();
                     let fields = UserFields {
                         email: patch.email.unwrap_or(current.email),
                         display_name: patch.display_name.unwrap_or(current.display_name),
                         role: patch.role.map_or(current.role, |role| role.as_str().to_owned()),
                     };
-                    crate::db::users::save(transaction, id, fields).await.map_err(map_database_error)
+                    let row = crate::db::users::save(transaction, id, fields).await.map_err(map_database_error)?;
+                    audit::record(transaction, "user.update", "user", id, audit::changed_fields(&changed)).await?;
+                    Ok(row)
                 })
             })
             .await?;
@@ -224,7 +254,8 @@ impl Users {
                 Box::pin(async move {
                     let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
                     check_etag(expected_revision, current.revision)?;
-                    crate::db::users::delete(transaction, id).await?;
+                    crate::db::users::delete(transaction, id).await.map_err(map_database_error)?;
+                    audit::record(transaction, "user.delete", "user", id, serde_json::json!({})).await?;
                     Ok(())
                 })
             })
@@ -238,8 +269,14 @@ fn user_not_found() -> Error {
 
 fn map_database_error(error: diesel::result::Error) -> Error {
     error::from_database(error, |constraint| match constraint {
-        "users_tenant_id_email_key" => Some(("USER_EMAIL_ALREADY_EXISTS", "user.email")),
-        "users_pkey" => Some(("USER_ALREADY_EXISTS", "user.id")),
+        "users_tenant_id_email_key" => {
+            Some(Error::AlreadyExists { reason: "USER_EMAIL_ALREADY_EXISTS", field: "user.email" })
+        }
+        "users_pkey" => Some(Error::AlreadyExists { reason: "USER_ALREADY_EXISTS", field: "user.id" }),
+        "documents_owner_fkey" => Some(Error::FailedPrecondition {
+            reason: "USER_HAS_DOCUMENTS",
+            message: "the user owns documents; delete them or give them another owner first",
+        }),
         _ => None,
     })
 }

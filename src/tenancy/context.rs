@@ -1,19 +1,120 @@
-//! The explicit tenant context. There is no global or task-local "current tenant": code
-//! below a handler receives this value as an argument.
+//! Request and tenant contexts. There is no global or task-local "current tenant": the
+//! gateway puts these values in the request extensions, and code below a handler receives
+//! them as arguments.
 
 use uuid::Uuid;
 
-/// The tenant a data-plane request acts for, resolved and checked to be ACTIVE by the
-/// tenant layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::error::{Error, Result};
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Get and List calls.
+    Read,
+    /// Create, Update and Delete calls.
+    Write,
+}
+
+impl Scope {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "read" => Some(Self::Read),
+            "write" => Some(Self::Write),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// tenantd itself (cache fills, batched bookkeeping); never audited.
+    System,
+    /// A holder of the platform token.
+    Platform,
+    /// A tenant API key.
+    ApiKey {
+        /// The key's id.
+        key_id: Uuid,
+    },
+}
+
+impl Actor {
+    /// `platform` or `api_key`, as recorded in audit events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Platform => "platform",
+            Self::ApiKey { .. } => "api_key",
+        }
+    }
+
+    /// The key id for API keys, empty for the platform.
+    pub fn id(&self) -> String {
+        match self {
+            Self::System | Self::Platform => String::new(),
+            Self::ApiKey { key_id } => key_id.to_string(),
+        }
+    }
+}
+
+/// Who is calling, and the request's id (for audit and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    actor: Actor,
+    request_id: String,
+}
+
+impl RequestContext {
+    /// A context for `actor` and `request_id`.
+    pub(crate) fn new(actor: Actor, request_id: String) -> Self {
+        Self { actor, request_id }
+    }
+
+    /// The context of tenantd's own background work.
+    pub(crate) fn system() -> Self {
+        Self { actor: Actor::System, request_id: "system".to_owned() }
+    }
+
+    /// The caller.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Reads the context the gateway put into a request's extensions.
+    pub fn from_request<T>(request: &tonic::Request<T>) -> Result<Self> {
+        request.extensions().get::<Self>().cloned().ok_or_else(missing_gateway)
+    }
+}
+
+/// The tenant a request acts for, with the request's context. For the data plane the
+/// gateway creates it after checking the tenant is ACTIVE; the control plane creates one
+/// for the tenant an operation concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantContext {
     tenant_id: Uuid,
+    request: RequestContext,
 }
 
 impl TenantContext {
-    /// Only the resolver creates contexts, after checking the tenant is active.
-    pub(crate) fn new(tenant_id: Uuid) -> Self {
-        Self { tenant_id }
+    /// Only the gateway and the control plane create contexts.
+    pub(crate) fn new(tenant_id: Uuid, request: RequestContext) -> Self {
+        Self { tenant_id, request }
     }
 
     /// The tenant's id.
@@ -21,10 +122,17 @@ impl TenantContext {
         self.tenant_id
     }
 
-    /// Reads the context the tenant layer put into a request's extensions.
-    pub fn from_request<T>(request: &tonic::Request<T>) -> crate::error::Result<Self> {
-        request.extensions().get::<Self>().copied().ok_or_else(|| {
-            crate::error::Error::Internal(anyhow::anyhow!("data-plane service called without the tenant layer"))
-        })
+    /// The request's context.
+    pub fn request(&self) -> &RequestContext {
+        &self.request
     }
+
+    /// Reads the context the gateway put into a request's extensions.
+    pub fn from_request<T>(request: &tonic::Request<T>) -> Result<Self> {
+        request.extensions().get::<Self>().cloned().ok_or_else(missing_gateway)
+    }
+}
+
+fn missing_gateway() -> Error {
+    Error::Internal(anyhow::anyhow!("service called without the gateway layer"))
 }

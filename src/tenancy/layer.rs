@@ -1,7 +1,11 @@
-//! The tower layer in front of each service: authenticates the caller and, for the data
+//! The tower layer in front of each service. It authenticates the caller and, for the data
 //! plane, resolves the tenant and hands the handler a [`TenantContext`] in the request
-//! extensions. It is applied per service (never server-wide), so health and reflection
-//! answer with no metadata at all, as Kubernetes probes send none.
+//! extensions (control-plane handlers get a [`RequestContext`]). It is applied per service,
+//! never server-wide, so health and reflection answer with no metadata at all, as
+//! Kubernetes probes send none.
+//!
+//! Everything that can be checked without I/O is checked first: the credential's form (and
+//! an API key's checksum), the tenant metadata, the request id.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,20 +13,27 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use tonic::server::NamedService;
 use tower::{Layer, Service};
+use uuid::Uuid;
 
-use super::TenantContext;
 use super::resolver::TenantResolver;
-use super::selector;
-use crate::auth::PlatformAuth;
-use crate::error::Result;
+use super::selector::{self, TenantSelector};
+use super::{Actor, RequestContext, Scope, TenantContext};
+use crate::auth::api_key::ApiKeyToken;
+use crate::auth::usage::UsageRecorder;
+use crate::auth::{Credential, PlatformAuth, credential};
+use crate::domain::api_keys;
+use crate::error::{Error, Result};
+
+/// Metadata key of the caller's request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// What the layer checks.
 #[derive(Clone)]
 enum Plane {
-    /// Authentication only.
+    /// Platform callers only.
     Control,
-    /// Authentication, then tenant resolution.
-    Data(Arc<TenantResolver>),
+    /// Tenant resolution; platform callers or tenant API keys.
+    Data { resolver: Arc<TenantResolver>, usage: Arc<UsageRecorder> },
 }
 
 /// Builds [`Gateway`] services.
@@ -33,26 +44,109 @@ pub struct GatewayLayer {
 }
 
 impl GatewayLayer {
-    /// For control-plane services: authentication only.
+    /// For control-plane services: platform callers only.
     pub fn control_plane(auth: PlatformAuth) -> Self {
         Self { auth, plane: Plane::Control }
     }
 
-    /// For data-plane services: authentication and tenant resolution.
-    pub fn data_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>) -> Self {
-        Self { auth, plane: Plane::Data(resolver) }
+    /// For data-plane services: tenant resolution, and platform or API-key callers.
+    pub fn data_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, usage: Arc<UsageRecorder>) -> Self {
+        Self { auth, plane: Plane::Data { resolver, usage } }
     }
 
-    async fn admit(&self, headers: &http::HeaderMap) -> Result<Option<TenantContext>> {
-        self.auth.authenticate(headers)?;
-        let Plane::Data(resolver) = &self.plane else {
-            return Ok(None);
+    async fn admit<B>(&self, request: &mut http::Request<B>) -> Result<()> {
+        let headers = request.headers();
+        let request_id = request_id(headers)?;
+        tracing::Span::current().record("request.id", request_id.as_str());
+        let credential = credential(headers, &self.auth)?;
+        let Plane::Data { resolver, usage } = &self.plane else {
+            if matches!(credential, Credential::ApiKey(_)) {
+                return Err(Error::PermissionDenied {
+                    reason: "API_KEY_NOT_ALLOWED",
+                    message: "the control plane accepts only the platform token",
+                });
+            }
+            request.extensions_mut().insert(RequestContext::new(Actor::Platform, request_id));
+            return Ok(());
         };
-        let selector = selector::parse(headers)?;
-        let context = resolver.resolve(&selector).await?;
+        let context = match credential {
+            Credential::Platform => {
+                let selector = selector::parse(headers)?;
+                resolver.resolve(&selector, RequestContext::new(Actor::Platform, request_id)).await?
+            }
+            Credential::ApiKey(token) => {
+                let selector = selector::parse_optional(headers)?;
+                let required = required_scope(request.uri().path());
+                let context = admit_api_key(resolver, &token, selector, required, request_id).await?;
+                usage.record(token.tenant_id(), token.key_id());
+                context
+            }
+        };
         tracing::Span::current().record("tenant.id", tracing::field::display(context.tenant_id()));
-        Ok(Some(context))
+        request.extensions_mut().insert(context);
+        Ok(())
     }
+}
+
+/// Authenticates a data-plane call made with a tenant API key.
+async fn admit_api_key(
+    resolver: &TenantResolver,
+    token: &ApiKeyToken,
+    selector: Option<TenantSelector>,
+    required: Scope,
+    request_id: String,
+) -> Result<TenantContext> {
+    let mismatch = || Error::PermissionDenied {
+        reason: "TENANT_MISMATCH",
+        message: "the tenant metadata names a different tenant than the API key",
+    };
+    // A tenant named in metadata must be the key's: by id, with no I/O.
+    if let Some(TenantSelector::Id(named)) = &selector
+        && *named != token.tenant_id()
+    {
+        return Err(mismatch());
+    }
+    let scopes = api_keys::authenticate(token, resolver.api_key(token).await?)?;
+    if let Some(selector @ TenantSelector::Slug(_)) = &selector
+        && resolver.tenant_id(selector).await? != Some(token.tenant_id())
+    {
+        return Err(mismatch());
+    }
+    if !scopes.contains(&required) {
+        return Err(Error::PermissionDenied {
+            reason: "API_KEY_SCOPE_INSUFFICIENT",
+            message: "the API key lacks the scope this call needs",
+        });
+    }
+    resolver.require_active(token.tenant_id()).await?;
+    Ok(TenantContext::new(token.tenant_id(), RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id)))
+}
+
+/// The scope a data-plane method needs: Get and List read; everything else writes (so a
+/// method added later is a write until shown otherwise).
+fn required_scope(path: &str) -> Scope {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    if method.starts_with("Get") || method.starts_with("List") { Scope::Read } else { Scope::Write }
+}
+
+/// The caller's `x-request-id` (1 to 128 of `[A-Za-z0-9._:-]`), or a new UUIDv7.
+fn request_id(headers: &http::HeaderMap) -> Result<String> {
+    let mut values = headers.get_all(REQUEST_ID_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(Uuid::now_v7().to_string());
+    };
+    let invalid =
+        || Error::invalid("REQUEST_ID_MALFORMED", REQUEST_ID_HEADER, "must be 1 to 128 of [A-Za-z0-9._:-], sent once");
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    let bytes = value.as_bytes();
+    let valid = (1..=128).contains(&bytes.len())
+        && bytes.iter().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'));
+    if !valid {
+        return Err(invalid());
+    }
+    value.to_str().map(str::to_owned).map_err(|_| invalid())
 }
 
 impl<S> Layer<S> for GatewayLayer {
@@ -95,13 +189,8 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let response = match layer.admit(request.headers()).await {
-                Ok(context) => {
-                    if let Some(context) = context {
-                        request.extensions_mut().insert(context);
-                    }
-                    inner.call(request).await?
-                }
+            let response = match layer.admit(&mut request).await {
+                Ok(()) => inner.call(request).await?,
                 Err(error) => tonic::Status::from(error).into_http(),
             };
             // One line per RPC. A unary error's status is in the headers; success is in
@@ -110,5 +199,18 @@ where
             tracing::info!(grpc.code = code, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "rpc finished");
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_need_read_and_everything_else_needs_write() {
+        assert_eq!(required_scope("/tenantd.v1.UserService/GetUser"), Scope::Read);
+        assert_eq!(required_scope("/tenantd.v1.DocumentService/ListDocuments"), Scope::Read);
+        assert_eq!(required_scope("/tenantd.v1.UserService/CreateUser"), Scope::Write);
+        assert_eq!(required_scope("/tenantd.v1.UserService/SomethingNew"), Scope::Write);
     }
 }

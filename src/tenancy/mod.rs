@@ -12,5 +12,5 @@ pub mod resolver;
 pub mod selector;
 mod transaction;
 
-pub use context::TenantContext;
+pub use context::{Actor, RequestContext, Scope, TenantContext};
 pub use transaction::{TenantDb, TenantTx};

@@ -1,95 +1,329 @@
-//! Tenant resolution: selector → live tenant, cache first.
+//! Tenant resolution, shared by every identification strategy: id, slug, domain, channel
+//! binding and API key.
 //!
-//! A tenant's state is cached in Redis under `t:{<id>}:state` for a bounded TTL and
-//! deleted whenever the control plane changes the tenant, so every replica sees the
-//! change at its next request. Slugs never change, so slug → id is cached in-process.
-//! Without Redis every resolution reads PostgreSQL; an invalidation lost while Redis was
-//! down is bounded by the TTL.
+//! Two cache tiers sit in front of PostgreSQL:
+//! - in-process, per replica: identifier → tenant id, tenant id → state, key → key record;
+//! - Redis, shared by replicas: tenant state (`t:{<id>}:state`) and key records
+//!   (`t:{<id>}:api_key:<key-id>`).
+//!
+//! Every change to a tenant or key deletes its Redis keys and publishes the tenant id on
+//! [`INVALIDATION_CHANNEL`]; each replica's listener then evicts what it holds about that
+//! tenant, so changes (a suspension, a key revocation) reach every replica within
+//! milliseconds. While the listener is not subscribed (Redis down or reconnecting),
+//! in-process entries live at most [`DEGRADED_TTL`] and nothing is read from Redis, which
+//! bounds how stale any replica can be. On (re)subscription the in-process tier is cleared,
+//! since announcements may have been missed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::TenantContext;
 use super::selector::TenantSelector;
-use crate::cache::{RedisCache, RedisKey};
-use crate::db::{self, PgPool};
-use crate::domain::Slug;
+use super::{RequestContext, Scope, TenantContext, TenantDb};
+use crate::auth::api_key::ApiKeyToken;
+use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
+use crate::db;
 use crate::domain::tenants::TenantState;
 use crate::error::{Error, Result};
 
-/// Most slugs kept in the in-process slug → id map before it is cleared.
-const MAX_CACHED_SLUGS: usize = 100_000;
+/// Longest an in-process entry is trusted while invalidations are not being received.
+pub const DEGRADED_TTL: Duration = Duration::from_secs(1);
+/// Most entries kept in-process; beyond it expired entries are dropped, then all.
+const MAX_LOCAL_ENTRIES: usize = 100_000;
 
-/// Resolves tenants for the data plane.
+/// An identifier that names a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identifier {
+    /// By slug.
+    Slug(String),
+    /// By domain (lowercase).
+    Domain(String),
+    /// By channel binding.
+    Channel {
+        /// E.g. `slack`.
+        channel_type: String,
+        /// E.g. a workspace id.
+        external_id: String,
+    },
+}
+
+/// What tenantd needs to know about an API key to authenticate with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRecord {
+    /// SHA-256 of the secret.
+    pub secret_sha256: Vec<u8>,
+    /// Granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Expiry.
+    pub expire_time: Option<DateTime<Utc>>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Identifier(Identifier),
+    State(Uuid),
+    ApiKey(Uuid),
+}
+
+#[derive(Debug, Clone)]
+enum CacheValue {
+    Tenant,
+    State(TenantState),
+    ApiKey(KeyRecord),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    tenant_id: Uuid,
+    value: CacheValue,
+    inserted: Instant,
+}
+
+/// Resolves tenants and API keys, cache first.
 pub struct TenantResolver {
-    pool: PgPool,
-    cache: RedisCache,
+    database: TenantDb,
+    redis: RedisCache,
     ttl: Duration,
-    slugs: Mutex<HashMap<Slug, Uuid>>,
+    local: Mutex<HashMap<CacheKey, Entry>>,
+    /// Bumped by every invalidation; a fill that started before one is not stored.
+    epoch: AtomicU64,
+    subscribed: AtomicBool,
 }
 
 impl TenantResolver {
-    /// A resolver reading `pool` and caching in `cache` for `ttl`.
-    pub fn new(pool: PgPool, cache: RedisCache, ttl: Duration) -> Self {
-        Self { pool, cache, ttl, slugs: Mutex::new(HashMap::new()) }
+    /// A resolver reading `database`, sharing state through `redis`, trusting cached
+    /// entries for `ttl` while invalidations flow.
+    pub fn new(database: TenantDb, redis: RedisCache, ttl: Duration) -> Self {
+        Self {
+            database,
+            redis,
+            ttl,
+            local: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            subscribed: AtomicBool::new(false),
+        }
     }
 
-    /// Resolves a selector to the context of an ACTIVE tenant. Unknown and DELETED
-    /// tenants are NOT_FOUND; SUSPENDED ones FAILED_PRECONDITION.
-    pub async fn resolve(&self, selector: &TenantSelector) -> Result<TenantContext> {
-        let tenant_id = match selector {
-            TenantSelector::Id(id) => *id,
-            TenantSelector::Slug(slug) => self.id_for_slug(slug).await?,
+    /// Whether invalidations are being received (so caches may be trusted for the full TTL).
+    fn live(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed) && self.redis.is_available()
+    }
+
+    /// The tenant a selector names, in any state; `None` if no tenant has that name.
+    pub async fn tenant_id(&self, selector: &TenantSelector) -> Result<Option<Uuid>> {
+        match selector {
+            TenantSelector::Id(id) => Ok(self.state(*id).await?.map(|_| *id)),
+            TenantSelector::Slug(slug) => self.identify(&Identifier::Slug(slug.as_str().to_owned())).await,
+        }
+    }
+
+    /// The tenant an identifier names, in any state.
+    pub async fn identify(&self, identifier: &Identifier) -> Result<Option<Uuid>> {
+        let key = CacheKey::Identifier(identifier.clone());
+        if let Some(entry) = self.cached(&key) {
+            return Ok(Some(entry.tenant_id));
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut connection = self.database.pool().get().await?;
+        let found = match identifier {
+            Identifier::Slug(slug) => db::tenants::id_by_slug(&mut connection, slug).await?,
+            Identifier::Domain(domain) => db::identifiers::tenant_by_domain(&mut connection, domain).await?,
+            Identifier::Channel { channel_type, external_id } => {
+                db::identifiers::tenant_by_channel(&mut connection, channel_type, external_id).await?
+            }
         };
-        match self.state_of(tenant_id).await? {
-            TenantState::Active => Ok(TenantContext::new(tenant_id)),
-            TenantState::Suspended => {
-                Err(Error::FailedPrecondition { reason: "TENANT_SUSPENDED", message: "the tenant is suspended" })
-            }
-            TenantState::Deleted => Err(tenant_not_found()),
+        if let Some(tenant_id) = found {
+            self.store(epoch, key, tenant_id, CacheValue::Tenant);
         }
+        Ok(found)
     }
 
-    /// Forgets what is cached about a tenant; call after its state changed.
-    pub async fn invalidate(&self, tenant_id: Uuid) {
-        self.cache.delete(&state_key(tenant_id)).await;
-    }
-
-    async fn id_for_slug(&self, slug: &Slug) -> Result<Uuid> {
-        if let Some(id) = self.slugs.lock().ok().and_then(|slugs| slugs.get(slug).copied()) {
-            return Ok(id);
+    /// A tenant's state; `None` if there is no such tenant.
+    pub async fn state(&self, tenant_id: Uuid) -> Result<Option<TenantState>> {
+        let key = CacheKey::State(tenant_id);
+        if let Some(Entry { value: CacheValue::State(state), .. }) = self.cached(&key) {
+            return Ok(Some(state));
         }
-        let mut connection = self.pool.get().await?;
-        let id = db::tenants::id_by_slug(&mut connection, slug.as_str()).await?.ok_or_else(tenant_not_found)?;
-        if let Ok(mut slugs) = self.slugs.lock() {
-            if slugs.len() >= MAX_CACHED_SLUGS {
-                slugs.clear();
-            }
-            slugs.insert(slug.clone(), id);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let redis_key = state_key(tenant_id);
+        let shared = if self.live() { self.redis.get(&redis_key).await } else { None };
+        if let Some(state) = shared.as_deref().and_then(TenantState::parse) {
+            self.store(epoch, key, tenant_id, CacheValue::State(state));
+            return Ok(Some(state));
         }
-        Ok(id)
-    }
-
-    async fn state_of(&self, tenant_id: Uuid) -> Result<TenantState> {
-        let key = state_key(tenant_id);
-        if let Some(state) = self.cache.get(&key).await.and_then(|cached| TenantState::parse(&cached)) {
-            return Ok(state);
-        }
-        let mut connection = self.pool.get().await?;
-        let stored = db::tenants::state_by_id(&mut connection, tenant_id).await?.ok_or_else(tenant_not_found)?;
+        let mut connection = self.database.pool().get().await?;
+        let Some(stored) = db::tenants::state_by_id(&mut connection, tenant_id).await? else {
+            return Ok(None);
+        };
+        drop(connection);
         let state = TenantState::parse(&stored)
             .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
-        drop(connection);
-        self.cache.set(&key, state.as_str(), self.ttl).await;
-        Ok(state)
+        if self.live() && self.epoch.load(Ordering::Acquire) == epoch {
+            self.redis.set(&redis_key, state.as_str(), self.ttl).await;
+        }
+        self.store(epoch, key, tenant_id, CacheValue::State(state));
+        Ok(Some(state))
+    }
+
+    /// Resolves a data-plane selector to an ACTIVE tenant: unknown and DELETED tenants are
+    /// NOT_FOUND, SUSPENDED ones FAILED_PRECONDITION.
+    pub async fn resolve(&self, selector: &TenantSelector, request: RequestContext) -> Result<TenantContext> {
+        let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
+        self.require_active(tenant_id).await?;
+        Ok(TenantContext::new(tenant_id, request))
+    }
+
+    /// Fails unless the tenant exists and is ACTIVE.
+    pub async fn require_active(&self, tenant_id: Uuid) -> Result<()> {
+        match self.state(tenant_id).await? {
+            Some(TenantState::Active) => Ok(()),
+            Some(TenantState::Suspended) => {
+                Err(Error::FailedPrecondition { reason: "TENANT_SUSPENDED", message: "the tenant is suspended" })
+            }
+            Some(TenantState::Deleted) | None => Err(tenant_not_found()),
+        }
+    }
+
+    /// The record of an API key, if the tenant has such a key (whatever its secret).
+    pub async fn api_key(&self, token: &ApiKeyToken) -> Result<Option<KeyRecord>> {
+        let tenant_id = token.tenant_id();
+        let key_id = token.key_id();
+        let key = CacheKey::ApiKey(key_id);
+        if let Some(Entry { value: CacheValue::ApiKey(record), tenant_id: owner, .. }) = self.cached(&key) {
+            return Ok((owner == tenant_id).then_some(record));
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let redis_key = api_key_key(tenant_id, key_id);
+        if self.live() {
+            let shared = self.redis.get(&redis_key).await;
+            if let Some(record) = shared.and_then(|json| serde_json::from_str::<KeyRecord>(&json).ok()) {
+                self.store(epoch, key, tenant_id, CacheValue::ApiKey(record.clone()));
+                return Ok(Some(record));
+            }
+        }
+        // Keys are tenant data: the lookup runs in the key's tenant's transaction, under RLS.
+        let context = TenantContext::new(tenant_id, RequestContext::system());
+        let row = self
+            .database
+            .run(&context, move |transaction| {
+                Box::pin(async move { Ok(db::api_keys::find(transaction, key_id).await?) })
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = KeyRecord {
+            secret_sha256: row.secret_sha256,
+            scopes: row.scopes.iter().filter_map(|scope| Scope::parse(scope)).collect(),
+            expire_time: row.expire_time,
+            revoked: row.revoke_time.is_some(),
+        };
+        if self.live()
+            && self.epoch.load(Ordering::Acquire) == epoch
+            && let Ok(json) = serde_json::to_string(&record)
+        {
+            self.redis.set(&redis_key, &json, self.ttl).await;
+        }
+        self.store(epoch, key, tenant_id, CacheValue::ApiKey(record.clone()));
+        Ok(Some(record))
+    }
+
+    /// Forgets everything cached about a tenant, here and (through Redis) on every replica.
+    /// Call after a change to the tenant, its identifiers or its keys has committed.
+    pub async fn invalidate(&self, tenant_id: Uuid, api_key: Option<Uuid>) {
+        self.evict(tenant_id);
+        self.redis.delete(&state_key(tenant_id)).await;
+        if let Some(key_id) = api_key {
+            self.redis.delete(&api_key_key(tenant_id, key_id)).await;
+        }
+        self.redis.publish(INVALIDATION_CHANNEL, &tenant_id.to_string()).await;
+    }
+
+    fn evict(&self, tenant_id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut local) = self.local.lock() {
+            local.retain(|_, entry| entry.tenant_id != tenant_id);
+        }
+    }
+
+    fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut local) = self.local.lock() {
+            local.clear();
+        }
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Entry> {
+        let ttl = if self.live() { self.ttl } else { DEGRADED_TTL.min(self.ttl) };
+        let local = self.local.lock().ok()?;
+        local.get(key).filter(|entry| entry.inserted.elapsed() < ttl).cloned()
+    }
+
+    fn store(&self, epoch: u64, key: CacheKey, tenant_id: Uuid, value: CacheValue) {
+        let Ok(mut local) = self.local.lock() else {
+            return;
+        };
+        // An invalidation ran while this value was being read: it may be stale.
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if local.len() >= MAX_LOCAL_ENTRIES {
+            let ttl = self.ttl;
+            local.retain(|_, entry| entry.inserted.elapsed() < ttl);
+            if local.len() >= MAX_LOCAL_ENTRIES {
+                local.clear();
+            }
+        }
+        local.insert(key, Entry { tenant_id, value, inserted: Instant::now() });
+    }
+
+    /// Receives invalidations until `stop` is cancelled, resubscribing after failures.
+    pub async fn listen(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if let Some(mut messages) = self.redis.subscribe(INVALIDATION_CHANNEL).await {
+                self.clear();
+                self.subscribed.store(true, Ordering::Relaxed);
+                tracing::info!("receiving cache invalidations");
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => {
+                                let tenant = message.get_payload::<String>().ok().and_then(|text| Uuid::try_parse(&text).ok());
+                                if let Some(tenant_id) = tenant {
+                                    self.evict(tenant_id);
+                                }
+                            }
+                            None => break,
+                        },
+                    }
+                }
+                self.subscribed.store(false, Ordering::Relaxed);
+                tracing::warn!("cache invalidations interrupted; caching degraded until resubscribed");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
     }
 }
 
 fn state_key(tenant_id: Uuid) -> RedisKey {
     RedisKey::for_tenant(tenant_id, &["state"])
+}
+
+fn api_key_key(tenant_id: Uuid, key_id: Uuid) -> RedisKey {
+    RedisKey::for_tenant(tenant_id, &["api_key", &key_id.to_string()])
 }
 
 fn tenant_not_found() -> Error {

@@ -44,6 +44,14 @@ pub fn parse(headers: &HeaderMap) -> Result<TenantSelector> {
     }
 }
 
+/// Like [`parse`], but no tenant metadata at all is `None` (API-key callers need none).
+pub fn parse_optional(headers: &HeaderMap) -> Result<Option<TenantSelector>> {
+    if !headers.contains_key(TENANT_ID_HEADER) && !headers.contains_key(TENANT_SLUG_HEADER) {
+        return Ok(None);
+    }
+    parse(headers).map(Some)
+}
+
 fn parse_id(value: &str) -> Result<Uuid> {
     // Only the canonical hyphenated form: a selector must have exactly one spelling.
     if value.len() != 36 {

@@ -18,13 +18,18 @@ diesel::define_sql_function! {
 /// [`TenantDb::run`] creates it, so holding one proves the setting is in place.
 pub struct TenantTx<'c> {
     connection: &'c mut AsyncPgConnection,
-    tenant_id: Uuid,
+    context: TenantContext,
 }
 
 impl TenantTx<'_> {
     /// The tenant this transaction is scoped to.
     pub fn tenant_id(&self) -> Uuid {
-        self.tenant_id
+        self.context.tenant_id()
+    }
+
+    /// The context of the request this transaction serves (for audit).
+    pub fn context(&self) -> &TenantContext {
+        &self.context
     }
 
     /// The underlying connection, for repositories of tenant tables.
@@ -45,6 +50,11 @@ impl TenantDb {
         Self { pool }
     }
 
+    /// The pool, for the registry's global tables (which have no tenant).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Checks out a connection, begins a transaction, runs
     /// `SELECT set_config('app.tenant_id', $1, true)` with the tenant as a bind parameter,
     /// runs `work`, and commits (or rolls back if `work` fails).
@@ -62,12 +72,13 @@ impl TenantDb {
         R: Send + 'static,
         F: for<'t, 'c> FnOnce(&'t mut TenantTx<'c>) -> BoxFuture<'t, Result<R>> + Send + 'static,
     {
+        let context = context.clone();
         let tenant_id = context.tenant_id();
         let mut connection = self.pool.get().await?;
         connection
             .transaction::<R, Error, _>(async move |connection| {
                 diesel::select(set_config("app.tenant_id", tenant_id.to_string(), true)).execute(connection).await?;
-                let mut transaction = TenantTx { connection, tenant_id };
+                let mut transaction = TenantTx { connection, context };
                 work(&mut transaction).await
             })
             .await

@@ -3,6 +3,12 @@
 
 use crate::helpers::{connect, create_database, drop_database, migrate, pg_admin};
 
+/// Registry tables: global indexes of the tenant registry, read before any tenant is known
+/// (resolution by domain or channel). Their `tenant_id` names the owner of an identifier;
+/// they hold no tenant data, so they have no RLS. Adding a table here is a design decision
+/// that must be argued in docs/decisions/.
+const REGISTRY_TABLES: &[&str] = &["tenant_domains", "tenant_channel_bindings"];
+
 /// Every rule violation in `database`, as readable sentences. Empty means the gate passes.
 pub async fn gate_violations(database: &str) -> Vec<String> {
     let client = connect(&pg_admin(), database).await;
@@ -19,8 +25,8 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')",
-            &[],
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT (c.relname = ANY ($1))",
+            &[&REGISTRY_TABLES],
         )
         .await
         .expect("tenant tables");
@@ -47,8 +53,8 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
              WHERE n.nspname = 'public' AND (x.indisunique OR x.indisprimary)
-               AND NOT (a.attnum = ANY (x.indkey::int2[]))",
-            &[],
+               AND NOT (a.attnum = ANY (x.indkey::int2[])) AND NOT (c.relname = ANY ($1))",
+            &[&REGISTRY_TABLES],
         )
         .await
         .expect("keys");
@@ -66,8 +72,9 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
              JOIN pg_class c ON c.oid = k.conrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND k.contype = 'f' AND NOT (a.attnum = ANY (k.conkey))",
-            &[],
+             WHERE n.nspname = 'public' AND k.contype = 'f' AND NOT (a.attnum = ANY (k.conkey))
+               AND NOT (c.relname = ANY ($1))",
+            &[&REGISTRY_TABLES],
         )
         .await
         .expect("foreign keys");
@@ -75,6 +82,41 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
         let table: String = key.get("table_name");
         let name: String = key.get("conname");
         violations.push(format!("{table}: foreign key {name} does not include tenant_id"));
+    }
+
+    // Every index of those tables leads with tenant_id.
+    let indexes = client
+        .query(
+            "SELECT c.relname AS table_name, i.relname AS index_name
+             FROM pg_index x
+             JOIN pg_class c ON c.oid = x.indrelid
+             JOIN pg_class i ON i.oid = x.indexrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+             WHERE n.nspname = 'public' AND (x.indkey::int2[])[0] <> a.attnum AND NOT (c.relname = ANY ($1))",
+            &[&REGISTRY_TABLES],
+        )
+        .await
+        .expect("indexes");
+    for index in &indexes {
+        let table: String = index.get("table_name");
+        let name: String = index.get("index_name");
+        violations.push(format!("{table}: index {name} does not lead with tenant_id"));
+    }
+
+    // No SECURITY DEFINER function the app role can execute: it would run as its owner.
+    let definers = client
+        .query(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND has_function_privilege('tenantd_app', p.oid, 'EXECUTE')",
+            &[],
+        )
+        .await
+        .expect("security definer functions");
+    for definer in &definers {
+        let name: String = definer.get(0);
+        violations.push(format!("function {name} is SECURITY DEFINER and executable by tenantd_app"));
     }
 
     // The app role: not superuser, not BYPASSRLS, owns nothing in this database.
@@ -125,5 +167,20 @@ async fn every_tenant_table_passes_the_catalog_gate_and_the_gate_catches_a_table
     assert!(violations.contains(&"rogue: needs a policy with both USING and WITH CHECK".to_owned()), "{violations:?}");
     assert!(violations.iter().any(|violation| violation.starts_with("rogue: key rogue_pkey")), "{violations:?}");
     assert!(violations.iter().any(|violation| violation.starts_with("rogue: key rogue_name_key")), "{violations:?}");
+    assert!(violations.iter().any(|violation| violation.starts_with("rogue: index rogue_pkey")), "{violations:?}");
+
+    // And a function that would run as its owner, reachable by the app role.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM users';
+             GRANT EXECUTE ON FUNCTION peek() TO tenantd_app;",
+        )
+        .await
+        .expect("create security definer function");
+    let violations = gate_violations(&database).await;
+    assert!(
+        violations.contains(&"function peek is SECURITY DEFINER and executable by tenantd_app".to_owned()),
+        "{violations:?}"
+    );
     drop_database(&database).await;
 }

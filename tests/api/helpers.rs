@@ -98,6 +98,7 @@ pub fn test_config(database: &str) -> ServeArgs {
         redis_pool_size: 4,
         redis_timeout: Millis::from(250),
         tenant_cache_ttl: Millis::from(30_000),
+        key_usage_flush: Millis::from(200),
         health_interval: Millis::from(100),
         shutdown_predrain: Millis::from(0),
         shutdown_grace: Millis::from(5_000),
@@ -198,6 +199,7 @@ impl TestApp {
                     display_name: format!("Tenant {slug}"),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await
             .expect("create tenant")
@@ -207,7 +209,10 @@ impl TestApp {
     /// Creates a user with `email` in `tenant_id`.
     pub async fn create_user(&self, tenant_id: &str, email: &str) -> User {
         self.users(tenant_id)
-            .create_user(CreateUserRequest { user: Some(User { email: email.to_owned(), ..Default::default() }) })
+            .create_user(CreateUserRequest {
+                user: Some(User { email: email.to_owned(), ..Default::default() }),
+                ..Default::default()
+            })
             .await
             .expect("create user")
             .into_inner()

@@ -97,8 +97,10 @@ async fn cancelled_rpcs_leave_no_open_transaction_and_no_tenant_behind() {
                 let ok = if by_deadline {
                     // The server enforces grpc-timeout and drops the handler mid-flight.
                     if write {
-                        let mut request =
-                            tonic::Request::new(CreateUserRequest { user: Some(User { email, ..Default::default() }) });
+                        let mut request = tonic::Request::new(CreateUserRequest {
+                            user: Some(User { email, ..Default::default() }),
+                            ..Default::default()
+                        });
                         request.set_timeout(deadline);
                         client.create_user(request).await.is_ok()
                     } else {
@@ -110,7 +112,10 @@ async fn cancelled_rpcs_leave_no_open_transaction_and_no_tenant_behind() {
                     // The client goes away: the stream is reset and the server drops the handler.
                     let call = async {
                         if write {
-                            let request = CreateUserRequest { user: Some(User { email, ..Default::default() }) };
+                            let request = CreateUserRequest {
+                                user: Some(User { email, ..Default::default() }),
+                                ..Default::default()
+                            };
                             client.create_user(request).await.is_ok()
                         } else {
                             client.list_users(ListUsersRequest::default()).await.is_ok()

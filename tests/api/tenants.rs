@@ -17,11 +17,12 @@ async fn a_tenant_goes_through_its_whole_lifecycle() {
     let slug = unique_slug("acme");
 
     // Create.
-    let mut labels = std::collections::HashMap::new();
+    let mut labels = std::collections::BTreeMap::new();
     labels.insert("tier".to_owned(), "gold".to_owned());
     let created = tenants
         .create_tenant(CreateTenantRequest {
             tenant: Some(Tenant { slug: slug.clone(), display_name: "Acme".into(), labels, ..Default::default() }),
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -44,6 +45,7 @@ async fn a_tenant_goes_through_its_whole_lifecycle() {
     let duplicate = tenants
         .create_tenant(CreateTenantRequest {
             tenant: Some(Tenant { slug: slug.clone(), display_name: "Other".into(), ..Default::default() }),
+            ..Default::default()
         })
         .await;
     assert_error(duplicate, Code::AlreadyExists, "TENANT_SLUG_ALREADY_EXISTS");
@@ -123,6 +125,7 @@ async fn a_tenant_goes_through_its_whole_lifecycle() {
     let reuse = tenants
         .create_tenant(CreateTenantRequest {
             tenant: Some(Tenant { slug: slug.clone(), display_name: "Squatter".into(), ..Default::default() }),
+            ..Default::default()
         })
         .await;
     assert_error(reuse, Code::AlreadyExists, "TENANT_SLUG_ALREADY_EXISTS");
@@ -147,6 +150,7 @@ async fn bad_control_plane_input_is_invalid_argument_with_a_field_violation() {
     let bad_slug = tenants
         .create_tenant(CreateTenantRequest {
             tenant: Some(Tenant { slug: "Not A Slug".into(), display_name: "x".into(), ..Default::default() }),
+            ..Default::default()
         })
         .await
         .expect_err("rejected");
@@ -156,7 +160,7 @@ async fn bad_control_plane_input_is_invalid_argument_with_a_field_violation() {
         bad_slug.get_error_details().bad_request().map(|bad| bad.field_violations.clone()).unwrap_or_default();
     assert_eq!(violations.first().map(|violation| violation.field.as_str()), Some("tenant.slug"));
 
-    let missing = tenants.create_tenant(CreateTenantRequest { tenant: None }).await;
+    let missing = tenants.create_tenant(CreateTenantRequest { tenant: None, ..Default::default() }).await;
     assert_error(missing, Code::InvalidArgument, "FIELD_REQUIRED");
     let bad_id = tenants.get_tenant(GetTenantRequest { selector: Some(Selector::Id("nope".into())) }).await;
     assert_error(bad_id, Code::InvalidArgument, "ID_MALFORMED");

@@ -65,7 +65,10 @@ async fn an_email_is_unique_within_a_tenant_but_not_across_tenants() {
     app.create_user(&tenant_a, "Same@Example.com").await;
     let duplicate = app
         .users(&tenant_a)
-        .create_user(CreateUserRequest { user: Some(User { email: "same@example.COM".into(), ..Default::default() }) })
+        .create_user(CreateUserRequest {
+            user: Some(User { email: "same@example.COM".into(), ..Default::default() }),
+            ..Default::default()
+        })
         .await;
     assert_error(duplicate, Code::AlreadyExists, "USER_EMAIL_ALREADY_EXISTS");
     let other_tenant = app.create_user(&tenant_b, "same@example.com").await;
@@ -92,7 +95,10 @@ async fn a_suspended_tenant_is_refused_until_resumed() {
         "TENANT_SUSPENDED",
     );
     let create = users
-        .create_user(CreateUserRequest { user: Some(User { email: "v@s.example".into(), ..Default::default() }) })
+        .create_user(CreateUserRequest {
+            user: Some(User { email: "v@s.example".into(), ..Default::default() }),
+            ..Default::default()
+        })
         .await;
     assert_error(create, Code::FailedPrecondition, "TENANT_SUSPENDED");
 
@@ -168,12 +174,16 @@ async fn user_updates_honour_the_mask_and_the_etag() {
     let stale_delete = users.delete_user(DeleteUserRequest { id: user.id.clone(), etag: user.etag.clone() }).await;
     assert_error(stale_delete, Code::Aborted, "ETAG_MISMATCH");
     let bad_email = users
-        .create_user(CreateUserRequest { user: Some(User { email: "no-at-sign".into(), ..Default::default() }) })
+        .create_user(CreateUserRequest {
+            user: Some(User { email: "no-at-sign".into(), ..Default::default() }),
+            ..Default::default()
+        })
         .await;
     assert_error(bad_email, Code::InvalidArgument, "EMAIL_MALFORMED");
     let bad_role = users
         .create_user(CreateUserRequest {
             user: Some(User { email: "r@e.example".into(), role: 99, ..Default::default() }),
+            ..Default::default()
         })
         .await;
     assert_error(bad_role, Code::InvalidArgument, "ROLE_INVALID");

@@ -23,12 +23,16 @@ async fn the_readme_walkthrough_works_as_written() {
     // 2. Create two tenants.
     let create = |slug: &str, name: &str| CreateTenantRequest {
         tenant: Some(Tenant { slug: slug.into(), display_name: name.into(), ..Default::default() }),
+        ..Default::default()
     };
     let acme = tenants.create_tenant(create("acme", "Acme")).await.expect("acme").into_inner().id;
     let globex = tenants.create_tenant(create("globex", "Globex")).await.expect("globex").into_inner().id;
 
     // 3. Add a user to each (Globex by slug).
-    let user = |email: &str| CreateUserRequest { user: Some(User { email: email.into(), ..Default::default() }) };
+    let user = |email: &str| CreateUserRequest {
+        user: Some(User { email: email.into(), ..Default::default() }),
+        ..Default::default()
+    };
     let alice = app.users(&acme).create_user(user("alice@acme.example")).await.expect("alice").into_inner().id;
     app.users_with(Metadata::platform().tenant_slug("globex"))
         .create_user(user("bob@globex.example"))

@@ -1,0 +1,2 @@
+DROP TABLE tenant_channel_bindings;
+DROP TABLE tenant_domains;

@@ -1,0 +1,2 @@
+DROP TABLE platform_idempotency_records;
+DROP TABLE idempotency_records;

@@ -1,0 +1,180 @@
+//! The tenant API key format, parsed without any I/O.
+//!
+//! A key reads `tdk_` + tenant id + key id + secret + checksum, each part fixed-width
+//! base62 (22, 22, 22 and 6 characters; 76 in all). Like GitHub's `ghp_` tokens:
+//! - the prefix makes keys recognisable to people and to secret scanners;
+//! - the key id is public (it is listed and audited); the tenant id lets the lookup run
+//!   inside that tenant's RLS-scoped transaction;
+//! - the secret is 128 bits from the operating system's CSPRNG; only its SHA-256 is stored;
+//! - the checksum (the first 32 bits of SHA-256 over everything before it) rejects a typo or
+//!   a made-up key before any database or Redis lookup.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// Every key starts with this.
+pub const PREFIX: &str = "tdk_";
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const PART: usize = 22;
+const CHECKSUM: usize = 6;
+/// Length of every key.
+pub const LENGTH: usize = PREFIX.len() + 3 * PART + CHECKSUM;
+
+/// Why a string is not a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatError {
+    /// Wrong prefix, length or alphabet.
+    Malformed,
+    /// Well-formed but the checksum does not match.
+    Checksum,
+}
+
+/// A parsed API key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyToken {
+    tenant_id: Uuid,
+    key_id: Uuid,
+    secret: u128,
+}
+
+impl std::fmt::Debug for ApiKeyToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ApiKeyToken")
+            .field("tenant_id", &self.tenant_id)
+            .field("key_id", &self.key_id)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+impl ApiKeyToken {
+    /// A new key for `tenant_id` with id `key_id` and a fresh random secret.
+    pub fn generate(tenant_id: Uuid, key_id: Uuid) -> anyhow::Result<Self> {
+        let mut secret = [0u8; 16];
+        getrandom::fill(&mut secret).map_err(|error| anyhow::anyhow!("no randomness for an API key: {error}"))?;
+        Ok(Self { tenant_id, key_id, secret: u128::from_be_bytes(secret) })
+    }
+
+    /// The tenant the key belongs to.
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    /// The key's public id.
+    pub fn key_id(&self) -> Uuid {
+        self.key_id
+    }
+
+    /// SHA-256 of the secret: the only thing stored.
+    pub fn secret_sha256(&self) -> [u8; 32] {
+        Sha256::digest(self.secret.to_be_bytes()).into()
+    }
+
+    /// Whether the secret hashes to `stored`, compared in constant time.
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        bool::from(self.secret_sha256().as_slice().ct_eq(stored))
+    }
+
+    /// The key as given to its holder.
+    pub fn encode(&self) -> String {
+        let mut key = String::with_capacity(LENGTH);
+        key.push_str(PREFIX);
+        push_base62(&mut key, self.tenant_id.as_u128(), PART);
+        push_base62(&mut key, self.key_id.as_u128(), PART);
+        push_base62(&mut key, self.secret, PART);
+        let checksum = checksum(&key);
+        push_base62(&mut key, u128::from(checksum), CHECKSUM);
+        key
+    }
+
+    /// Parses and checks a key. No I/O.
+    pub fn parse(key: &str) -> Result<Self, FormatError> {
+        if key.len() != LENGTH || !key.starts_with(PREFIX) {
+            return Err(FormatError::Malformed);
+        }
+        let body = &key[PREFIX.len()..];
+        let part = |index: usize| decode_base62(&body[index * PART..(index + 1) * PART]);
+        let (Some(tenant), Some(id), Some(secret)) = (part(0), part(1), part(2)) else {
+            return Err(FormatError::Malformed);
+        };
+        let stated = decode_base62(&body[3 * PART..]).ok_or(FormatError::Malformed)?;
+        if stated != u128::from(checksum(&key[..LENGTH - CHECKSUM])) {
+            return Err(FormatError::Checksum);
+        }
+        Ok(Self { tenant_id: Uuid::from_u128(tenant), key_id: Uuid::from_u128(id), secret })
+    }
+}
+
+fn checksum(text: &str) -> u32 {
+    let digest = Sha256::digest(text.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+fn push_base62(out: &mut String, mut value: u128, width: usize) {
+    let mut digits = vec![b'0'; width];
+    for digit in digits.iter_mut().rev() {
+        *digit = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+    out.extend(digits.into_iter().map(char::from));
+}
+
+fn decode_base62(text: &str) -> Option<u128> {
+    text.bytes().try_fold(0u128, |value, byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'A'..=b'Z' => byte - b'A' + 10,
+            b'a'..=b'z' => byte - b'a' + 36,
+            _ => return None,
+        };
+        value.checked_mul(62)?.checked_add(u128::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> ApiKeyToken {
+        ApiKeyToken::generate(Uuid::now_v7(), Uuid::now_v7()).expect("randomness")
+    }
+
+    #[test]
+    fn a_key_round_trips_through_its_text_form() {
+        let key = key();
+        let text = key.encode();
+        assert_eq!(text.len(), LENGTH);
+        assert!(text.starts_with(PREFIX));
+        assert_eq!(ApiKeyToken::parse(&text), Ok(key.clone()));
+        assert!(key.matches(&key.secret_sha256()));
+    }
+
+    #[test]
+    fn a_single_changed_character_fails_the_checksum() {
+        let text = key().encode();
+        let mut bytes = text.into_bytes();
+        let position = PREFIX.len() + 50;
+        bytes[position] = if bytes[position] == b'a' { b'b' } else { b'a' };
+        let tampered = String::from_utf8(bytes).expect("ascii");
+        assert_eq!(ApiKeyToken::parse(&tampered), Err(FormatError::Checksum));
+    }
+
+    #[test]
+    fn wrong_prefix_length_or_alphabet_is_malformed() {
+        let text = key().encode();
+        assert_eq!(ApiKeyToken::parse(&text.replacen("tdk_", "tdx_", 1)), Err(FormatError::Malformed));
+        assert_eq!(ApiKeyToken::parse(&text[..LENGTH - 1]), Err(FormatError::Malformed));
+        assert_eq!(ApiKeyToken::parse(&format!("{}!", &text[..LENGTH - 1])), Err(FormatError::Malformed));
+        // 22 base62 digits can exceed u128: overflow is malformed, not a panic.
+        let overflow = format!("{PREFIX}{}{}", "z".repeat(3 * PART), "000000");
+        assert_eq!(ApiKeyToken::parse(&overflow), Err(FormatError::Malformed));
+    }
+
+    #[test]
+    fn the_secret_is_never_in_debug_output() {
+        let key = key();
+        assert!(!format!("{key:?}").contains(&key.secret.to_string()));
+    }
+}

@@ -1,0 +1,54 @@
+//! Authentication: the platform token and tenant API keys, both sent as
+//! `authorization: Bearer <credential>`. Secrets are never logged.
+
+pub mod api_key;
+mod platform;
+pub mod usage;
+
+use http::HeaderMap;
+
+pub use platform::PlatformAuth;
+
+use crate::error::{Error, Result};
+
+/// A credential parsed from the `authorization` metadata, before any I/O.
+#[derive(Debug)]
+pub enum Credential {
+    /// The platform token (already verified, in constant time).
+    Platform,
+    /// A well-formed tenant API key (checksum verified; not yet looked up).
+    ApiKey(api_key::ApiKeyToken),
+}
+
+/// Reads the single `authorization: Bearer <credential>` value and classifies it: an API
+/// key (by its prefix, with its checksum checked) or the platform token.
+pub fn credential(headers: &HeaderMap, platform: &PlatformAuth) -> Result<Credential> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Error::Unauthenticated { reason: "CREDENTIALS_MISSING" });
+    };
+    if values.next().is_some() {
+        return Err(Error::Unauthenticated { reason: "CREDENTIALS_AMBIGUOUS" });
+    }
+    let presented = bearer_token(value.as_bytes()).ok_or(Error::Unauthenticated { reason: "CREDENTIALS_MALFORMED" })?;
+    if presented.starts_with(api_key::PREFIX.as_bytes()) {
+        let text =
+            std::str::from_utf8(presented).map_err(|_| Error::Unauthenticated { reason: "API_KEY_MALFORMED" })?;
+        return match api_key::ApiKeyToken::parse(text) {
+            Ok(token) => Ok(Credential::ApiKey(token)),
+            Err(api_key::FormatError::Malformed) => Err(Error::Unauthenticated { reason: "API_KEY_MALFORMED" }),
+            Err(api_key::FormatError::Checksum) => Err(Error::Unauthenticated { reason: "API_KEY_CHECKSUM_MISMATCH" }),
+        };
+    }
+    if platform.verify(presented) {
+        Ok(Credential::Platform)
+    } else {
+        Err(Error::Unauthenticated { reason: "CREDENTIALS_INVALID" })
+    }
+}
+
+/// The token of a `Bearer <token>` value; the scheme is case-insensitive (RFC 6750).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    (scheme.eq_ignore_ascii_case(b"bearer ") && !token.is_empty()).then_some(token)
+}

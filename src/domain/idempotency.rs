@@ -1,0 +1,83 @@
+//! Exactly-once creates (AIP-155). A create with a `request_id` claims it in its own
+//! transaction: the first attempt stores its response there; a retry with the same body
+//! gets that response back and creates nothing; a retry with another body is
+//! INVALID_ARGUMENT. Concurrent attempts serialise on the record's primary key.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use crate::db::idempotency::Scope;
+use crate::error::{Error, Result};
+use crate::tenancy::TenantTx;
+
+/// How long records are kept, at least.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// The idempotency key of one create request.
+#[derive(Debug, Clone)]
+pub struct RequestKey {
+    scope: Scope,
+    request_id: Uuid,
+    method: &'static str,
+    request_sha256: [u8; 32],
+}
+
+impl RequestKey {
+    /// The key of a request with `request_id` (empty: none) and validated `body`.
+    pub fn new(scope: Scope, method: &'static str, request_id: &str, body: &impl Serialize) -> Result<Option<Self>> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        let request_id = Uuid::try_parse(request_id)
+            .ok()
+            .filter(|_| request_id.len() == 36)
+            .ok_or_else(|| Error::invalid("REQUEST_ID_MALFORMED", "request_id", "must be a UUID in canonical form"))?;
+        let canonical = serde_json::to_vec(body).map_err(|error| Error::Internal(error.into()))?;
+        Ok(Some(Self { scope, request_id, method, request_sha256: Sha256::digest(&canonical).into() }))
+    }
+}
+
+/// Claims the request. `Ok(Some(response))` is a replay to return as is; `Ok(None)` means
+/// go ahead and create, then call [`finish`] in the same transaction.
+pub async fn begin<T: DeserializeOwned>(transaction: &mut TenantTx<'_>, key: &Option<RequestKey>) -> Result<Option<T>> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    // Expired records are pruned lazily by the next create in the same scope.
+    match key.scope {
+        Scope::Tenant => crate::db::idempotency::prune_tenant(transaction, RETENTION).await?,
+        Scope::Platform => crate::db::idempotency::prune_platform(transaction.connection(), RETENTION).await?,
+    };
+    let claimed =
+        crate::db::idempotency::claim(transaction, key.scope, key.request_id, key.method, &key.request_sha256).await?;
+    if claimed {
+        return Ok(None);
+    }
+    let stored = crate::db::idempotency::find(transaction, key.scope, key.request_id).await?;
+    if stored.method != key.method || stored.request_sha256 != key.request_sha256 {
+        return Err(Error::invalid(
+            "REQUEST_ID_REUSED",
+            "request_id",
+            "was already used for a different request; use a new request_id",
+        ));
+    }
+    serde_json::from_value(stored.response)
+        .map(Some)
+        .map_err(|error| Error::Internal(anyhow::Error::new(error).context("stored idempotent response is unreadable")))
+}
+
+/// Stores the response of a claimed request.
+pub async fn finish<T: Serialize>(
+    transaction: &mut TenantTx<'_>,
+    key: &Option<RequestKey>,
+    response: &T,
+) -> Result<()> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    let json = serde_json::to_value(response).map_err(|error| Error::Internal(error.into()))?;
+    crate::db::idempotency::complete(transaction, key.scope, key.request_id, json).await?;
+    Ok(())
+}
