@@ -19,7 +19,7 @@ ALTER TABLE idempotency_records FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON idempotency_records
     USING (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
     WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
-GRANT SELECT, INSERT, DELETE ON idempotency_records TO tenantd_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_records TO tenantd_app;
 
 -- CreateTenant has no tenant yet: its records are global, like the registry.
 CREATE TABLE platform_idempotency_records (
@@ -31,4 +31,4 @@ CREATE TABLE platform_idempotency_records (
 );
 CREATE INDEX platform_idempotency_records_create_time_idx ON platform_idempotency_records (create_time);
 ALTER TABLE platform_idempotency_records OWNER TO tenantd_owner;
-GRANT SELECT, INSERT, DELETE ON platform_idempotency_records TO tenantd_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON platform_idempotency_records TO tenantd_app;

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tenantd::cli::{Millis, Secret, ServeArgs};
+use tenantd::proto::audit_service_client::AuditServiceClient;
+use tenantd::proto::document_service_client::DocumentServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::user_service_client::UserServiceClient;
 use tenantd::proto::{self, CreateTenantRequest, CreateUserRequest, Tenant, User};
@@ -108,6 +110,7 @@ pub fn test_config(database: &str) -> ServeArgs {
 /// A running server and its clients.
 pub struct TestApp {
     pub database: String,
+    pub pool: tenantd::db::PgPool,
     pub channel: Channel,
     pub tenants: TenantServiceClient<InterceptedService<Channel, Metadata>>,
     pub shutdown: CancellationToken,
@@ -145,18 +148,59 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
 pub async fn start(database: String, config: ServeArgs) -> TestApp {
     init_logging();
     let application = Application::build(config).await.expect("build application");
+    let pool = application.database_pool();
     let address: SocketAddr = ([127, 0, 0, 1], application.port()).into();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run_until(shutdown.clone().cancelled_owned()));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect_lazy();
     let tenants = TenantServiceClient::with_interceptor(channel.clone(), Metadata::platform());
-    TestApp { database, channel, tenants, shutdown, server }
+    TestApp { database, pool, channel, tenants, shutdown, server }
 }
 
 impl TestApp {
     /// A data-plane client acting for `tenant_id` with the platform token.
     pub fn users(&self, tenant_id: &str) -> UserServiceClient<InterceptedService<Channel, Metadata>> {
         UserServiceClient::with_interceptor(self.channel.clone(), Metadata::platform().tenant_id(tenant_id))
+    }
+
+    /// A data-plane client authenticated with a tenant API key (no tenant metadata).
+    pub fn users_with_key(&self, key: &str) -> UserServiceClient<InterceptedService<Channel, Metadata>> {
+        self.users_with(Metadata::bearer(key))
+    }
+
+    /// A document client acting for `tenant_id` with the platform token.
+    pub fn documents(&self, tenant_id: &str) -> DocumentServiceClient<InterceptedService<Channel, Metadata>> {
+        DocumentServiceClient::with_interceptor(self.channel.clone(), Metadata::platform().tenant_id(tenant_id))
+    }
+
+    /// An audit client with exactly the metadata given.
+    pub fn audit_with(&self, metadata: Metadata) -> AuditServiceClient<InterceptedService<Channel, Metadata>> {
+        AuditServiceClient::with_interceptor(self.channel.clone(), metadata)
+    }
+
+    /// How many times requests have checked out a database connection so far.
+    pub fn pool_checkouts(&self) -> u64 {
+        self.pool.state().statistics.get_started
+    }
+
+    /// Creates an API key for a tenant and returns (key id, secret).
+    pub async fn create_api_key(&self, tenant_id: &str, scopes: &[ApiKeyScope]) -> (String, String) {
+        let response = self
+            .tenants
+            .clone()
+            .create_api_key(proto::CreateApiKeyRequest {
+                tenant_id: tenant_id.to_owned(),
+                api_key: Some(proto::ApiKey {
+                    display_name: "test key".into(),
+                    scopes: scopes.iter().map(|scope| *scope as i32).collect(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create api key")
+            .into_inner();
+        (response.api_key.expect("key").id, response.secret)
     }
 
     /// A data-plane client with exactly the metadata given.
@@ -245,7 +289,12 @@ impl Metadata {
 
     /// The platform bearer token.
     pub fn platform() -> Self {
-        Self::none().with("authorization", &format!("Bearer {PLATFORM_TOKEN}"))
+        Self::bearer(PLATFORM_TOKEN)
+    }
+
+    /// `authorization: Bearer <credential>`.
+    pub fn bearer(credential: &str) -> Self {
+        Self::none().with("authorization", &format!("Bearer {credential}"))
     }
 
     /// Adds `x-tenant-id`.
@@ -292,4 +341,5 @@ pub fn assert_error<T: std::fmt::Debug>(
     assert_eq!(reason(&status), expected_reason, "unexpected reason; status: {status:?}");
 }
 
+pub use proto::api_key::Scope as ApiKeyScope;
 pub use proto::tenant::State;

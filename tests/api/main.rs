@@ -6,8 +6,13 @@
 
 mod helpers;
 
+mod audit;
 mod catalog;
+mod credentials;
+mod documents;
 mod health;
+mod idempotency;
+mod identification;
 mod metadata;
 mod migrations;
 mod pool;
