@@ -111,6 +111,40 @@ pub struct ServeArgs {
     /// invalidation is lost (for example while Redis is down).
     #[arg(long, env = "TENANTD_TENANT_CACHE_TTL_MS", default_value = "30000", value_parser = parse_millis)]
     pub tenant_cache_ttl: Millis,
+    /// Maximum concurrent HTTP/2 streams (in-flight RPCs) per connection.
+    #[arg(long, env = "TENANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+    /// Maximum HTTP/2 streams a client may reset before the server has accepted them
+    /// (defends against rapid-reset floods).
+    #[arg(long, env = "TENANTD_HTTP2_MAX_PENDING_RESET_STREAMS", default_value_t = 32)]
+    pub http2_max_pending_reset_streams: usize,
+    /// Maximum size of the HTTP/2 header list (all metadata of one request), in bytes.
+    #[arg(long, env = "TENANTD_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_list_bytes: u32,
+    /// Maximum size of a decoded request message, in bytes (above it: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "TENANTD_MAX_DECODE_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_decode_message_bytes: usize,
+    /// Maximum size of an encoded response message, in bytes.
+    #[arg(long, env = "TENANTD_MAX_ENCODE_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_encode_message_bytes: usize,
+    /// Server-side deadline of every RPC; a client's shorter `grpc-timeout` wins.
+    #[arg(long, env = "TENANTD_RPC_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+    pub rpc_timeout: Millis,
+    /// Interval of HTTP/2 keepalive pings to idle clients.
+    #[arg(long, env = "TENANTD_HTTP2_KEEPALIVE_INTERVAL_MS", default_value = "30000", value_parser = parse_millis)]
+    pub http2_keepalive_interval: Millis,
+    /// How long to wait for a keepalive ping's answer before closing the connection.
+    #[arg(long, env = "TENANTD_HTTP2_KEEPALIVE_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+    pub http2_keepalive_timeout: Millis,
+    /// TCP keepalive idle time of accepted connections.
+    #[arg(long, env = "TENANTD_TCP_KEEPALIVE_MS", default_value = "60000", value_parser = parse_millis)]
+    pub tcp_keepalive: Millis,
+    /// Connections older than this are sent GOAWAY, so clients rebalance across replicas.
+    #[arg(long, env = "TENANTD_MAX_CONNECTION_AGE_MS", default_value = "1800000", value_parser = parse_millis)]
+    pub max_connection_age: Millis,
+    /// How long a connection past its maximum age may finish in-flight RPCs.
+    #[arg(long, env = "TENANTD_MAX_CONNECTION_AGE_GRACE_MS", default_value = "30000", value_parser = parse_millis)]
+    pub max_connection_age_grace: Millis,
     /// How often API key `last_used_time` is written (in batches, outside requests).
     #[arg(long, env = "TENANTD_KEY_USAGE_FLUSH_MS", default_value = "5000", value_parser = parse_millis)]
     pub key_usage_flush: Millis,

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{AuditApi, DocumentApi, TenantApi, UserApi};
@@ -85,13 +84,35 @@ impl Application {
             TenantRegistry::new(database.clone(), resolver.clone()),
             ApiKeys::new(database.clone(), resolver.clone()),
         );
-        let tenant_service = control_plane.layer(TenantServiceServer::new(tenant_api));
-        let user_service = data_plane.layer(UserServiceServer::new(UserApi::new(Users::new(database.clone()))));
-        let document_service =
-            data_plane.layer(DocumentServiceServer::new(DocumentApi::new(Documents::new(database.clone()))));
-        let audit_service = data_plane.layer(AuditServiceServer::new(AuditApi::new(database.clone())));
+        let (decode, encode) = (config.max_decode_message_bytes, config.max_encode_message_bytes);
+        let tenant_service = control_plane.layer(
+            TenantServiceServer::new(tenant_api).max_decoding_message_size(decode).max_encoding_message_size(encode),
+        );
+        let user_service = data_plane.layer(
+            UserServiceServer::new(UserApi::new(Users::new(database.clone())))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
+        let document_service = data_plane.layer(
+            DocumentServiceServer::new(DocumentApi::new(Documents::new(database.clone())))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
+        let audit_service = data_plane.layer(
+            AuditServiceServer::new(AuditApi::new(database.clone()))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
 
         let router = Server::builder()
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(config.http2_max_pending_reset_streams))
+            .http2_max_header_list_size(config.max_header_list_bytes)
+            .timeout(config.rpc_timeout.0)
+            .http2_keepalive_interval(Some(config.http2_keepalive_interval.0))
+            .http2_keepalive_timeout(Some(config.http2_keepalive_timeout.0))
+            .max_connection_age(config.max_connection_age.0)
+            .max_connection_age_grace(config.max_connection_age_grace.0)
             .trace_fn(|request| {
                 tracing::info_span!("rpc", rpc.method = %request.uri().path(), tenant.id = tracing::field::Empty)
             })
@@ -147,8 +168,9 @@ impl Application {
         };
 
         let stop_accepting = CancellationToken::new();
-        let server = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting.clone().cancelled_owned());
+        let incoming =
+            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(config.tcp_keepalive.0));
+        let server = router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => {

@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tenantd::cli::{Millis, Secret, ServeArgs};
+use clap::Parser;
+use tenantd::cli::{Cli, Command, ServeArgs};
 use tenantd::proto::audit_service_client::AuditServiceClient;
 use tenantd::proto::document_service_client::DocumentServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
@@ -86,25 +87,26 @@ pub async fn migrate(database: &str) {
     result.expect("migrations run");
 }
 
-/// Server settings for a test: port 0, fast health probes, no pre-drain.
+/// Server settings for a test: the binary's own defaults (parsed by clap, so there is one
+/// source of truth), with port 0, fast health probes and a short grace period.
 pub fn test_config(database: &str) -> ServeArgs {
-    ServeArgs {
-        listen_addr: "127.0.0.1:0".parse().expect("address"),
-        database_url: Secret::new(database_url("tenantd_app", database)),
-        migration_database_url: None,
-        migrate: false,
-        redis_url: Secret::new(redis_url()),
-        platform_token: Secret::new(PLATFORM_TOKEN),
-        db_pool_size: 8,
-        db_acquire_timeout: Millis::from(2000),
-        redis_pool_size: 4,
-        redis_timeout: Millis::from(250),
-        tenant_cache_ttl: Millis::from(30_000),
-        key_usage_flush: Millis::from(200),
-        health_interval: Millis::from(100),
-        shutdown_predrain: Millis::from(0),
-        shutdown_grace: Millis::from(5_000),
-    }
+    let cli = Cli::try_parse_from([
+        "tenantd",
+        "serve",
+        "--listen-addr=127.0.0.1:0",
+        &format!("--database-url={}", database_url("tenantd_app", database)),
+        &format!("--redis-url={}", redis_url()),
+        &format!("--platform-token={PLATFORM_TOKEN}"),
+        "--db-pool-size=8",
+        "--redis-pool-size=4",
+        "--key-usage-flush=200",
+        "--health-interval=100",
+        "--shutdown-predrain=0",
+        "--shutdown-grace=5000",
+    ])
+    .expect("test settings parse");
+    let Command::Serve(args) = cli.command else { unreachable!("parsed `serve`") };
+    *args
 }
 
 /// A running server and its clients.
