@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
     "proto/tenantd/v1/audit.proto",
+    "proto/tenantd/v1/diagnostics_service.proto",
     "proto/tenantd/v1/document_service.proto",
     "proto/tenantd/v1/tenant_service.proto",
     "proto/tenantd/v1/user_service.proto",

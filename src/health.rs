@@ -23,6 +23,7 @@ use tonic_health::server::HealthReporter;
 use crate::cache::RedisCache;
 use crate::db::schema::__diesel_schema_migrations;
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -37,13 +38,14 @@ pub const POSTGRES: &str = "postgres";
 pub const REDIS: &str = "redis";
 
 /// Names that report readiness.
-fn readiness_names() -> [&'static str; 5] {
+fn readiness_names() -> [&'static str; 6] {
     [
         READINESS,
         <TenantServiceServer<crate::api::TenantApi> as NamedService>::NAME,
         <UserServiceServer<crate::api::UserApi> as NamedService>::NAME,
         <DocumentServiceServer<crate::api::DocumentApi> as NamedService>::NAME,
         <AuditServiceServer<crate::api::AuditApi> as NamedService>::NAME,
+        <DiagnosticsServiceServer<crate::api::DiagnosticsApi> as NamedService>::NAME,
     ]
 }
 

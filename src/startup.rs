@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DocumentApi, TenantApi, UserApi};
+use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi};
 use crate::auth::PlatformAuth;
 use crate::auth::usage::UsageRecorder;
 use crate::cache::RedisCache;
@@ -23,6 +23,7 @@ use crate::domain::tenants::TenantRegistry;
 use crate::domain::users::Users;
 use crate::health::{Health, Prober};
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -98,6 +99,7 @@ impl Application {
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(encode),
         );
+        let diagnostics_service = data_plane.layer(DiagnosticsServiceServer::new(DiagnosticsApi));
         let audit_service = data_plane.layer(
             AuditServiceServer::new(AuditApi::new(database.clone()))
                 .max_decoding_message_size(decode)
@@ -122,7 +124,8 @@ impl Application {
             .add_service(tenant_service)
             .add_service(user_service)
             .add_service(document_service)
-            .add_service(audit_service);
+            .add_service(audit_service)
+            .add_service(diagnostics_service);
 
         let prober = Prober::new(
             config.database_url.expose().to_owned(),

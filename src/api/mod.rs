@@ -4,11 +4,13 @@
 use chrono::{DateTime, Utc};
 
 mod audit;
+mod diagnostics;
 mod documents;
 mod tenants;
 mod users;
 
 pub use audit::AuditApi;
+pub use diagnostics::DiagnosticsApi;
 pub use documents::DocumentApi;
 pub use tenants::TenantApi;
 pub use users::UserApi;

@@ -122,11 +122,11 @@ async fn admit_api_key(
     Ok(TenantContext::new(token.tenant_id(), RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id)))
 }
 
-/// The scope a data-plane method needs: Get and List read; everything else writes (so a
-/// method added later is a write until shown otherwise).
+/// The scope a data-plane method needs: Get, List and Ping read; everything else writes
+/// (so a method added later is a write until shown otherwise).
 fn required_scope(path: &str) -> Scope {
     let method = path.rsplit('/').next().unwrap_or_default();
-    if method.starts_with("Get") || method.starts_with("List") { Scope::Read } else { Scope::Write }
+    if method.starts_with("Get") || method.starts_with("List") || method == "Ping" { Scope::Read } else { Scope::Write }
 }
 
 /// The caller's `x-request-id` (1 to 128 of `[A-Za-z0-9._:-]`), or a new UUIDv7.
@@ -212,5 +212,7 @@ mod tests {
         assert_eq!(required_scope("/tenantd.v1.DocumentService/ListDocuments"), Scope::Read);
         assert_eq!(required_scope("/tenantd.v1.UserService/CreateUser"), Scope::Write);
         assert_eq!(required_scope("/tenantd.v1.UserService/SomethingNew"), Scope::Write);
+        assert_eq!(required_scope("/tenantd.v1.DiagnosticsService/Ping"), Scope::Read);
+        assert_eq!(required_scope("/tenantd.v1.DiagnosticsService/PingAndDelete"), Scope::Write);
     }
 }

@@ -143,8 +143,16 @@ async fn abusive_keys_get_exact_codes_and_a_bad_checksum_costs_no_database_query
     let unknown_id = ApiKeyToken::generate(parsed.tenant_id(), uuid::Uuid::now_v7()).expect("key").encode();
     assert_error(app.users_with_key(&unknown_id).list_users(list()).await, Code::Unauthenticated, "API_KEY_INVALID");
 
-    // A read-only key reads but cannot write.
+    // A read-only key reads (and pings) but cannot write.
     app.users_with_key(&read_only).list_users(list()).await.expect("read-only key reads");
+    let ping = tenantd::proto::diagnostics_service_client::DiagnosticsServiceClient::with_interceptor(
+        app.channel.clone(),
+        Metadata::bearer(&read_only),
+    )
+    .ping(tenantd::proto::PingRequest {})
+    .await
+    .expect("ping with a read-only key");
+    assert_eq!(ping.into_inner().tenant_id, tenant);
     let write = app.users_with_key(&read_only).create_user(new_user("ro@a.example")).await;
     assert_error(write, Code::PermissionDenied, "API_KEY_SCOPE_INSUFFICIENT");
 
