@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""The README's walkthrough, made by a Python client generated from proto/.
+
+It checks, against a running tenantd:
+  - grpc.health.v1 (grpcio-health-checking): readiness "" and "liveness" are SERVING;
+  - server reflection (grpcio-reflection): the service list includes tenantd.v1.TenantService
+    and tenantd.v1.UserService, and their methods can be described (what grpcurl relies on);
+  - the data plane: two tenants with a user each, each tenant lists only its own user, a
+    cross-tenant GetUser answers NOT_FOUND (USER_NOT_FOUND), a suspended tenant answers
+    FAILED_PRECONDITION (TENANT_SUSPENDED), and a resumed tenant is served again;
+  - clean-up: both tenants are soft-deleted, after which their data plane answers NOT_FOUND.
+
+Each check prints one line; the exit status is 0 only if every check passed.
+
+Usage: python walkthrough.py --target localhost:50051 --token dev-platform-token
+(generate the stubs first with generate.sh; they are imported from ./gen).
+"""
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "gen"))
+
+import grpc  # noqa: E402
+from google.protobuf import descriptor_pool  # noqa: E402
+from google.rpc import error_details_pb2  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: E402
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: E402
+    ProtoReflectionDescriptorDatabase,
+)
+from grpc_status import rpc_status  # noqa: E402
+
+try:
+    from tenantd.v1 import tenant_service_pb2 as tenants_pb  # noqa: E402
+    from tenantd.v1 import tenant_service_pb2_grpc as tenants_grpc  # noqa: E402
+    from tenantd.v1 import user_service_pb2 as users_pb  # noqa: E402
+    from tenantd.v1 import user_service_pb2_grpc as users_grpc  # noqa: E402
+except ImportError as error:
+    sys.exit(f"walkthrough: generated stubs are missing ({error}); run examples/python/generate.sh first")
+
+TIMEOUT_SECONDS = 10
+SERVICES = ("tenantd.v1.TenantService", "tenantd.v1.UserService")
+
+
+class Walkthrough:
+    def __init__(self, channel: grpc.Channel, token: str):
+        self.channel = channel
+        self.auth = ("authorization", f"Bearer {token}")
+        self.tenants = tenants_grpc.TenantServiceStub(channel)
+        self.failures: list[str] = []
+
+    # Reporting -------------------------------------------------------------------------
+
+    def check(self, passed: bool, what: str, detail: str = "") -> bool:
+        print(f"[{'ok' if passed else 'FAIL'}] {what}" + (f" ({detail})" if detail else ""), flush=True)
+        if not passed:
+            self.failures.append(what)
+        return passed
+
+    def expect_error(self, call, code: grpc.StatusCode, reason: str, what: str) -> None:
+        """`call` must fail with `code` and a google.rpc.ErrorInfo whose reason is `reason`."""
+        try:
+            call()
+        except grpc.RpcError as error:
+            got = (error.code(), error_reason(error))
+            self.check(got == (code, reason), what, f"got {got[0].name} {got[1]}")
+            return
+        self.check(False, what, "the call succeeded")
+
+    # Metadata --------------------------------------------------------------------------
+
+    def platform(self):
+        return [self.auth]
+
+    def tenant_id(self, tenant_id: str):
+        return [self.auth, ("x-tenant-id", tenant_id)]
+
+    def tenant_slug(self, slug: str):
+        return [self.auth, ("x-tenant-slug", slug)]
+
+    def users(self) -> users_grpc.UserServiceStub:
+        return users_grpc.UserServiceStub(self.channel)
+
+    # Steps -----------------------------------------------------------------------------
+
+    def health(self) -> None:
+        print("== 1. Health (no metadata, as Kubernetes probes send none)")
+        health = health_pb2_grpc.HealthStub(self.channel)
+        for service in ("", "liveness"):
+            response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT_SECONDS)
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            self.check(status == "SERVING", f'health "{service}" is SERVING', status)
+
+    def reflection(self) -> None:
+        print("== 1. Reflection (what grpcurl uses instead of proto files)")
+        stub = reflection_pb2_grpc.ServerReflectionStub(self.channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = stub.ServerReflectionInfo(iter([request]), timeout=TIMEOUT_SECONDS)
+        listed = sorted(service.name for response in responses for service in response.list_services_response.service)
+        print("   services: " + ", ".join(listed))
+        for name in SERVICES:
+            self.check(name in listed, f"reflection lists {name}")
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(self.channel))
+        for name in SERVICES:
+            methods = [method.name for method in pool.FindServiceByName(name).methods]
+            self.check(bool(methods), f"reflection describes {name}", ", ".join(methods))
+
+    def run(self) -> None:
+        self.health()
+        self.reflection()
+
+        suffix = secrets.token_hex(4)
+        acme_slug, globex_slug = f"acme-{suffix}", f"globex-{suffix}"
+        print(f"== 2. Create two tenants ({acme_slug}, {globex_slug})")
+        acme = self.tenants.CreateTenant(
+            tenants_pb.CreateTenantRequest(tenant=tenants_pb.Tenant(slug=acme_slug, display_name="Acme")),
+            metadata=self.platform(),
+            timeout=TIMEOUT_SECONDS,
+        )
+        globex = self.tenants.CreateTenant(
+            tenants_pb.CreateTenantRequest(tenant=tenants_pb.Tenant(slug=globex_slug, display_name="Globex")),
+            metadata=self.platform(),
+            timeout=TIMEOUT_SECONDS,
+        )
+        for tenant in (acme, globex):
+            self.check(
+                tenant.state == tenants_pb.Tenant.ACTIVE and bool(tenant.id),
+                f"created tenant {tenant.slug}",
+                f"id {tenant.id}, state {tenants_pb.Tenant.State.Name(tenant.state)}",
+            )
+
+        print("== 3. Add a user to each (Acme by x-tenant-id, Globex by x-tenant-slug)")
+        users = self.users()
+        alice = users.CreateUser(
+            users_pb.CreateUserRequest(user=users_pb.User(email="alice@acme.example")),
+            metadata=self.tenant_id(acme.id),
+            timeout=TIMEOUT_SECONDS,
+        )
+        bob = users.CreateUser(
+            users_pb.CreateUserRequest(user=users_pb.User(email="bob@globex.example")),
+            metadata=self.tenant_slug(globex_slug),
+            timeout=TIMEOUT_SECONDS,
+        )
+        self.check(bool(alice.id), "created alice@acme.example in Acme", f"id {alice.id}")
+        self.check(bool(bob.id), "created bob@globex.example in Globex", f"id {bob.id}")
+
+        print("== 4. Each tenant sees only its own users")
+        for tenant, expected in ((acme, ["alice@acme.example"]), (globex, ["bob@globex.example"])):
+            listed = users.ListUsers(users_pb.ListUsersRequest(), metadata=self.tenant_id(tenant.id), timeout=TIMEOUT_SECONDS)
+            emails = [user.email for user in listed.users]
+            self.check(emails == expected, f"{tenant.display_name} lists exactly {expected}", f"got {emails}")
+
+        print("== 5. Globex cannot read Acme's user")
+        self.expect_error(
+            lambda: users.GetUser(users_pb.GetUserRequest(id=alice.id), metadata=self.tenant_id(globex.id), timeout=TIMEOUT_SECONDS),
+            grpc.StatusCode.NOT_FOUND,
+            "USER_NOT_FOUND",
+            "cross-tenant GetUser answers NOT_FOUND / USER_NOT_FOUND",
+        )
+        own = users.GetUser(users_pb.GetUserRequest(id=alice.id), metadata=self.tenant_id(acme.id), timeout=TIMEOUT_SECONDS)
+        self.check(own.email == "alice@acme.example", "Acme reads its own user", own.email)
+
+        print("== 6. Suspend Globex: its data plane answers FAILED_PRECONDITION")
+        suspended = self.tenants.SuspendTenant(
+            tenants_pb.SuspendTenantRequest(id=globex.id), metadata=self.platform(), timeout=TIMEOUT_SECONDS
+        )
+        self.check(
+            suspended.state == tenants_pb.Tenant.SUSPENDED,
+            "SuspendTenant returns the tenant in state SUSPENDED",
+            tenants_pb.Tenant.State.Name(suspended.state),
+        )
+        self.expect_error(
+            lambda: users.ListUsers(users_pb.ListUsersRequest(), metadata=self.tenant_id(globex.id), timeout=TIMEOUT_SECONDS),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "TENANT_SUSPENDED",
+            "suspended tenant answers FAILED_PRECONDITION / TENANT_SUSPENDED",
+        )
+        still = users.ListUsers(users_pb.ListUsersRequest(), metadata=self.tenant_id(acme.id), timeout=TIMEOUT_SECONDS)
+        self.check(len(still.users) == 1, "Acme is still served while Globex is suspended")
+
+        print("== 7. Resume Globex: it is served again")
+        resumed = self.tenants.ResumeTenant(
+            tenants_pb.ResumeTenantRequest(id=globex.id), metadata=self.platform(), timeout=TIMEOUT_SECONDS
+        )
+        self.check(
+            resumed.state == tenants_pb.Tenant.ACTIVE,
+            "ResumeTenant returns the tenant in state ACTIVE",
+            tenants_pb.Tenant.State.Name(resumed.state),
+        )
+        served = users.ListUsers(users_pb.ListUsersRequest(), metadata=self.tenant_id(globex.id), timeout=TIMEOUT_SECONDS)
+        emails = [user.email for user in served.users]
+        self.check(emails == ["bob@globex.example"], "resumed tenant lists its user again", f"got {emails}")
+
+        print("== Clean-up: soft-delete both tenants")
+        for tenant in (acme, globex):
+            deleted = self.tenants.DeleteTenant(
+                tenants_pb.DeleteTenantRequest(id=tenant.id), metadata=self.platform(), timeout=TIMEOUT_SECONDS
+            )
+            self.check(
+                deleted.state == tenants_pb.Tenant.DELETED,
+                f"deleted tenant {tenant.slug}",
+                tenants_pb.Tenant.State.Name(deleted.state),
+            )
+        self.expect_error(
+            lambda: users.ListUsers(users_pb.ListUsersRequest(), metadata=self.tenant_id(acme.id), timeout=TIMEOUT_SECONDS),
+            grpc.StatusCode.NOT_FOUND,
+            "TENANT_NOT_FOUND",
+            "deleted tenant answers NOT_FOUND / TENANT_NOT_FOUND",
+        )
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    """The `reason` of the google.rpc.ErrorInfo in the error's details, or "" if none."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return ""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="localhost:50051", help="host:port of tenantd (plaintext)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TENANTD_PLATFORM_TOKEN"),
+        help="platform bearer token (default: $TENANTD_PLATFORM_TOKEN)",
+    )
+    args = parser.parse_args()
+    if not args.token:
+        parser.error("--token (or TENANTD_PLATFORM_TOKEN) is required")
+
+    print(f"walkthrough: tenantd at {args.target}")
+    with grpc.insecure_channel(args.target) as channel:
+        walkthrough = Walkthrough(channel, args.token)
+        try:
+            walkthrough.run()
+        except grpc.RpcError as error:
+            walkthrough.check(False, "unexpected RPC error", f"{error.code().name} {error_reason(error)}: {error.details()}")
+    if walkthrough.failures:
+        print(f"walkthrough: FAILED, {len(walkthrough.failures)} check(s) failed:")
+        for failure in walkthrough.failures:
+            print(f"  - {failure}")
+        return 1
+    print("walkthrough: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
