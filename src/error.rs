@@ -193,7 +193,8 @@ pub fn from_database(error: diesel::result::Error, constraint: impl Fn(&str) -> 
             }
             Error::Internal(anyhow::Error::new(error).context("unexpected constraint violation"))
         }
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) | DieselError::BrokenTransactionManager => {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _)
+        | DieselError::BrokenTransactionManager => {
             Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: error.into() }
         }
         _ => Error::Internal(anyhow::Error::new(error).context("database error")),
@@ -213,7 +214,7 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for Error {
                 Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: anyhow::Error::new(source) }
             }
             bb8::RunError::TimedOut => Error::Unavailable {
-                reason: "DATABASE_UNAVAILABLE",
+                reason: "DATABASE_POOL_EXHAUSTED",
                 source: anyhow::anyhow!("timed out waiting for a pooled database connection"),
             },
         }

@@ -11,6 +11,7 @@ pub mod documents;
 pub mod idempotency;
 pub mod identifiers;
 pub mod migrations;
+pub mod retry;
 pub(crate) mod schema;
 pub mod tenants;
 pub mod users;

@@ -167,7 +167,7 @@ impl ApiKeys {
         let context = TenantContext::new(tenant_id, request);
         let mut rows = self
             .database
-            .run(&context, move |transaction| {
+            .read(&context, move |transaction| {
                 Box::pin(async move { Ok(crate::db::api_keys::list(transaction, after, page_size + 1).await?) })
             })
             .await?;

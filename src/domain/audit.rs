@@ -125,7 +125,8 @@ pub async fn list(
         end_time: filter.end_time,
     };
     let mut rows = database
-        .run(context, move |transaction| {
+        .read(context, move |transaction| {
+            let query = query.clone();
             Box::pin(async move { Ok(crate::db::audit::list(transaction, &query, before, page_size + 1).await?) })
         })
         .await?;

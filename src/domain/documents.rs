@@ -187,7 +187,7 @@ impl Documents {
     pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<Document> {
         let row = self
             .database
-            .run(context, move |transaction| {
+            .read(context, move |transaction| {
                 Box::pin(async move { Ok(crate::db::documents::find(transaction, id).await?) })
             })
             .await?;
@@ -207,7 +207,7 @@ impl Documents {
         let after = PageToken::decode(page_token, scope, filter)?;
         let mut rows = self
             .database
-            .run(context, move |transaction| {
+            .read(context, move |transaction| {
                 Box::pin(async move { Ok(crate::db::documents::list(transaction, owner, after, page_size + 1).await?) })
             })
             .await?;

@@ -279,25 +279,39 @@ impl TenantRegistry {
 
     /// Gets a tenant in any state.
     pub async fn get(&self, selector: &TenantSelector) -> Result<Tenant> {
-        let mut connection = self.database.pool().get().await?;
-        let row = match selector {
-            TenantSelector::Id(id) => db::tenants::find_by_id(&mut connection, *id).await?,
-            TenantSelector::Slug(slug) => db::tenants::find_by_slug(&mut connection, slug.as_str()).await?,
-        };
-        let row = row.ok_or_else(tenant_not_found)?;
-        let mut tenants = assemble(&mut connection, vec![row]).await?;
-        tenants.pop().ok_or_else(tenant_not_found)
+        db::retry::read(|| {
+            let selector = selector.clone();
+            self.database.global(|connection| {
+                Box::pin(async move {
+                    let row = match &selector {
+                        TenantSelector::Id(id) => db::tenants::find_by_id(connection, *id).await?,
+                        TenantSelector::Slug(slug) => db::tenants::find_by_slug(connection, slug.as_str()).await?,
+                    };
+                    let row = row.ok_or_else(tenant_not_found)?;
+                    let mut tenants = assemble(connection, vec![row]).await?;
+                    tenants.pop().ok_or_else(tenant_not_found)
+                })
+            })
+        })
+        .await
     }
 
     /// Lists tenants in creation order.
     pub async fn list(&self, state: Option<TenantState>, page_size: i64, page_token: &str) -> Result<TenantPage> {
         let filter = fingerprint(&format!("state={}", state.map_or("", TenantState::as_str)));
         let after = PageToken::decode(page_token, Uuid::nil(), filter)?;
-        let mut connection = self.database.pool().get().await?;
-        let mut rows = db::tenants::list(&mut connection, state.map(TenantState::as_str), after, page_size + 1).await?;
-        let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
-        let tenants = assemble(&mut connection, rows).await?;
-        Ok(TenantPage { tenants, next_page_token })
+        db::retry::read(|| {
+            self.database.global(move |connection| {
+                Box::pin(async move {
+                    let state = state.map(TenantState::as_str);
+                    let mut rows = db::tenants::list(connection, state, after, page_size + 1).await?;
+                    let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
+                    let tenants = assemble(connection, rows).await?;
+                    Ok(TenantPage { tenants, next_page_token })
+                })
+            })
+        })
+        .await
     }
 
     /// Resolves an identifier to a tenant that is not deleted (edge gateways).

@@ -195,7 +195,7 @@ impl Users {
     pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<User> {
         let row = self
             .database
-            .run(context, move |transaction| {
+            .read(context, move |transaction| {
                 Box::pin(async move { Ok(crate::db::users::find(transaction, id).await?) })
             })
             .await?;
@@ -209,7 +209,7 @@ impl Users {
         let after = PageToken::decode(page_token, scope, filter)?;
         let mut rows = self
             .database
-            .run(context, move |transaction| {
+            .read(context, move |transaction| {
                 Box::pin(async move { Ok(crate::db::users::list(transaction, after, page_size + 1).await?) })
             })
             .await?;

@@ -133,14 +133,21 @@ impl TenantResolver {
             return Ok(Some(entry.tenant_id));
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let mut connection = self.database.pool().get().await?;
-        let found = match identifier {
-            Identifier::Slug(slug) => db::tenants::id_by_slug(&mut connection, slug).await?,
-            Identifier::Domain(domain) => db::identifiers::tenant_by_domain(&mut connection, domain).await?,
-            Identifier::Channel { channel_type, external_id } => {
-                db::identifiers::tenant_by_channel(&mut connection, channel_type, external_id).await?
-            }
-        };
+        let found = db::retry::read(|| {
+            let identifier = identifier.clone();
+            self.database.global(|connection| {
+                Box::pin(async move {
+                    Ok(match &identifier {
+                        Identifier::Slug(slug) => db::tenants::id_by_slug(connection, slug).await?,
+                        Identifier::Domain(domain) => db::identifiers::tenant_by_domain(connection, domain).await?,
+                        Identifier::Channel { channel_type, external_id } => {
+                            db::identifiers::tenant_by_channel(connection, channel_type, external_id).await?
+                        }
+                    })
+                })
+            })
+        })
+        .await?;
         if let Some(tenant_id) = found {
             self.store(epoch, key, tenant_id, CacheValue::Tenant);
         }
@@ -160,11 +167,15 @@ impl TenantResolver {
             self.store(epoch, key, tenant_id, CacheValue::State(state));
             return Ok(Some(state));
         }
-        let mut connection = self.database.pool().get().await?;
-        let Some(stored) = db::tenants::state_by_id(&mut connection, tenant_id).await? else {
+        let stored = db::retry::read(|| {
+            self.database.global(|connection| {
+                Box::pin(async move { Ok(db::tenants::state_by_id(connection, tenant_id).await?) })
+            })
+        })
+        .await?;
+        let Some(stored) = stored else {
             return Ok(None);
         };
-        drop(connection);
         let state = TenantState::parse(&stored)
             .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
         if self.live() && self.epoch.load(Ordering::Acquire) == epoch {
@@ -214,7 +225,7 @@ impl TenantResolver {
         let context = TenantContext::new(tenant_id, RequestContext::system());
         let row = self
             .database
-            .run(&context, move |transaction| {
+            .read(&context, move |transaction| {
                 Box::pin(async move { Ok(db::api_keys::find(transaction, key_id).await?) })
             })
             .await?;

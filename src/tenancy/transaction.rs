@@ -50,6 +50,17 @@ impl TenantDb {
         Self { pool }
     }
 
+    /// Like [`TenantDb::run`] for work that only reads: if the connection is lost, the
+    /// work is run again on a fresh one (see [`crate::db::retry`]). `work` must be safe to
+    /// repeat.
+    pub async fn read<R, F>(&self, context: &TenantContext, work: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'t, 'c> Fn(&'t mut TenantTx<'c>) -> BoxFuture<'t, Result<R>> + Clone + Send + 'static,
+    {
+        crate::db::retry::read(|| self.run(context, work.clone())).await
+    }
+
     /// The pool, for the registry's global tables (which have no tenant).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -75,12 +86,37 @@ impl TenantDb {
         let context = context.clone();
         let tenant_id = context.tenant_id();
         let mut connection = self.pool.get().await?;
-        connection
+        let outcome = connection
             .transaction::<R, Error, _>(async move |connection| {
                 diesel::select(set_config("app.tenant_id", tenant_id.to_string(), true)).execute(connection).await?;
                 let mut transaction = TenantTx { connection, context };
                 work(&mut transaction).await
             })
-            .await
+            .await;
+        outcome.map_err(|error| classify(&mut connection, error))
+    }
+
+    /// Runs work on the registry's global tables (`tenants` and its identifiers), which
+    /// have no tenant; there is no tenant setting, so tenant tables show no rows.
+    pub async fn global<R, F>(&self, work: F) -> Result<R>
+    where
+        F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, Result<R>>,
+    {
+        let mut connection = self.pool.get().await?;
+        let outcome = work(&mut connection).await;
+        outcome.map_err(|error| classify(&mut connection, error))
+    }
+}
+
+/// A failure on a connection that is now closed (PostgreSQL shut down or restarted, the
+/// network dropped) is UNAVAILABLE, whatever error the driver reported; the pool discards
+/// the connection.
+fn classify(connection: &mut AsyncPgConnection, error: Error) -> Error {
+    use diesel_async::pooled_connection::PoolableConnection;
+    match error {
+        Error::Internal(source) if connection.is_broken() => {
+            Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: source.context("the connection closed") }
+        }
+        other => other,
     }
 }
