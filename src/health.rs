@@ -188,12 +188,10 @@ async fn probe_postgres(database_url: &str, slot: &mut Option<AsyncPgConnection>
         .await;
     match applied {
         Ok(version) => Ok(version),
+        // The server went away (shut down, restarted, network lost).
+        Err(error) if diesel_async::pooled_connection::PoolableConnection::is_broken(connection) => Err(error.into()),
         // Connected, but the migrations table is missing or unreadable: not current.
-        Err(diesel::result::Error::DatabaseError(kind, _))
-            if !matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection) =>
-        {
-            Ok(None)
-        }
+        Err(diesel::result::Error::DatabaseError(..)) => Ok(None),
         Err(error) => Err(error.into()),
     }
 }

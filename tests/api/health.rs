@@ -1,6 +1,5 @@
 //! grpc.health.v1 readiness, liveness and dependencies; reflection; graceful shutdown.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tenantd::proto::{GetUserRequest, ListUsersRequest};
@@ -13,10 +12,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::helpers::{create_database, migrate, spawn_app, spawn_app_with, start, test_config, unique_slug};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
-}
+use crate::throwaway::{ThrowawayRedis, free_port};
 
 #[tokio::test]
 async fn readiness_is_not_serving_until_the_database_is_migrated() {
@@ -38,27 +34,6 @@ async fn readiness_is_not_serving_until_the_database_is_migrated() {
     app.stop().await;
 }
 
-struct RedisServer(Child);
-
-impl RedisServer {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a throwaway redis-server (is Redis installed?)");
-        Self(child)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn without_redis_the_service_stays_ready_and_serves_then_recovers_when_redis_returns() {
     let port = free_port();
@@ -77,7 +52,7 @@ async fn without_redis_the_service_stays_ready_and_serves_then_recovers_when_red
     assert_eq!(app.status("redis").await, ServingStatus::NotServing);
 
     // Redis comes up on that port: tenantd notices by itself, without a restart.
-    let _redis = RedisServer::start(port);
+    let _redis = ThrowawayRedis::start_on(port);
     let took = app.wait_for_status("redis", ServingStatus::Serving).await;
     println!("redis flipped to SERVING {took:?} after it started");
     app.users(&tenant).list_users(ListUsersRequest::default()).await.expect("served with Redis");

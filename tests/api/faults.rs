@@ -1,0 +1,248 @@
+//! Faults: PostgreSQL and Redis disappear under load and come back. Each test runs its
+//! own throwaway servers (see `throwaway.rs`); the shared ones are never stopped.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tenantd::cli::{Millis, Secret};
+use tenantd::proto::{CreateUserRequest, GetUserRequest, User};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::helpers::{TestApp, create_database, migrate, start, test_config, unique_slug};
+use crate::throwaway::{ThrowawayPostgres, ThrowawayRedis};
+
+/// What the load saw.
+#[derive(Default)]
+struct Observed {
+    /// Emails whose CreateUser was acknowledged.
+    acknowledged: Vec<String>,
+    /// Calls that took longer than their deadline allows.
+    hung: usize,
+    /// Failed calls: (when they started, code, reason).
+    failures: Vec<(Instant, Code, String)>,
+    /// Successful calls: when they started.
+    successes: Vec<Instant>,
+}
+
+const DEADLINE: Duration = Duration::from_secs(3);
+
+/// Runs creates and reads against `tenant` from `workers` tasks until `stop`.
+fn run_load(
+    app: &TestApp,
+    tenant: &str,
+    seed_user: &str,
+    workers: usize,
+    stop: CancellationToken,
+) -> Arc<Mutex<Observed>> {
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    for worker in 0..workers {
+        let mut client = app.users(tenant);
+        let seed_user = seed_user.to_owned();
+        let observed = observed.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut sequence = 0;
+            while !stop.is_cancelled() {
+                sequence += 1;
+                let started = Instant::now();
+                let email = format!("load-{worker}-{sequence}@faults.example");
+                let outcome = if sequence % 2 == 0 {
+                    let mut request = tonic::Request::new(CreateUserRequest {
+                        user: Some(User { email: email.clone(), ..Default::default() }),
+                        ..Default::default()
+                    });
+                    request.set_timeout(DEADLINE);
+                    client.create_user(request).await.map(|_| Some(email))
+                } else {
+                    let mut request = tonic::Request::new(GetUserRequest { id: seed_user.clone() });
+                    request.set_timeout(DEADLINE);
+                    client.get_user(request).await.map(|_| None)
+                };
+                let elapsed = started.elapsed();
+                {
+                    let mut observed = observed.lock().expect("lock");
+                    if elapsed > DEADLINE + Duration::from_millis(500) {
+                        observed.hung += 1;
+                    }
+                    match outcome {
+                        Ok(Some(email)) => {
+                            observed.acknowledged.push(email);
+                            observed.successes.push(started);
+                        }
+                        Ok(None) => observed.successes.push(started),
+                        Err(status) => {
+                            observed.failures.push((started, status.code(), crate::helpers::reason(&status)))
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    observed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itself_with_no_acknowledged_write_lost() {
+    let postgres = ThrowawayPostgres::start();
+    let admin = postgres.connect("postgres", "postgres").await;
+    admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
+    tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
+    let mut config = test_config("unused");
+    config.database_url = Secret::new(postgres.url("tenantd_app", "tenantd"));
+    config.db_acquire_timeout = Millis::from(500);
+    let app = start("unused".into(), config).await;
+    app.wait_for_status("", ServingStatus::Serving).await;
+    let tenant = app.create_tenant(&unique_slug("pg")).await.id;
+    let seed = app.create_user(&tenant, "seed@faults.example").await.id;
+
+    let stop_load = CancellationToken::new();
+    let observed = run_load(&app, &tenant, &seed, 8, stop_load.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    postgres.kill();
+    let killed_at = Instant::now();
+    let flip = app.wait_for_status("", ServingStatus::NotServing).await;
+    assert!(flip < Duration::from_secs(2), "readiness took {flip:?} to go NOT_SERVING");
+    assert_eq!(app.status("postgres").await, ServingStatus::NotServing);
+    assert_eq!(app.status("liveness").await, ServingStatus::Serving, "liveness never follows a dependency");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    postgres.resume();
+    let resumed_at = Instant::now();
+    let recovered = loop {
+        let mut request = tonic::Request::new(GetUserRequest { id: seed.clone() });
+        request.set_timeout(Duration::from_secs(1));
+        if app.users(&tenant).get_user(request).await.is_ok() {
+            break resumed_at.elapsed();
+        }
+        assert!(resumed_at.elapsed() < Duration::from_secs(5), "no recovery within 5 s of PostgreSQL's return");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ready = app.wait_for_status("", ServingStatus::Serving).await + recovered;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_load.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let observed = observed.lock().expect("lock");
+    let during_outage: Vec<_> = observed
+        .failures
+        .iter()
+        .filter(|(started, _, _)| *started >= killed_at + Duration::from_millis(100) && *started < resumed_at)
+        .collect();
+    assert!(!during_outage.is_empty(), "the load saw the outage");
+    for (_, code, reason) in &during_outage {
+        assert_eq!(*code, Code::Unavailable, "outage failures are UNAVAILABLE, got {code:?} ({reason})");
+    }
+    assert_eq!(observed.hung, 0, "{} calls outlived their deadline", observed.hung);
+    assert!(observed.successes.iter().any(|started| *started > resumed_at), "the load succeeds again");
+
+    let client = postgres.connect("postgres", "tenantd").await;
+    let stored: Vec<String> =
+        client.query("SELECT email FROM users", &[]).await.expect("read back").iter().map(|row| row.get(0)).collect();
+    let missing: Vec<_> = observed.acknowledged.iter().filter(|email| !stored.contains(email)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    println!(
+        "postgres outage: readiness NOT_SERVING after {flip:?}; {} calls failed UNAVAILABLE during the outage, none hung; \
+         first successful read {recovered:?} and readiness SERVING {ready:?} after PostgreSQL returned; \
+         {} acknowledged writes, all present",
+        during_outage.len(),
+        observed.acknowledged.len()
+    );
+    drop(observed);
+    app.shutdown.cancel();
+    app.server.await.expect("task").expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_stops_under_load_the_data_plane_keeps_answering_and_caching_and_invalidation_return_with_it() {
+    let mut redis = ThrowawayRedis::start();
+    let database = create_database().await;
+    migrate(&database).await;
+    let configure = || {
+        let mut config = test_config(&database);
+        config.redis_url = Secret::new(redis.url());
+        config
+    };
+    let first = start(database.clone(), configure()).await;
+    let second = start(database.clone(), configure()).await;
+    for app in [&first, &second] {
+        app.wait_for_status("", ServingStatus::Serving).await;
+        app.wait_for_status("redis", ServingStatus::Serving).await;
+    }
+    let tenant = first.create_tenant(&unique_slug("rd")).await.id;
+    let seed = first.create_user(&tenant, "seed@faults.example").await.id;
+
+    let stop_load = CancellationToken::new();
+    let observed = run_load(&second, &tenant, &seed, 4, stop_load.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    redis.kill();
+    let killed_at = Instant::now();
+    let flip = second.wait_for_status("redis", ServingStatus::NotServing).await;
+    assert_eq!(second.status("").await, ServingStatus::Serving, "Redis is not needed to be ready");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let failures_while_down =
+        observed.lock().expect("lock").failures.iter().filter(|(started, _, _)| *started >= killed_at).count();
+    assert_eq!(failures_while_down, 0, "the data plane kept answering without Redis");
+
+    redis.resume();
+    let resumed_at = Instant::now();
+    let recovered = second.wait_for_status("redis", ServingStatus::Serving).await;
+    first.wait_for_status("redis", ServingStatus::Serving).await;
+    // Both replicas subscribe to invalidations again.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    loop {
+        let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(tenantd::cache::INVALIDATION_CHANNEL)
+            .query_async(&mut connection)
+            .await
+            .expect("numsub");
+        if subscribers == 2 {
+            break;
+        }
+        assert!(resumed_at.elapsed() < Duration::from_secs(5), "replicas did not resubscribe");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resubscribed = resumed_at.elapsed();
+
+    // Caching works again: a resolution fills the shared cache.
+    second.users(&tenant).get_user(GetUserRequest { id: seed.clone() }).await.expect("read");
+    let state_key = tenantd::cache::RedisKey::for_tenant(tenant.parse().expect("uuid"), &["state"]);
+    let cached: bool = redis::cmd("EXISTS").arg(state_key.as_str()).query_async(&mut connection).await.expect("exists");
+    assert!(cached, "the tenant's state is cached in Redis again");
+
+    // Invalidation works again: a suspension through the first replica reaches the second.
+    first
+        .tenants
+        .clone()
+        .suspend_tenant(tenantd::proto::SuspendTenantRequest { id: tenant.clone(), etag: String::new() })
+        .await
+        .expect("suspend");
+    let suspended_at = Instant::now();
+    stop_load.cancel();
+    let propagation = loop {
+        match second.users(&tenant).get_user(GetUserRequest { id: seed.clone() }).await {
+            Err(status) if status.code() == Code::FailedPrecondition => break suspended_at.elapsed(),
+            _ => assert!(
+                suspended_at.elapsed() < Duration::from_secs(1),
+                "the suspension did not reach the second replica"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "redis outage: `redis` NOT_SERVING after {flip:?}, no data-plane failure while down; SERVING {recovered:?} \
+         and both replicas resubscribed {resubscribed:?} after Redis returned; a suspension then reached the other \
+         replica in {propagation:?}"
+    );
+    for app in [first, second] {
+        app.shutdown.cancel();
+        app.server.await.expect("task").expect("clean stop");
+    }
+    crate::helpers::drop_database(&database).await;
+}
