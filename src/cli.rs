@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client::args::{HealthArgs, KeysArgs, ResolveArgs, TenantsArgs};
+
 /// `tenantd`: the tenant control plane.
 #[derive(Debug, Parser)]
 #[command(name = "tenantd", version, about)]
@@ -25,6 +27,14 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations, then exit.
     Migrate(MigrateArgs),
+    /// Check a server's grpc.health.v1 status: exit 0 if SERVING, 1 if not, 2 if unreachable.
+    Health(HealthArgs),
+    /// Manage tenants through the control-plane API.
+    Tenants(TenantsArgs),
+    /// Manage a tenant's API keys.
+    Keys(KeysArgs),
+    /// Show the tenant named by an id, slug, domain, channel binding or API key.
+    Resolve(ResolveArgs),
 }
 
 /// How logs are written.
@@ -119,7 +129,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_HTTP2_MAX_PENDING_RESET_STREAMS", default_value_t = 32)]
     pub http2_max_pending_reset_streams: usize,
     /// Maximum size of the HTTP/2 header list (all metadata of one request), in bytes.
-    #[arg(long, env = "TENANTD_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    /// Larger requests are refused by the transport before tenantd sees them (HTTP 431,
+    /// which gRPC clients report as UNKNOWN); within it, bad metadata gets INVALID_ARGUMENT.
+    #[arg(long, env = "TENANTD_MAX_HEADER_LIST_BYTES", default_value_t = 64 * 1024)]
     pub max_header_list_bytes: u32,
     /// Maximum size of a decoded request message, in bytes (above it: RESOURCE_EXHAUSTED).
     #[arg(long, env = "TENANTD_MAX_DECODE_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]

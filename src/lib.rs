@@ -14,6 +14,8 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod cli;
+/// The operator CLI: `tenantd health`, `tenants`, `keys` and `resolve`, clients of the gRPC API.
+pub mod client;
 pub mod db;
 pub mod domain;
 pub mod error;

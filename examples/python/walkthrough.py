@@ -8,6 +8,10 @@ It checks, against a running tenantd:
   - the data plane: two tenants with a user each, each tenant lists only its own user, a
     cross-tenant GetUser answers NOT_FOUND (USER_NOT_FOUND), a suspended tenant answers
     FAILED_PRECONDITION (TENANT_SUSPENDED), and a resumed tenant is served again;
+  - documents: one per tenant, owned by that tenant's user; each tenant lists only its own, and
+    a cross-tenant GetDocument answers NOT_FOUND (DOCUMENT_NOT_FOUND);
+  - an API key: created for Acme, it alone (no x-tenant-* metadata) lists Acme's users only;
+    once revoked, the same call answers UNAUTHENTICATED (API_KEY_REVOKED);
   - clean-up: both tenants are soft-deleted, after which their data plane answers NOT_FOUND.
 
 Each check prints one line; the exit status is 0 only if every check passed.
@@ -17,6 +21,7 @@ Usage: python walkthrough.py --target localhost:50051 --token dev-platform-token
 """
 
 import argparse
+import hashlib
 import os
 import secrets
 import sys
@@ -35,6 +40,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # no
 from grpc_status import rpc_status  # noqa: E402
 
 try:
+    from tenantd.v1 import document_service_pb2 as documents_pb  # noqa: E402
+    from tenantd.v1 import document_service_pb2_grpc as documents_grpc  # noqa: E402
     from tenantd.v1 import tenant_service_pb2 as tenants_pb  # noqa: E402
     from tenantd.v1 import tenant_service_pb2_grpc as tenants_grpc  # noqa: E402
     from tenantd.v1 import user_service_pb2 as users_pb  # noqa: E402
@@ -84,6 +91,9 @@ class Walkthrough:
 
     def users(self) -> users_grpc.UserServiceStub:
         return users_grpc.UserServiceStub(self.channel)
+
+    def documents(self) -> documents_grpc.DocumentServiceStub:
+        return documents_grpc.DocumentServiceStub(self.channel)
 
     # Steps -----------------------------------------------------------------------------
 
@@ -195,6 +205,9 @@ class Walkthrough:
         emails = [user.email for user in served.users]
         self.check(emails == ["bob@globex.example"], "resumed tenant lists its user again", f"got {emails}")
 
+        self.documents_step(acme, alice, globex, globex_slug, bob)
+        self.api_key_step(acme)
+
         print("== Clean-up: soft-delete both tenants")
         for tenant in (acme, globex):
             deleted = self.tenants.DeleteTenant(
@@ -210,6 +223,93 @@ class Walkthrough:
             grpc.StatusCode.NOT_FOUND,
             "TENANT_NOT_FOUND",
             "deleted tenant answers NOT_FOUND / TENANT_NOT_FOUND",
+        )
+
+
+    def documents_step(self, acme, alice, globex, globex_slug: str, bob) -> None:
+        print("== 8. Documents: one per tenant, owned by that tenant's user")
+        documents = self.documents()
+        created = {}
+        for tenant, metadata, owner, title in (
+            (acme, self.tenant_id(acme.id), alice, "Acme roadmap"),
+            (globex, self.tenant_slug(globex_slug), bob, "Globex budget"),
+        ):
+            content = f"{title}: for {owner.email} only".encode()
+            document = documents.CreateDocument(
+                documents_pb.CreateDocumentRequest(
+                    document=documents_pb.Document(title=title, content=content, owner_user_id=owner.id)
+                ),
+                metadata=metadata,
+                timeout=TIMEOUT_SECONDS,
+            )
+            created[tenant.id] = document
+            self.check(
+                bool(document.id)
+                and document.owner_user_id == owner.id
+                and document.content_sha256 == hashlib.sha256(content).hexdigest(),
+                f"created document {title!r} in {tenant.display_name}, owned by {owner.email}",
+                f"id {document.id}, sha256 {document.content_sha256[:12]}...",
+            )
+
+        for tenant in (acme, globex):
+            listed = documents.ListDocuments(
+                documents_pb.ListDocumentsRequest(), metadata=self.tenant_id(tenant.id), timeout=TIMEOUT_SECONDS
+            )
+            ids = [document.id for document in listed.documents]
+            expected = [created[tenant.id].id]
+            self.check(ids == expected, f"{tenant.display_name} lists exactly its own document", f"got {ids}")
+
+        acme_document = created[acme.id]
+        own = documents.GetDocument(
+            documents_pb.GetDocumentRequest(id=acme_document.id), metadata=self.tenant_id(acme.id), timeout=TIMEOUT_SECONDS
+        )
+        self.check(own.title == acme_document.title, "Acme reads its own document", own.title)
+        self.expect_error(
+            lambda: documents.GetDocument(
+                documents_pb.GetDocumentRequest(id=acme_document.id),
+                metadata=self.tenant_id(globex.id),
+                timeout=TIMEOUT_SECONDS,
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "DOCUMENT_NOT_FOUND",
+            "cross-tenant GetDocument answers NOT_FOUND / DOCUMENT_NOT_FOUND",
+        )
+
+    def api_key_step(self, acme) -> None:
+        print("== 9. An API key: it names its tenant by itself, and stops working when revoked")
+        created = self.tenants.CreateApiKey(
+            tenants_pb.CreateApiKeyRequest(
+                tenant_id=acme.id,
+                api_key=tenants_pb.ApiKey(display_name="walkthrough", scopes=[tenants_pb.ApiKey.READ]),
+            ),
+            metadata=self.platform(),
+            timeout=TIMEOUT_SECONDS,
+        )
+        secret = created.secret
+        self.check(
+            bool(secret) and created.api_key.tenant_id == acme.id,
+            "CreateApiKey returns the key and its secret (shown once)",
+            f"key id {created.api_key.id}",
+        )
+
+        # Only the key: no platform token, no x-tenant-id or x-tenant-slug.
+        key_only = [("authorization", f"Bearer {secret}")]
+        users = self.users()
+        listed = users.ListUsers(users_pb.ListUsersRequest(), metadata=key_only, timeout=TIMEOUT_SECONDS)
+        emails = [user.email for user in listed.users]
+        self.check(emails == ["alice@acme.example"], "the key alone lists exactly Acme's users", f"got {emails}")
+
+        revoked = self.tenants.RevokeApiKey(
+            tenants_pb.RevokeApiKeyRequest(tenant_id=acme.id, id=created.api_key.id),
+            metadata=self.platform(),
+            timeout=TIMEOUT_SECONDS,
+        )
+        self.check(revoked.HasField("revoke_time"), "RevokeApiKey sets revoke_time")
+        self.expect_error(
+            lambda: users.ListUsers(users_pb.ListUsersRequest(), metadata=key_only, timeout=TIMEOUT_SECONDS),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "API_KEY_REVOKED",
+            "the revoked key answers UNAUTHENTICATED / API_KEY_REVOKED",
         )
 
 

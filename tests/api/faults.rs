@@ -126,7 +126,7 @@ async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itsel
     stop_load.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let observed = observed.lock().expect("lock");
+    let observed = std::mem::take(&mut *observed.lock().expect("lock"));
     let during_outage: Vec<_> = observed
         .failures
         .iter()
@@ -151,7 +151,6 @@ async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itsel
         during_outage.len(),
         observed.acknowledged.len()
     );
-    drop(observed);
     app.shutdown.cancel();
     app.server.await.expect("task").expect("clean stop");
 }

@@ -112,6 +112,7 @@ pub fn test_config(database: &str) -> ServeArgs {
 /// A running server and its clients.
 pub struct TestApp {
     pub database: String,
+    pub port: u16,
     pub pool: tenantd::db::PgPool,
     pub channel: Channel,
     pub tenants: TenantServiceClient<InterceptedService<Channel, Metadata>>,
@@ -151,12 +152,13 @@ pub async fn start(database: String, config: ServeArgs) -> TestApp {
     init_logging();
     let application = Application::build(config).await.expect("build application");
     let pool = application.database_pool();
-    let address: SocketAddr = ([127, 0, 0, 1], application.port()).into();
+    let port = application.port();
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run_until(shutdown.clone().cancelled_owned()));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect_lazy();
     let tenants = TenantServiceClient::with_interceptor(channel.clone(), Metadata::platform());
-    TestApp { database, pool, channel, tenants, shutdown, server }
+    TestApp { database, port, pool, channel, tenants, shutdown, server }
 }
 
 impl TestApp {

@@ -6,9 +6,11 @@
 
 mod helpers;
 
+mod abuse;
 mod attacks;
 mod audit;
 mod catalog;
+mod cli;
 mod credentials;
 mod documents;
 mod faults;

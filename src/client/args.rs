@@ -1,0 +1,325 @@
+//! The client subcommands' flags: `tenantd health`, `tenants`, `keys` and `resolve`.
+
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+
+use crate::cli::Secret;
+
+/// The server address used when neither `--server` nor `TENANTD_SERVER` is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// The help heading of the flags every client command shares.
+const CLIENT_OPTIONS: &str = "Client options";
+
+/// Where the server is.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address of the tenantd gRPC server (`http://host:port`; `host:port` means plaintext HTTP/2).
+    #[arg(long, env = "TENANTD_SERVER", default_value = DEFAULT_SERVER, global = true, help_heading = CLIENT_OPTIONS)]
+    pub server: String,
+}
+
+/// Where the server is, who is calling, and how results are printed: shared by the API commands.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Where the server is.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The platform bearer token (the value the server was started with).
+    #[arg(long, env = "TENANTD_PLATFORM_TOKEN", hide_env_values = true, global = true, help_heading = CLIENT_OPTIONS)]
+    pub token: Option<Secret>,
+    /// How results are printed on stdout.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table, global = true, help_heading = CLIENT_OPTIONS)]
+    pub output: OutputFormat,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document: the proto fields in lowerCamelCase, every field always present.
+    Json,
+}
+
+/// `tenantd health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Where the server is.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The grpc.health.v1 service name: "" is readiness; also `liveness`, `postgres`, `redis`.
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+/// `tenantd tenants`.
+#[derive(Debug, Clone, Args)]
+pub struct TenantsArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TenantsCommand,
+}
+
+/// The `tenantd tenants` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant (state ACTIVE).
+    Create(CreateTenantArgs),
+    /// Show one tenant, by id or by slug (deleted tenants too).
+    Get(GetTenantArgs),
+    /// List tenants in creation order.
+    List(ListTenantsArgs),
+    /// Change a tenant's display name, labels, domains or channel bindings.
+    Update(UpdateTenantArgs),
+    /// Suspend a tenant: its data plane answers FAILED_PRECONDITION.
+    Suspend(TenantLifecycleArgs),
+    /// Resume a suspended tenant.
+    Resume(TenantLifecycleArgs),
+    /// Soft-delete a tenant: its data is kept, its data plane answers NOT_FOUND.
+    Delete(TenantLifecycleArgs),
+}
+
+/// `tenantd tenants create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateTenantArgs {
+    /// Unique, immutable identifier matching `^[a-z][a-z0-9-]{2,62}$`.
+    #[arg(long)]
+    pub slug: String,
+    /// Name for people, 1 to 200 characters.
+    #[arg(long)]
+    pub display_name: String,
+    /// A label `KEY=VALUE`; repeat for several.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// A domain name that identifies the tenant; repeat for several.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// A channel binding `TYPE:EXTERNAL_ID`, e.g. `slack:T024BE7LD`; repeat for several.
+    #[arg(long = "channel", value_name = "TYPE:EXTERNAL_ID", value_parser = parse_channel)]
+    pub channels: Vec<ChannelArg>,
+    /// Idempotency key (a UUID): a retry with the same key creates nothing more.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+/// `tenantd tenants get`.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("selector").required(true).args(["id", "slug"])))]
+pub struct GetTenantArgs {
+    /// The tenant's id.
+    pub id: Option<String>,
+    /// The tenant's slug, instead of its id.
+    #[arg(long)]
+    pub slug: Option<String>,
+}
+
+/// `tenantd tenants list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListTenantsArgs {
+    /// Only tenants in this state (default: every state).
+    #[arg(long, value_enum)]
+    pub state: Option<TenantStateArg>,
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// Paging of list commands.
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// Maximum number of items per page (server default 50, at most 1000).
+    #[arg(long)]
+    pub page_size: Option<i32>,
+    /// Continue from this `nextPageToken` of an earlier page.
+    #[arg(long, conflicts_with = "all")]
+    pub page_token: Option<String>,
+    /// Follow every page and print them as one list.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// A tenant state, as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TenantStateArg {
+    /// Served normally.
+    Active,
+    /// Data plane answers FAILED_PRECONDITION.
+    Suspended,
+    /// Soft-deleted.
+    Deleted,
+}
+
+/// `tenantd tenants update`: only the fields given change.
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("fields")
+        .required(true)
+        .multiple(true)
+        .args(["display_name", "labels", "clear_labels", "domains", "clear_domains", "channels", "clear_channels"])
+))]
+pub struct UpdateTenantArgs {
+    /// The tenant's id.
+    pub id: String,
+    /// New name for people.
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// A label `KEY=VALUE`; repeat for several. Replaces all labels.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Remove every label.
+    #[arg(long, conflicts_with = "labels")]
+    pub clear_labels: bool,
+    /// A domain name; repeat for several. Replaces all domains.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// Remove every domain.
+    #[arg(long, conflicts_with = "domains")]
+    pub clear_domains: bool,
+    /// A channel binding `TYPE:EXTERNAL_ID`; repeat for several. Replaces all channel bindings.
+    #[arg(long = "channel", value_name = "TYPE:EXTERNAL_ID", value_parser = parse_channel)]
+    pub channels: Vec<ChannelArg>,
+    /// Remove every channel binding.
+    #[arg(long, conflicts_with = "channels")]
+    pub clear_channels: bool,
+    /// Update only if the tenant's etag is still this one (else ABORTED).
+    #[arg(long)]
+    pub etag: Option<String>,
+}
+
+/// `tenantd tenants suspend|resume|delete`.
+#[derive(Debug, Clone, Args)]
+pub struct TenantLifecycleArgs {
+    /// The tenant's id.
+    pub id: String,
+    /// Act only if the tenant's etag is still this one (else ABORTED).
+    #[arg(long)]
+    pub etag: Option<String>,
+}
+
+/// `tenantd keys`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// The `tenantd keys` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for a tenant; its secret is printed once and cannot be retrieved again.
+    Create(CreateKeyArgs),
+    /// List a tenant's API keys, revoked ones included (never their secrets).
+    List(ListKeysArgs),
+    /// Revoke an API key.
+    Revoke(RevokeKeyArgs),
+}
+
+/// `tenantd keys create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateKeyArgs {
+    /// The tenant's id.
+    #[arg(long)]
+    pub tenant: String,
+    /// Name for people, 1 to 200 characters.
+    #[arg(long)]
+    pub name: String,
+    /// What the key may do; repeat for both.
+    #[arg(long = "scope", value_name = "SCOPE", value_enum, required = true)]
+    pub scopes: Vec<KeyScopeArg>,
+    /// When the key stops working, RFC 3339 (e.g. `2030-01-01T00:00:00Z`); default never.
+    #[arg(long, value_parser = parse_timestamp)]
+    pub expire_time: Option<prost_types::Timestamp>,
+    /// Idempotency key (a UUID): a retry returns the same key, without its secret.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyScopeArg {
+    /// Read-only data-plane calls.
+    Read,
+    /// Data-plane mutations.
+    Write,
+}
+
+/// `tenantd keys list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListKeysArgs {
+    /// The tenant's id.
+    #[arg(long)]
+    pub tenant: String,
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// `tenantd keys revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct RevokeKeyArgs {
+    /// The tenant's id.
+    #[arg(long)]
+    pub tenant: String,
+    /// The key's id.
+    pub id: String,
+}
+
+/// `tenantd resolve`: exactly one identifier.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("identifier").required(true).args(["id", "slug", "domain", "channel", "api_key"])))]
+pub struct ResolveArgs {
+    /// Server, token and output format.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The tenant's id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The tenant's slug.
+    #[arg(long)]
+    pub slug: Option<String>,
+    /// One of the tenant's domains.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// One of the tenant's channel bindings, `TYPE:EXTERNAL_ID`.
+    #[arg(long, value_name = "TYPE:EXTERNAL_ID", value_parser = parse_channel)]
+    pub channel: Option<ChannelArg>,
+    /// A tenant API key (it must be valid: not revoked, not expired).
+    #[arg(long)]
+    pub api_key: Option<Secret>,
+}
+
+/// A channel binding given as `TYPE:EXTERNAL_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelArg {
+    /// The kind of channel, e.g. `slack`.
+    pub channel_type: String,
+    /// The tenant's id in that channel.
+    pub external_id: String,
+}
+
+fn parse_label(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, label_value)) if !key.is_empty() => Ok((key.to_owned(), label_value.to_owned())),
+        _ => Err(format!("`{value}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_channel(value: &str) -> Result<ChannelArg, String> {
+    match value.split_once(':') {
+        Some((channel_type, external_id)) if !channel_type.is_empty() && !external_id.is_empty() => {
+            Ok(ChannelArg { channel_type: channel_type.to_owned(), external_id: external_id.to_owned() })
+        }
+        _ => Err(format!("`{value}` is not TYPE:EXTERNAL_ID")),
+    }
+}
+
+fn parse_timestamp(value: &str) -> Result<prost_types::Timestamp, String> {
+    value.parse().map_err(|_| format!("`{value}` is not an RFC 3339 time such as 2030-01-01T00:00:00Z"))
+}

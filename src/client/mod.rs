@@ -1,0 +1,419 @@
+//! Each subcommand speaks the server's own gRPC API (grpc.health.v1 and
+//! `tenantd.v1.TenantService`), so an operator needs no grpcurl.
+//!
+//! Exit status policy, for scripts and container healthchecks:
+//! - [`EXIT_OK`] (0): the call succeeded (`health`: the service is SERVING);
+//! - [`EXIT_REFUSED`] (1): the server answered with a gRPC error, printed on stderr with its
+//!   code, message, `google.rpc.ErrorInfo` reason and field violations (`health`: the service
+//!   is NOT_SERVING, UNKNOWN, or unknown to the server, printed as SERVICE_UNKNOWN);
+//! - [`EXIT_UNREACHABLE`] (2): the server could not be reached or did not answer in time, or
+//!   the command line is unusable (clap's own usage errors exit 2 as well).
+//!
+//! Results go to stdout (a table, or `--output json`); everything else goes to stderr.
+
+pub mod args;
+mod output;
+
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+use self::args::{
+    ChannelArg, ClientArgs, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, PageArgs, ResolveArgs, ServerArgs,
+    TenantStateArg, TenantsArgs, TenantsCommand,
+};
+use self::output::Shown;
+use crate::proto::tenant_service_client::TenantServiceClient;
+use crate::proto::{self, api_key, get_tenant_request, resolve_tenant_request, tenant};
+
+/// Exit status: success (`health`: SERVING).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the server answered with an error (`health`: not SERVING).
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status: the server could not be reached in time, or the command line is unusable.
+pub const EXIT_UNREACHABLE: u8 = 2;
+
+/// How long establishing the connection may take: short, so `health` suits a healthcheck.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a health check may take once connected.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one API call may take once connected (also sent to the server as `grpc-timeout`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `tenantd health`: prints the grpc.health.v1 status of `--service` and exits 0 only if it is
+/// SERVING (see the module documentation for the other exit statuses).
+pub async fn health(args: HealthArgs) -> ExitCode {
+    let channel = match connect(&args.server).await {
+        Ok(channel) => channel,
+        Err(failure) => return failure.report(),
+    };
+    let mut request = tonic::Request::new(HealthCheckRequest { service: args.service.clone() });
+    request.set_timeout(HEALTH_TIMEOUT);
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, HealthClient::new(channel).check(request)).await;
+    let status = match answer {
+        Err(_) => return Failure::Unreachable(format!("no answer within {}s", HEALTH_TIMEOUT.as_secs())).report(),
+        // The health protocol answers NOT_FOUND for a service name the server does not know.
+        Ok(Err(status)) if status.code() == Code::NotFound => ServingStatus::ServiceUnknown,
+        Ok(Err(status)) => {
+            Failure::Status(status).report();
+            return ExitCode::from(EXIT_UNREACHABLE);
+        }
+        Ok(Ok(response)) => ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown),
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{}", status.as_str_name());
+    ExitCode::from(if status == ServingStatus::Serving { EXIT_OK } else { EXIT_REFUSED })
+}
+
+/// `tenantd tenants ...`: one TenantService call (or one per page with `--all`).
+pub async fn tenants(args: TenantsArgs) -> ExitCode {
+    let format = args.client.output;
+    finish(run_tenants(args).await, format)
+}
+
+/// `tenantd keys ...`: API keys of a tenant.
+pub async fn keys(args: KeysArgs) -> ExitCode {
+    let format = args.client.output;
+    finish(run_keys(args).await, format)
+}
+
+/// `tenantd resolve`: the tenant named by one identifier, as edge gateways resolve it.
+pub async fn resolve(args: ResolveArgs) -> ExitCode {
+    let format = args.client.output;
+    finish(run_resolve(args).await, format)
+}
+
+async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
+    let mut client = tenant_client(&args.client).await?;
+    let tenant = match args.command {
+        TenantsCommand::Create(create) => {
+            let request = proto::CreateTenantRequest {
+                tenant: Some(proto::Tenant {
+                    slug: create.slug,
+                    display_name: create.display_name,
+                    labels: create.labels.into_iter().collect(),
+                    domains: create.domains,
+                    channel_bindings: create.channels.into_iter().map(channel_binding).collect(),
+                    ..Default::default()
+                }),
+                request_id: create.request_id.unwrap_or_default(),
+            };
+            call(client.create_tenant(request)).await?
+        }
+        TenantsCommand::Get(get) => {
+            let selector = match (get.id, get.slug) {
+                (Some(id), _) => get_tenant_request::Selector::Id(id),
+                (None, Some(slug)) => get_tenant_request::Selector::Slug(slug),
+                (None, None) => return Err(Failure::Usage("give a tenant id or --slug".to_owned())),
+            };
+            call(client.get_tenant(proto::GetTenantRequest { selector: Some(selector) })).await?
+        }
+        TenantsCommand::List(list) => {
+            let state = list.state.map_or(tenant::State::Unspecified, tenant_state) as i32;
+            let (tenants, next_page_token) = all_pages(&list.page, |page_size, page_token| {
+                let mut client = client.clone();
+                async move {
+                    let request = proto::ListTenantsRequest { page_size, page_token, state };
+                    let response = call(client.list_tenants(request)).await?;
+                    Ok((response.tenants, response.next_page_token))
+                }
+            })
+            .await?;
+            return Ok(Shown::Tenants { tenants, next_page_token });
+        }
+        TenantsCommand::Update(update) => {
+            let mut paths = Vec::new();
+            let mut tenant =
+                proto::Tenant { id: update.id, etag: update.etag.unwrap_or_default(), ..Default::default() };
+            if let Some(display_name) = update.display_name {
+                tenant.display_name = display_name;
+                paths.push("display_name");
+            }
+            if !update.labels.is_empty() || update.clear_labels {
+                tenant.labels = update.labels.into_iter().collect();
+                paths.push("labels");
+            }
+            if !update.domains.is_empty() || update.clear_domains {
+                tenant.domains = update.domains;
+                paths.push("domains");
+            }
+            if !update.channels.is_empty() || update.clear_channels {
+                tenant.channel_bindings = update.channels.into_iter().map(channel_binding).collect();
+                paths.push("channel_bindings");
+            }
+            let update_mask = prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() };
+            call(
+                client
+                    .update_tenant(proto::UpdateTenantRequest { tenant: Some(tenant), update_mask: Some(update_mask) }),
+            )
+            .await?
+        }
+        TenantsCommand::Suspend(target) => {
+            let request = proto::SuspendTenantRequest { id: target.id, etag: target.etag.unwrap_or_default() };
+            call(client.suspend_tenant(request)).await?
+        }
+        TenantsCommand::Resume(target) => {
+            let request = proto::ResumeTenantRequest { id: target.id, etag: target.etag.unwrap_or_default() };
+            call(client.resume_tenant(request)).await?
+        }
+        TenantsCommand::Delete(target) => {
+            let request = proto::DeleteTenantRequest { id: target.id, etag: target.etag.unwrap_or_default() };
+            call(client.delete_tenant(request)).await?
+        }
+    };
+    Ok(Shown::Tenant(tenant))
+}
+
+async fn run_keys(args: KeysArgs) -> Result<Shown, Failure> {
+    let mut client = tenant_client(&args.client).await?;
+    match args.command {
+        KeysCommand::Create(create) => {
+            let request = proto::CreateApiKeyRequest {
+                tenant_id: create.tenant,
+                api_key: Some(proto::ApiKey {
+                    display_name: create.name,
+                    scopes: create.scopes.into_iter().map(|scope| key_scope(scope) as i32).collect(),
+                    expire_time: create.expire_time,
+                    ..Default::default()
+                }),
+                request_id: create.request_id.unwrap_or_default(),
+            };
+            Ok(Shown::CreatedApiKey(call(client.create_api_key(request)).await?))
+        }
+        KeysCommand::List(list) => {
+            let tenant_id = list.tenant;
+            let (api_keys, next_page_token) = all_pages(&list.page, |page_size, page_token| {
+                let mut client = client.clone();
+                let tenant_id = tenant_id.clone();
+                async move {
+                    let request = proto::ListApiKeysRequest { tenant_id, page_size, page_token };
+                    let response = call(client.list_api_keys(request)).await?;
+                    Ok((response.api_keys, response.next_page_token))
+                }
+            })
+            .await?;
+            Ok(Shown::ApiKeys { api_keys, next_page_token })
+        }
+        KeysCommand::Revoke(revoke) => {
+            let request = proto::RevokeApiKeyRequest { tenant_id: revoke.tenant, id: revoke.id };
+            Ok(Shown::ApiKey(call(client.revoke_api_key(request)).await?))
+        }
+    }
+}
+
+async fn run_resolve(args: ResolveArgs) -> Result<Shown, Failure> {
+    use resolve_tenant_request::Identifier;
+    let identifier = if let Some(id) = args.id {
+        Identifier::Id(id)
+    } else if let Some(slug) = args.slug {
+        Identifier::Slug(slug)
+    } else if let Some(domain) = args.domain {
+        Identifier::Domain(domain)
+    } else if let Some(channel) = args.channel {
+        Identifier::ChannelBinding(channel_binding(channel))
+    } else if let Some(api_key) = args.api_key {
+        Identifier::ApiKey(api_key.expose().to_owned())
+    } else {
+        return Err(Failure::Usage("give one of --id, --slug, --domain, --channel or --api-key".to_owned()));
+    };
+    let mut client = tenant_client(&args.client).await?;
+    let tenant = call(client.resolve_tenant(proto::ResolveTenantRequest { identifier: Some(identifier) })).await?;
+    Ok(Shown::Tenant(tenant))
+}
+
+/// Calls `fetch(page_size, page_token)` once, or with `--all` until the last page; returns the
+/// items and the token of the page after them (empty after the last).
+async fn all_pages<Item, Fetch, Page>(page: &PageArgs, mut fetch: Fetch) -> Result<(Vec<Item>, String), Failure>
+where
+    Fetch: FnMut(i32, String) -> Page,
+    Page: Future<Output = Result<(Vec<Item>, String), Failure>>,
+{
+    let page_size = page.page_size.unwrap_or(0);
+    let (mut items, mut next_page_token) = fetch(page_size, page.page_token.clone().unwrap_or_default()).await?;
+    while page.all && !next_page_token.is_empty() {
+        let (more, token) = fetch(page_size, next_page_token).await?;
+        items.extend(more);
+        next_page_token = token;
+    }
+    Ok((items, next_page_token))
+}
+
+fn channel_binding(channel: ChannelArg) -> proto::ChannelBinding {
+    proto::ChannelBinding { channel_type: channel.channel_type, external_id: channel.external_id }
+}
+
+fn tenant_state(state: TenantStateArg) -> tenant::State {
+    match state {
+        TenantStateArg::Active => tenant::State::Active,
+        TenantStateArg::Suspended => tenant::State::Suspended,
+        TenantStateArg::Deleted => tenant::State::Deleted,
+    }
+}
+
+fn key_scope(scope: KeyScopeArg) -> api_key::Scope {
+    match scope {
+        KeyScopeArg::Read => api_key::Scope::Read,
+        KeyScopeArg::Write => api_key::Scope::Write,
+    }
+}
+
+// Connection and errors -------------------------------------------------------------------
+
+/// Why a client command did not get its answer.
+enum Failure {
+    /// The server answered with an error status.
+    Status(Status),
+    /// The server could not be reached, or did not answer in time.
+    Unreachable(String),
+    /// The command line cannot be used as given.
+    Usage(String),
+}
+
+impl Failure {
+    /// Prints the failure on stderr and returns the matching exit status.
+    fn report(self) -> ExitCode {
+        let mut stderr = std::io::stderr().lock();
+        match self {
+            Self::Status(status) => {
+                let _ = write!(stderr, "{}", describe_status(&status));
+                ExitCode::from(EXIT_REFUSED)
+            }
+            Self::Unreachable(message) => {
+                let _ = writeln!(stderr, "error: cannot reach the server: {message}");
+                ExitCode::from(EXIT_UNREACHABLE)
+            }
+            Self::Usage(message) => {
+                let _ = writeln!(stderr, "error: {message}");
+                ExitCode::from(EXIT_UNREACHABLE)
+            }
+        }
+    }
+}
+
+/// Prints the result, or the failure, and returns the exit status.
+fn finish(result: Result<Shown, Failure>, format: args::OutputFormat) -> ExitCode {
+    match result {
+        Ok(shown) => {
+            output::print(&shown, format);
+            ExitCode::from(EXIT_OK)
+        }
+        Err(failure) => failure.report(),
+    }
+}
+
+/// `error: CODE: message`, then the ErrorInfo reason and metadata and any field violations,
+/// one per line.
+fn describe_status(status: &Status) -> String {
+    let mut text = format!("error: {}: {}\n", code_name(status.code()), status.message());
+    let details = status.get_error_details();
+    if let Some(info) = details.error_info() {
+        text.push_str(&format!("  reason: {}\n", info.reason));
+        for (key, value) in &info.metadata {
+            text.push_str(&format!("  {key}: {value}\n"));
+        }
+    }
+    if let Some(bad_request) = details.bad_request() {
+        for violation in &bad_request.field_violations {
+            text.push_str(&format!("  field {}: {}\n", violation.field, violation.description));
+        }
+    }
+    text
+}
+
+/// The canonical name of a gRPC code, as grpcurl and the gRPC docs write it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Connects to `--server`, for at most [`CONNECT_TIMEOUT`]. `host:port` without a scheme means
+/// plaintext `http://host:port`.
+async fn connect(server: &ServerArgs) -> Result<Channel, Failure> {
+    let address = &server.server;
+    let uri = if address.contains("://") { address.clone() } else { format!("http://{address}") };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|error| Failure::Usage(format!("--server `{address}` is not a valid address: {error}")))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(error)) => Err(Failure::Unreachable(format!("{address}: {}", error_chain(&error)))),
+        Err(_) => Err(Failure::Unreachable(format!("{address}: no connection within {}s", CONNECT_TIMEOUT.as_secs()))),
+    }
+}
+
+/// An error's sources, `: `-separated (tonic's transport error itself says only "transport
+/// error", and hyper repeats some messages at two levels).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut messages: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if messages.last() != Some(&message) {
+            messages.push(message);
+        }
+        source = cause.source();
+    }
+    if messages.is_empty() { error.to_string() } else { messages.join(": ") }
+}
+
+/// A TenantService client that sends the platform token, connected to `--server`.
+async fn tenant_client(args: &ClientArgs) -> Result<TenantServiceClient<InterceptedService<Channel, Bearer>>, Failure> {
+    let token = args
+        .token
+        .as_ref()
+        .ok_or_else(|| Failure::Usage("no platform token: pass --token or set TENANTD_PLATFORM_TOKEN".to_owned()))?;
+    let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
+        .parse()
+        .map_err(|_| Failure::Usage("the platform token has characters a header cannot carry".to_owned()))?;
+    authorization.set_sensitive(true);
+    let channel = connect(&args.server).await?;
+    Ok(TenantServiceClient::with_interceptor(channel, Bearer(authorization)))
+}
+
+/// Adds `authorization: Bearer <token>` and the call's deadline to every request.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        request.set_timeout(CALL_TIMEOUT);
+        Ok(request)
+    }
+}
+
+/// Awaits one call for at most [`CALL_TIMEOUT`].
+async fn call<T>(response: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T, Failure> {
+    match tokio::time::timeout(CALL_TIMEOUT, response).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(Failure::Status(status)),
+        Err(_) => Err(Failure::Unreachable(format!("no answer within {}s", CALL_TIMEOUT.as_secs()))),
+    }
+}
