@@ -10,6 +10,7 @@ mod abuse;
 mod attacks;
 mod audit;
 mod catalog;
+mod cli;
 mod credentials;
 mod documents;
 mod faults;
