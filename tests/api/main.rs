@@ -22,6 +22,7 @@ mod migrations;
 mod pool;
 mod rls;
 mod shutdown;
+mod soak;
 mod tenants;
 mod throwaway;
 mod users;
