@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// Bearer token of platform callers (control plane, and data plane with `x-tenant-*`).
     #[arg(long, env = "TENANTD_PLATFORM_TOKEN", hide_env_values = true)]
     pub platform_token: Secret,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); off unless set.
+    #[arg(long, env = "TENANTD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, env = "TENANTD_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -157,9 +160,10 @@ pub struct ServeArgs {
     /// How long a connection past its maximum age may finish in-flight RPCs.
     #[arg(long, env = "TENANTD_MAX_CONNECTION_AGE_GRACE_MS", default_value = "30000", value_parser = parse_millis)]
     pub max_connection_age_grace: Millis,
-    /// How often API key `last_used_time` is written (in batches, outside requests).
-    #[arg(long, env = "TENANTD_KEY_USAGE_FLUSH_MS", default_value = "5000", value_parser = parse_millis)]
-    pub key_usage_flush: Millis,
+    /// How often usage bookkeeping is written, in batches outside requests: API keys'
+    /// `last_used_time` (PostgreSQL) and per-tenant request counts (Redis).
+    #[arg(long, env = "TENANTD_USAGE_FLUSH_MS", default_value = "5000", value_parser = parse_millis)]
+    pub usage_flush: Millis,
     /// How often the health task probes PostgreSQL and Redis.
     #[arg(long, env = "TENANTD_HEALTH_INTERVAL_MS", default_value = "1000", value_parser = parse_millis)]
     pub health_interval: Millis,

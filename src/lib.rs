@@ -8,6 +8,7 @@
 //! - [`db`]: the pool, migrations, schema and repositories;
 //! - [`cache`]: Redis keys and the shared resolution cache;
 //! - [`health`]: grpc.health.v1 statuses driven by dependency probes;
+//! - [`metrics`]: Prometheus metrics on their own port;
 //! - [`startup`]: server assembly, used by `main` and by the tests alike.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;

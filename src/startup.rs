@@ -13,15 +13,17 @@ use tower::Layer;
 
 use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi};
 use crate::auth::PlatformAuth;
-use crate::auth::usage::UsageRecorder;
+use crate::auth::last_used::KeyUseRecorder;
 use crate::cache::RedisCache;
 use crate::cli::ServeArgs;
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
 use crate::domain::tenants::TenantRegistry;
+use crate::domain::usage::UsageCounter;
 use crate::domain::users::Users;
 use crate::health::{Health, Prober};
+use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
@@ -39,8 +41,11 @@ pub struct Application {
     health: Arc<Health>,
     prober: Prober,
     resolver: Arc<TenantResolver>,
-    usage: Arc<UsageRecorder>,
+    key_uses: Arc<KeyUseRecorder>,
+    activity: Arc<UsageCounter>,
     database: TenantDb,
+    metrics: Arc<Metrics>,
+    metrics_listener: Option<TcpListener>,
     config: ServeArgs,
 }
 
@@ -66,7 +71,8 @@ impl Application {
         let auth = PlatformAuth::new(config.platform_token.clone())?;
         let database = TenantDb::new(pool);
         let resolver = Arc::new(TenantResolver::new(database.clone(), redis.clone(), config.tenant_cache_ttl.0));
-        let usage = Arc::new(UsageRecorder::default());
+        let key_uses = Arc::new(KeyUseRecorder::default());
+        let activity = Arc::new(UsageCounter::new(redis.clone()));
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Arc::new(Health::new(reporter).await);
@@ -79,11 +85,14 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let control_plane = GatewayLayer::control_plane(auth.clone());
-        let data_plane = GatewayLayer::data_plane(auth, resolver.clone(), usage.clone());
+        let metrics = Metrics::new(database.pool().clone(), redis.clone(), resolver.clone());
+        let control_plane = GatewayLayer::control_plane(auth.clone(), metrics.clone());
+        let data_plane =
+            GatewayLayer::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone()),
             ApiKeys::new(database.clone(), resolver.clone()),
+            activity.clone(),
         );
         let (decode, encode) = (config.max_decode_message_bytes, config.max_encode_message_bytes);
         let tenant_service = control_plane.layer(
@@ -136,12 +145,36 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
-        Ok(Self { listener, port, router, health, prober, resolver, usage, database, config })
+        let metrics_listener = match config.metrics_addr {
+            Some(address) => Some(
+                TcpListener::bind(address).await.with_context(|| format!("binding the metrics address {address}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            port,
+            router,
+            health,
+            prober,
+            resolver,
+            key_uses,
+            activity,
+            database,
+            metrics,
+            metrics_listener,
+            config,
+        })
     }
 
     /// The port the server is bound to (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the metrics endpoint, if it is on.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|address| address.port())
     }
 
     /// The app-role pool (its statistics show how many checkouts requests made).
@@ -159,15 +192,31 @@ impl Application {
     /// work and open health Watch streams end; in-flight RPCs finish, for at most the
     /// grace period. Returns when the server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self { listener, router, health, prober, resolver, usage, database, config, .. } = self;
+        let Self {
+            listener,
+            router,
+            health,
+            prober,
+            resolver,
+            key_uses,
+            activity,
+            database,
+            metrics,
+            metrics_listener,
+            config,
+            ..
+        } = self;
         let stop_probing = CancellationToken::new();
         let prober_task = tokio::spawn(prober.run(health.clone(), config.health_interval.0, stop_probing.clone()));
         let listener_task = tokio::spawn(resolver.listen(stop_probing.clone()));
+        let metrics_task = metrics_listener.map(|listener| tokio::spawn(metrics.serve(listener, stop_probing.clone())));
         let stop_usage = CancellationToken::new();
         let usage_task = {
             let stop = stop_usage.clone();
-            let interval = config.key_usage_flush.0;
-            tokio::spawn(async move { usage.run(database, interval, stop).await })
+            let interval = config.usage_flush.0;
+            tokio::spawn(async move {
+                tokio::join!(key_uses.run(database, interval, stop.clone()), activity.run(interval, stop));
+            })
         };
 
         let stop_accepting = CancellationToken::new();
@@ -199,6 +248,9 @@ impl Application {
         }
         stop_usage.cancel();
         let _ = tokio::join!(prober_task, listener_task, usage_task);
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         tracing::info!("shutdown: complete");
         Ok(())
     }

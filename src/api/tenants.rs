@@ -1,5 +1,7 @@
 //! `tenantd.v1.TenantService`: the control plane.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::{required, time, timestamp, update_mask};
@@ -9,6 +11,7 @@ use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
     parse_channel_binding, parse_channel_bindings, parse_domains,
 };
+use crate::domain::usage::UsageCounter;
 use crate::domain::{Slug, page, parse_display_name, parse_etag, parse_id, parse_labels};
 use crate::error::{Error, Result};
 use crate::proto::api_key::Scope as ProtoScope;
@@ -25,12 +28,13 @@ use crate::tenancy::{RequestContext, Scope};
 pub struct TenantApi {
     registry: TenantRegistry,
     keys: ApiKeys,
+    usage: Arc<UsageCounter>,
 }
 
 impl TenantApi {
-    /// Serves `registry` and `keys`.
-    pub fn new(registry: TenantRegistry, keys: ApiKeys) -> Self {
-        Self { registry, keys }
+    /// Serves `registry`, `keys` and `usage`.
+    pub fn new(registry: TenantRegistry, keys: ApiKeys, usage: Arc<UsageCounter>) -> Self {
+        Self { registry, keys, usage }
     }
 
     async fn transition(
@@ -328,6 +332,20 @@ impl TenantService for TenantApi {
         Ok(Response::new(proto::ListTenantAuditEventsResponse {
             audit_events: page.events.into_iter().map(super::audit::to_proto).collect(),
             next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn get_tenant_usage(
+        &self,
+        request: Request<proto::GetTenantUsageRequest>,
+    ) -> Result<Response<proto::TenantUsage>, Status> {
+        let tenant_id = parse_id("tenant_id", &request.into_inner().tenant_id)?;
+        self.registry.get(&TenantSelector::Id(tenant_id)).await?;
+        let usage = self.usage.usage(tenant_id).await?;
+        Ok(Response::new(proto::TenantUsage {
+            tenant_id: tenant_id.to_string(),
+            request_count: i64::try_from(usage.request_count).unwrap_or(i64::MAX),
+            last_active_time: usage.last_active_time.map(timestamp),
         }))
     }
 }

@@ -2,8 +2,8 @@
 //! `authorization: Bearer <credential>`. Secrets are never logged.
 
 pub mod api_key;
+pub mod last_used;
 mod platform;
-pub mod usage;
 
 use http::HeaderMap;
 

@@ -108,6 +108,15 @@ impl RedisCache {
         let _: Option<()> = self.execute(redis::Cmd::del(key.as_str())).await;
     }
 
+    /// Runs any command; `None` when Redis is unavailable or the command fails. Keys in the
+    /// command must come from [`RedisKey`].
+    pub async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        if !self.is_available() {
+            return None;
+        }
+        self.execute(command).await
+    }
+
     /// Announces on `channel`; dropped when Redis is unavailable.
     pub async fn publish(&self, channel: &str, message: &str) {
         if !self.is_available() {

@@ -12,6 +12,7 @@ pub mod documents;
 pub mod idempotency;
 pub mod page;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 /// A tenant slug: `^[a-z][a-z0-9-]{2,62}$`.

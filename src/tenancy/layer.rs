@@ -19,10 +19,12 @@ use super::resolver::TenantResolver;
 use super::selector::{self, TenantSelector};
 use super::{Actor, RequestContext, Scope, TenantContext};
 use crate::auth::api_key::ApiKeyToken;
-use crate::auth::usage::UsageRecorder;
+use crate::auth::last_used::KeyUseRecorder;
 use crate::auth::{Credential, PlatformAuth, credential};
 use crate::domain::api_keys;
+use crate::domain::usage::UsageCounter;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// Metadata key of the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -33,7 +35,7 @@ enum Plane {
     /// Platform callers only.
     Control,
     /// Tenant resolution; platform callers or tenant API keys.
-    Data { resolver: Arc<TenantResolver>, usage: Arc<UsageRecorder> },
+    Data { resolver: Arc<TenantResolver>, key_uses: Arc<KeyUseRecorder>, activity: Arc<UsageCounter> },
 }
 
 /// Builds [`Gateway`] services.
@@ -41,17 +43,25 @@ enum Plane {
 pub struct GatewayLayer {
     auth: PlatformAuth,
     plane: Plane,
+    metrics: Arc<Metrics>,
 }
 
 impl GatewayLayer {
     /// For control-plane services: platform callers only.
-    pub fn control_plane(auth: PlatformAuth) -> Self {
-        Self { auth, plane: Plane::Control }
+    pub fn control_plane(auth: PlatformAuth, metrics: Arc<Metrics>) -> Self {
+        Self { auth, plane: Plane::Control, metrics }
     }
 
-    /// For data-plane services: tenant resolution, and platform or API-key callers.
-    pub fn data_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, usage: Arc<UsageRecorder>) -> Self {
-        Self { auth, plane: Plane::Data { resolver, usage } }
+    /// For data-plane services: tenant resolution, and platform or API-key callers; key
+    /// uses and tenant activity are counted in memory.
+    pub fn data_plane(
+        auth: PlatformAuth,
+        resolver: Arc<TenantResolver>,
+        key_uses: Arc<KeyUseRecorder>,
+        activity: Arc<UsageCounter>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { auth, plane: Plane::Data { resolver, key_uses, activity }, metrics }
     }
 
     async fn admit<B>(&self, request: &mut http::Request<B>) -> Result<()> {
@@ -59,7 +69,7 @@ impl GatewayLayer {
         let request_id = request_id(headers)?;
         tracing::Span::current().record("request.id", request_id.as_str());
         let credential = credential(headers, &self.auth)?;
-        let Plane::Data { resolver, usage } = &self.plane else {
+        let Plane::Data { resolver, key_uses, activity } = &self.plane else {
             if matches!(credential, Credential::ApiKey(_)) {
                 return Err(Error::PermissionDenied {
                     reason: "API_KEY_NOT_ALLOWED",
@@ -78,11 +88,12 @@ impl GatewayLayer {
                 let selector = selector::parse_optional(headers)?;
                 let required = required_scope(request.uri().path());
                 let context = admit_api_key(resolver, &token, selector, required, request_id).await?;
-                usage.record(token.tenant_id(), token.key_id());
+                key_uses.record(token.tenant_id(), token.key_id());
                 context
             }
         };
         tracing::Span::current().record("tenant.id", tracing::field::display(context.tenant_id()));
+        activity.record(context.tenant_id());
         request.extensions_mut().insert(context);
         Ok(())
     }
@@ -189,6 +200,7 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let started = std::time::Instant::now();
+            let path = request.uri().path().to_owned();
             let response = match layer.admit(&mut request).await {
                 Ok(()) => inner.call(request).await?,
                 Err(error) => tonic::Status::from(error).into_http(),
@@ -196,7 +208,9 @@ where
             // One line per RPC. A unary error's status is in the headers; success is in
             // the trailers, which are not sent yet, so no header means OK.
             let code = response.headers().get("grpc-status").and_then(|value| value.to_str().ok()).unwrap_or("0");
-            tracing::info!(grpc.code = code, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "rpc finished");
+            let elapsed = started.elapsed();
+            layer.metrics.observe_rpc(&path, code, elapsed);
+            tracing::info!(grpc.code = code, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "rpc finished");
             Ok(response)
         })
     }

@@ -97,6 +97,9 @@ pub struct TenantResolver {
     /// Bumped by every invalidation; a fill that started before one is not stored.
     epoch: AtomicU64,
     subscribed: AtomicBool,
+    local_hits: AtomicU64,
+    redis_hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl TenantResolver {
@@ -110,7 +113,19 @@ impl TenantResolver {
             local: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
+            local_hits: AtomicU64::new(0),
+            redis_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
+    }
+
+    /// Lookups answered in-process, by Redis, and by PostgreSQL, since start.
+    pub fn cache_statistics(&self) -> (u64, u64, u64) {
+        (
+            self.local_hits.load(Ordering::Relaxed),
+            self.redis_hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether invalidations are being received (so caches may be trusted for the full TTL).
@@ -133,6 +148,7 @@ impl TenantResolver {
             return Ok(Some(entry.tenant_id));
         }
         let epoch = self.epoch.load(Ordering::Acquire);
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let found = db::retry::read(|| {
             let identifier = identifier.clone();
             self.database.global(|connection| {
@@ -164,9 +180,11 @@ impl TenantResolver {
         let redis_key = state_key(tenant_id);
         let shared = if self.live() { self.redis.get(&redis_key).await } else { None };
         if let Some(state) = shared.as_deref().and_then(TenantState::parse) {
+            self.redis_hits.fetch_add(1, Ordering::Relaxed);
             self.store(epoch, key, tenant_id, CacheValue::State(state));
             return Ok(Some(state));
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let stored = db::retry::read(|| {
             self.database.global(|connection| {
                 Box::pin(async move { Ok(db::tenants::state_by_id(connection, tenant_id).await?) })
@@ -218,11 +236,13 @@ impl TenantResolver {
             let shared = self.redis.get(&redis_key).await;
             if let Some(record) = shared.and_then(|json| serde_json::from_str::<KeyRecord>(&json).ok()) {
                 self.store(epoch, key, tenant_id, CacheValue::ApiKey(record.clone()));
+                self.redis_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Some(record));
             }
         }
         // Keys are tenant data: the lookup runs in the key's tenant's transaction, under RLS.
         let context = TenantContext::new(tenant_id, RequestContext::system());
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let row = self
             .database
             .read(&context, move |transaction| {
@@ -276,7 +296,11 @@ impl TenantResolver {
     fn cached(&self, key: &CacheKey) -> Option<Entry> {
         let ttl = if self.live() { self.ttl } else { DEGRADED_TTL.min(self.ttl) };
         let local = self.local.lock().ok()?;
-        local.get(key).filter(|entry| entry.inserted.elapsed() < ttl).cloned()
+        let entry = local.get(key).filter(|entry| entry.inserted.elapsed() < ttl).cloned();
+        if entry.is_some() {
+            self.local_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        entry
     }
 
     fn store(&self, epoch: u64, key: CacheKey, tenant_id: Uuid, value: CacheValue) {

@@ -99,7 +99,7 @@ pub fn test_config(database: &str) -> ServeArgs {
         &format!("--platform-token={PLATFORM_TOKEN}"),
         "--db-pool-size=8",
         "--redis-pool-size=4",
-        "--key-usage-flush=200",
+        "--usage-flush=200",
         "--health-interval=100",
         "--shutdown-predrain=0",
         "--shutdown-grace=5000",
@@ -113,6 +113,7 @@ pub fn test_config(database: &str) -> ServeArgs {
 pub struct TestApp {
     pub database: String,
     pub port: u16,
+    pub metrics_port: Option<u16>,
     pub pool: tenantd::db::PgPool,
     pub channel: Channel,
     pub tenants: TenantServiceClient<InterceptedService<Channel, Metadata>>,
@@ -153,12 +154,13 @@ pub async fn start(database: String, config: ServeArgs) -> TestApp {
     let application = Application::build(config).await.expect("build application");
     let pool = application.database_pool();
     let port = application.port();
+    let metrics_port = application.metrics_port();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run_until(shutdown.clone().cancelled_owned()));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect_lazy();
     let tenants = TenantServiceClient::with_interceptor(channel.clone(), Metadata::platform());
-    TestApp { database, port, pool, channel, tenants, shutdown, server }
+    TestApp { database, port, metrics_port, pool, channel, tenants, shutdown, server }
 }
 
 impl TestApp {

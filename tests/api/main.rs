@@ -18,6 +18,7 @@ mod health;
 mod idempotency;
 mod identification;
 mod metadata;
+mod metrics;
 mod migrations;
 mod pool;
 mod rls;

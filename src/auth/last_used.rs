@@ -16,11 +16,11 @@ use crate::tenancy::{RequestContext, TenantContext, TenantDb};
 
 /// Pending key uses, flushed in batches.
 #[derive(Default)]
-pub struct UsageRecorder {
+pub struct KeyUseRecorder {
     pending: Mutex<HashMap<(Uuid, Uuid), DateTime<Utc>>>,
 }
 
-impl UsageRecorder {
+impl KeyUseRecorder {
     /// Notes that a tenant's key was used now.
     pub fn record(&self, tenant_id: Uuid, key_id: Uuid) {
         if let Ok(mut pending) = self.pending.lock() {
