@@ -12,6 +12,7 @@ mod audit;
 mod catalog;
 mod cli;
 mod credentials;
+mod docs;
 mod documents;
 mod faults;
 mod health;
