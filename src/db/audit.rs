@@ -8,10 +8,10 @@ use uuid::Uuid;
 use super::schema::audit_events;
 use crate::tenancy::TenantTx;
 
-/// A stored audit event.
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// An audit event, as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg))]
-pub struct AuditRow {
+pub struct AuditEvent {
     /// Tenant.
     pub tenant_id: Uuid,
     /// Id (UUIDv7, so ids order by time).
@@ -92,13 +92,13 @@ pub async fn list(
     query: &AuditQuery,
     before: Option<Uuid>,
     limit: i64,
-) -> QueryResult<Vec<AuditRow>> {
+) -> QueryResult<Vec<AuditEvent>> {
     let tenant_id = transaction.tenant_id();
     let mut select = audit_events::table
         .filter(audit_events::tenant_id.eq(tenant_id))
         .order(audit_events::id.desc())
         .limit(limit)
-        .select(AuditRow::as_select())
+        .select(AuditEvent::as_select())
         .into_boxed();
     if let Some(before) = before {
         select = select.filter(audit_events::id.lt(before));

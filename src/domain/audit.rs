@@ -1,11 +1,10 @@
 //! The audit trail: every mutation records one event in its own transaction.
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::page::{PageToken, fingerprint};
-use crate::db::audit::{AuditQuery, AuditRow, NewAuditEvent};
+use crate::db::audit::NewAuditEvent;
+pub use crate::db::audit::{AuditEvent, AuditQuery as AuditFilter};
 use crate::error::{Error, Result};
 use crate::tenancy::{TenantContext, TenantDb, TenantTx};
 
@@ -37,61 +36,6 @@ pub fn changed_fields(fields: &[&str]) -> Value {
     json!({ "changed_fields": fields })
 }
 
-/// An audit event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEvent {
-    /// Id.
-    pub id: Uuid,
-    /// Tenant.
-    pub tenant_id: Uuid,
-    /// When.
-    pub create_time: DateTime<Utc>,
-    /// `platform` or `api_key`.
-    pub actor_type: String,
-    /// Key id or empty.
-    pub actor_id: String,
-    /// E.g. `user.create`.
-    pub action: String,
-    /// E.g. `user`.
-    pub resource_type: String,
-    /// The resource's id.
-    pub resource_id: String,
-    /// The request's id.
-    pub request_id: String,
-    /// A small JSON object.
-    pub details: Value,
-}
-
-impl From<AuditRow> for AuditEvent {
-    fn from(row: AuditRow) -> Self {
-        Self {
-            id: row.id,
-            tenant_id: row.tenant_id,
-            create_time: row.create_time,
-            actor_type: row.actor_type,
-            actor_id: row.actor_id,
-            action: row.action,
-            resource_type: row.resource_type,
-            resource_id: row.resource_id,
-            request_id: row.request_id,
-            details: row.details,
-        }
-    }
-}
-
-/// Filters of a listing.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Resource type.
-    pub resource_type: Option<String>,
-    /// Resource id.
-    pub resource_id: Option<String>,
-    /// At or after.
-    pub start_time: Option<DateTime<Utc>>,
-    /// Before.
-    pub end_time: Option<DateTime<Utc>>,
-}
-
 /// One page of events.
 #[derive(Debug, Clone)]
 pub struct AuditPage {
@@ -118,18 +62,13 @@ pub async fn list(
         filter.resource_type, filter.resource_id, filter.start_time, filter.end_time
     ));
     let before = PageToken::decode(page_token, scope, filter_print)?;
-    let query = AuditQuery {
-        resource_type: filter.resource_type,
-        resource_id: filter.resource_id,
-        start_time: filter.start_time,
-        end_time: filter.end_time,
-    };
+
     let mut rows = database
         .read(context, move |transaction| {
-            let query = query.clone();
+            let query = filter.clone();
             Box::pin(async move { Ok(crate::db::audit::list(transaction, &query, before, page_size + 1).await?) })
         })
         .await?;
     let next_page_token = super::page::next_token(&mut rows, page_size, |row| row.id, scope, filter_print);
-    Ok(AuditPage { events: rows.into_iter().map(AuditEvent::from).collect(), next_page_token })
+    Ok(AuditPage { events: rows, next_page_token })
 }
