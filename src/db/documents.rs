@@ -83,6 +83,45 @@ pub async fn lock(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<Optio
         .optional()
 }
 
+diesel::define_sql_function! {
+    /// PostgreSQL's `octet_length(bytea)`.
+    fn octet_length(value: diesel::sql_types::Bytea) -> diesel::sql_types::Integer;
+}
+
+/// Ids and content sizes of the next documents in id order after a cursor, optionally one
+/// owner's: enough to decide how many fit in a response before loading any content.
+pub async fn list_sizes(
+    transaction: &mut TenantTx<'_>,
+    owner: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<(Uuid, i32)>> {
+    let tenant_id = transaction.tenant_id();
+    let mut query = documents::table
+        .filter(documents::tenant_id.eq(tenant_id))
+        .filter(documents::id.gt(after.unwrap_or(Uuid::nil())))
+        .order(documents::id.asc())
+        .limit(limit)
+        .select((documents::id, octet_length(documents::content)))
+        .into_boxed();
+    if let Some(owner) = owner {
+        query = query.filter(documents::owner_user_id.eq(owner));
+    }
+    query.load(transaction.connection()).await
+}
+
+/// The documents with these ids, in id order.
+pub async fn find_many(transaction: &mut TenantTx<'_>, ids: &[Uuid]) -> QueryResult<Vec<DocumentRow>> {
+    let tenant_id = transaction.tenant_id();
+    documents::table
+        .filter(documents::tenant_id.eq(tenant_id))
+        .filter(documents::id.eq_any(ids))
+        .order(documents::id.asc())
+        .select(DocumentRow::as_select())
+        .load(transaction.connection())
+        .await
+}
+
 /// One page of the tenant's documents in id order after a cursor, optionally one owner's.
 pub async fn list(
     transaction: &mut TenantTx<'_>,

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::idempotency::{self, RequestKey};
-use super::page::{self, PageToken, fingerprint};
+use super::page::{PageToken, fingerprint};
 use super::{audit, check_etag, etag};
 use crate::db::documents::{DocumentFields, DocumentRow};
 use crate::error::{self, Error, Result};
@@ -17,6 +17,9 @@ use crate::tenancy::{TenantContext, TenantDb};
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 /// Largest metadata object, as JSON bytes (64 KiB).
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Most document content in one ListDocuments page (3 MiB), so that a page stays under the
+/// 4 MiB a default gRPC client accepts; a page always holds at least one document.
+pub const MAX_PAGE_CONTENT_BYTES: i64 = 3 * 1024 * 1024;
 /// Fields `UpdateDocument` may change.
 pub const UPDATABLE_FIELDS: &[&str] = &["title", "content", "metadata", "owner_user_id"];
 
@@ -205,13 +208,20 @@ impl Documents {
         let scope = context.tenant_id();
         let filter = fingerprint(&format!("owner={}", owner.map(|owner| owner.to_string()).unwrap_or_default()));
         let after = PageToken::decode(page_token, scope, filter)?;
-        let mut rows = self
+        let (rows, more) = self
             .database
             .read(context, move |transaction| {
-                Box::pin(async move { Ok(crate::db::documents::list(transaction, owner, after, page_size + 1).await?) })
+                Box::pin(async move {
+                    let sizes = crate::db::documents::list_sizes(transaction, owner, after, page_size + 1).await?;
+                    let (ids, more) = fit_page(&sizes, page_size, MAX_PAGE_CONTENT_BYTES);
+                    Ok((crate::db::documents::find_many(transaction, &ids).await?, more))
+                })
             })
             .await?;
-        let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, scope, filter);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => PageToken { scope, filter, after: last.id }.encode(),
+            _ => String::new(),
+        };
         Ok(DocumentPage { documents: rows.into_iter().map(Document::from).collect(), next_page_token })
     }
 
@@ -274,6 +284,24 @@ impl Documents {
     }
 }
 
+/// The ids that fit in one page: at most `page_size`, and no more content than `budget`
+/// bytes (but at least one). `sizes` holds up to `page_size + 1` rows; whether more remain
+/// is returned beside the ids.
+fn fit_page(sizes: &[(Uuid, i32)], page_size: i64, budget: i64) -> (Vec<Uuid>, bool) {
+    let page_size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    let mut ids = Vec::new();
+    let mut used = 0i64;
+    for (id, size) in sizes.iter().take(page_size) {
+        used += i64::from(*size);
+        if !ids.is_empty() && used > budget {
+            break;
+        }
+        ids.push(*id);
+    }
+    let more = sizes.len() > ids.len();
+    (ids, more)
+}
+
 fn document_not_found() -> Error {
     Error::NotFound { reason: "DOCUMENT_NOT_FOUND" }
 }
@@ -306,5 +334,21 @@ mod base64_bytes {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_stops_at_its_size_or_its_byte_budget_but_never_empty() {
+        let id = |n: u128| Uuid::from_u128(n);
+        let sizes = [(id(1), 10), (id(2), 10), (id(3), 10)];
+        assert_eq!(fit_page(&sizes, 2, 100), (vec![id(1), id(2)], true));
+        assert_eq!(fit_page(&sizes[..2], 2, 100), (vec![id(1), id(2)], false));
+        assert_eq!(fit_page(&sizes, 5, 15), (vec![id(1)], true));
+        assert_eq!(fit_page(&[(id(1), 500)], 5, 15), (vec![id(1)], false), "one oversized document still fits alone");
+        assert_eq!(fit_page(&[], 5, 15), (vec![], false));
     }
 }

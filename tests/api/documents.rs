@@ -154,3 +154,35 @@ async fn documents_are_listed_by_owner_and_owners_cannot_be_deleted_from_under_t
         .expect("then the user goes");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn large_documents_are_paged_so_that_a_default_client_can_read_every_page() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("large")).await.id;
+    let owner = app.create_user(&tenant, "o@large.example").await;
+    let mut documents = app.documents(&tenant);
+    let mut created = Vec::new();
+    for index in 0..5u8 {
+        let content = vec![index; 1024 * 1024];
+        let document = documents.create_document(new_document(&format!("big {index}"), &owner.id, &content)).await;
+        created.push(document.expect("create").into_inner().id);
+    }
+    // tonic's client, like other gRPC clients, refuses responses over 4 MiB by default.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = documents
+            .list_documents(ListDocumentsRequest { page_size: 10, page_token, ..Default::default() })
+            .await
+            .expect("every page fits a default client")
+            .into_inner();
+        assert!(page.documents.len() <= 3, "a page holds at most 3 MiB of content");
+        seen.extend(page.documents.into_iter().map(|document| document.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, created, "every document once, in order");
+    app.stop().await;
+}
