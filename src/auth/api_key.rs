@@ -91,7 +91,8 @@ impl ApiKeyToken {
 
     /// Parses and checks a key. No I/O.
     pub fn parse(key: &str) -> Result<Self, FormatError> {
-        if key.len() != LENGTH || !key.starts_with(PREFIX) {
+        // ASCII only, so that the fixed-width slices below fall on character boundaries.
+        if key.len() != LENGTH || !key.is_ascii() || !key.starts_with(PREFIX) {
             return Err(FormatError::Malformed);
         }
         let body = &key[PREFIX.len()..];
@@ -170,6 +171,14 @@ mod tests {
         // 22 base62 digits can exceed u128: overflow is malformed, not a panic.
         let overflow = format!("{PREFIX}{}{}", "z".repeat(3 * PART), "000000");
         assert_eq!(ApiKeyToken::parse(&overflow), Err(FormatError::Malformed));
+    }
+
+    #[test]
+    fn a_key_with_multibyte_characters_is_malformed_not_a_panic() {
+        // Found by the api_key fuzz target: slicing at fixed byte offsets split a character.
+        let key = format!("{PREFIX}{}\u{1e5}{}", "0".repeat(39), "0".repeat(31));
+        assert_eq!(key.len(), LENGTH);
+        assert_eq!(ApiKeyToken::parse(&key), Err(FormatError::Malformed));
     }
 
     #[test]

@@ -84,6 +84,11 @@ async fn hostile_metadata_values_get_precise_codes() {
         let (code, _) = list_with(&app, headers).await;
         assert_eq!(code, Code::Unauthenticated);
     }
+    // An API key whose text has multibyte characters (found by fuzzing: it used to panic).
+    let mut headers = http::HeaderMap::new();
+    let key = format!("Bearer tdk_{}\u{1e5}{}", "0".repeat(39), "0".repeat(31));
+    headers.insert("authorization", http::HeaderValue::from_bytes(key.as_bytes()).expect("obs-text is legal"));
+    assert_eq!(list_with(&app, headers).await, (Code::Unauthenticated, "API_KEY_MALFORMED".to_owned()));
     // Past the header list limit (64 KiB by default) the transport refuses the request
     // before tenantd sees it; the server carries on.
     let mut headers = http::HeaderMap::new();
