@@ -3,19 +3,20 @@
 //!
 //! The tree reads as the architecture:
 //! - [`api`]: thin gRPC adapters (proto in, domain call, proto out);
-//! - [`tenancy`]: the tenant layer, the `TenantContext` and the tenant transaction;
+//! - [`tenancy`]: the tenant layer, the `TenantContext`, the resolver and the tenant transaction;
+//! - [`auth`]: the platform token and tenant API keys;
 //! - [`domain`]: validated domain types and the operations on them;
 //! - [`db`]: the pool, migrations, schema and repositories;
-//! - [`cache`]: Redis keys and the shared resolution cache;
+//! - [`cache`]: Redis keys and the client that degrades instead of failing;
 //! - [`health`]: grpc.health.v1 statuses driven by dependency probes;
 //! - [`metrics`]: Prometheus metrics on their own port;
-//! - [`startup`]: server assembly, used by `main` and by the tests alike.
+//! - [`startup`]: server assembly, used by `main` and by the tests alike;
+//! - [`cli`] and [`client`]: the command line, and the operator subcommands that call a server.
 
 pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod cli;
-/// The operator CLI: `tenantd health`, `tenants`, `keys` and `resolve`, clients of the gRPC API.
 pub mod client;
 pub mod db;
 pub mod domain;

@@ -4,7 +4,7 @@
 //! - [`resolver`] turns a selector into a live tenant (cache first);
 //! - [`layer`] is the tower layer that does both in front of data-plane services and
 //!   hands handlers a [`TenantContext`] through request extensions;
-//! - [`transaction`] is the tenant transaction, the only way to reach tenant tables.
+//! - [`TenantDb`] runs the tenant transaction, the only way to reach tenant tables.
 
 mod context;
 pub mod layer;
