@@ -1,0 +1,9 @@
+-- The whole CreateUser transaction as tenantd runs it (no request_id, so no idempotency
+-- record): set_config, the user insert, and the audit event insert
+-- (src/domain/users.rs::create, src/db/audit.rs::insert).
+\set t random(:tmin, :tmax)
+BEGIN;
+SELECT set_config('app.tenant_id', md5('t' || :t)::uuid::text, true);
+INSERT INTO users (tenant_id, id, email, display_name, role) VALUES (md5('t' || :t)::uuid, gen_random_uuid(), 'pg-' || gen_random_uuid() || '@bench.example', '', 'member') RETURNING tenant_id, id, email, display_name, role, create_time, update_time, revision \gset
+INSERT INTO audit_events (tenant_id, id, actor_type, actor_id, action, resource_type, resource_id, request_id, details) VALUES (md5('t' || :t)::uuid, gen_random_uuid(), 'platform', '', 'user.create', 'user', :id, gen_random_uuid()::text, '{}');
+COMMIT;
