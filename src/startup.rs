@@ -140,7 +140,10 @@ impl Application {
             config.database_url.expose().to_owned(),
             redis,
             migrations::latest_version()?,
-            config.health_interval.0.max(Duration::from_millis(100)),
+            // A probe waits at most this long: long enough that a busy machine does not
+            // look like a dead dependency, short enough to flip readiness within 2 s of a
+            // silent outage (a refused connection fails at once).
+            config.health_interval.0.max(Duration::from_secs(1)),
         );
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
