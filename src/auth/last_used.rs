@@ -42,14 +42,12 @@ impl KeyUseRecorder {
             let context = TenantContext::new(tenant_id, RequestContext::system());
             let retry = uses.clone();
             let written = database
-                .run(&context, move |transaction| {
-                    Box::pin(async move {
+                .run(&context, async move |transaction| {
                         for (key_id, used) in uses {
                             db::api_keys::touch(transaction, key_id, used).await?;
                         }
                         Ok(())
                     })
-                })
                 .await;
             if let Err(error) = written {
                 tracing::warn!(tenant.id = %tenant_id, error = ?error.reason(), "could not record api key use; will retry");

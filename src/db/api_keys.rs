@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::api_keys;
-use crate::tenancy::TenantTx;
+use crate::tenancy::{TenantQuery, TenantTx};
 
 /// A stored API key (the secret's hash, never the secret).
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -65,27 +66,23 @@ pub async fn insert(transaction: &mut TenantTx<'_>, key: NewApiKey) -> QueryResu
 }
 
 /// Finds a key of the transaction's tenant.
-pub async fn find(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<Option<ApiKeyRow>> {
-    let tenant_id = transaction.tenant_id();
-    api_keys::table
-        .find((tenant_id, id))
-        .select(ApiKeyRow::as_select())
-        .first(transaction.connection())
-        .await
-        .optional()
+pub fn find<'c>(on: impl TenantQuery<'c>, id: Uuid) -> BoxFuture<'c, QueryResult<Option<ApiKeyRow>>> {
+    let tenant_id = on.tenant_id();
+    on.optional(api_keys::table.find((tenant_id, id)).select(ApiKeyRow::as_select()))
 }
 
 /// One page of the tenant's keys in id (creation) order, after a cursor.
-pub async fn list(transaction: &mut TenantTx<'_>, after: Option<Uuid>, limit: i64) -> QueryResult<Vec<ApiKeyRow>> {
-    let tenant_id = transaction.tenant_id();
-    api_keys::table
-        .filter(api_keys::tenant_id.eq(tenant_id))
-        .filter(api_keys::id.gt(after.unwrap_or(Uuid::nil())))
-        .order(api_keys::id.asc())
-        .limit(limit)
-        .select(ApiKeyRow::as_select())
-        .load(transaction.connection())
-        .await
+pub fn list<'c>(on: impl TenantQuery<'c>, after: Option<Uuid>, limit: i64) -> BoxFuture<'c, QueryResult<Vec<ApiKeyRow>>> {
+    let tenant_id = on.tenant_id();
+    on.load(
+        api_keys::table
+            .filter(api_keys::tenant_id.eq(tenant_id))
+            .filter(api_keys::id.gt(after.unwrap_or(Uuid::nil())))
+            .order(api_keys::id.asc())
+            .limit(limit)
+            .select(ApiKeyRow::as_select()),
+    )
+    
 }
 
 /// Marks a key revoked now, if it is not already; returns the key as stored afterwards.

@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::audit_events;
-use crate::tenancy::TenantTx;
+use crate::tenancy::{TenantQuery, TenantTx};
 
 /// An audit event, as stored.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -87,13 +88,13 @@ pub struct AuditQuery {
 }
 
 /// One page of the tenant's events, newest first, before a cursor.
-pub async fn list(
-    transaction: &mut TenantTx<'_>,
-    query: &AuditQuery,
+pub fn list<'c>(
+    on: impl TenantQuery<'c>,
+    query: AuditQuery,
     before: Option<Uuid>,
     limit: i64,
-) -> QueryResult<Vec<AuditEvent>> {
-    let tenant_id = transaction.tenant_id();
+) -> BoxFuture<'c, QueryResult<Vec<AuditEvent>>> {
+    let tenant_id = on.tenant_id();
     let mut select = audit_events::table
         .filter(audit_events::tenant_id.eq(tenant_id))
         .order(audit_events::id.desc())
@@ -103,11 +104,11 @@ pub async fn list(
     if let Some(before) = before {
         select = select.filter(audit_events::id.lt(before));
     }
-    if let Some(resource_type) = &query.resource_type {
-        select = select.filter(audit_events::resource_type.eq(resource_type.clone()));
+    if let Some(resource_type) = query.resource_type {
+        select = select.filter(audit_events::resource_type.eq(resource_type));
     }
-    if let Some(resource_id) = &query.resource_id {
-        select = select.filter(audit_events::resource_id.eq(resource_id.clone()));
+    if let Some(resource_id) = query.resource_id {
+        select = select.filter(audit_events::resource_id.eq(resource_id));
     }
     if let Some(start_time) = query.start_time {
         select = select.filter(audit_events::create_time.ge(start_time));
@@ -115,5 +116,5 @@ pub async fn list(
     if let Some(end_time) = query.end_time {
         select = select.filter(audit_events::create_time.lt(end_time));
     }
-    select.load(transaction.connection()).await
+    on.load(select)
 }

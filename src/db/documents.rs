@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::documents;
-use crate::tenancy::TenantTx;
+use crate::tenancy::{TenantQuery, TenantTx};
 
 /// A stored document.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -61,14 +62,9 @@ pub async fn insert(transaction: &mut TenantTx<'_>, id: Uuid, fields: DocumentFi
 }
 
 /// Finds a document of the transaction's tenant.
-pub async fn find(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<Option<DocumentRow>> {
-    let tenant_id = transaction.tenant_id();
-    documents::table
-        .find((tenant_id, id))
-        .select(DocumentRow::as_select())
-        .first(transaction.connection())
-        .await
-        .optional()
+pub fn find<'c>(on: impl TenantQuery<'c>, id: Uuid) -> BoxFuture<'c, QueryResult<Option<DocumentRow>>> {
+    let tenant_id = on.tenant_id();
+    on.optional(documents::table.find((tenant_id, id)).select(DocumentRow::as_select()))
 }
 
 /// Finds a document and locks its row until the transaction ends.
@@ -120,27 +116,6 @@ pub async fn find_many(transaction: &mut TenantTx<'_>, ids: &[Uuid]) -> QueryRes
         .select(DocumentRow::as_select())
         .load(transaction.connection())
         .await
-}
-
-/// One page of the tenant's documents in id order after a cursor, optionally one owner's.
-pub async fn list(
-    transaction: &mut TenantTx<'_>,
-    owner: Option<Uuid>,
-    after: Option<Uuid>,
-    limit: i64,
-) -> QueryResult<Vec<DocumentRow>> {
-    let tenant_id = transaction.tenant_id();
-    let mut query = documents::table
-        .filter(documents::tenant_id.eq(tenant_id))
-        .filter(documents::id.gt(after.unwrap_or(Uuid::nil())))
-        .order(documents::id.asc())
-        .limit(limit)
-        .select(DocumentRow::as_select())
-        .into_boxed();
-    if let Some(owner) = owner {
-        query = query.filter(documents::owner_user_id.eq(owner));
-    }
-    query.load(transaction.connection()).await
 }
 
 /// Writes a document's fields, bumps its revision and update time.

@@ -2,7 +2,9 @@
 //! `idempotency_records` (RLS), CreateTenant in `platform_idempotency_records`.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
+
+use super::Connection;
 use uuid::Uuid;
 
 use super::schema::{idempotency_records, platform_idempotency_records};
@@ -138,7 +140,7 @@ pub async fn prune_tenant(transaction: &mut TenantTx<'_>, retention: std::time::
 }
 
 /// Deletes platform records older than `retention`.
-pub async fn prune_platform(connection: &mut AsyncPgConnection, retention: std::time::Duration) -> QueryResult<usize> {
+pub async fn prune_platform(connection: &mut Connection<'_>, retention: std::time::Duration) -> QueryResult<usize> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(1));
     diesel::delete(platform_idempotency_records::table.filter(platform_idempotency_records::create_time.lt(cutoff)))
         .execute(connection)

@@ -2,19 +2,21 @@
 //! `tenant_channel_bindings` (global, like `tenants`).
 
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
+
+use super::Connection;
 use uuid::Uuid;
 
 use super::schema::{tenant_channel_bindings, tenant_domains};
 
 /// The tenant owning a domain.
-pub async fn tenant_by_domain(connection: &mut AsyncPgConnection, domain: &str) -> QueryResult<Option<Uuid>> {
+pub async fn tenant_by_domain(connection: &mut Connection<'_>, domain: &str) -> QueryResult<Option<Uuid>> {
     tenant_domains::table.find(domain).select(tenant_domains::tenant_id).first(connection).await.optional()
 }
 
 /// The tenant owning a channel binding.
 pub async fn tenant_by_channel(
-    connection: &mut AsyncPgConnection,
+    connection: &mut Connection<'_>,
     channel_type: &str,
     external_id: &str,
 ) -> QueryResult<Option<Uuid>> {
@@ -27,7 +29,7 @@ pub async fn tenant_by_channel(
 }
 
 /// The domains of some tenants, sorted.
-pub async fn domains_of(connection: &mut AsyncPgConnection, tenant_ids: &[Uuid]) -> QueryResult<Vec<(Uuid, String)>> {
+pub async fn domains_of(connection: &mut Connection<'_>, tenant_ids: &[Uuid]) -> QueryResult<Vec<(Uuid, String)>> {
     tenant_domains::table
         .filter(tenant_domains::tenant_id.eq_any(tenant_ids))
         .select((tenant_domains::tenant_id, tenant_domains::domain))
@@ -38,7 +40,7 @@ pub async fn domains_of(connection: &mut AsyncPgConnection, tenant_ids: &[Uuid])
 
 /// The channel bindings of some tenants, sorted.
 pub async fn channels_of(
-    connection: &mut AsyncPgConnection,
+    connection: &mut Connection<'_>,
     tenant_ids: &[Uuid],
 ) -> QueryResult<Vec<(Uuid, String, String)>> {
     tenant_channel_bindings::table
@@ -56,7 +58,7 @@ pub async fn channels_of(
 /// Replaces a tenant's domains. A domain owned by another tenant violates
 /// `tenant_domains_pkey`.
 pub async fn replace_domains(
-    connection: &mut AsyncPgConnection,
+    connection: &mut Connection<'_>,
     tenant_id: Uuid,
     domains: &[String],
 ) -> QueryResult<()> {
@@ -72,7 +74,7 @@ pub async fn replace_domains(
 /// Replaces a tenant's channel bindings. A binding owned by another tenant violates
 /// `tenant_channel_bindings_pkey`.
 pub async fn replace_channels(
-    connection: &mut AsyncPgConnection,
+    connection: &mut Connection<'_>,
     tenant_id: Uuid,
     bindings: &[(String, String)],
 ) -> QueryResult<()> {

@@ -1,9 +1,13 @@
 //! PostgreSQL: the connection pool, migrations, schema and repositories.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
+};
 
 pub mod api_keys;
 pub mod audit;
@@ -17,7 +21,77 @@ pub mod tenants;
 pub mod users;
 
 /// The pool of app-role connections.
-pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+pub type PgPool = bb8::Pool<AppConnectionManager>;
+
+/// How repositories reach PostgreSQL: a shared reference, so that statements issued
+/// together are pipelined (diesel-async writes them in the order they are first polled).
+pub type Connection<'c> = &'c AsyncPgConnection;
+
+/// A pooled app-role connection that knows whether tenantd left a transaction open on it.
+///
+/// The tenant transaction sends BEGIN itself, pipelined with the statements behind it, so
+/// diesel-async's transaction manager does not see it. The flag is raised before BEGIN is
+/// sent and lowered only after COMMIT or ROLLBACK has been answered: a future dropped in
+/// between (a cancelled RPC) leaves it raised, and the pool then discards the connection
+/// instead of handing an open transaction, with its tenant setting, to the next request.
+pub struct AppConnection {
+    connection: AsyncPgConnection,
+    transaction_open: AtomicBool,
+}
+
+impl AppConnection {
+    /// Records that a transaction is about to begin on this connection.
+    pub(crate) fn mark_transaction_open(&self) {
+        self.transaction_open.store(true, Ordering::Release);
+    }
+
+    /// Records that PostgreSQL answered the COMMIT or ROLLBACK that ended the transaction.
+    pub(crate) fn mark_transaction_closed(&self) {
+        self.transaction_open.store(false, Ordering::Release);
+    }
+
+    /// Whether a transaction begun by tenantd has not been seen to end.
+    pub fn transaction_open(&self) -> bool {
+        self.transaction_open.load(Ordering::Acquire)
+    }
+}
+
+impl Deref for AppConnection {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        &self.connection
+    }
+}
+
+impl DerefMut for AppConnection {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        &mut self.connection
+    }
+}
+
+/// diesel-async's manager, plus the open-transaction check of [`AppConnection`].
+pub struct AppConnectionManager {
+    inner: AsyncDieselConnectionManager<AsyncPgConnection>,
+}
+
+impl bb8::ManageConnection for AppConnectionManager {
+    type Connection = AppConnection;
+    type Error = PoolError;
+
+    async fn connect(&self) -> Result<AppConnection, PoolError> {
+        let connection = self.inner.connect().await?;
+        Ok(AppConnection { connection, transaction_open: AtomicBool::new(false) })
+    }
+
+    async fn is_valid(&self, connection: &mut AppConnection) -> Result<(), PoolError> {
+        self.inner.is_valid(&mut connection.connection).await
+    }
+
+    fn has_broken(&self, connection: &mut AppConnection) -> bool {
+        connection.transaction_open() || connection.connection.is_broken()
+    }
+}
 
 /// Builds the app-role pool without connecting: the server starts (NOT_SERVING) even
 /// when PostgreSQL is not up yet, and connections are made on demand.
@@ -29,12 +103,12 @@ pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration) -> PgPool {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    let inner = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     bb8::Pool::builder()
         .max_size(max_size)
         .min_idle(None)
         .connection_timeout(acquire_timeout)
         .test_on_check_out(false)
         .retry_connection(true)
-        .build_unchecked(manager)
+        .build_unchecked(AppConnectionManager { inner })
 }

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
+
+use super::Connection;
 use uuid::Uuid;
 
 use super::schema::tenants;
@@ -63,39 +65,39 @@ pub struct TenantChanges {
 }
 
 /// Inserts a tenant.
-pub async fn insert(connection: &mut AsyncPgConnection, row: NewTenantRow<'_>) -> QueryResult<TenantRow> {
+pub async fn insert(connection: &mut Connection<'_>, row: NewTenantRow<'_>) -> QueryResult<TenantRow> {
     diesel::insert_into(tenants::table).values(row).returning(TenantRow::as_returning()).get_result(connection).await
 }
 
 /// Finds a tenant by id.
-pub async fn find_by_id(connection: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+pub async fn find_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<TenantRow>> {
     tenants::table.find(id).select(TenantRow::as_select()).first(connection).await.optional()
 }
 
 /// Finds a tenant by slug.
-pub async fn find_by_slug(connection: &mut AsyncPgConnection, slug: &str) -> QueryResult<Option<TenantRow>> {
+pub async fn find_by_slug(connection: &mut Connection<'_>, slug: &str) -> QueryResult<Option<TenantRow>> {
     tenants::table.filter(tenants::slug.eq(slug)).select(TenantRow::as_select()).first(connection).await.optional()
 }
 
 /// Finds a tenant by id and locks its row until the transaction ends. Call inside a
 /// transaction.
-pub async fn lock_by_id(connection: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+pub async fn lock_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<TenantRow>> {
     tenants::table.find(id).select(TenantRow::as_select()).for_update().first(connection).await.optional()
 }
 
 /// The state of a tenant, for resolution: `None` if there is no such tenant.
-pub async fn state_by_id(connection: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<String>> {
+pub async fn state_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<String>> {
     tenants::table.find(id).select(tenants::state).first(connection).await.optional()
 }
 
 /// The id of the tenant with a slug, for resolution.
-pub async fn id_by_slug(connection: &mut AsyncPgConnection, slug: &str) -> QueryResult<Option<Uuid>> {
+pub async fn id_by_slug(connection: &mut Connection<'_>, slug: &str) -> QueryResult<Option<Uuid>> {
     tenants::table.filter(tenants::slug.eq(slug)).select(tenants::id).first(connection).await.optional()
 }
 
 /// One page of tenants in id (creation) order, optionally in one state, after a cursor.
 pub async fn list(
-    connection: &mut AsyncPgConnection,
+    connection: &mut Connection<'_>,
     state: Option<&str>,
     after: Option<Uuid>,
     limit: i64,
@@ -111,7 +113,7 @@ pub async fn list(
 }
 
 /// Writes a tenant's mutable columns, bumps its revision and update time.
-pub async fn save(connection: &mut AsyncPgConnection, id: Uuid, changes: TenantChanges) -> QueryResult<TenantRow> {
+pub async fn save(connection: &mut Connection<'_>, id: Uuid, changes: TenantChanges) -> QueryResult<TenantRow> {
     diesel::update(tenants::table.find(id))
         .set((changes, tenants::revision.eq(tenants::revision + 1), tenants::update_time.eq(diesel::dsl::now)))
         .returning(TenantRow::as_returning())

@@ -6,10 +6,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::users;
-use crate::tenancy::TenantTx;
+use crate::tenancy::{TenantQuery, TenantTx};
 
 /// A stored user.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -62,9 +63,9 @@ pub async fn insert(transaction: &mut TenantTx<'_>, id: Uuid, fields: UserFields
 }
 
 /// Finds a user of the transaction's tenant.
-pub async fn find(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<Option<UserRow>> {
-    let tenant_id = transaction.tenant_id();
-    users::table.find((tenant_id, id)).select(UserRow::as_select()).first(transaction.connection()).await.optional()
+pub fn find<'c>(on: impl TenantQuery<'c>, id: Uuid) -> BoxFuture<'c, QueryResult<Option<UserRow>>> {
+    let tenant_id = on.tenant_id();
+    on.optional(users::table.find((tenant_id, id)).select(UserRow::as_select()))
 }
 
 /// Finds a user and locks its row until the transaction ends.
@@ -80,16 +81,17 @@ pub async fn lock(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<Optio
 }
 
 /// One page of the tenant's users in id (creation) order, after a cursor.
-pub async fn list(transaction: &mut TenantTx<'_>, after: Option<Uuid>, limit: i64) -> QueryResult<Vec<UserRow>> {
-    let tenant_id = transaction.tenant_id();
-    users::table
-        .filter(users::tenant_id.eq(tenant_id))
-        .filter(users::id.gt(after.unwrap_or(Uuid::nil())))
-        .order(users::id.asc())
-        .limit(limit)
-        .select(UserRow::as_select())
-        .load(transaction.connection())
-        .await
+pub fn list<'c>(on: impl TenantQuery<'c>, after: Option<Uuid>, limit: i64) -> BoxFuture<'c, QueryResult<Vec<UserRow>>> {
+    let tenant_id = on.tenant_id();
+    on.load(
+        users::table
+            .filter(users::tenant_id.eq(tenant_id))
+            .filter(users::id.gt(after.unwrap_or(Uuid::nil())))
+            .order(users::id.asc())
+            .limit(limit)
+            .select(UserRow::as_select()),
+    )
+    
 }
 
 /// Writes a user's fields, bumps its revision and update time.

@@ -124,8 +124,7 @@ impl ApiKeys {
         let key = RequestKey::new(idempotency::Scope::Tenant, "CreateApiKey", request_id, &new)?;
         let context = TenantContext::new(tenant_id, request);
         self.database
-            .run(&context, move |transaction| {
-                Box::pin(async move {
+            .run(&context, async move |transaction| {
                     if let Some(replay) = idempotency::begin::<ApiKey>(transaction, &key).await? {
                         return Ok(CreatedKey { key: replay, secret: None });
                     }
@@ -147,7 +146,6 @@ impl ApiKeys {
                     idempotency::finish(transaction, &key, &created).await?;
                     Ok(CreatedKey { key: created, secret: Some(token.encode()) })
                 })
-            })
             .await
     }
 
@@ -167,9 +165,7 @@ impl ApiKeys {
         let context = TenantContext::new(tenant_id, request);
         let mut rows = self
             .database
-            .read(&context, move |transaction| {
-                Box::pin(async move { Ok(crate::db::api_keys::list(transaction, after, page_size + 1).await?) })
-            })
+            .read(&context, async move |transaction| { Ok(crate::db::api_keys::list(transaction, after, page_size + 1).await?) })
             .await?;
         let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, tenant_id, filter);
         Ok(ApiKeyPage { keys: rows.into_iter().map(ApiKey::from).collect(), next_page_token })
@@ -180,7 +176,7 @@ impl ApiKeys {
         let context = TenantContext::new(tenant_id, request);
         let key = self
             .database
-            .run(&context, move |transaction| Box::pin(async move { revoke_in(transaction, key_id).await }))
+            .run(&context, async move |transaction| { revoke_in(transaction, key_id).await })
             .await?;
         self.resolver.invalidate(tenant_id, Some(key_id)).await;
         tracing::info!(tenant.id = %tenant_id, api_key.id = %key_id, "api key revoked");
@@ -205,7 +201,7 @@ impl ApiKeys {
 
 async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<ApiKey> {
     let before =
-        crate::db::api_keys::find(transaction, key_id).await?.ok_or(Error::NotFound { reason: "API_KEY_NOT_FOUND" })?;
+        crate::db::api_keys::find(&mut *transaction, key_id).await?.ok_or(Error::NotFound { reason: "API_KEY_NOT_FOUND" })?;
     if before.revoke_time.is_some() {
         return Ok(before.into());
     }

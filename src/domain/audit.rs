@@ -64,10 +64,7 @@ pub async fn list(
     let before = PageToken::decode(page_token, scope, filter_print)?;
 
     let mut rows = database
-        .read(context, move |transaction| {
-            let query = filter.clone();
-            Box::pin(async move { Ok(crate::db::audit::list(transaction, &query, before, page_size + 1).await?) })
-        })
+        .read(context, async move |read| Ok(crate::db::audit::list(read, filter.clone(), before, page_size + 1).await?))
         .await?;
     let next_page_token = super::page::next_token(&mut rows, page_size, |row| row.id, scope, filter_print);
     Ok(AuditPage { events: rows, next_page_token })

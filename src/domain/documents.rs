@@ -168,8 +168,7 @@ impl Documents {
     pub async fn create(&self, context: &TenantContext, input: DocumentInput, request_id: &str) -> Result<Document> {
         let key = RequestKey::new(idempotency::Scope::Tenant, "CreateDocument", request_id, &input)?;
         self.database
-            .run(context, move |transaction| {
-                Box::pin(async move {
+            .run(context, async move |transaction| {
                     if let Some(replay) = idempotency::begin::<Document>(transaction, &key).await? {
                         return Ok(replay);
                     }
@@ -182,7 +181,6 @@ impl Documents {
                     idempotency::finish(transaction, &key, &document).await?;
                     Ok(document)
                 })
-            })
             .await
     }
 
@@ -190,9 +188,7 @@ impl Documents {
     pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<Document> {
         let row = self
             .database
-            .read(context, move |transaction| {
-                Box::pin(async move { Ok(crate::db::documents::find(transaction, id).await?) })
-            })
+            .read(context, async move |transaction| { Ok(crate::db::documents::find(transaction, id).await?) })
             .await?;
         Ok(row.ok_or_else(document_not_found)?.into())
     }
@@ -210,13 +206,11 @@ impl Documents {
         let after = PageToken::decode(page_token, scope, filter)?;
         let (rows, more) = self
             .database
-            .read(context, move |transaction| {
-                Box::pin(async move {
+            .read_steps(context, async move |transaction| {
                     let sizes = crate::db::documents::list_sizes(transaction, owner, after, page_size + 1).await?;
                     let (ids, more) = fit_page(&sizes, page_size, MAX_PAGE_CONTENT_BYTES);
                     Ok((crate::db::documents::find_many(transaction, &ids).await?, more))
                 })
-            })
             .await?;
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => PageToken { scope, filter, after: last.id }.encode(),
@@ -235,8 +229,7 @@ impl Documents {
     ) -> Result<Document> {
         let row = self
             .database
-            .run(context, move |transaction| {
-                Box::pin(async move {
+            .run(context, async move |transaction| {
                     let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
                     check_etag(expected_revision, current.revision)?;
                     let mut changed = Vec::new();
@@ -263,7 +256,6 @@ impl Documents {
                         .await?;
                     Ok(row)
                 })
-            })
             .await?;
         Ok(row.into())
     }
@@ -271,15 +263,13 @@ impl Documents {
     /// Deletes a document.
     pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
         self.database
-            .run(context, move |transaction| {
-                Box::pin(async move {
+            .run(context, async move |transaction| {
                     let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
                     check_etag(expected_revision, current.revision)?;
                     crate::db::documents::delete(transaction, id).await?;
                     audit::record(transaction, "document.delete", "document", id, serde_json::json!({})).await?;
                     Ok(())
                 })
-            })
             .await
     }
 }

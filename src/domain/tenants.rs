@@ -245,8 +245,7 @@ impl TenantRegistry {
         let context = TenantContext::new(Uuid::now_v7(), request);
         let tenant = self
             .database
-            .run(&context, move |transaction| {
-                Box::pin(async move {
+            .run(&context, async move |transaction| {
                     if let Some(replay) = idempotency::begin::<Tenant>(transaction, &key).await? {
                         return Ok(replay);
                     }
@@ -271,7 +270,6 @@ impl TenantRegistry {
                     idempotency::finish(transaction, &key, &tenant).await?;
                     Ok(tenant)
                 })
-            })
             .await?;
         tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, "tenant created");
         Ok(tenant)
@@ -281,8 +279,7 @@ impl TenantRegistry {
     pub async fn get(&self, selector: &TenantSelector) -> Result<Tenant> {
         db::retry::read(|| {
             let selector = selector.clone();
-            self.database.global(|connection| {
-                Box::pin(async move {
+            self.database.global(async move |connection| {
                     let row = match &selector {
                         TenantSelector::Id(id) => db::tenants::find_by_id(connection, *id).await?,
                         TenantSelector::Slug(slug) => db::tenants::find_by_slug(connection, slug.as_str()).await?,
@@ -291,7 +288,6 @@ impl TenantRegistry {
                     let mut tenants = assemble(connection, vec![row]).await?;
                     tenants.pop().ok_or_else(tenant_not_found)
                 })
-            })
         })
         .await
     }
@@ -301,15 +297,13 @@ impl TenantRegistry {
         let filter = fingerprint(&format!("state={}", state.map_or("", TenantState::as_str)));
         let after = PageToken::decode(page_token, Uuid::nil(), filter)?;
         db::retry::read(|| {
-            self.database.global(move |connection| {
-                Box::pin(async move {
+            self.database.global(async move |connection| {
                     let state = state.map(TenantState::as_str);
                     let mut rows = db::tenants::list(connection, state, after, page_size + 1).await?;
                     let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
                     let tenants = assemble(connection, rows).await?;
                     Ok(TenantPage { tenants, next_page_token })
                 })
-            })
         })
         .await
     }
@@ -352,8 +346,7 @@ impl TenantRegistry {
         let context = TenantContext::new(id, request);
         let tenant = self
             .database
-            .run(&context, move |transaction| {
-                Box::pin(async move {
+            .run(&context, async move |transaction| {
                     let row = lock(transaction, expected_revision).await?;
                     if row.state == TenantState::Deleted.as_str() {
                         return Err(tenant_deleted());
@@ -371,7 +364,6 @@ impl TenantRegistry {
                         .await?;
                     load(transaction, row).await
                 })
-            })
             .await?;
         self.resolver.invalidate(id, None).await;
         Ok(tenant)
@@ -389,8 +381,7 @@ impl TenantRegistry {
         let context = TenantContext::new(id, request);
         let tenant = self
             .database
-            .run(&context, move |transaction| {
-                Box::pin(async move {
+            .run(&context, async move |transaction| {
                     let row = lock(transaction, expected_revision).await?;
                     let current = TenantState::parse(&row.state)
                         .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant has unknown state")))?;
@@ -412,7 +403,6 @@ impl TenantRegistry {
                     audit::record(transaction, transition.action(), "tenant", row.id, details).await?;
                     load(transaction, row).await
                 })
-            })
             .await?;
         self.resolver.invalidate(id, None).await;
         tracing::info!(tenant.id = %id, state = tenant.state.as_str(), "tenant state changed");
@@ -469,7 +459,7 @@ async fn load(transaction: &mut TenantTx<'_>, row: TenantRow) -> Result<Tenant> 
 }
 
 /// Tenants from rows, with their identifiers (two queries for the whole batch).
-async fn assemble(connection: &mut diesel_async::AsyncPgConnection, rows: Vec<TenantRow>) -> Result<Vec<Tenant>> {
+async fn assemble(connection: &mut crate::db::Connection<'_>, rows: Vec<TenantRow>) -> Result<Vec<Tenant>> {
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
     let mut domains: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
     for (tenant_id, domain) in db::identifiers::domains_of(connection, &ids).await? {

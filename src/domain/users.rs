@@ -174,8 +174,7 @@ impl Users {
     pub async fn create(&self, context: &TenantContext, input: UserInput, request_id: &str) -> Result<User> {
         let key = RequestKey::new(idempotency::Scope::Tenant, "CreateUser", request_id, &input)?;
         self.database
-            .run(context, move |transaction| {
-                Box::pin(async move {
+            .run(context, async move |transaction| {
                     if let Some(replay) = idempotency::begin::<User>(transaction, &key).await? {
                         return Ok(replay);
                     }
@@ -187,7 +186,6 @@ impl Users {
                     idempotency::finish(transaction, &key, &user).await?;
                     Ok(user)
                 })
-            })
             .await
     }
 
@@ -195,9 +193,7 @@ impl Users {
     pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<User> {
         let row = self
             .database
-            .read(context, move |transaction| {
-                Box::pin(async move { Ok(crate::db::users::find(transaction, id).await?) })
-            })
+            .read(context, async move |transaction| { Ok(crate::db::users::find(transaction, id).await?) })
             .await?;
         row.ok_or_else(user_not_found)?.try_into()
     }
@@ -209,9 +205,7 @@ impl Users {
         let after = PageToken::decode(page_token, scope, filter)?;
         let mut rows = self
             .database
-            .read(context, move |transaction| {
-                Box::pin(async move { Ok(crate::db::users::list(transaction, after, page_size + 1).await?) })
-            })
+            .read(context, async move |transaction| { Ok(crate::db::users::list(transaction, after, page_size + 1).await?) })
             .await?;
         let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, scope, filter);
         let users = rows.into_iter().map(User::try_from).collect::<Result<_>>()?;
@@ -228,8 +222,7 @@ impl Users {
     ) -> Result<User> {
         let row = self
             .database
-            .run(context, move |transaction| {
-                Box::pin(async move {
+            .run(context, async move |transaction| {
                     let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
                     check_etag(expected_revision, current.revision)?;
                     let changed = patch.changed_fields();
@@ -242,7 +235,6 @@ impl Users {
                     audit::record(transaction, "user.update", "user", id, audit::changed_fields(&changed)).await?;
                     Ok(row)
                 })
-            })
             .await?;
         row.try_into()
     }
@@ -250,15 +242,13 @@ impl Users {
     /// Deletes a user.
     pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
         self.database
-            .run(context, move |transaction| {
-                Box::pin(async move {
+            .run(context, async move |transaction| {
                     let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
                     check_etag(expected_revision, current.revision)?;
                     crate::db::users::delete(transaction, id).await.map_err(map_database_error)?;
                     audit::record(transaction, "user.delete", "user", id, serde_json::json!({})).await?;
                     Ok(())
                 })
-            })
             .await
     }
 }

@@ -151,8 +151,7 @@ impl TenantResolver {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let found = db::retry::read(|| {
             let identifier = identifier.clone();
-            self.database.global(|connection| {
-                Box::pin(async move {
+            self.database.global(async move |connection| {
                     Ok(match &identifier {
                         Identifier::Slug(slug) => db::tenants::id_by_slug(connection, slug).await?,
                         Identifier::Domain(domain) => db::identifiers::tenant_by_domain(connection, domain).await?,
@@ -161,7 +160,6 @@ impl TenantResolver {
                         }
                     })
                 })
-            })
         })
         .await?;
         if let Some(tenant_id) = found {
@@ -186,9 +184,7 @@ impl TenantResolver {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let stored = db::retry::read(|| {
-            self.database.global(|connection| {
-                Box::pin(async move { Ok(db::tenants::state_by_id(connection, tenant_id).await?) })
-            })
+            self.database.global(async move |connection| { Ok(db::tenants::state_by_id(connection, tenant_id).await?) })
         })
         .await?;
         let Some(stored) = stored else {
@@ -245,9 +241,7 @@ impl TenantResolver {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let row = self
             .database
-            .read(&context, move |transaction| {
-                Box::pin(async move { Ok(db::api_keys::find(transaction, key_id).await?) })
-            })
+            .read(&context, async move |transaction| { Ok(db::api_keys::find(transaction, key_id).await?) })
             .await?;
         let Some(row) = row else {
             return Ok(None);

@@ -1,27 +1,80 @@
 //! The tenant transaction: the one door to tenant data.
+//!
+//! Every transaction on tenant tables starts with two statements of their own:
+//! `BEGIN`, then `SET LOCAL app.tenant_id = '<uuid>'` (see [`set_tenant_statement`]). They
+//! are not awaited one by one: they are written to PostgreSQL together with the work's
+//! first statement, so a read costs one round trip and a write saves two.
+//!
+//! Why this is still fail-closed: PostgreSQL runs pipelined statements in order, and once a
+//! statement of a transaction block fails, it refuses every later one ("current transaction
+//! is aborted") until the block ends. If the tenant setting fails, nothing behind it runs.
+//! If BEGIN itself failed, the work would run with no tenant at all, where the policy
+//! (`nullif(current_setting('app.tenant_id', true), '')::uuid`) matches no row.
+//!
+//! Why the order holds: diesel-async and tokio-postgres write requests in the order their
+//! futures are first polled, and both joins below poll in argument order within one task.
+//! A statement that misses diesel-async's statement cache is prepared first; diesel-async
+//! holds the cache lock from before that Parse until its Bind/Execute is written (no await
+//! in between), and tokio's mutex is FIFO, so the pipelined COMMIT of a read (which goes
+//! through the same lock) can never overtake the statement it follows. The tenant tables
+//! use only built-in SQL types, so no type lookup runs before the cache lock is taken.
+//! `a_read_on_a_fresh_connection_runs_inside_its_tenant` proves it on an empty cache.
 
-use diesel::sql_types::{Bool, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use std::future::Future;
+
+use diesel::result::OptionalExtension;
+use diesel::{QueryResult, sql_query};
+use diesel_async::methods::LoadQuery;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::BoxFuture;
+use futures_util::join;
 use uuid::Uuid;
 
 use super::TenantContext;
-use crate::db::PgPool;
+use crate::db::{AppConnection, Connection, PgPool};
 use crate::error::{Error, Result};
 
-diesel::define_sql_function! {
-    /// PostgreSQL's `set_config(setting_name, new_value, is_local)`.
-    fn set_config(setting_name: Text, new_value: Text, is_local: Bool) -> Text;
+/// The fixed text before the tenant id in [`set_tenant_statement`].
+pub const SET_TENANT_PREFIX: &str = "SET LOCAL app.tenant_id = '";
+
+/// The statement that scopes a transaction to `tenant_id`:
+/// `SET LOCAL app.tenant_id = '<uuid>'`.
+///
+/// `SET` takes no bind parameter, so this is the one place where a value enters SQL text.
+/// The value is a typed [`Uuid`] written in its canonical hyphenated form: 36 characters of
+/// `[0-9a-f-]`, which cannot close the quote. It is sent as a statement of its own (Citus
+/// forwards a SET's whole query string to its workers), and `LOCAL`: it ends with the
+/// transaction, so a pooled connection never carries a tenant into another request.
+pub fn set_tenant_statement(tenant_id: Uuid) -> String {
+    let mut buffer = Uuid::encode_buffer();
+    let canonical = tenant_id.hyphenated().encode_lower(&mut buffer);
+    format!("{SET_TENANT_PREFIX}{canonical}'")
 }
 
-/// A connection inside a transaction whose `app.tenant_id` is set to one tenant. Only
-/// [`TenantDb::run`] creates it, so holding one proves the setting is in place.
+/// An `AsyncFnOnce(T) -> R` whose future has a name, so that a bound can require it to
+/// be `Send` for every lifetime of `T` (which `AsyncFnOnce` alone cannot yet express).
+/// Every async closure implements it.
+pub trait AsyncWork<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as AsyncWork<T, R>>::Future {
+    /// The future the work returns.
+    type Future: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> AsyncWork<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Future = Fut;
+}
+
+/// An open transaction scoped to one tenant, for work of several statements. Only
+/// [`TenantDb::run`] creates it, so holding one proves the tenant setting was sent first.
 pub struct TenantTx<'c> {
-    connection: &'c mut AsyncPgConnection,
+    connection: Connection<'c>,
     context: TenantContext,
 }
 
-impl TenantTx<'_> {
+impl<'c> TenantTx<'c> {
     /// The tenant this transaction is scoped to.
     pub fn tenant_id(&self) -> Uuid {
         self.context.tenant_id()
@@ -33,8 +86,120 @@ impl TenantTx<'_> {
     }
 
     /// The underlying connection, for repositories of tenant tables.
-    pub(crate) fn connection(&mut self) -> &mut AsyncPgConnection {
-        self.connection
+    pub(crate) fn connection(&mut self) -> &mut Connection<'c> {
+        &mut self.connection
+    }
+}
+
+/// An open transaction scoped to one tenant that runs exactly one statement. Only
+/// [`TenantDb::read`] creates it. Its methods take it by value and send COMMIT right behind
+/// the statement, so BEGIN, the tenant setting, the statement and COMMIT leave in one
+/// write: a read costs one round trip.
+pub struct TenantRead<'c> {
+    connection: &'c AppConnection,
+    tenant_id: Uuid,
+}
+
+impl<'c> TenantRead<'c> {
+    /// Polls `statement` first (so it is written, or its Parse is, and the cache lock taken),
+    /// then a COMMIT that waits behind it.
+    async fn then_commit<T>(self, statement: impl Future<Output = QueryResult<T>>) -> QueryResult<T> {
+        let mut connection: Connection<'c> = self.connection;
+        // A prepared COMMIT, not `batch_execute`: it must take the statement-cache lock.
+        let commit = sql_query("COMMIT").execute(&mut connection);
+        let (outcome, committed) = join!(statement, commit);
+        // After a failed statement, PostgreSQL runs this COMMIT as a ROLLBACK: the block
+        // is over either way. If COMMIT itself failed, the state is unknown and the
+        // connection stays marked open, so the pool discards it.
+        committed?;
+        self.connection.mark_transaction_closed();
+        outcome
+    }
+}
+
+/// Where a repository function of one statement runs: a one-statement read
+/// ([`TenantRead`], which commits right behind it) or one step of a longer transaction
+/// (`&mut TenantTx`). Repository functions that need more than one statement take
+/// `&mut TenantTx`.
+///
+/// The methods return boxed futures (diesel-async boxes every query future already):
+/// a concrete `Send` type, so the async closures given to [`TenantDb`] stay provably
+/// `Send` for every lifetime of the transaction, which opaque futures with lifetime
+/// bounds are not yet (rust-lang/rust#100013).
+pub trait TenantQuery<'c>: Sized {
+    /// The tenant the transaction is scoped to.
+    fn tenant_id(&self) -> Uuid;
+
+    /// Runs `query` and returns every row.
+    fn load<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Vec<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q;
+
+    /// Runs `query` and returns its first row, if any.
+    fn optional<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Option<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q;
+}
+
+impl<'c> TenantQuery<'c> for &mut TenantTx<'c> {
+    fn tenant_id(&self) -> Uuid {
+        self.context.tenant_id()
+    }
+
+    fn load<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Vec<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        let mut connection = self.connection;
+        Box::pin(async move { query.load(&mut connection).await })
+    }
+
+    fn optional<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Option<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        let mut connection = self.connection;
+        Box::pin(async move { query.get_result(&mut connection).await.optional() })
+    }
+}
+
+impl<'c> TenantQuery<'c> for TenantRead<'c> {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    fn load<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Vec<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        Box::pin(async move {
+            let mut connection: Connection<'c> = self.connection;
+            let rows = query.load(&mut connection);
+            self.then_commit(rows).await
+        })
+    }
+
+    fn optional<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Option<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        Box::pin(async move {
+            let mut connection: Connection<'c> = self.connection;
+            let row = query.get_result(&mut connection);
+            self.then_commit(async move { row.await.optional() }).await
+        })
     }
 }
 
@@ -50,73 +215,159 @@ impl TenantDb {
         Self { pool }
     }
 
-    /// Like [`TenantDb::run`] for work that only reads: if the connection is lost, the
-    /// work is run again on a fresh one (see [`crate::db::retry`]). `work` must be safe to
-    /// repeat.
-    pub async fn read<R, F>(&self, context: &TenantContext, work: F) -> Result<R>
-    where
-        R: Send + 'static,
-        F: for<'t, 'c> Fn(&'t mut TenantTx<'c>) -> BoxFuture<'t, Result<R>> + Clone + Send + 'static,
-    {
-        crate::db::retry::read(|| self.run(context, work.clone())).await
-    }
-
     /// The pool, for the registry's global tables (which have no tenant).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Checks out a connection, begins a transaction, runs
-    /// `SELECT set_config('app.tenant_id', $1, true)` with the tenant as a bind parameter,
-    /// runs `work`, and commits (or rolls back if `work` fails).
-    ///
-    /// The setting is transaction-local: it dies with the transaction, so a pooled
-    /// connection never carries a tenant into another request. (A later tier with a
-    /// schema per tenant adds `SET LOCAL search_path` here, without changing callers.)
+    /// Runs work of several statements in one tenant transaction: checks out a connection,
+    /// sends BEGIN, the tenant setting and the work's first statement together, runs the
+    /// rest of the work, and commits (or rolls back if anything failed).
     ///
     /// Cancellation: if this future is dropped (the client cancelled, or a deadline
-    /// passed) while the transaction is open, diesel-async marks the connection broken
-    /// and the pool discards it instead of reusing it; PostgreSQL rolls the transaction
-    /// back when the connection closes.
+    /// passed) while the transaction is open, the connection stays marked open and the
+    /// pool discards it instead of reusing it; PostgreSQL rolls the transaction back when
+    /// the connection closes.
     pub async fn run<R, F>(&self, context: &TenantContext, work: F) -> Result<R>
     where
-        R: Send + 'static,
-        F: for<'t, 'c> FnOnce(&'t mut TenantTx<'c>) -> BoxFuture<'t, Result<R>> + Send + 'static,
+        R: Send,
+        F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
     {
-        let context = context.clone();
-        let tenant_id = context.tenant_id();
-        let mut connection = self.pool.get().await?;
-        let outcome = connection
-            .transaction::<R, Error, _>(async move |connection| {
-                diesel::select(set_config("app.tenant_id", tenant_id.to_string(), true)).execute(connection).await?;
-                let mut transaction = TenantTx { connection, context };
-                work(&mut transaction).await
-            })
-            .await;
-        outcome.map_err(|error| classify(&mut connection, error))
+        let mut pooled = self.pool.get().await?;
+        let outcome = {
+            let connection: &AppConnection = &pooled;
+            connection.mark_transaction_open();
+            let mut transaction = TenantTx { connection, context: context.clone() };
+            let set_tenant = set_tenant_statement(context.tenant_id());
+            let (begun, worked) = join!(begin(connection, &set_tenant), work(&mut transaction));
+            end(connection, begun.map_err(Error::from).and(worked)).await
+        };
+        outcome.map_err(|error| classify(&mut pooled, error))
+    }
+
+    /// Runs a read of one statement in one tenant transaction, in one round trip (see
+    /// [`TenantRead`]). If the connection is lost, the read is run again on a fresh one
+    /// (see [`crate::db::retry`]); `work` must be safe to repeat.
+    pub async fn read<R, F>(&self, context: &TenantContext, work: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Clone + Send,
+    {
+        crate::db::retry::read(|| self.read_once(context.tenant_id(), work.clone())).await
+    }
+
+    /// Runs a read of several statements like [`TenantDb::run`], retried like
+    /// [`TenantDb::read`]; `work` must be safe to repeat.
+    pub async fn read_steps<R, F>(&self, context: &TenantContext, work: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Clone + Send,
+    {
+        crate::db::retry::read(|| self.run(context, work.clone())).await
+    }
+
+    async fn read_once<R, F>(&self, tenant_id: Uuid, work: F) -> Result<R>
+    where
+        R: Send,
+        F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
+    {
+        let mut pooled = self.pool.get().await?;
+        let outcome = {
+            let connection: &AppConnection = &pooled;
+            connection.mark_transaction_open();
+            let set_tenant = set_tenant_statement(tenant_id);
+            let (begun, worked) = join!(begin(connection, &set_tenant), work(TenantRead { connection, tenant_id }));
+            let outcome = begun.map_err(Error::from).and(worked);
+            // Still open when the work sent no statement, or failed before sending it.
+            if connection.transaction_open() { end(connection, outcome).await } else { outcome }
+        };
+        outcome.map_err(|error| classify(&mut pooled, error))
     }
 
     /// Runs work on the registry's global tables (`tenants` and its identifiers), which
     /// have no tenant; there is no tenant setting, so tenant tables show no rows.
     pub async fn global<R, F>(&self, work: F) -> Result<R>
     where
-        F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, Result<R>>,
+        R: Send,
+        F: for<'t, 'c> AsyncWork<&'t mut Connection<'c>, Result<R>, Future: Send> + Send,
     {
-        let mut connection = self.pool.get().await?;
-        let outcome = work(&mut connection).await;
-        outcome.map_err(|error| classify(&mut connection, error))
+        let mut pooled = self.pool.get().await?;
+        let outcome = {
+            let mut connection: Connection<'_> = &pooled;
+            work(&mut connection).await
+        };
+        outcome.map_err(|error| classify(&mut pooled, error))
+    }
+}
+
+/// Sends BEGIN and the tenant setting, each a statement of its own, without waiting for
+/// either: whatever the caller polls next is written behind them.
+async fn begin(connection: &AppConnection, set_tenant: &str) -> QueryResult<()> {
+    let (mut first, mut second): (Connection<'_>, Connection<'_>) = (connection, connection);
+    let (begun, set) = join!(first.batch_execute("BEGIN"), second.batch_execute(set_tenant));
+    begun.and(set)
+}
+
+/// Ends the transaction: COMMIT after success, ROLLBACK after a failure. The connection is
+/// marked closed only once PostgreSQL has answered.
+async fn end<R>(connection: &AppConnection, outcome: Result<R>) -> Result<R> {
+    let mut shared: Connection<'_> = connection;
+    match outcome {
+        Ok(value) => {
+            shared.batch_execute("COMMIT").await?;
+            connection.mark_transaction_closed();
+            Ok(value)
+        }
+        Err(error) => {
+            if shared.batch_execute("ROLLBACK").await.is_ok() {
+                connection.mark_transaction_closed();
+            }
+            Err(error)
+        }
     }
 }
 
 /// A failure on a connection that is now closed (PostgreSQL shut down or restarted, the
 /// network dropped) is UNAVAILABLE, whatever error the driver reported; the pool discards
 /// the connection.
-fn classify(connection: &mut AsyncPgConnection, error: Error) -> Error {
+fn classify(connection: &mut AppConnection, error: Error) -> Error {
     use diesel_async::pooled_connection::PoolableConnection;
     match error {
-        Error::Internal(source) if connection.is_broken() => {
+        Error::Internal(source) if (**connection).is_broken() => {
             Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: source.context("the connection closed") }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_statement_is_the_prefix_a_canonical_uuid_and_a_quote() {
+        for tenant_id in [Uuid::nil(), Uuid::max(), Uuid::now_v7(), Uuid::new_v4()] {
+            let statement = set_tenant_statement(tenant_id);
+            assert_statement_shape(&statement);
+            assert_eq!(statement, format!("SET LOCAL app.tenant_id = '{tenant_id}'"));
+        }
+    }
+
+    /// The property the fuzz target `set_tenant` checks for arbitrary bytes.
+    fn assert_statement_shape(statement: &str) {
+        let value = statement.strip_prefix(SET_TENANT_PREFIX).and_then(|rest| rest.strip_suffix('\''));
+        let value = value.unwrap_or_else(|| panic!("unexpected shape: {statement}"));
+        assert_eq!(value.len(), 36);
+        assert!(value.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte) || byte == b'-'));
+        assert_eq!(Uuid::try_parse(value).ok().map(|parsed| parsed.hyphenated().to_string()).as_deref(), Some(value));
+    }
+
+    #[test]
+    fn uuids_from_any_bytes_give_the_same_shape() {
+        let mut bytes = [0u8; 16];
+        for round in 0..=255u8 {
+            bytes.iter_mut().enumerate().for_each(|(index, byte)| *byte = round.wrapping_mul(31).wrapping_add(index as u8));
+            assert_statement_shape(&set_tenant_statement(Uuid::from_bytes(bytes)));
+        }
     }
 }
