@@ -23,7 +23,9 @@
 use std::future::Future;
 
 use diesel::result::OptionalExtension;
-use diesel::{QueryResult, sql_query};
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel_async::methods::LoadQuery;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::BoxFuture;
@@ -106,7 +108,7 @@ impl<'c> TenantRead<'c> {
     async fn then_commit<T>(self, statement: impl Future<Output = QueryResult<T>>) -> QueryResult<T> {
         let mut connection: Connection<'c> = self.connection;
         // A prepared COMMIT, not `batch_execute`: it must take the statement-cache lock.
-        let commit = sql_query("COMMIT").execute(&mut connection);
+        let commit = Commit.execute(&mut connection);
         let (outcome, committed) = join!(statement, commit);
         // After a failed statement, PostgreSQL runs this COMMIT as a ROLLBACK: the block
         // is over either way. If COMMIT itself failed, the state is unknown and the
@@ -200,6 +202,24 @@ impl<'c> TenantQuery<'c> for TenantRead<'c> {
             let row = query.get_result(&mut connection);
             self.then_commit(async move { row.await.optional() }).await
         })
+    }
+}
+
+/// `COMMIT` as a prepared statement with a static query id, so diesel-async caches it
+/// like any other statement (`sql_query` text is prepared anew each time) and it goes
+/// through the statement-cache lock.
+#[derive(Debug, Clone, Copy)]
+struct Commit;
+
+impl QueryId for Commit {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for Commit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("COMMIT");
+        Ok(())
     }
 }
 
@@ -369,5 +389,88 @@ mod tests {
             bytes.iter_mut().enumerate().for_each(|(index, byte)| *byte = round.wrapping_mul(31).wrapping_add(index as u8));
             assert_statement_shape(&set_tenant_statement(Uuid::from_bytes(bytes)));
         }
+    }
+
+    /// The admin URL of the test cluster, from the same settings as the integration tests.
+    fn admin_url() -> String {
+        let setting = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let host = setting("TENANTD_TEST_PG_HOST", "127.0.0.1");
+        let port = setting("TENANTD_TEST_PG_PORT", "5432");
+        let admin = setting("TENANTD_TEST_PG_ADMIN", "postgres");
+        match std::env::var("PGPASSWORD") {
+            Ok(password) => format!("postgres://{admin}:{password}@{host}:{port}/postgres"),
+            Err(_) => format!("postgres://{admin}@{host}:{port}/postgres"),
+        }
+    }
+
+    /// Sends `set_statement` the way the tenant transaction sends the tenant setting, with
+    /// an insert pipelined behind it that also advances a sequence (which no rollback
+    /// undoes). Returns the insert's outcome, the rows kept, and whether the insert ran.
+    async fn pipeline_behind(
+        connection: &AppConnection,
+        set_statement: &str,
+    ) -> (QueryResult<usize>, Vec<String>, bool) {
+        use diesel::sql_types::{Bool, Text};
+
+        #[derive(diesel::QueryableByName)]
+        struct Marker {
+            #[diesel(sql_type = Text)]
+            tenant: String,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Calls {
+            #[diesel(sql_type = Bool)]
+            is_called: bool,
+        }
+
+        let mut shared: Connection<'_> = connection;
+        shared.batch_execute("ALTER SEQUENCE pipelined_calls RESTART").await.expect("reset the sequence");
+        connection.mark_transaction_open();
+        let mut work: Connection<'_> = connection;
+        let insert = diesel::sql_query(
+            "INSERT INTO pipelined_marker SELECT current_setting('app.tenant_id', true) \
+             WHERE nextval('pipelined_calls') > 0",
+        )
+        .execute(&mut work);
+        let (begun, inserted) = join!(begin(connection, set_statement), insert);
+        let succeeded = match (&begun, &inserted) {
+            (Ok(()), Ok(count)) => Ok(*count),
+            _ => Err(Error::Internal(anyhow::anyhow!("the pipeline failed"))),
+        };
+        end(connection, succeeded).await.ok();
+        let mut reader: Connection<'_> = connection;
+        let rows: Vec<Marker> =
+            diesel::sql_query("SELECT tenant FROM pipelined_marker").load(&mut reader).await.expect("read markers");
+        let calls: Calls =
+            diesel::sql_query("SELECT is_called FROM pipelined_calls").get_result(&mut reader).await.expect("sequence");
+        (inserted, rows.into_iter().map(|row| row.tenant).collect(), calls.is_called)
+    }
+
+    #[tokio::test]
+    async fn a_failed_tenant_setting_stops_every_statement_pipelined_behind_it() {
+        let pool = crate::db::build_pool(&admin_url(), 1, std::time::Duration::from_secs(5));
+        let pooled = pool.get().await.expect("a connection to the test cluster");
+        let connection: &AppConnection = &pooled;
+        let mut shared: Connection<'_> = connection;
+        shared
+            .batch_execute("CREATE TEMP TABLE pipelined_marker (tenant text); CREATE TEMP SEQUENCE pipelined_calls")
+            .await
+            .expect("temp table and sequence");
+
+        // A statement in the tenant setting's place that PostgreSQL refuses.
+        let (inserted, rows, ran) = pipeline_behind(connection, "SET LOCAL statement_timeout = 'not a duration'").await;
+        let refusal = inserted.expect_err("the pipelined insert is refused").to_string();
+        assert!(refusal.contains("current transaction is aborted"), "refused as part of an aborted block: {refusal}");
+        assert!(!ran, "the insert pipelined behind the failed setting never ran (the sequence did not move)");
+        assert!(rows.is_empty(), "{rows:?}");
+        assert!(!connection.transaction_open(), "and the transaction was rolled back, not left open");
+
+        // Positive control: with the real setting, the same pipelined insert runs, inside the tenant.
+        let tenant_id = Uuid::now_v7();
+        let (inserted, rows, ran) = pipeline_behind(connection, &set_tenant_statement(tenant_id)).await;
+        assert_eq!(inserted.ok(), Some(1));
+        assert!(ran);
+        assert_eq!(rows, vec![tenant_id.to_string()], "the pipelined insert saw the tenant");
+        assert!(!connection.transaction_open());
     }
 }

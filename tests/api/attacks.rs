@@ -29,7 +29,7 @@ impl Fixture {
     /// Opens a transaction acting as `tenant`.
     async fn begin_as(&self, tenant: &str) {
         self.client.batch_execute("BEGIN").await.expect("begin");
-        self.client.execute("SELECT set_config('app.tenant_id', $1, true)", &[&tenant]).await.expect("set tenant");
+        crate::helpers::set_tenant(&self.client, &tenant).await;
     }
 
     async fn rollback(&self) {

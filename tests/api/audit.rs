@@ -265,14 +265,14 @@ async fn the_app_role_cannot_update_or_delete_audit_rows() {
     let tenant = app.create_tenant(&unique_slug("ro")).await.id;
     let client = connect("tenantd_app", &app.database).await;
     client.batch_execute("BEGIN").await.expect("begin");
-    client.execute("SELECT set_config('app.tenant_id', $1, true)", &[&tenant]).await.expect("set tenant");
+    crate::helpers::set_tenant(&client, &tenant).await;
     let visible: i64 = client.query_one("SELECT count(*) FROM audit_events", &[]).await.expect("select").get(0);
     assert_eq!(visible, 1, "control: the app role reads the tenant's creation event");
     let update = client.execute("UPDATE audit_events SET action = 'forged'", &[]).await.expect_err("update refused");
     assert_eq!(update.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     client.batch_execute("ROLLBACK").await.expect("rollback");
     client.batch_execute("BEGIN").await.expect("begin");
-    client.execute("SELECT set_config('app.tenant_id', $1, true)", &[&tenant]).await.expect("set tenant");
+    crate::helpers::set_tenant(&client, &tenant).await;
     let delete = client.execute("DELETE FROM audit_events", &[]).await.expect_err("delete refused");
     assert_eq!(delete.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     client.batch_execute("ROLLBACK").await.expect("rollback");

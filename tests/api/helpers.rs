@@ -349,3 +349,10 @@ pub fn assert_error<T: std::fmt::Debug>(
 
 pub use proto::api_key::Scope as ApiKeyScope;
 pub use proto::tenant::State;
+
+/// Scopes the open transaction of a raw client to `tenant`, with the exact statement
+/// tenantd sends (`SET LOCAL app.tenant_id = '<uuid>'`, a statement of its own).
+pub async fn set_tenant(client: &tokio_postgres::Client, tenant: &str) {
+    let tenant = uuid::Uuid::parse_str(tenant).expect("a tenant id");
+    client.batch_execute(&tenantd::tenancy::set_tenant_statement(tenant)).await.expect("set tenant");
+}

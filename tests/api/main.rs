@@ -27,5 +27,7 @@ mod shutdown;
 mod soak;
 mod tenants;
 mod throwaway;
+mod transaction;
 mod users;
 mod walkthrough;
+mod wire;

@@ -46,7 +46,7 @@ async fn with_no_tenant_set_the_app_role_sees_no_rows_on_a_fresh_or_reused_conne
 
     // Reuse the connection: set tenant A in a transaction, commit, then look again.
     app_role.batch_execute("BEGIN").await.expect("begin");
-    app_role.execute("SELECT set_config('app.tenant_id', $1, true)", &[&fixture.tenant_a]).await.expect("set tenant");
+    crate::helpers::set_tenant(&app_role, &fixture.tenant_a).await;
     assert_eq!(tenant_ids_visible(&app_role).await, vec![fixture.tenant_a.clone()], "control: A is visible inside");
     app_role.batch_execute("COMMIT").await.expect("commit");
     let setting: String =
@@ -61,7 +61,7 @@ async fn with_tenant_a_set_only_a_rows_are_visible_and_none_can_move_to_b() {
     let fixture = fixture().await;
     let client = connect("tenantd_app", &fixture.app.database).await;
     client.batch_execute("BEGIN").await.expect("begin");
-    client.execute("SELECT set_config('app.tenant_id', $1, true)", &[&fixture.tenant_a]).await.expect("set tenant");
+    crate::helpers::set_tenant(&client, &fixture.tenant_a).await;
     assert_eq!(tenant_ids_visible(&client).await, vec![fixture.tenant_a.clone()]);
 
     // Insert into B while A is set: refused by WITH CHECK.
@@ -107,7 +107,7 @@ async fn turning_row_security_off_is_refused_for_the_app_role() {
     let fixture = fixture().await;
     let client = connect("tenantd_app", &fixture.app.database).await;
     client.batch_execute("BEGIN").await.expect("begin");
-    client.execute("SELECT set_config('app.tenant_id', $1, true)", &[&fixture.tenant_a]).await.expect("set tenant");
+    crate::helpers::set_tenant(&client, &fixture.tenant_a).await;
     assert_eq!(tenant_ids_visible(&client).await.len(), 1, "control: RLS applies and A's row is visible");
     client.batch_execute("ROLLBACK").await.expect("rollback");
 
