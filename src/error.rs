@@ -1,20 +1,28 @@
 //! The one domain error type and the one place it becomes a gRPC status.
 //!
 //! Error policy:
-//! - Every error carries a gRPC code chosen on purpose and a `google.rpc.ErrorInfo` with
-//!   domain [`ERROR_DOMAIN`] and a stable, SCREAMING_SNAKE reason clients can branch on.
-//! - Bad input is INVALID_ARGUMENT with `google.rpc.BadRequest` field violations; it is
-//!   never INTERNAL and never a panic.
+//! - Every error has a [`Reason`] from the closed set in [`reason`], and the reason alone
+//!   decides the gRPC code (`Reason::code`). The status carries a `google.rpc.ErrorInfo`
+//!   with domain [`ERROR_DOMAIN`] and the reason's stable SCREAMING_SNAKE text.
+//! - Bad input is INVALID_ARGUMENT with `google.rpc.BadRequest` field violations, all of
+//!   them at once ([`Violations`] collects them); it is never INTERNAL and never a panic.
 //! - A resource of another tenant answers exactly like a missing one: NOT_FOUND.
 //! - Database and Redis error text never reaches the client. It is logged here, once,
-//!   with the RPC's span; the client sees a fixed message.
-//! - Mapping of database errors: unique violation → ALREADY_EXISTS (by constraint name),
-//!   pool timeout or lost connection → UNAVAILABLE, anything else → INTERNAL.
+//!   with the RPC's span; the client sees the reason's fixed message.
+//! - Mapping of database errors: unique and foreign-key violations by constraint name
+//!   (each domain module names its constraints), pool timeout or lost connection →
+//!   UNAVAILABLE, anything else → INTERNAL.
+//! - Nothing outside this module and [`reason`] turns one code into another, and nothing
+//!   compares reason strings: code compares [`Reason`] values.
 
 use std::collections::HashMap;
 
-use tonic::{Code, Status};
+use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
+
+pub mod reason;
+
+pub use reason::Reason;
 
 /// The `google.rpc.ErrorInfo.domain` of every tenantd error.
 pub const ERROR_DOMAIN: &str = "tenantd";
@@ -30,149 +38,165 @@ pub struct FieldViolation {
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug)]
-pub enum Error {
-    /// Input failed validation (INVALID_ARGUMENT).
-    InvalidArgument {
-        /// ErrorInfo reason.
-        reason: &'static str,
-        /// Which fields are wrong and why.
-        violations: Vec<FieldViolation>,
-    },
-    /// No valid credentials (UNAUTHENTICATED).
-    Unauthenticated {
-        /// ErrorInfo reason.
-        reason: &'static str,
-    },
-    /// Valid credentials that do not allow the call (PERMISSION_DENIED).
-    PermissionDenied {
-        /// ErrorInfo reason.
-        reason: &'static str,
-        /// For people.
-        message: &'static str,
-    },
-    /// The resource does not exist, or belongs to another tenant (NOT_FOUND).
-    NotFound {
-        /// ErrorInfo reason.
-        reason: &'static str,
-    },
-    /// A unique value is taken (ALREADY_EXISTS).
-    AlreadyExists {
-        /// ErrorInfo reason.
-        reason: &'static str,
-        /// The field whose value is taken.
-        field: &'static str,
-    },
-    /// The system is not in a state that allows the call (FAILED_PRECONDITION).
-    FailedPrecondition {
-        /// ErrorInfo reason.
-        reason: &'static str,
-        /// For people.
-        message: &'static str,
-    },
-    /// A concurrency check failed, e.g. an etag mismatch (ABORTED).
-    Aborted {
-        /// ErrorInfo reason.
-        reason: &'static str,
-    },
-    /// A dependency is unavailable; the call may be retried (UNAVAILABLE).
-    Unavailable {
-        /// ErrorInfo reason.
-        reason: &'static str,
-        /// Logged, never sent.
-        source: anyhow::Error,
-    },
-    /// A bug or an unexpected failure (INTERNAL). Logged, never sent.
-    Internal(anyhow::Error),
+pub struct Error {
+    reason: Reason,
+    violations: Vec<FieldViolation>,
+    taken_field: Option<&'static str>,
+    source: Option<anyhow::Error>,
 }
 
 /// Result alias for the request path.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error whose reason says it all (NOT_FOUND, FAILED_PRECONDITION, ...).
+    pub fn new(reason: Reason) -> Self {
+        Self { reason, violations: Vec::new(), taken_field: None, source: None }
+    }
+
     /// An INVALID_ARGUMENT error about one field.
-    pub fn invalid(reason: &'static str, field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument {
-            reason,
-            violations: vec![FieldViolation { field: field.into(), description: description.into() }],
-        }
+    pub fn invalid(reason: Reason, field: impl Into<String>, description: impl Into<String>) -> Self {
+        let violation = FieldViolation { field: field.into(), description: description.into() };
+        Self { violations: vec![violation], ..Self::new(reason) }
+    }
+
+    /// An ALREADY_EXISTS error: the value of `field` is taken.
+    pub fn already_exists(reason: Reason, field: &'static str) -> Self {
+        Self { taken_field: Some(field), ..Self::new(reason) }
+    }
+
+    /// A dependency failed; `source` is logged, never sent.
+    pub fn unavailable(reason: Reason, source: anyhow::Error) -> Self {
+        Self { source: Some(source), ..Self::new(reason) }
+    }
+
+    /// A bug or an unexpected failure (INTERNAL); `source` is logged, never sent.
+    pub fn internal(source: anyhow::Error) -> Self {
+        Self { source: Some(source), ..Self::new(Reason::Internal) }
     }
 
     /// The error for an etag that does not match the stored one.
     pub fn etag_mismatch() -> Self {
-        Self::Aborted { reason: "ETAG_MISMATCH" }
+        Self::new(Reason::EtagMismatch)
     }
 
-    /// The gRPC code of this error.
-    pub fn code(&self) -> Code {
-        match self {
-            Self::InvalidArgument { .. } => Code::InvalidArgument,
-            Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::PermissionDenied { .. } => Code::PermissionDenied,
-            Self::NotFound { .. } => Code::NotFound,
-            Self::AlreadyExists { .. } => Code::AlreadyExists,
-            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Self::Aborted { .. } => Code::Aborted,
-            Self::Unavailable { .. } => Code::Unavailable,
-            Self::Internal(_) => Code::Internal,
+    /// The reason of this error.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// The gRPC code of this error: its reason's.
+    pub fn code(&self) -> tonic::Code {
+        self.reason.code()
+    }
+
+    /// The field violations of an INVALID_ARGUMENT error.
+    pub fn violations(&self) -> &[FieldViolation] {
+        &self.violations
+    }
+
+    /// The error as it stands once the connection it happened on turned out to be closed:
+    /// an unexpected database failure there is UNAVAILABLE (the database went away), not a
+    /// bug. Other errors are unchanged.
+    pub fn on_closed_connection(self) -> Self {
+        match self.reason {
+            Reason::Internal => Self { reason: Reason::DatabaseUnavailable, ..self }.context("the connection closed"),
+            _ => self,
         }
     }
 
-    /// The ErrorInfo reason of this error.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::InvalidArgument { reason, .. }
-            | Self::Unauthenticated { reason }
-            | Self::NotFound { reason }
-            | Self::AlreadyExists { reason, .. }
-            | Self::FailedPrecondition { reason, .. }
-            | Self::PermissionDenied { reason, .. }
-            | Self::Aborted { reason }
-            | Self::Unavailable { reason, .. } => reason,
-            Self::Internal(_) => "INTERNAL",
-        }
+    /// Adds what went wrong underneath, for the log.
+    pub fn context(mut self, context: &'static str) -> Self {
+        self.source = Some(match self.source.take() {
+            Some(source) => source.context(context),
+            None => anyhow::anyhow!(context),
+        });
+        self
     }
 
     fn message(&self) -> String {
-        match self {
-            Self::InvalidArgument { violations, .. } => match violations.as_slice() {
-                [only] => format!("invalid {}: {}", only.field, only.description),
-                _ => "invalid request".to_owned(),
-            },
-            Self::Unauthenticated { .. } => "missing or invalid credentials".to_owned(),
-            Self::NotFound { reason } => match *reason {
-                "TENANT_NOT_FOUND" => "tenant not found".to_owned(),
-                "USER_NOT_FOUND" => "user not found".to_owned(),
-                "DOCUMENT_NOT_FOUND" => "document not found".to_owned(),
-                "API_KEY_NOT_FOUND" => "api key not found".to_owned(),
-                _ => "not found".to_owned(),
-            },
-            Self::AlreadyExists { field, .. } => format!("{field} is already taken"),
-            Self::FailedPrecondition { message, .. } | Self::PermissionDenied { message, .. } => (*message).to_owned(),
-            Self::Aborted { .. } => "the resource changed since it was read; read it again and retry".to_owned(),
-            Self::Unavailable { .. } => "a dependency is unavailable; retry later".to_owned(),
-            Self::Internal(_) => "internal error".to_owned(),
+        match (self.violations.as_slice(), self.taken_field) {
+            ([only], _) => format!("invalid {}: {}", only.field, only.description),
+            ([_, _, ..], _) => format!("invalid request: {} fields are invalid", self.violations.len()),
+            ([], Some(field)) => format!("{field} is already taken"),
+            ([], None) => self.reason.message().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}: {}", self.reason.as_str(), self.message())
+    }
+}
+
+/// Collects the field violations of a request, so that all of them are returned together.
+#[derive(Debug, Default)]
+pub struct Violations {
+    first: Option<Error>,
+}
+
+impl Violations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `outcome`, or `None` after recording its violations. An error that is
+    /// not INVALID_ARGUMENT is kept as it is and wins over any violation.
+    pub fn check<T>(&mut self, outcome: Result<T>) -> Option<T> {
+        let error = match outcome {
+            Ok(value) => return Some(value),
+            Err(error) => error,
+        };
+        self.first = Some(match self.first.take() {
+            None => error,
+            Some(mut first)
+                if first.code() == tonic::Code::InvalidArgument && error.code() == tonic::Code::InvalidArgument =>
+            {
+                first.violations.extend(error.violations);
+                first
+            }
+            Some(first) if first.code() == tonic::Code::InvalidArgument => error,
+            Some(first) => first,
+        });
+        None
+    }
+
+    /// Records one violation.
+    pub fn add(&mut self, reason: Reason, field: impl Into<String>, description: impl Into<String>) {
+        self.check::<()>(Err(Error::invalid(reason, field, description)));
+    }
+
+    /// `Ok(value)` if nothing was recorded, else the error with every violation; the
+    /// ErrorInfo reason is the first violation's.
+    pub fn finish<T>(self, value: T) -> Result<T> {
+        match self.first {
+            None => Ok(value),
+            Some(error) => Err(error),
         }
     }
 }
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match &error {
-            Error::Internal(source) => tracing::error!(error = %format!("{source:#}"), "internal error"),
-            Error::Unavailable { source, reason } => {
-                tracing::warn!(error = %format!("{source:#}"), reason, "dependency unavailable");
+        match (error.reason.code(), &error.source) {
+            (tonic::Code::Internal, source) => {
+                let source = source.as_ref().map(|source| format!("{source:#}")).unwrap_or_default();
+                tracing::error!(error = %source, "internal error");
+            }
+            (tonic::Code::Unavailable, Some(source)) => {
+                tracing::warn!(error = %format!("{source:#}"), reason = error.reason.as_str(), "dependency unavailable");
             }
             _ => {}
         }
         let mut metadata = HashMap::new();
-        if let Error::AlreadyExists { field, .. } = &error {
-            metadata.insert("field".to_owned(), (*field).to_owned());
+        if let Some(field) = error.taken_field {
+            metadata.insert("field".to_owned(), field.to_owned());
         }
-        let mut details = ErrorDetails::with_error_info(error.reason(), ERROR_DOMAIN, metadata);
-        if let Error::InvalidArgument { violations, .. } = &error {
-            for violation in violations {
-                details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
-            }
+        let mut details = ErrorDetails::with_error_info(error.reason.as_str(), ERROR_DOMAIN, metadata);
+        for violation in &error.violations {
+            details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
         }
         Status::with_error_details(error.code(), error.message(), details)
     }
@@ -191,13 +215,11 @@ pub fn from_database(error: diesel::result::Error, constraint: impl Fn(&str) -> 
             if let Some(mapped) = info.constraint_name().and_then(&constraint) {
                 return mapped;
             }
-            Error::Internal(anyhow::Error::new(error).context("unexpected constraint violation"))
+            Error::internal(anyhow::Error::new(error).context("unexpected constraint violation"))
         }
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _)
-        | DieselError::BrokenTransactionManager => {
-            Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: error.into() }
-        }
-        _ => Error::Internal(anyhow::Error::new(error).context("database error")),
+        | DieselError::BrokenTransactionManager => Error::unavailable(Reason::DatabaseUnavailable, error.into()),
+        _ => Error::internal(anyhow::Error::new(error).context("database error")),
     }
 }
 
@@ -210,13 +232,11 @@ impl From<diesel::result::Error> for Error {
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for Error {
     fn from(error: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
         match error {
-            bb8::RunError::User(source) => {
-                Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: anyhow::Error::new(source) }
-            }
-            bb8::RunError::TimedOut => Error::Unavailable {
-                reason: "DATABASE_POOL_EXHAUSTED",
-                source: anyhow::anyhow!("timed out waiting for a pooled database connection"),
-            },
+            bb8::RunError::User(source) => Error::unavailable(Reason::DatabaseUnavailable, anyhow::Error::new(source)),
+            bb8::RunError::TimedOut => Error::unavailable(
+                Reason::DatabasePoolExhausted,
+                anyhow::anyhow!("timed out waiting for a pooled database connection"),
+            ),
         }
     }
 }

@@ -16,7 +16,7 @@ pub use tenants::TenantApi;
 pub use users::UserApi;
 
 use crate::domain::UpdateMask;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// A proto timestamp from a chrono one.
 fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
@@ -31,12 +31,12 @@ fn time(field: &str, timestamp: prost_types::Timestamp) -> Result<DateTime<Utc>>
     u32::try_from(timestamp.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
-        .ok_or_else(|| Error::invalid("TIMESTAMP_INVALID", field, "is not a valid timestamp"))
+        .ok_or_else(|| Error::invalid(Reason::TimestampInvalid, field, "is not a valid timestamp"))
 }
 
 /// A required message field.
 fn required<T>(field: &str, value: Option<T>) -> Result<T> {
-    value.ok_or_else(|| Error::invalid("FIELD_REQUIRED", field, "is required"))
+    value.ok_or_else(|| Error::invalid(Reason::FieldRequired, field, "is required"))
 }
 
 /// The validated `update_mask` of an update request.
@@ -50,14 +50,14 @@ fn struct_to_json(field: &str, value: prost_types::Struct) -> Result<serde_json:
     fn convert(field: &str, value: prost_types::Value, depth: usize) -> Result<serde_json::Value> {
         use prost_types::value::Kind;
         if depth > 32 {
-            return Err(Error::invalid("METADATA_INVALID", field, "is nested more than 32 levels deep"));
+            return Err(Error::invalid(Reason::MetadataInvalid, field, "is nested more than 32 levels deep"));
         }
         Ok(match value.kind {
             None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
             Some(Kind::BoolValue(value)) => serde_json::Value::Bool(value),
             Some(Kind::NumberValue(value)) => serde_json::Number::from_f64(value)
                 .map(serde_json::Value::Number)
-                .ok_or_else(|| Error::invalid("METADATA_INVALID", field, "numbers must be finite"))?,
+                .ok_or_else(|| Error::invalid(Reason::MetadataInvalid, field, "numbers must be finite"))?,
             Some(Kind::StringValue(value)) => serde_json::Value::String(value),
             Some(Kind::ListValue(list)) => serde_json::Value::Array(
                 list.values.into_iter().map(|item| convert(field, item, depth + 1)).collect::<Result<_>>()?,

@@ -13,7 +13,7 @@ use crate::domain::tenants::{
 };
 use crate::domain::usage::UsageCounter;
 use crate::domain::{Slug, page, parse_display_name, parse_etag, parse_id, parse_labels};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::proto::api_key::Scope as ProtoScope;
 use crate::proto::get_tenant_request::Selector;
 use crate::proto::resolve_tenant_request::Identifier as ProtoIdentifier;
@@ -107,12 +107,12 @@ fn state_filter(value: i32) -> Result<Option<TenantState>> {
         Ok(State::Active) => Ok(Some(TenantState::Active)),
         Ok(State::Suspended) => Ok(Some(TenantState::Suspended)),
         Ok(State::Deleted) => Ok(Some(TenantState::Deleted)),
-        Err(_) => Err(Error::invalid("STATE_INVALID", "state", "is not a Tenant.State value")),
+        Err(_) => Err(Error::invalid(Reason::StateInvalid, "state", "is not a Tenant.State value")),
     }
 }
 
 fn slug(field: &str, value: &str) -> Result<Slug> {
-    Slug::parse(value).map_err(|description| Error::invalid("TENANT_SLUG_MALFORMED", field, description))
+    Slug::parse(value).map_err(|description| Error::invalid(Reason::TenantSlugMalformed, field, description))
 }
 
 fn bindings(bindings: Vec<proto::ChannelBinding>) -> Vec<ChannelBinding> {
@@ -128,14 +128,14 @@ fn scopes(values: &[i32]) -> Result<Vec<Scope>> {
         let scope = match ProtoScope::try_from(*value) {
             Ok(ProtoScope::Read) => Scope::Read,
             Ok(ProtoScope::Write) => Scope::Write,
-            _ => return Err(Error::invalid("SCOPES_INVALID", "api_key.scopes", "must be READ or WRITE")),
+            _ => return Err(Error::invalid(Reason::ScopesInvalid, "api_key.scopes", "must be READ or WRITE")),
         };
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
     }
     if scopes.is_empty() {
-        return Err(Error::invalid("FIELD_REQUIRED", "api_key.scopes", "name at least one scope"));
+        return Err(Error::invalid(Reason::FieldRequired, "api_key.scopes", "name at least one scope"));
     }
     Ok(scopes)
 }
@@ -247,7 +247,8 @@ impl TenantService for TenantApi {
             }
             ProtoIdentifier::Domain(domain) => {
                 let mut domains = parse_domains("domain", vec![domain])?;
-                let domain = domains.pop().ok_or_else(|| Error::invalid("FIELD_REQUIRED", "domain", "is required"))?;
+                let domain =
+                    domains.pop().ok_or_else(|| Error::invalid(Reason::FieldRequired, "domain", "is required"))?;
                 self.registry.resolve(&Identifier::Domain(domain)).await?
             }
             ProtoIdentifier::ChannelBinding(binding) => {
@@ -259,11 +260,13 @@ impl TenantService for TenantApi {
             }
             ProtoIdentifier::ApiKey(text) => {
                 let token = ApiKeyToken::parse(&text)
-                    .map_err(|_| Error::invalid("API_KEY_MALFORMED", "api_key", "is not a tenantd API key"))?;
-                let tenant = self.registry.resolve_id(token.tenant_id()).await?;
-                // An invalid key names no tenant: NOT_FOUND, like any unknown identifier.
-                self.keys.verify(&token).await.map_err(|_| Error::NotFound { reason: "TENANT_NOT_FOUND" })?;
-                tenant
+                    .map_err(|_| Error::invalid(Reason::FieldMalformed, "api_key", "is not a tenantd API key"))?;
+                // An invalid key names no tenant: NOT_FOUND, like any unknown identifier. The
+                // key is checked first, so an outage while checking it is UNAVAILABLE.
+                if !self.keys.is_valid(&token).await? {
+                    return Err(Error::new(Reason::TenantNotFound).into());
+                }
+                self.registry.resolve_id(token.tenant_id()).await?
             }
         };
         Ok(Response::new(to_proto(tenant)))
@@ -279,7 +282,9 @@ impl TenantService for TenantApi {
         let key = required("api_key", request.api_key)?;
         let expire_time = key.expire_time.map(|value| time("api_key.expire_time", value)).transpose()?;
         if expire_time.is_some_and(|expiry| expiry <= chrono::Utc::now()) {
-            return Err(Error::invalid("EXPIRE_TIME_INVALID", "api_key.expire_time", "must be in the future").into());
+            return Err(
+                Error::invalid(Reason::ExpireTimeInvalid, "api_key.expire_time", "must be in the future").into()
+            );
         }
         let new = NewKey {
             display_name: parse_display_name("api_key.display_name", &key.display_name, true)?,

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{required, timestamp, update_mask};
 use crate::domain::users::{Role, UPDATABLE_FIELDS, User, UserInput, UserPatch, Users, parse_email};
 use crate::domain::{page, parse_display_name, parse_etag, parse_id};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::proto::user::Role as ProtoRole;
 use crate::proto::user_service_server::UserService;
 use crate::proto::{self};
@@ -49,8 +49,8 @@ fn role(value: i32, default: Option<Role>) -> Result<Role> {
         (Ok(ProtoRole::Member), _) => Ok(Role::Member),
         (Ok(ProtoRole::Admin), _) => Ok(Role::Admin),
         (Ok(ProtoRole::Unspecified), Some(default)) => Ok(default),
-        (Ok(ProtoRole::Unspecified), None) => Err(Error::invalid("FIELD_REQUIRED", "user.role", "is required")),
-        (Err(_), _) => Err(Error::invalid("ROLE_INVALID", "user.role", "is not a User.Role value")),
+        (Ok(ProtoRole::Unspecified), None) => Err(Error::invalid(Reason::FieldRequired, "user.role", "is required")),
+        (Err(_), _) => Err(Error::invalid(Reason::RoleInvalid, "user.role", "is not a User.Role value")),
     }
 }
 

@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 pub use platform::PlatformAuth;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// A credential parsed from the `authorization` metadata, before any I/O.
 #[derive(Debug)]
@@ -25,26 +25,21 @@ pub enum Credential {
 pub fn credential(headers: &HeaderMap, platform: &PlatformAuth) -> Result<Credential> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(Error::Unauthenticated { reason: "CREDENTIALS_MISSING" });
+        return Err(Error::new(Reason::CredentialsMissing));
     };
     if values.next().is_some() {
-        return Err(Error::Unauthenticated { reason: "CREDENTIALS_AMBIGUOUS" });
+        return Err(Error::new(Reason::CredentialsAmbiguous));
     }
-    let presented = bearer_token(value.as_bytes()).ok_or(Error::Unauthenticated { reason: "CREDENTIALS_MALFORMED" })?;
+    let presented = bearer_token(value.as_bytes()).ok_or(Error::new(Reason::CredentialsMalformed))?;
     if presented.starts_with(api_key::PREFIX.as_bytes()) {
-        let text =
-            std::str::from_utf8(presented).map_err(|_| Error::Unauthenticated { reason: "API_KEY_MALFORMED" })?;
+        let text = std::str::from_utf8(presented).map_err(|_| Error::new(Reason::ApiKeyMalformed))?;
         return match api_key::ApiKeyToken::parse(text) {
             Ok(token) => Ok(Credential::ApiKey(token)),
-            Err(api_key::FormatError::Malformed) => Err(Error::Unauthenticated { reason: "API_KEY_MALFORMED" }),
-            Err(api_key::FormatError::Checksum) => Err(Error::Unauthenticated { reason: "API_KEY_CHECKSUM_MISMATCH" }),
+            Err(api_key::FormatError::Malformed) => Err(Error::new(Reason::ApiKeyMalformed)),
+            Err(api_key::FormatError::Checksum) => Err(Error::new(Reason::ApiKeyChecksumMismatch)),
         };
     }
-    if platform.verify(presented) {
-        Ok(Credential::Platform)
-    } else {
-        Err(Error::Unauthenticated { reason: "CREDENTIALS_INVALID" })
-    }
+    if platform.verify(presented) { Ok(Credential::Platform) } else { Err(Error::new(Reason::CredentialsInvalid)) }
 }
 
 /// The token of a `Bearer <token>` value; the scheme is case-insensitive (RFC 6750).

@@ -30,6 +30,7 @@ mod tests {
 
     use super::*;
     use crate::auth::{Credential, credential};
+    use crate::error::Reason;
 
     fn auth() -> PlatformAuth {
         PlatformAuth::new(Secret::new("s3cret")).expect("non-empty token")
@@ -52,11 +53,11 @@ mod tests {
     #[test]
     fn wrong_missing_repeated_and_malformed_credentials_are_refused() {
         let reason = |values: &[&str]| credential(&headers(values), &auth()).err().map(|error| error.reason());
-        assert_eq!(reason(&["Bearer nope"]), Some("CREDENTIALS_INVALID"));
-        assert_eq!(reason(&[]), Some("CREDENTIALS_MISSING"));
-        assert_eq!(reason(&["Bearer s3cret", "Bearer s3cret"]), Some("CREDENTIALS_AMBIGUOUS"));
-        assert_eq!(reason(&["Basic s3cret"]), Some("CREDENTIALS_MALFORMED"));
-        assert_eq!(reason(&["Bearer "]), Some("CREDENTIALS_MALFORMED"));
-        assert_eq!(reason(&["Bearer tdk_short"]), Some("API_KEY_MALFORMED"));
+        assert_eq!(reason(&["Bearer nope"]), Some(Reason::CredentialsInvalid));
+        assert_eq!(reason(&[]), Some(Reason::CredentialsMissing));
+        assert_eq!(reason(&["Bearer s3cret", "Bearer s3cret"]), Some(Reason::CredentialsAmbiguous));
+        assert_eq!(reason(&["Basic s3cret"]), Some(Reason::CredentialsMalformed));
+        assert_eq!(reason(&["Bearer "]), Some(Reason::CredentialsMalformed));
+        assert_eq!(reason(&["Bearer tdk_short"]), Some(Reason::ApiKeyMalformed));
     }
 }

@@ -72,7 +72,11 @@ pub fn find<'c>(on: impl TenantQuery<'c>, id: Uuid) -> BoxFuture<'c, QueryResult
 }
 
 /// One page of the tenant's keys in id (creation) order, after a cursor.
-pub fn list<'c>(on: impl TenantQuery<'c>, after: Option<Uuid>, limit: i64) -> BoxFuture<'c, QueryResult<Vec<ApiKeyRow>>> {
+pub fn list<'c>(
+    on: impl TenantQuery<'c>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> BoxFuture<'c, QueryResult<Vec<ApiKeyRow>>> {
     let tenant_id = on.tenant_id();
     on.load(
         api_keys::table
@@ -82,7 +86,6 @@ pub fn list<'c>(on: impl TenantQuery<'c>, after: Option<Uuid>, limit: i64) -> Bo
             .limit(limit)
             .select(ApiKeyRow::as_select()),
     )
-    
 }
 
 /// Marks a key revoked now, if it is not already; returns the key as stored afterwards.

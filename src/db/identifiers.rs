@@ -57,11 +57,7 @@ pub async fn channels_of(
 
 /// Replaces a tenant's domains. A domain owned by another tenant violates
 /// `tenant_domains_pkey`.
-pub async fn replace_domains(
-    connection: &mut Connection<'_>,
-    tenant_id: Uuid,
-    domains: &[String],
-) -> QueryResult<()> {
+pub async fn replace_domains(connection: &mut Connection<'_>, tenant_id: Uuid, domains: &[String]) -> QueryResult<()> {
     diesel::delete(tenant_domains::table.filter(tenant_domains::tenant_id.eq(tenant_id))).execute(connection).await?;
     let rows: Vec<_> = domains
         .iter()

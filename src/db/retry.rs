@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Delays before the second and third attempts.
 const BACKOFF: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(80)];
@@ -26,7 +26,7 @@ where
         match read().await {
             Err(error) if is_transient(&error) => match delays.next() {
                 Some(delay) => {
-                    tracing::debug!(reason = error.reason(), "retrying a read after a lost connection");
+                    tracing::debug!(reason = error.reason().as_str(), "retrying a read after a lost connection");
                     tokio::time::sleep(*delay).await;
                 }
                 None => return Err(error),
@@ -37,5 +37,5 @@ where
 }
 
 fn is_transient(error: &Error) -> bool {
-    matches!(error, Error::Unavailable { reason: "DATABASE_UNAVAILABLE", .. })
+    error.reason() == Reason::DatabaseUnavailable
 }

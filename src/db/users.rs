@@ -91,7 +91,6 @@ pub fn list<'c>(on: impl TenantQuery<'c>, after: Option<Uuid>, limit: i64) -> Bo
             .limit(limit)
             .select(UserRow::as_select()),
     )
-    
 }
 
 /// Writes a user's fields, bumps its revision and update time.

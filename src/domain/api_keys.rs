@@ -13,7 +13,7 @@ use super::page::{self, PageToken, fingerprint};
 use super::tenants::TenantState;
 use crate::auth::api_key::ApiKeyToken;
 use crate::db::api_keys::{ApiKeyRow, NewApiKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::tenancy::resolver::{KeyRecord, TenantResolver};
 use crate::tenancy::{RequestContext, Scope, TenantContext, TenantDb, TenantTx};
 
@@ -86,15 +86,15 @@ pub struct ApiKeyPage {
 /// (compared in constant time), not be revoked and not be expired. Every failure is
 /// UNAUTHENTICATED. Returns the key's scopes.
 pub fn authenticate(token: &ApiKeyToken, record: Option<KeyRecord>) -> Result<Vec<Scope>> {
-    let record = record.ok_or(Error::Unauthenticated { reason: "API_KEY_INVALID" })?;
+    let record = record.ok_or(Error::new(Reason::ApiKeyInvalid))?;
     if !token.matches(&record.secret_sha256) {
-        return Err(Error::Unauthenticated { reason: "API_KEY_INVALID" });
+        return Err(Error::new(Reason::ApiKeyInvalid));
     }
     if record.revoked {
-        return Err(Error::Unauthenticated { reason: "API_KEY_REVOKED" });
+        return Err(Error::new(Reason::ApiKeyRevoked));
     }
     if record.expire_time.is_some_and(|expiry| expiry <= Utc::now()) {
-        return Err(Error::Unauthenticated { reason: "API_KEY_EXPIRED" });
+        return Err(Error::new(Reason::ApiKeyExpired));
     }
     Ok(record.scopes)
 }
@@ -125,27 +125,27 @@ impl ApiKeys {
         let context = TenantContext::new(tenant_id, request);
         self.database
             .run(&context, async move |transaction| {
-                    if let Some(replay) = idempotency::begin::<ApiKey>(transaction, &key).await? {
-                        return Ok(CreatedKey { key: replay, secret: None });
-                    }
-                    let token = ApiKeyToken::generate(tenant_id, Uuid::now_v7()).map_err(Error::Internal)?;
-                    let row = crate::db::api_keys::insert(
-                        transaction,
-                        NewApiKey {
-                            id: token.key_id(),
-                            display_name: new.display_name,
-                            secret_sha256: token.secret_sha256().to_vec(),
-                            scopes: new.scopes.iter().map(|scope| scope.as_str().to_owned()).collect(),
-                            expire_time: new.expire_time,
-                        },
-                    )
-                    .await?;
-                    let created = ApiKey::from(row);
-                    let details = serde_json::json!({ "scopes": created.scopes, "expire_time": created.expire_time });
-                    audit::record(transaction, "api_key.create", "api_key", created.id, details).await?;
-                    idempotency::finish(transaction, &key, &created).await?;
-                    Ok(CreatedKey { key: created, secret: Some(token.encode()) })
-                })
+                if let Some(replay) = idempotency::begin::<ApiKey>(transaction, &key).await? {
+                    return Ok(CreatedKey { key: replay, secret: None });
+                }
+                let token = ApiKeyToken::generate(tenant_id, Uuid::now_v7()).map_err(Error::internal)?;
+                let row = crate::db::api_keys::insert(
+                    transaction,
+                    NewApiKey {
+                        id: token.key_id(),
+                        display_name: new.display_name,
+                        secret_sha256: token.secret_sha256().to_vec(),
+                        scopes: new.scopes.iter().map(|scope| scope.as_str().to_owned()).collect(),
+                        expire_time: new.expire_time,
+                    },
+                )
+                .await?;
+                let created = ApiKey::from(row);
+                let details = serde_json::json!({ "scopes": created.scopes, "expire_time": created.expire_time });
+                audit::record(transaction, "api_key.create", "api_key", created.id, details).await?;
+                idempotency::finish(transaction, &key, &created).await?;
+                Ok(CreatedKey { key: created, secret: Some(token.encode()) })
+            })
             .await
     }
 
@@ -158,14 +158,16 @@ impl ApiKeys {
         page_token: &str,
     ) -> Result<ApiKeyPage> {
         if self.resolver.state(tenant_id).await?.is_none() {
-            return Err(Error::NotFound { reason: "TENANT_NOT_FOUND" });
+            return Err(Error::new(Reason::TenantNotFound));
         }
         let filter = fingerprint("");
         let after = PageToken::decode(page_token, tenant_id, filter)?;
         let context = TenantContext::new(tenant_id, request);
         let mut rows = self
             .database
-            .read(&context, async move |transaction| { Ok(crate::db::api_keys::list(transaction, after, page_size + 1).await?) })
+            .read(&context, async move |transaction| {
+                Ok(crate::db::api_keys::list(transaction, after, page_size + 1).await?)
+            })
             .await?;
         let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, tenant_id, filter);
         Ok(ApiKeyPage { keys: rows.into_iter().map(ApiKey::from).collect(), next_page_token })
@@ -174,26 +176,23 @@ impl ApiKeys {
     /// Revokes a key; every replica refuses it from then on. Revoking twice is a no-op.
     pub async fn revoke(&self, request: RequestContext, tenant_id: Uuid, key_id: Uuid) -> Result<ApiKey> {
         let context = TenantContext::new(tenant_id, request);
-        let key = self
-            .database
-            .run(&context, async move |transaction| { revoke_in(transaction, key_id).await })
-            .await?;
+        let key = self.database.run(&context, async move |transaction| revoke_in(transaction, key_id).await).await?;
         self.resolver.invalidate(tenant_id, Some(key_id)).await;
         tracing::info!(tenant.id = %tenant_id, api_key.id = %key_id, "api key revoked");
         Ok(key)
     }
 
-    /// Checks a key is valid (exists, secret matches, not revoked or expired).
-    pub async fn verify(&self, token: &ApiKeyToken) -> Result<Vec<Scope>> {
-        authenticate(token, self.resolver.api_key(token).await?)
+    /// Whether `token` is a valid key (known, matching, not revoked, not expired): the
+    /// question ResolveTenant asks. A lookup that fails (the database is down) is an error,
+    /// never a "no".
+    pub async fn is_valid(&self, token: &ApiKeyToken) -> Result<bool> {
+        Ok(authenticate(token, self.resolver.api_key(token).await?).is_ok())
     }
 
     async fn require_not_deleted(&self, tenant_id: Uuid) -> Result<()> {
         match self.resolver.state(tenant_id).await? {
-            None => Err(Error::NotFound { reason: "TENANT_NOT_FOUND" }),
-            Some(TenantState::Deleted) => {
-                Err(Error::FailedPrecondition { reason: "TENANT_DELETED", message: "the tenant is deleted" })
-            }
+            None => Err(Error::new(Reason::TenantNotFound)),
+            Some(TenantState::Deleted) => Err(Error::new(Reason::TenantDeleted)),
             Some(_) => Ok(()),
         }
     }
@@ -201,13 +200,11 @@ impl ApiKeys {
 
 async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<ApiKey> {
     let before =
-        crate::db::api_keys::find(&mut *transaction, key_id).await?.ok_or(Error::NotFound { reason: "API_KEY_NOT_FOUND" })?;
+        crate::db::api_keys::find(&mut *transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
     if before.revoke_time.is_some() {
         return Ok(before.into());
     }
-    let after = crate::db::api_keys::revoke(transaction, key_id)
-        .await?
-        .ok_or(Error::NotFound { reason: "API_KEY_NOT_FOUND" })?;
+    let after = crate::db::api_keys::revoke(transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
     audit::record(transaction, "api_key.revoke", "api_key", key_id, serde_json::json!({})).await?;
     Ok(after.into())
 }

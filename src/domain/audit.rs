@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::page::{PageToken, fingerprint};
 use crate::db::audit::NewAuditEvent;
 pub use crate::db::audit::{AuditEvent, AuditQuery as AuditFilter};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::tenancy::{TenantContext, TenantDb, TenantTx};
 
 /// Appends an event for the transaction's tenant and request. Call inside the mutation's
@@ -54,7 +54,11 @@ pub async fn list(
     page_token: &str,
 ) -> Result<AuditPage> {
     if filter.resource_id.is_some() && filter.resource_type.is_none() {
-        return Err(Error::invalid("FIELD_REQUIRED", "filter.resource_type", "is required with filter.resource_id"));
+        return Err(Error::invalid(
+            Reason::FieldRequired,
+            "filter.resource_type",
+            "is required with filter.resource_id",
+        ));
     }
     let scope = context.tenant_id();
     let filter_print = fingerprint(&format!(

@@ -10,7 +10,7 @@ use super::idempotency::{self, RequestKey};
 use super::page::{PageToken, fingerprint};
 use super::{audit, check_etag, etag};
 use crate::db::documents::{DocumentFields, DocumentRow};
-use crate::error::{self, Error, Result};
+use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::{TenantContext, TenantDb};
 
 /// Largest document content, in bytes (1 MiB).
@@ -106,11 +106,11 @@ pub struct DocumentPatch {
 pub fn parse_title(field: &str, value: &str) -> Result<String> {
     let length = value.chars().count();
     if length == 0 {
-        return Err(Error::invalid("FIELD_REQUIRED", field, "is required"));
+        return Err(Error::invalid(Reason::FieldRequired, field, "is required"));
     }
     if length > 500 || value.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "FIELD_MALFORMED",
+            Reason::FieldMalformed,
             field,
             "must be at most 500 characters without control characters",
         ));
@@ -122,7 +122,7 @@ pub fn parse_title(field: &str, value: &str) -> Result<String> {
 pub fn parse_content(field: &str, content: Vec<u8>) -> Result<Vec<u8>> {
     if content.len() > MAX_CONTENT_BYTES {
         return Err(Error::invalid(
-            "CONTENT_TOO_LARGE",
+            Reason::ContentTooLarge,
             field,
             format!("is {} bytes; the maximum is {MAX_CONTENT_BYTES}", content.len()),
         ));
@@ -135,7 +135,7 @@ pub fn parse_metadata(field: &str, metadata: serde_json::Value) -> Result<serde_
     let size = serde_json::to_vec(&metadata).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(Error::invalid(
-            "METADATA_TOO_LARGE",
+            Reason::MetadataTooLarge,
             field,
             format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"),
         ));
@@ -188,7 +188,7 @@ impl Documents {
     pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<Document> {
         let row = self
             .database
-            .read(context, async move |transaction| { Ok(crate::db::documents::find(transaction, id).await?) })
+            .read(context, async move |transaction| Ok(crate::db::documents::find(transaction, id).await?))
             .await?;
         Ok(row.ok_or_else(document_not_found)?.into())
     }
@@ -207,10 +207,10 @@ impl Documents {
         let (rows, more) = self
             .database
             .read_steps(context, async move |transaction| {
-                    let sizes = crate::db::documents::list_sizes(transaction, owner, after, page_size + 1).await?;
-                    let (ids, more) = fit_page(&sizes, page_size, MAX_PAGE_CONTENT_BYTES);
-                    Ok((crate::db::documents::find_many(transaction, &ids).await?, more))
-                })
+                let sizes = crate::db::documents::list_sizes(transaction, owner, after, page_size + 1).await?;
+                let (ids, more) = fit_page(&sizes, page_size, MAX_PAGE_CONTENT_BYTES);
+                Ok((crate::db::documents::find_many(transaction, &ids).await?, more))
+            })
             .await?;
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => PageToken { scope, filter, after: last.id }.encode(),
@@ -230,32 +230,31 @@ impl Documents {
         let row = self
             .database
             .run(context, async move |transaction| {
-                    let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
-                    check_etag(expected_revision, current.revision)?;
-                    let mut changed = Vec::new();
-                    for (name, present) in [
-                        ("title", patch.title.is_some()),
-                        ("content", patch.content.is_some()),
-                        ("metadata", patch.metadata.is_some()),
-                        ("owner_user_id", patch.owner_user_id.is_some()),
-                    ] {
-                        if present {
-                            changed.push(name);
-                        }
+                let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
+                check_etag(expected_revision, current.revision)?;
+                let mut changed = Vec::new();
+                for (name, present) in [
+                    ("title", patch.title.is_some()),
+                    ("content", patch.content.is_some()),
+                    ("metadata", patch.metadata.is_some()),
+                    ("owner_user_id", patch.owner_user_id.is_some()),
+                ] {
+                    if present {
+                        changed.push(name);
                     }
-                    let input = DocumentInput {
-                        title: patch.title.unwrap_or(current.title),
-                        content: patch.content.unwrap_or(current.content),
-                        metadata: patch.metadata.unwrap_or(current.metadata),
-                        owner_user_id: patch.owner_user_id.unwrap_or(current.owner_user_id),
-                    };
-                    let row = crate::db::documents::save(transaction, id, input.into_fields())
-                        .await
-                        .map_err(map_database_error)?;
-                    audit::record(transaction, "document.update", "document", id, audit::changed_fields(&changed))
-                        .await?;
-                    Ok(row)
-                })
+                }
+                let input = DocumentInput {
+                    title: patch.title.unwrap_or(current.title),
+                    content: patch.content.unwrap_or(current.content),
+                    metadata: patch.metadata.unwrap_or(current.metadata),
+                    owner_user_id: patch.owner_user_id.unwrap_or(current.owner_user_id),
+                };
+                let row = crate::db::documents::save(transaction, id, input.into_fields())
+                    .await
+                    .map_err(map_database_error)?;
+                audit::record(transaction, "document.update", "document", id, audit::changed_fields(&changed)).await?;
+                Ok(row)
+            })
             .await?;
         Ok(row.into())
     }
@@ -264,12 +263,12 @@ impl Documents {
     pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
         self.database
             .run(context, async move |transaction| {
-                    let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
-                    check_etag(expected_revision, current.revision)?;
-                    crate::db::documents::delete(transaction, id).await?;
-                    audit::record(transaction, "document.delete", "document", id, serde_json::json!({})).await?;
-                    Ok(())
-                })
+                let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
+                check_etag(expected_revision, current.revision)?;
+                crate::db::documents::delete(transaction, id).await?;
+                audit::record(transaction, "document.delete", "document", id, serde_json::json!({})).await?;
+                Ok(())
+            })
             .await
     }
 }
@@ -293,16 +292,16 @@ fn fit_page(sizes: &[(Uuid, i32)], page_size: i64, budget: i64) -> (Vec<Uuid>, b
 }
 
 fn document_not_found() -> Error {
-    Error::NotFound { reason: "DOCUMENT_NOT_FOUND" }
+    Error::new(Reason::DocumentNotFound)
 }
 
 fn map_database_error(error: diesel::result::Error) -> Error {
     error::from_database(error, |constraint| match constraint {
         // Another tenant's user fails this foreign key exactly like a missing user.
         "documents_owner_fkey" => {
-            Some(Error::invalid("OWNER_NOT_FOUND", "document.owner_user_id", "no such user in this tenant"))
+            Some(Error::invalid(Reason::OwnerNotFound, "document.owner_user_id", "no such user in this tenant"))
         }
-        "documents_pkey" => Some(Error::AlreadyExists { reason: "DOCUMENT_ALREADY_EXISTS", field: "document.id" }),
+        "documents_pkey" => Some(Error::already_exists(Reason::DocumentAlreadyExists, "document.id")),
         _ => None,
     })
 }

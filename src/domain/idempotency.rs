@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use crate::db::idempotency::Scope;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::tenancy::TenantTx;
 
 /// How long records are kept, at least.
@@ -30,11 +30,10 @@ impl RequestKey {
         if request_id.is_empty() {
             return Ok(None);
         }
-        let request_id = Uuid::try_parse(request_id)
-            .ok()
-            .filter(|_| request_id.len() == 36)
-            .ok_or_else(|| Error::invalid("REQUEST_ID_MALFORMED", "request_id", "must be a UUID in canonical form"))?;
-        let canonical = serde_json::to_vec(body).map_err(|error| Error::Internal(error.into()))?;
+        let request_id = Uuid::try_parse(request_id).ok().filter(|_| request_id.len() == 36).ok_or_else(|| {
+            Error::invalid(Reason::RequestIdMalformed, "request_id", "must be a UUID in canonical form")
+        })?;
+        let canonical = serde_json::to_vec(body).map_err(|error| Error::internal(error.into()))?;
         Ok(Some(Self { scope, request_id, method, request_sha256: Sha256::digest(&canonical).into() }))
     }
 }
@@ -58,14 +57,14 @@ pub async fn begin<T: DeserializeOwned>(transaction: &mut TenantTx<'_>, key: &Op
     let stored = crate::db::idempotency::find(transaction, key.scope, key.request_id).await?;
     if stored.method != key.method || stored.request_sha256 != key.request_sha256 {
         return Err(Error::invalid(
-            "REQUEST_ID_REUSED",
+            Reason::RequestIdReused,
             "request_id",
             "was already used for a different request; use a new request_id",
         ));
     }
     serde_json::from_value(stored.response)
         .map(Some)
-        .map_err(|error| Error::Internal(anyhow::Error::new(error).context("stored idempotent response is unreadable")))
+        .map_err(|error| Error::internal(anyhow::Error::new(error).context("stored idempotent response is unreadable")))
 }
 
 /// Stores the response of a claimed request.
@@ -77,7 +76,7 @@ pub async fn finish<T: Serialize>(
     let Some(key) = key else {
         return Ok(());
     };
-    let json = serde_json::to_value(response).map_err(|error| Error::Internal(error.into()))?;
+    let json = serde_json::to_value(response).map_err(|error| Error::internal(error.into()))?;
     crate::db::idempotency::complete(transaction, key.scope, key.request_id, json).await?;
     Ok(())
 }

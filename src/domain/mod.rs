@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 pub mod api_keys;
 pub mod audit;
@@ -44,13 +44,13 @@ impl fmt::Display for Slug {
 /// Parses a resource id field: a UUID in canonical hyphenated form.
 pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid> {
     if value.is_empty() {
-        return Err(Error::invalid("FIELD_REQUIRED", field, "is required"));
+        return Err(Error::invalid(Reason::FieldRequired, field, "is required"));
     }
     if value.len() != 36 {
-        return Err(Error::invalid("ID_MALFORMED", field, "must be a UUID in its canonical hyphenated form"));
+        return Err(Error::invalid(Reason::IdMalformed, field, "must be a UUID in its canonical hyphenated form"));
     }
     uuid::Uuid::try_parse(value)
-        .map_err(|_| Error::invalid("ID_MALFORMED", field, "must be a UUID in its canonical hyphenated form"))
+        .map_err(|_| Error::invalid(Reason::IdMalformed, field, "must be a UUID in its canonical hyphenated form"))
 }
 
 /// Checks a name for people: 1 to 200 characters with no control characters (or 0 to
@@ -58,13 +58,13 @@ pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid> {
 pub fn parse_display_name(field: &str, value: &str, required: bool) -> Result<String> {
     let length = value.chars().count();
     if required && length == 0 {
-        return Err(Error::invalid("FIELD_REQUIRED", field, "is required"));
+        return Err(Error::invalid(Reason::FieldRequired, field, "is required"));
     }
     if length > 200 {
-        return Err(Error::invalid("FIELD_TOO_LONG", field, "must be at most 200 characters"));
+        return Err(Error::invalid(Reason::FieldTooLong, field, "must be at most 200 characters"));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::invalid("FIELD_MALFORMED", field, "must not contain control characters"));
+        return Err(Error::invalid(Reason::FieldMalformed, field, "must not contain control characters"));
     }
     Ok(value.to_owned())
 }
@@ -77,7 +77,7 @@ pub fn parse_labels(
 ) -> Result<BTreeMap<String, String>> {
     let labels: BTreeMap<String, String> = labels.into_iter().collect();
     if labels.len() > 64 {
-        return Err(Error::invalid("LABELS_INVALID", field, "at most 64 labels"));
+        return Err(Error::invalid(Reason::LabelsInvalid, field, "at most 64 labels"));
     }
     for (key, value) in &labels {
         let bytes = key.as_bytes();
@@ -88,14 +88,14 @@ pub fn parse_labels(
                 .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'.' | b'-'));
         if !key_ok {
             return Err(Error::invalid(
-                "LABELS_INVALID",
+                Reason::LabelsInvalid,
                 format!("{field}[{key:?}]"),
                 "key must match ^[a-z][a-z0-9_.-]{0,62}$",
             ));
         }
         if value.chars().count() > 255 || value.chars().any(char::is_control) {
             return Err(Error::invalid(
-                "LABELS_INVALID",
+                Reason::LabelsInvalid,
                 format!("{field}[{key}]"),
                 "value must be at most 255 characters without control characters",
             ));
@@ -144,14 +144,14 @@ impl UpdateMask {
     pub fn parse(paths: Vec<String>, updatable: &[&str]) -> Result<Self> {
         if paths.is_empty() {
             return Err(Error::invalid(
-                "UPDATE_MASK_REQUIRED",
+                Reason::UpdateMaskRequired,
                 "update_mask",
                 format!("name the fields to update; updatable: {}", updatable.join(", ")),
             ));
         }
         if let Some(unknown) = paths.iter().find(|path| !updatable.contains(&path.as_str())) {
             return Err(Error::invalid(
-                "UPDATE_MASK_INVALID",
+                Reason::UpdateMaskInvalid,
                 "update_mask",
                 format!("`{unknown}` cannot be updated; updatable: {}", updatable.join(", ")),
             ));
@@ -184,6 +184,6 @@ mod tests {
     fn an_etag_round_trips_and_a_garbled_one_never_matches() {
         assert_eq!(parse_etag(&etag(7)).ok(), Some(Some(7)));
         assert_eq!(parse_etag("").ok(), Some(None));
-        assert_eq!(parse_etag("7").err().map(|error| error.reason()), Some("ETAG_MISMATCH"));
+        assert_eq!(parse_etag("7").err().map(|error| error.reason()), Some(Reason::EtagMismatch));
     }
 }

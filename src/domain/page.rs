@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 const VERSION: u8 = 2;
 const ENCODED_LENGTH: usize = 1 + 16 + 8 + 16;
@@ -23,7 +23,7 @@ pub const MAX_PAGE_SIZE: i64 = 1000;
 /// Validates `page_size`: negative is INVALID_ARGUMENT, 0 is the default, large is clamped.
 pub fn page_size(requested: i32) -> Result<i64> {
     match requested {
-        size if size < 0 => Err(Error::invalid("PAGE_SIZE_INVALID", "page_size", "must not be negative")),
+        size if size < 0 => Err(Error::invalid(Reason::PageSizeInvalid, "page_size", "must not be negative")),
         0 => Ok(DEFAULT_PAGE_SIZE),
         size => Ok(i64::from(size).min(MAX_PAGE_SIZE)),
     }
@@ -57,7 +57,7 @@ impl PageToken {
         if token.is_empty() {
             return Ok(None);
         }
-        let invalid = |description: &str| Error::invalid("PAGE_TOKEN_INVALID", "page_token", description);
+        let invalid = |description: &str| Error::invalid(Reason::PageTokenInvalid, "page_token", description);
         // Bound the work before decoding: a valid token has a fixed length.
         if token.len() > 64 {
             return Err(invalid("is not a page token from this list"));

@@ -15,7 +15,7 @@ use super::page::{self, PageToken, fingerprint};
 use super::{Slug, audit, check_etag, etag};
 use crate::db::tenants::{NewTenantRow, TenantChanges, TenantRow};
 use crate::db::{self};
-use crate::error::{self, Error, Result};
+use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
 use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantTx};
@@ -126,7 +126,7 @@ pub const MAX_IDENTIFIERS: usize = 32;
 /// label 1 to 63 of `[a-z0-9-]` not starting or ending with `-`; deduplicated and sorted.
 pub fn parse_domains(field: &str, domains: Vec<String>) -> Result<Vec<String>> {
     if domains.len() > MAX_IDENTIFIERS {
-        return Err(Error::invalid("DOMAINS_INVALID", field, format!("at most {MAX_IDENTIFIERS} domains")));
+        return Err(Error::invalid(Reason::DomainsInvalid, field, format!("at most {MAX_IDENTIFIERS} domains")));
     }
     let mut normalised = Vec::with_capacity(domains.len());
     for (index, domain) in domains.into_iter().enumerate() {
@@ -142,7 +142,7 @@ pub fn parse_domains(field: &str, domains: Vec<String>) -> Result<Vec<String>> {
             });
         if !valid {
             return Err(Error::invalid(
-                "DOMAINS_INVALID",
+                Reason::DomainsInvalid,
                 format!("{field}[{index}]"),
                 "must be a DNS name like acme.example.com",
             ));
@@ -158,7 +158,11 @@ pub fn parse_domains(field: &str, domains: Vec<String>) -> Result<Vec<String>> {
 /// `external_id` is 1 to 255 visible characters; deduplicated and sorted.
 pub fn parse_channel_bindings(field: &str, bindings: Vec<ChannelBinding>) -> Result<Vec<ChannelBinding>> {
     if bindings.len() > MAX_IDENTIFIERS {
-        return Err(Error::invalid("CHANNEL_BINDINGS_INVALID", field, format!("at most {MAX_IDENTIFIERS} bindings")));
+        return Err(Error::invalid(
+            Reason::ChannelBindingsInvalid,
+            field,
+            format!("at most {MAX_IDENTIFIERS} bindings"),
+        ));
     }
     for (index, binding) in bindings.iter().enumerate() {
         parse_channel_binding(&format!("{field}[{index}]"), binding)?;
@@ -177,7 +181,7 @@ pub fn parse_channel_binding(field: &str, binding: &ChannelBinding) -> Result<()
         && kind.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-'));
     if !kind_ok {
         return Err(Error::invalid(
-            "CHANNEL_BINDINGS_INVALID",
+            Reason::ChannelBindingsInvalid,
             format!("{field}.channel_type"),
             "must match ^[a-z][a-z0-9_-]{0,31}$",
         ));
@@ -186,7 +190,7 @@ pub fn parse_channel_binding(field: &str, binding: &ChannelBinding) -> Result<()
         && binding.external_id.chars().all(|character| !character.is_control() && !character.is_whitespace());
     if !id_ok {
         return Err(Error::invalid(
-            "CHANNEL_BINDINGS_INVALID",
+            Reason::ChannelBindingsInvalid,
             format!("{field}.external_id"),
             "must be 1 to 255 characters without spaces or control characters",
         ));
@@ -240,36 +244,36 @@ impl TenantRegistry {
     /// Creates an ACTIVE tenant, exactly once per `request_id`.
     pub async fn create(&self, request: RequestContext, new: NewTenant, request_id: &str) -> Result<Tenant> {
         Slug::parse(&new.slug)
-            .map_err(|description| Error::invalid("TENANT_SLUG_MALFORMED", "tenant.slug", description))?;
+            .map_err(|description| Error::invalid(Reason::TenantSlugMalformed, "tenant.slug", description))?;
         let key = RequestKey::new(idempotency::Scope::Platform, "CreateTenant", request_id, &new)?;
         let context = TenantContext::new(Uuid::now_v7(), request);
         let tenant = self
             .database
             .run(&context, async move |transaction| {
-                    if let Some(replay) = idempotency::begin::<Tenant>(transaction, &key).await? {
-                        return Ok(replay);
-                    }
-                    let id = transaction.tenant_id();
-                    let labels = labels_json(&new.labels)?;
-                    let row = db::tenants::insert(
-                        transaction.connection(),
-                        NewTenantRow {
-                            id,
-                            slug: &new.slug,
-                            display_name: &new.display_name,
-                            state: TenantState::Active.as_str(),
-                            labels,
-                        },
-                    )
-                    .await
-                    .map_err(map_database_error)?;
-                    write_identifiers(transaction, Some(&new.domains), Some(&new.channel_bindings)).await?;
-                    audit::record(transaction, "tenant.create", "tenant", id, serde_json::json!({ "slug": new.slug }))
-                        .await?;
-                    let tenant = load(transaction, row).await?;
-                    idempotency::finish(transaction, &key, &tenant).await?;
-                    Ok(tenant)
-                })
+                if let Some(replay) = idempotency::begin::<Tenant>(transaction, &key).await? {
+                    return Ok(replay);
+                }
+                let id = transaction.tenant_id();
+                let labels = labels_json(&new.labels)?;
+                let row = db::tenants::insert(
+                    transaction.connection(),
+                    NewTenantRow {
+                        id,
+                        slug: &new.slug,
+                        display_name: &new.display_name,
+                        state: TenantState::Active.as_str(),
+                        labels,
+                    },
+                )
+                .await
+                .map_err(map_database_error)?;
+                write_identifiers(transaction, Some(&new.domains), Some(&new.channel_bindings)).await?;
+                audit::record(transaction, "tenant.create", "tenant", id, serde_json::json!({ "slug": new.slug }))
+                    .await?;
+                let tenant = load(transaction, row).await?;
+                idempotency::finish(transaction, &key, &tenant).await?;
+                Ok(tenant)
+            })
             .await?;
         tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, "tenant created");
         Ok(tenant)
@@ -280,14 +284,14 @@ impl TenantRegistry {
         db::retry::read(|| {
             let selector = selector.clone();
             self.database.global(async move |connection| {
-                    let row = match &selector {
-                        TenantSelector::Id(id) => db::tenants::find_by_id(connection, *id).await?,
-                        TenantSelector::Slug(slug) => db::tenants::find_by_slug(connection, slug.as_str()).await?,
-                    };
-                    let row = row.ok_or_else(tenant_not_found)?;
-                    let mut tenants = assemble(connection, vec![row]).await?;
-                    tenants.pop().ok_or_else(tenant_not_found)
-                })
+                let row = match &selector {
+                    TenantSelector::Id(id) => db::tenants::find_by_id(connection, *id).await?,
+                    TenantSelector::Slug(slug) => db::tenants::find_by_slug(connection, slug.as_str()).await?,
+                };
+                let row = row.ok_or_else(tenant_not_found)?;
+                let mut tenants = assemble(connection, vec![row]).await?;
+                tenants.pop().ok_or_else(tenant_not_found)
+            })
         })
         .await
     }
@@ -298,12 +302,12 @@ impl TenantRegistry {
         let after = PageToken::decode(page_token, Uuid::nil(), filter)?;
         db::retry::read(|| {
             self.database.global(async move |connection| {
-                    let state = state.map(TenantState::as_str);
-                    let mut rows = db::tenants::list(connection, state, after, page_size + 1).await?;
-                    let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
-                    let tenants = assemble(connection, rows).await?;
-                    Ok(TenantPage { tenants, next_page_token })
-                })
+                let state = state.map(TenantState::as_str);
+                let mut rows = db::tenants::list(connection, state, after, page_size + 1).await?;
+                let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, Uuid::nil(), filter);
+                let tenants = assemble(connection, rows).await?;
+                Ok(TenantPage { tenants, next_page_token })
+            })
         })
         .await
     }
@@ -347,23 +351,22 @@ impl TenantRegistry {
         let tenant = self
             .database
             .run(&context, async move |transaction| {
-                    let row = lock(transaction, expected_revision).await?;
-                    if row.state == TenantState::Deleted.as_str() {
-                        return Err(tenant_deleted());
-                    }
-                    let mut changes = changes_of(&row);
-                    if let Some(display_name) = patch.display_name {
-                        changes.display_name = display_name;
-                    }
-                    if let Some(labels) = &patch.labels {
-                        changes.labels = labels_json(labels)?;
-                    }
-                    let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
-                    write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
-                    audit::record(transaction, "tenant.update", "tenant", row.id, audit::changed_fields(&changed))
-                        .await?;
-                    load(transaction, row).await
-                })
+                let row = lock(transaction, expected_revision).await?;
+                if row.state == TenantState::Deleted.as_str() {
+                    return Err(tenant_deleted());
+                }
+                let mut changes = changes_of(&row);
+                if let Some(display_name) = patch.display_name {
+                    changes.display_name = display_name;
+                }
+                if let Some(labels) = &patch.labels {
+                    changes.labels = labels_json(labels)?;
+                }
+                let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
+                write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
+                audit::record(transaction, "tenant.update", "tenant", row.id, audit::changed_fields(&changed)).await?;
+                load(transaction, row).await
+            })
             .await?;
         self.resolver.invalidate(id, None).await;
         Ok(tenant)
@@ -382,27 +385,27 @@ impl TenantRegistry {
         let tenant = self
             .database
             .run(&context, async move |transaction| {
-                    let row = lock(transaction, expected_revision).await?;
-                    let current = TenantState::parse(&row.state)
-                        .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant has unknown state")))?;
-                    let target = match (transition, current) {
-                        (Transition::Delete, TenantState::Deleted) => return load(transaction, row).await,
-                        (_, TenantState::Deleted) => return Err(tenant_deleted()),
-                        (Transition::Suspend, _) => TenantState::Suspended,
-                        (Transition::Resume, _) => TenantState::Active,
-                        (Transition::Delete, _) => TenantState::Deleted,
-                    };
-                    if target == current {
-                        return load(transaction, row).await;
-                    }
-                    let mut changes = changes_of(&row);
-                    changes.state = target.as_str().to_owned();
-                    changes.delete_time = (target == TenantState::Deleted).then(Utc::now);
-                    let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
-                    let details = serde_json::json!({ "from": current.as_str(), "to": target.as_str() });
-                    audit::record(transaction, transition.action(), "tenant", row.id, details).await?;
-                    load(transaction, row).await
-                })
+                let row = lock(transaction, expected_revision).await?;
+                let current = TenantState::parse(&row.state)
+                    .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant has unknown state")))?;
+                let target = match (transition, current) {
+                    (Transition::Delete, TenantState::Deleted) => return load(transaction, row).await,
+                    (_, TenantState::Deleted) => return Err(tenant_deleted()),
+                    (Transition::Suspend, _) => TenantState::Suspended,
+                    (Transition::Resume, _) => TenantState::Active,
+                    (Transition::Delete, _) => TenantState::Deleted,
+                };
+                if target == current {
+                    return load(transaction, row).await;
+                }
+                let mut changes = changes_of(&row);
+                changes.state = target.as_str().to_owned();
+                changes.delete_time = (target == TenantState::Deleted).then(Utc::now);
+                let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
+                let details = serde_json::json!({ "from": current.as_str(), "to": target.as_str() });
+                audit::record(transaction, transition.action(), "tenant", row.id, details).await?;
+                load(transaction, row).await
+            })
             .await?;
         self.resolver.invalidate(id, None).await;
         tracing::info!(tenant.id = %id, state = tenant.state.as_str(), "tenant state changed");
@@ -472,10 +475,10 @@ async fn assemble(connection: &mut crate::db::Connection<'_>, rows: Vec<TenantRo
     rows.into_iter()
         .map(|row| {
             let state = TenantState::parse(&row.state).ok_or_else(|| {
-                Error::Internal(anyhow::anyhow!("tenant {} has unknown state {:?}", row.id, row.state))
+                Error::internal(anyhow::anyhow!("tenant {} has unknown state {:?}", row.id, row.state))
             })?;
             let labels = serde_json::from_value(row.labels).map_err(|error| {
-                Error::Internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
+                Error::internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
             })?;
             Ok(Tenant {
                 id: row.id,
@@ -504,26 +507,26 @@ fn changes_of(row: &TenantRow) -> TenantChanges {
 }
 
 fn labels_json(labels: &BTreeMap<String, String>) -> Result<serde_json::Value> {
-    serde_json::to_value(labels).map_err(|error| Error::Internal(error.into()))
+    serde_json::to_value(labels).map_err(|error| Error::internal(error.into()))
 }
 
 fn tenant_not_found() -> Error {
-    Error::NotFound { reason: "TENANT_NOT_FOUND" }
+    Error::new(Reason::TenantNotFound)
 }
 
 fn tenant_deleted() -> Error {
-    Error::FailedPrecondition { reason: "TENANT_DELETED", message: "the tenant is deleted" }
+    Error::new(Reason::TenantDeleted)
 }
 
 fn map_database_error(error: diesel::result::Error) -> Error {
     error::from_database(error, |constraint| {
         let (reason, field) = match constraint {
-            "tenants_slug_key" => ("TENANT_SLUG_ALREADY_EXISTS", "tenant.slug"),
-            "tenants_pkey" => ("TENANT_ALREADY_EXISTS", "tenant.id"),
-            "tenant_domains_pkey" => ("TENANT_DOMAIN_ALREADY_EXISTS", "tenant.domains"),
-            "tenant_channel_bindings_pkey" => ("TENANT_CHANNEL_BINDING_ALREADY_EXISTS", "tenant.channel_bindings"),
+            "tenants_slug_key" => (Reason::TenantSlugAlreadyExists, "tenant.slug"),
+            "tenants_pkey" => (Reason::TenantAlreadyExists, "tenant.id"),
+            "tenant_domains_pkey" => (Reason::TenantDomainAlreadyExists, "tenant.domains"),
+            "tenant_channel_bindings_pkey" => (Reason::TenantChannelBindingAlreadyExists, "tenant.channel_bindings"),
             _ => return None,
         };
-        Some(Error::AlreadyExists { reason, field })
+        Some(Error::already_exists(reason, field))
     })
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cache::{RedisCache, RedisKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Adds ARGV[2] requests and raises `last_active_ms` to ARGV[1] if it is later.
 const BUMP: &str = "local last = redis.call('HGET', KEYS[1], 'last_active_ms') \
@@ -90,9 +90,8 @@ impl UsageCounter {
         let mut command = redis::cmd("HMGET");
         command.arg(usage_key(tenant_id).as_str()).arg("requests").arg("last_active_ms");
         let (requests, last_active_ms): (Option<u64>, Option<i64>) =
-            self.redis.run(command).await.ok_or_else(|| Error::Unavailable {
-                reason: "REDIS_UNAVAILABLE",
-                source: anyhow::anyhow!("usage is kept in Redis"),
+            self.redis.run(command).await.ok_or_else(|| {
+                Error::unavailable(Reason::RedisUnavailable, anyhow::anyhow!("usage is kept in Redis"))
             })?;
         let mut usage = TenantUsage {
             request_count: requests.unwrap_or(0),

@@ -10,7 +10,7 @@ use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
 use super::{audit, check_etag, etag};
 use crate::db::users::{UserFields, UserRow};
-use crate::error::{self, Error, Result};
+use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::{TenantContext, TenantDb};
 
 /// What a user may do within its tenant.
@@ -70,7 +70,7 @@ impl TryFrom<UserRow> for User {
 
     fn try_from(row: UserRow) -> Result<Self> {
         let role = Role::parse(&row.role)
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("user {} has unknown role {:?}", row.id, row.role)))?;
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("user {} has unknown role {:?}", row.id, row.role)))?;
         Ok(Self {
             id: row.id,
             email: row.email,
@@ -134,7 +134,7 @@ pub const UPDATABLE_FIELDS: &[&str] = &["email", "display_name", "role"];
 /// no whitespace or control characters. Deliverability is not this service's concern.
 pub fn parse_email(field: &str, value: &str) -> Result<String> {
     if value.is_empty() {
-        return Err(Error::invalid("FIELD_REQUIRED", field, "is required"));
+        return Err(Error::invalid(Reason::FieldRequired, field, "is required"));
     }
     let length = value.chars().count();
     let well_formed = (3..=254).contains(&length)
@@ -145,7 +145,7 @@ pub fn parse_email(field: &str, value: &str) -> Result<String> {
     if well_formed {
         Ok(value.to_owned())
     } else {
-        Err(Error::invalid("EMAIL_MALFORMED", field, "must be an email address of at most 254 characters"))
+        Err(Error::invalid(Reason::EmailMalformed, field, "must be an email address of at most 254 characters"))
     }
 }
 
@@ -175,17 +175,17 @@ impl Users {
         let key = RequestKey::new(idempotency::Scope::Tenant, "CreateUser", request_id, &input)?;
         self.database
             .run(context, async move |transaction| {
-                    if let Some(replay) = idempotency::begin::<User>(transaction, &key).await? {
-                        return Ok(replay);
-                    }
-                    let row = crate::db::users::insert(transaction, Uuid::now_v7(), input.into_fields())
-                        .await
-                        .map_err(map_database_error)?;
-                    let user = User::try_from(row)?;
-                    audit::record(transaction, "user.create", "user", user.id, serde_json::json!({})).await?;
-                    idempotency::finish(transaction, &key, &user).await?;
-                    Ok(user)
-                })
+                if let Some(replay) = idempotency::begin::<User>(transaction, &key).await? {
+                    return Ok(replay);
+                }
+                let row = crate::db::users::insert(transaction, Uuid::now_v7(), input.into_fields())
+                    .await
+                    .map_err(map_database_error)?;
+                let user = User::try_from(row)?;
+                audit::record(transaction, "user.create", "user", user.id, serde_json::json!({})).await?;
+                idempotency::finish(transaction, &key, &user).await?;
+                Ok(user)
+            })
             .await
     }
 
@@ -193,7 +193,7 @@ impl Users {
     pub async fn get(&self, context: &TenantContext, id: Uuid) -> Result<User> {
         let row = self
             .database
-            .read(context, async move |transaction| { Ok(crate::db::users::find(transaction, id).await?) })
+            .read(context, async move |transaction| Ok(crate::db::users::find(transaction, id).await?))
             .await?;
         row.ok_or_else(user_not_found)?.try_into()
     }
@@ -203,10 +203,12 @@ impl Users {
         let scope = context.tenant_id();
         let filter = fingerprint("");
         let after = PageToken::decode(page_token, scope, filter)?;
-        let mut rows = self
-            .database
-            .read(context, async move |transaction| { Ok(crate::db::users::list(transaction, after, page_size + 1).await?) })
-            .await?;
+        let mut rows =
+            self.database
+                .read(context, async move |transaction| {
+                    Ok(crate::db::users::list(transaction, after, page_size + 1).await?)
+                })
+                .await?;
         let next_page_token = page::next_token(&mut rows, page_size, |row| row.id, scope, filter);
         let users = rows.into_iter().map(User::try_from).collect::<Result<_>>()?;
         Ok(UserPage { users, next_page_token })
@@ -223,18 +225,18 @@ impl Users {
         let row = self
             .database
             .run(context, async move |transaction| {
-                    let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
-                    check_etag(expected_revision, current.revision)?;
-                    let changed = patch.changed_fields();
-                    let fields = UserFields {
-                        email: patch.email.unwrap_or(current.email),
-                        display_name: patch.display_name.unwrap_or(current.display_name),
-                        role: patch.role.map_or(current.role, |role| role.as_str().to_owned()),
-                    };
-                    let row = crate::db::users::save(transaction, id, fields).await.map_err(map_database_error)?;
-                    audit::record(transaction, "user.update", "user", id, audit::changed_fields(&changed)).await?;
-                    Ok(row)
-                })
+                let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
+                check_etag(expected_revision, current.revision)?;
+                let changed = patch.changed_fields();
+                let fields = UserFields {
+                    email: patch.email.unwrap_or(current.email),
+                    display_name: patch.display_name.unwrap_or(current.display_name),
+                    role: patch.role.map_or(current.role, |role| role.as_str().to_owned()),
+                };
+                let row = crate::db::users::save(transaction, id, fields).await.map_err(map_database_error)?;
+                audit::record(transaction, "user.update", "user", id, audit::changed_fields(&changed)).await?;
+                Ok(row)
+            })
             .await?;
         row.try_into()
     }
@@ -243,30 +245,25 @@ impl Users {
     pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
         self.database
             .run(context, async move |transaction| {
-                    let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
-                    check_etag(expected_revision, current.revision)?;
-                    crate::db::users::delete(transaction, id).await.map_err(map_database_error)?;
-                    audit::record(transaction, "user.delete", "user", id, serde_json::json!({})).await?;
-                    Ok(())
-                })
+                let current = crate::db::users::lock(transaction, id).await?.ok_or_else(user_not_found)?;
+                check_etag(expected_revision, current.revision)?;
+                crate::db::users::delete(transaction, id).await.map_err(map_database_error)?;
+                audit::record(transaction, "user.delete", "user", id, serde_json::json!({})).await?;
+                Ok(())
+            })
             .await
     }
 }
 
 fn user_not_found() -> Error {
-    Error::NotFound { reason: "USER_NOT_FOUND" }
+    Error::new(Reason::UserNotFound)
 }
 
 fn map_database_error(error: diesel::result::Error) -> Error {
     error::from_database(error, |constraint| match constraint {
-        "users_tenant_id_email_key" => {
-            Some(Error::AlreadyExists { reason: "USER_EMAIL_ALREADY_EXISTS", field: "user.email" })
-        }
-        "users_pkey" => Some(Error::AlreadyExists { reason: "USER_ALREADY_EXISTS", field: "user.id" }),
-        "documents_owner_fkey" => Some(Error::FailedPrecondition {
-            reason: "USER_HAS_DOCUMENTS",
-            message: "the user owns documents; delete them or give them another owner first",
-        }),
+        "users_tenant_id_email_key" => Some(Error::already_exists(Reason::UserEmailAlreadyExists, "user.email")),
+        "users_pkey" => Some(Error::already_exists(Reason::UserAlreadyExists, "user.id")),
+        "documents_owner_fkey" => Some(Error::new(Reason::UserHasDocuments)),
         _ => None,
     })
 }

@@ -134,5 +134,5 @@ impl TenantContext {
 }
 
 fn missing_gateway() -> Error {
-    Error::Internal(anyhow::anyhow!("service called without the gateway layer"))
+    Error::internal(anyhow::anyhow!("service called without the gateway layer"))
 }

@@ -23,7 +23,7 @@ use crate::auth::last_used::KeyUseRecorder;
 use crate::auth::{Credential, PlatformAuth, credential};
 use crate::domain::api_keys;
 use crate::domain::usage::UsageCounter;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::metrics::Metrics;
 
 /// Metadata key of the caller's request id.
@@ -71,10 +71,7 @@ impl GatewayLayer {
         let credential = credential(headers, &self.auth)?;
         let Plane::Data { resolver, key_uses, activity } = &self.plane else {
             if matches!(credential, Credential::ApiKey(_)) {
-                return Err(Error::PermissionDenied {
-                    reason: "API_KEY_NOT_ALLOWED",
-                    message: "the control plane accepts only the platform token",
-                });
+                return Err(Error::new(Reason::ApiKeyNotAllowed));
             }
             request.extensions_mut().insert(RequestContext::new(Actor::Platform, request_id));
             return Ok(());
@@ -107,10 +104,7 @@ async fn admit_api_key(
     required: Scope,
     request_id: String,
 ) -> Result<TenantContext> {
-    let mismatch = || Error::PermissionDenied {
-        reason: "TENANT_MISMATCH",
-        message: "the tenant metadata names a different tenant than the API key",
-    };
+    let mismatch = || Error::new(Reason::TenantMismatch);
     // A tenant named in metadata must be the key's: by id, with no I/O.
     if let Some(TenantSelector::Id(named)) = &selector
         && *named != token.tenant_id()
@@ -124,10 +118,7 @@ async fn admit_api_key(
         return Err(mismatch());
     }
     if !scopes.contains(&required) {
-        return Err(Error::PermissionDenied {
-            reason: "API_KEY_SCOPE_INSUFFICIENT",
-            message: "the API key lacks the scope this call needs",
-        });
+        return Err(Error::new(Reason::ApiKeyScopeInsufficient));
     }
     resolver.require_active(token.tenant_id()).await?;
     Ok(TenantContext::new(token.tenant_id(), RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id)))
@@ -146,8 +137,9 @@ fn request_id(headers: &http::HeaderMap) -> Result<String> {
     let Some(value) = values.next() else {
         return Ok(Uuid::now_v7().to_string());
     };
-    let invalid =
-        || Error::invalid("REQUEST_ID_MALFORMED", REQUEST_ID_HEADER, "must be 1 to 128 of [A-Za-z0-9._:-], sent once");
+    let invalid = || {
+        Error::invalid(Reason::RequestIdMalformed, REQUEST_ID_HEADER, "must be 1 to 128 of [A-Za-z0-9._:-], sent once")
+    };
     if values.next().is_some() {
         return Err(invalid());
     }

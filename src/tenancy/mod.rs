@@ -13,4 +13,6 @@ pub mod selector;
 mod transaction;
 
 pub use context::{Actor, RequestContext, Scope, TenantContext};
-pub use transaction::{AsyncWork, SET_TENANT_PREFIX, TenantDb, TenantQuery, TenantRead, TenantTx, set_tenant_statement};
+pub use transaction::{
+    AsyncWork, SET_TENANT_PREFIX, TenantDb, TenantQuery, TenantRead, TenantTx, set_tenant_statement,
+};

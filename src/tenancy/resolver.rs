@@ -31,7 +31,7 @@ use crate::auth::api_key::ApiKeyToken;
 use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
 use crate::db;
 use crate::domain::tenants::TenantState;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Longest an in-process entry is trusted while invalidations are not being received.
 pub const DEGRADED_TTL: Duration = Duration::from_secs(1);
@@ -152,14 +152,14 @@ impl TenantResolver {
         let found = db::retry::read(|| {
             let identifier = identifier.clone();
             self.database.global(async move |connection| {
-                    Ok(match &identifier {
-                        Identifier::Slug(slug) => db::tenants::id_by_slug(connection, slug).await?,
-                        Identifier::Domain(domain) => db::identifiers::tenant_by_domain(connection, domain).await?,
-                        Identifier::Channel { channel_type, external_id } => {
-                            db::identifiers::tenant_by_channel(connection, channel_type, external_id).await?
-                        }
-                    })
+                Ok(match &identifier {
+                    Identifier::Slug(slug) => db::tenants::id_by_slug(connection, slug).await?,
+                    Identifier::Domain(domain) => db::identifiers::tenant_by_domain(connection, domain).await?,
+                    Identifier::Channel { channel_type, external_id } => {
+                        db::identifiers::tenant_by_channel(connection, channel_type, external_id).await?
+                    }
                 })
+            })
         })
         .await?;
         if let Some(tenant_id) = found {
@@ -184,14 +184,14 @@ impl TenantResolver {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let stored = db::retry::read(|| {
-            self.database.global(async move |connection| { Ok(db::tenants::state_by_id(connection, tenant_id).await?) })
+            self.database.global(async move |connection| Ok(db::tenants::state_by_id(connection, tenant_id).await?))
         })
         .await?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         let state = TenantState::parse(&stored)
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
         if self.live() && self.epoch.load(Ordering::Acquire) == epoch {
             self.redis.set(&redis_key, state.as_str(), self.ttl).await;
         }
@@ -211,9 +211,7 @@ impl TenantResolver {
     pub async fn require_active(&self, tenant_id: Uuid) -> Result<()> {
         match self.state(tenant_id).await? {
             Some(TenantState::Active) => Ok(()),
-            Some(TenantState::Suspended) => {
-                Err(Error::FailedPrecondition { reason: "TENANT_SUSPENDED", message: "the tenant is suspended" })
-            }
+            Some(TenantState::Suspended) => Err(Error::new(Reason::TenantSuspended)),
             Some(TenantState::Deleted) | None => Err(tenant_not_found()),
         }
     }
@@ -241,7 +239,7 @@ impl TenantResolver {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let row = self
             .database
-            .read(&context, async move |transaction| { Ok(db::api_keys::find(transaction, key_id).await?) })
+            .read(&context, async move |transaction| Ok(db::api_keys::find(transaction, key_id).await?))
             .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -356,5 +354,5 @@ fn api_key_key(tenant_id: Uuid, key_id: Uuid) -> RedisKey {
 }
 
 fn tenant_not_found() -> Error {
-    Error::NotFound { reason: "TENANT_NOT_FOUND" }
+    Error::new(Reason::TenantNotFound)
 }

@@ -4,7 +4,7 @@ use http::HeaderMap;
 use uuid::Uuid;
 
 use crate::domain::Slug;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// Metadata key naming the tenant by id.
 pub const TENANT_ID_HEADER: &str = "x-tenant-id";
@@ -28,19 +28,19 @@ pub fn parse(headers: &HeaderMap) -> Result<TenantSelector> {
     let slug = single_value(headers, TENANT_SLUG_HEADER)?;
     match (id, slug) {
         (Some(_), Some(_)) => Err(Error::invalid(
-            "TENANT_SELECTOR_AMBIGUOUS",
+            Reason::TenantSelectorAmbiguous,
             TENANT_ID_HEADER,
             "send exactly one of x-tenant-id or x-tenant-slug",
         )),
         (None, None) => Err(Error::invalid(
-            "TENANT_REQUIRED",
+            Reason::TenantRequired,
             TENANT_ID_HEADER,
             "the data plane needs x-tenant-id or x-tenant-slug metadata",
         )),
         (Some(id), None) => parse_id(id).map(TenantSelector::Id),
         (None, Some(slug)) => Slug::parse(slug)
             .map(TenantSelector::Slug)
-            .map_err(|description| Error::invalid("TENANT_SLUG_MALFORMED", TENANT_SLUG_HEADER, description)),
+            .map_err(|description| Error::invalid(Reason::TenantSlugMalformed, TENANT_SLUG_HEADER, description)),
     }
 }
 
@@ -61,7 +61,7 @@ fn parse_id(value: &str) -> Result<Uuid> {
 }
 
 fn malformed_id() -> Error {
-    Error::invalid("TENANT_ID_MALFORMED", TENANT_ID_HEADER, "must be a UUID in its canonical hyphenated form")
+    Error::invalid(Reason::TenantIdMalformed, TENANT_ID_HEADER, "must be a UUID in its canonical hyphenated form")
 }
 
 fn single_value<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>> {
@@ -70,9 +70,9 @@ fn single_value<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Error::invalid("TENANT_SELECTOR_AMBIGUOUS", name, "given more than once"));
+        return Err(Error::invalid(Reason::TenantSelectorAmbiguous, name, "given more than once"));
     }
-    let reason = if name == TENANT_ID_HEADER { "TENANT_ID_MALFORMED" } else { "TENANT_SLUG_MALFORMED" };
+    let reason = if name == TENANT_ID_HEADER { Reason::TenantIdMalformed } else { Reason::TenantSlugMalformed };
     first.to_str().map(Some).map_err(|_| Error::invalid(reason, name, "must be visible ASCII"))
 }
 
@@ -100,18 +100,18 @@ mod tests {
     #[test]
     fn a_non_canonical_uuid_is_malformed() {
         let error = parse(&headers(&[(TENANT_ID_HEADER, "0193a8f27c1e7d3a9b1e5f2a3c4d5e6f")])).err();
-        assert_eq!(error.map(|e| e.reason()), Some("TENANT_ID_MALFORMED"));
+        assert_eq!(error.map(|e| e.reason()), Some(Reason::TenantIdMalformed));
     }
 
     #[test]
     fn a_repeated_header_is_ambiguous() {
         let id = "0193a8f2-7c1e-7d3a-9b1e-5f2a3c4d5e6f";
         let error = parse(&headers(&[(TENANT_ID_HEADER, id), (TENANT_ID_HEADER, id)])).err();
-        assert_eq!(error.map(|e| e.reason()), Some("TENANT_SELECTOR_AMBIGUOUS"));
+        assert_eq!(error.map(|e| e.reason()), Some(Reason::TenantSelectorAmbiguous));
     }
 
     #[test]
     fn no_header_requires_a_tenant() {
-        assert_eq!(parse(&HeaderMap::new()).err().map(|e| e.reason()), Some("TENANT_REQUIRED"));
+        assert_eq!(parse(&HeaderMap::new()).err().map(|e| e.reason()), Some(Reason::TenantRequired));
     }
 }

@@ -22,10 +22,10 @@
 
 use std::future::Future;
 
-use diesel::result::OptionalExtension;
 use diesel::QueryResult;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::result::OptionalExtension;
 use diesel_async::methods::LoadQuery;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::BoxFuture;
@@ -352,12 +352,7 @@ async fn end<R>(connection: &AppConnection, outcome: Result<R>) -> Result<R> {
 /// the connection.
 fn classify(connection: &mut AppConnection, error: Error) -> Error {
     use diesel_async::pooled_connection::PoolableConnection;
-    match error {
-        Error::Internal(source) if (**connection).is_broken() => {
-            Error::Unavailable { reason: "DATABASE_UNAVAILABLE", source: source.context("the connection closed") }
-        }
-        other => other,
-    }
+    if (**connection).is_broken() { error.on_closed_connection() } else { error }
 }
 
 #[cfg(test)]
@@ -386,7 +381,10 @@ mod tests {
     fn uuids_from_any_bytes_give_the_same_shape() {
         let mut bytes = [0u8; 16];
         for round in 0..=255u8 {
-            bytes.iter_mut().enumerate().for_each(|(index, byte)| *byte = round.wrapping_mul(31).wrapping_add(index as u8));
+            bytes
+                .iter_mut()
+                .enumerate()
+                .for_each(|(index, byte)| *byte = round.wrapping_mul(31).wrapping_add(index as u8));
             assert_statement_shape(&set_tenant_statement(Uuid::from_bytes(bytes)));
         }
     }
@@ -435,7 +433,7 @@ mod tests {
         let (begun, inserted) = join!(begin(connection, set_statement), insert);
         let succeeded = match (&begun, &inserted) {
             (Ok(()), Ok(count)) => Ok(*count),
-            _ => Err(Error::Internal(anyhow::anyhow!("the pipeline failed"))),
+            _ => Err(Error::internal(anyhow::anyhow!("the pipeline failed"))),
         };
         end(connection, succeeded).await.ok();
         let mut reader: Connection<'_> = connection;

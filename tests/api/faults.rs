@@ -245,3 +245,40 @@ async fn when_redis_stops_under_load_the_data_plane_keeps_answering_and_caching_
     }
     crate::helpers::drop_database(&database).await;
 }
+
+#[tokio::test]
+async fn resolving_an_api_key_while_postgres_is_down_is_unavailable_not_not_found() {
+    use crate::helpers::ApiKeyScope;
+    use tenantd::proto::ResolveTenantRequest;
+    use tenantd::proto::resolve_tenant_request::Identifier;
+
+    let postgres = ThrowawayPostgres::start();
+    let admin = postgres.connect("postgres", "postgres").await;
+    admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
+    tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
+    let mut config = test_config("unused");
+    config.database_url = Secret::new(postgres.url("tenantd_app", "tenantd"));
+    config.db_acquire_timeout = Millis::from(500);
+    let app = start("unused".into(), config).await;
+    app.wait_for_status("", ServingStatus::Serving).await;
+    let tenant = app.create_tenant(&unique_slug("pg")).await.id;
+    let (_, used) = app.create_api_key(&tenant, &[ApiKeyScope::Read]).await;
+    let (_, unseen) = app.create_api_key(&tenant, &[ApiKeyScope::Read]).await;
+    let resolve = |key: &str| {
+        let mut tenants = app.tenants.clone();
+        let request = ResolveTenantRequest { identifier: Some(Identifier::ApiKey(key.to_owned())) };
+        async move { tenants.resolve_tenant(request).await }
+    };
+    let resolved = resolve(&used).await.expect("control: a valid key resolves").into_inner();
+    assert_eq!(resolved.id, tenant);
+
+    postgres.kill();
+    app.wait_for_status("", ServingStatus::NotServing).await;
+    let outage = resolve(&unseen).await.expect_err("the key cannot be checked while PostgreSQL is down");
+    assert_eq!(outage.code(), Code::Unavailable, "an outage is not an unknown tenant: {outage:?}");
+    postgres.resume();
+    app.wait_for_status("", ServingStatus::Serving).await;
+    let resolved = resolve(&unseen).await.expect("the same key resolves once PostgreSQL is back").into_inner();
+    assert_eq!(resolved.id, tenant);
+    app.stop().await;
+}

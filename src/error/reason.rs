@@ -1,0 +1,135 @@
+//! The closed set of error reasons: each with its gRPC code and its message for people.
+//!
+//! This table is the one place where a code is decided. The README's error table is
+//! checked against it by `tests/api/docs.rs`, and every reason's text is the
+//! `google.rpc.ErrorInfo.reason` clients branch on, so a reason is never renamed.
+
+use tonic::Code;
+
+macro_rules! reasons {
+    ($( $variant:ident = $text:literal, $code:ident, $message:literal; )*) => {
+        /// Why a request failed: the `google.rpc.ErrorInfo.reason` of every error.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $( #[doc = $message] $variant, )*
+        }
+
+        impl Reason {
+            /// Every reason, in the order of the table.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
+
+            /// The stable SCREAMING_SNAKE text clients branch on.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$variant => $text,)* }
+            }
+
+            /// The gRPC code of every error with this reason.
+            pub fn code(self) -> Code {
+                match self { $(Reason::$variant => Code::$code,)* }
+            }
+
+            /// The message for people (INVALID_ARGUMENT and ALREADY_EXISTS messages name
+            /// their fields instead).
+            pub fn message(self) -> &'static str {
+                match self { $(Reason::$variant => $message,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    // INVALID_ARGUMENT: every one comes with google.rpc.BadRequest field violations.
+    TenantRequired = "TENANT_REQUIRED", InvalidArgument, "the request names no tenant";
+    TenantIdMalformed = "TENANT_ID_MALFORMED", InvalidArgument, "the tenant id is not a UUID";
+    TenantSlugMalformed = "TENANT_SLUG_MALFORMED", InvalidArgument, "the tenant slug is malformed";
+    TenantSelectorAmbiguous = "TENANT_SELECTOR_AMBIGUOUS", InvalidArgument, "the request names the tenant twice";
+    RequestIdMalformed = "REQUEST_ID_MALFORMED", InvalidArgument, "the request id is not a UUID";
+    RequestIdReused = "REQUEST_ID_REUSED", InvalidArgument, "the request id was used for another request";
+    RequestBodyMalformed = "REQUEST_BODY_MALFORMED", InvalidArgument, "the request message could not be decoded";
+    FieldRequired = "FIELD_REQUIRED", InvalidArgument, "a required field is missing";
+    FieldMalformed = "FIELD_MALFORMED", InvalidArgument, "a field is malformed";
+    FieldTooLong = "FIELD_TOO_LONG", InvalidArgument, "a field is too long";
+    IdMalformed = "ID_MALFORMED", InvalidArgument, "an id is not a UUID in canonical form";
+    EmailMalformed = "EMAIL_MALFORMED", InvalidArgument, "an email address is malformed";
+    RoleInvalid = "ROLE_INVALID", InvalidArgument, "the role is not one of the known roles";
+    StateInvalid = "STATE_INVALID", InvalidArgument, "the state is not one of the known states";
+    LabelsInvalid = "LABELS_INVALID", InvalidArgument, "the labels are invalid";
+    DomainsInvalid = "DOMAINS_INVALID", InvalidArgument, "a domain is invalid";
+    ChannelBindingsInvalid = "CHANNEL_BINDINGS_INVALID", InvalidArgument, "a channel binding is invalid";
+    ScopesInvalid = "SCOPES_INVALID", InvalidArgument, "the scopes are invalid";
+    ExpireTimeInvalid = "EXPIRE_TIME_INVALID", InvalidArgument, "the expiry time is invalid";
+    TimestampInvalid = "TIMESTAMP_INVALID", InvalidArgument, "a timestamp is out of range";
+    ContentTooLarge = "CONTENT_TOO_LARGE", InvalidArgument, "the content is too large";
+    MetadataTooLarge = "METADATA_TOO_LARGE", InvalidArgument, "the metadata is too large";
+    MetadataInvalid = "METADATA_INVALID", InvalidArgument, "request metadata is invalid";
+    OwnerNotFound = "OWNER_NOT_FOUND", InvalidArgument, "the owner does not exist";
+    PageSizeInvalid = "PAGE_SIZE_INVALID", InvalidArgument, "the page size is invalid";
+    PageTokenInvalid = "PAGE_TOKEN_INVALID", InvalidArgument, "the page token is not from this list";
+    UpdateMaskRequired = "UPDATE_MASK_REQUIRED", InvalidArgument, "the update mask is required";
+    UpdateMaskInvalid = "UPDATE_MASK_INVALID", InvalidArgument, "the update mask names a field that cannot be updated";
+
+    // UNAUTHENTICATED: no valid credentials. The messages say which case, never anything
+    // about a valid credential.
+    CredentialsMissing = "CREDENTIALS_MISSING", Unauthenticated, "no credentials: send authorization: Bearer <token>";
+    CredentialsMalformed = "CREDENTIALS_MALFORMED", Unauthenticated, "the authorization header is not `Bearer <token>`";
+    CredentialsAmbiguous = "CREDENTIALS_AMBIGUOUS", Unauthenticated, "more than one authorization header";
+    CredentialsInvalid = "CREDENTIALS_INVALID", Unauthenticated, "the token is not a valid credential";
+    ApiKeyMalformed = "API_KEY_MALFORMED", Unauthenticated, "the API key is malformed";
+    ApiKeyChecksumMismatch = "API_KEY_CHECKSUM_MISMATCH", Unauthenticated, "the API key is mistyped (its checksum does not match)";
+    ApiKeyInvalid = "API_KEY_INVALID", Unauthenticated, "the API key is not known";
+    ApiKeyRevoked = "API_KEY_REVOKED", Unauthenticated, "the API key is revoked";
+    ApiKeyExpired = "API_KEY_EXPIRED", Unauthenticated, "the API key has expired";
+
+    // PERMISSION_DENIED: valid credentials that do not allow the call.
+    ApiKeyScopeInsufficient = "API_KEY_SCOPE_INSUFFICIENT", PermissionDenied, "the API key lacks the scope this call needs";
+    TenantMismatch = "TENANT_MISMATCH", PermissionDenied, "the tenant metadata names a different tenant than the API key";
+    ApiKeyNotAllowed = "API_KEY_NOT_ALLOWED", PermissionDenied, "the control plane accepts only the platform token";
+
+    // NOT_FOUND: also for another tenant's resource.
+    TenantNotFound = "TENANT_NOT_FOUND", NotFound, "tenant not found";
+    UserNotFound = "USER_NOT_FOUND", NotFound, "user not found";
+    DocumentNotFound = "DOCUMENT_NOT_FOUND", NotFound, "document not found";
+    ApiKeyNotFound = "API_KEY_NOT_FOUND", NotFound, "api key not found";
+
+    // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
+    TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
+    TenantSlugAlreadyExists = "TENANT_SLUG_ALREADY_EXISTS", AlreadyExists, "the slug is taken";
+    TenantDomainAlreadyExists = "TENANT_DOMAIN_ALREADY_EXISTS", AlreadyExists, "the domain is taken";
+    TenantChannelBindingAlreadyExists = "TENANT_CHANNEL_BINDING_ALREADY_EXISTS", AlreadyExists, "the channel binding is taken";
+    UserAlreadyExists = "USER_ALREADY_EXISTS", AlreadyExists, "the user already exists";
+    UserEmailAlreadyExists = "USER_EMAIL_ALREADY_EXISTS", AlreadyExists, "the email is taken";
+    DocumentAlreadyExists = "DOCUMENT_ALREADY_EXISTS", AlreadyExists, "the document already exists";
+
+    // FAILED_PRECONDITION: the system is not in a state that allows the call.
+    TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";
+    TenantDeleted = "TENANT_DELETED", FailedPrecondition, "the tenant is deleted";
+    UserHasDocuments = "USER_HAS_DOCUMENTS", FailedPrecondition, "the user owns documents; delete them or give them another owner first";
+
+    // ABORTED: a concurrency check failed.
+    EtagMismatch = "ETAG_MISMATCH", Aborted, "the resource changed since it was read; read it again and retry";
+
+    // UNAVAILABLE: a dependency is down; retry later.
+    DatabaseUnavailable = "DATABASE_UNAVAILABLE", Unavailable, "the database is unavailable; retry later";
+    DatabasePoolExhausted = "DATABASE_POOL_EXHAUSTED", Unavailable, "every database connection is busy; retry later";
+    RedisUnavailable = "REDIS_UNAVAILABLE", Unavailable, "Redis is unavailable; retry later";
+
+    // INTERNAL: a bug; details are in the server log only.
+    Internal = "INTERNAL", Internal, "internal error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_text_is_unique_and_screaming_snake() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            let text = reason.as_str();
+            assert!(seen.insert(text), "{text} appears twice");
+            assert!(text.bytes().all(|byte| byte.is_ascii_uppercase() || byte == b'_'), "{text}");
+            let camel: String = text.split('_').map(|word| word[..1].to_owned() + &word[1..].to_lowercase()).collect();
+            assert_eq!(camel, format!("{reason:?}"), "the variant is named after its text");
+        }
+    }
+}
