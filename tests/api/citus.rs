@@ -1,14 +1,16 @@
 //! Citus readiness, checked on plain PostgreSQL: what the Citus migration does without the
 //! extension, that every table is recorded for distribution, that every unique and foreign
-//! key constraint answers a deliberate error even in the shape Citus reports it. What only
-//! a cluster can show is in docs/citus.md.
+//! key constraint answers a deliberate error even in the shape Citus reports it, and that
+//! readiness does not depend on the Citus setting where there is no Citus. What only a
+//! cluster can show is in docs/citus.md.
 
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
 use tenantd::domain;
 use tenantd::error::{Error, from_database};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{connect, create_database, drop_database, migrate, pg_admin};
+use crate::helpers::{connect, create_database, drop_database, migrate, pg_admin, start, test_config};
 
 /// Cluster-wide lock the test harness takes around migrations (helpers::migrate). Role
 /// settings are cluster-wide too, and tests/api/migrations.rs resets this one while it
@@ -398,4 +400,26 @@ async fn every_unique_and_foreign_key_constraint_answers_a_deliberate_error_even
         ]
     );
     drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn on_plain_postgresql_readiness_does_not_depend_on_the_citus_setting() {
+    let database = create_database().await;
+    migrate(&database).await;
+    let admin = connect(&pg_admin(), "postgres").await;
+    admin.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.expect("lock");
+    admin.batch_execute("ALTER ROLE tenantd_app RESET citus.propagate_set_commands").await.expect("reset setting");
+    // Control: a new app-role session really has no value.
+    assert_eq!(effective_setting(&database).await, None);
+
+    let app = start(database.clone(), test_config(&database)).await;
+    app.wait_for_status("", ServingStatus::Serving).await;
+    assert_eq!(app.status("tenantd.v1.UserService").await, ServingStatus::Serving);
+
+    admin
+        .batch_execute("ALTER ROLE tenantd_app SET citus.propagate_set_commands = 'local'")
+        .await
+        .expect("restore setting");
+    admin.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.expect("unlock");
+    app.stop().await;
 }
