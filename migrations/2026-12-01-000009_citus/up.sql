@@ -15,11 +15,13 @@ ALTER ROLE tenantd_app SET citus.propagate_set_commands = 'local';
 
 -- How every table of the schema is distributed on a cluster ('reference' or 'tenant'),
 -- recorded with or without citus. tests/api/citus.rs fails if a table is missing.
+-- This table and the two functions stay owned by the migration role, unlike the tenant
+-- tables: on a cluster tenantd_owner can log in (decision 0008), and a trigger or function
+-- body it controlled would run as the migration role whenever a migration called them.
 CREATE TABLE tenantd_table_distribution (
     table_name regclass PRIMARY KEY,
     distribution text NOT NULL CHECK (distribution IN ('reference', 'tenant'))
 );
-ALTER TABLE tenantd_table_distribution OWNER TO tenantd_owner;
 
 -- The only way a table joins the cluster, in this migration and every later one: a new
 -- registry table calls tenantd_distribute_registry_table, a new tenant table
@@ -50,8 +52,6 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION tenantd_distribute_registry_table(regclass) OWNER TO tenantd_owner;
-ALTER FUNCTION tenantd_distribute_tenant_table(regclass) OWNER TO tenantd_owner;
 -- Migrations only: the app role never changes the schema.
 REVOKE EXECUTE ON FUNCTION tenantd_distribute_registry_table(regclass) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION tenantd_distribute_tenant_table(regclass) FROM PUBLIC;

@@ -96,6 +96,28 @@ async fn without_citus_the_citus_migration_runs_and_distributes_nothing() {
         .get(0);
     assert!(!owner_logs_in);
 
+    // What migrations call or write on every run belongs to the migration role, not to the
+    // table owner (decision 0008).
+    let owned_by_owner: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relname = 'tenantd_table_distribution'
+                         AND relowner = 'tenantd_owner'::regrole)
+                  + (SELECT count(*) FROM pg_proc WHERE proname LIKE 'tenantd_distribute_%'
+                         AND proowner = 'tenantd_owner'::regrole)",
+            &[],
+        )
+        .await
+        .expect("owners")
+        .get(0);
+    assert_eq!(owned_by_owner, 0);
+    // Control: the tenant tables do belong to the owner, so the query can see ownership.
+    let users_owner: String = admin
+        .query_one("SELECT relowner::regrole::text FROM pg_class WHERE relname = 'users'", &[])
+        .await
+        .expect("users owner")
+        .get(0);
+    assert_eq!(users_owner, "tenantd_owner");
+
     // The distribution functions are for migrations: the app role cannot call them.
     let app_executes: bool = admin
         .query_one(
