@@ -3,8 +3,8 @@
 //! Service names:
 //! - `""` (readiness) and the tenant services' names: SERVING when PostgreSQL answers as the
 //!   app role, its migrations are current, on Citus the app role's `SET LOCAL` reaches the
-//!   workers (see [`serves_tenant_transactions`]), and shutdown has not begun. `""` starts
-//!   NOT_SERVING (tonic-health would start it SERVING).
+//!   workers (its `citus.propagate_set_commands` is `local`), and shutdown has not begun.
+//!   `""` starts NOT_SERVING (tonic-health would start it SERVING).
 //! - `postgres`, `redis`: each dependency's own state.
 //! - `liveness`: SERVING until shutdown begins, never tied to a dependency.
 //!
