@@ -1,9 +1,10 @@
 //! grpc.health.v1 statuses, driven by a background task that probes the dependencies.
 //!
 //! Service names:
-//! - `""` (readiness), `tenantd.v1.TenantService`, `tenantd.v1.UserService`: SERVING when
-//!   PostgreSQL answers as the app role and its migrations are current, and shutdown has
-//!   not begun. `""` starts NOT_SERVING (tonic-health would start it SERVING).
+//! - `""` (readiness) and the tenant services' names: SERVING when PostgreSQL answers as the
+//!   app role, its migrations are current, on Citus the app role's `SET LOCAL` reaches the
+//!   workers (its `citus.propagate_set_commands` is `local`), and shutdown has not begun.
+//!   `""` starts NOT_SERVING (tonic-health would start it SERVING).
 //! - `postgres`, `redis`: each dependency's own state.
 //! - `liveness`: SERVING until shutdown begins, never tied to a dependency.
 //!
@@ -11,8 +12,8 @@
 
 use std::time::Duration;
 
-use diesel::dsl::max;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,6 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::cache::RedisCache;
-use crate::db::schema::__diesel_schema_migrations;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
@@ -53,6 +53,9 @@ fn readiness_names() -> [&'static str; 6] {
 struct Observed {
     postgres: bool,
     migrations_current: bool,
+    /// Without citus always true; with it, whether the app role's `SET LOCAL` reaches the
+    /// workers.
+    tenant_setting_propagates: bool,
     redis: bool,
 }
 
@@ -84,7 +87,7 @@ impl Health {
             return;
         }
         published.observed = Some(observed);
-        let ready = observed.postgres && observed.migrations_current;
+        let ready = observed.postgres && observed.migrations_current && observed.tenant_setting_propagates;
         for name in readiness_names() {
             self.reporter.set_service_status(name, status(ready)).await;
         }
@@ -94,6 +97,7 @@ impl Health {
             ready,
             postgres = observed.postgres,
             migrations_current = observed.migrations_current,
+            tenant_setting_propagates = observed.tenant_setting_propagates,
             redis = observed.redis,
             "health changed"
         );
@@ -123,6 +127,33 @@ fn status(serving: bool) -> ServingStatus {
     if serving { ServingStatus::Serving } else { ServingStatus::NotServing }
 }
 
+/// Whether tenant transactions can work on this database. Without citus they always can.
+/// With citus, the tenant transaction's `SET LOCAL app.tenant_id` reaches the workers only
+/// if the app role's effective `citus.propagate_set_commands` is `local`; otherwise the
+/// workers' RLS sees no tenant: reads find nothing and writes fail.
+fn serves_tenant_transactions(citus: bool, propagate_set_commands: Option<&str>) -> bool {
+    !citus || propagate_set_commands.is_some_and(|value| value.eq_ignore_ascii_case("local"))
+}
+
+/// What one PostgreSQL probe sees, in one round trip on the app-role connection.
+#[derive(Debug, QueryableByName)]
+struct DatabaseProbe {
+    /// The newest applied migration.
+    #[diesel(sql_type = Nullable<Text>)]
+    latest_migration: Option<String>,
+    /// Whether the citus extension is installed in this database.
+    #[diesel(sql_type = Bool)]
+    citus: bool,
+    /// The app role's effective `citus.propagate_set_commands` (NULL: not set, and citus
+    /// not loaded).
+    #[diesel(sql_type = Nullable<Text>)]
+    propagate_set_commands: Option<String>,
+}
+
+const DATABASE_PROBE: &str = "SELECT (SELECT max(version)::text FROM __diesel_schema_migrations) AS latest_migration, \
+     EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus, \
+     current_setting('citus.propagate_set_commands', true) AS propagate_set_commands";
+
 /// Probes PostgreSQL (on a dedicated app-role connection, so a saturated pool cannot
 /// make a healthy database look down) and Redis, with timeouts.
 pub struct Prober {
@@ -131,12 +162,15 @@ pub struct Prober {
     redis: RedisCache,
     latest_migration: String,
     timeout: Duration,
+    /// The `citus.propagate_set_commands` value last warned about, so the warning is
+    /// logged when it changes, not on every probe.
+    warned_setting: Option<Option<String>>,
 }
 
 impl Prober {
     /// A prober for the app-role `database_url` that expects `latest_migration`.
     pub fn new(database_url: String, redis: RedisCache, latest_migration: String, timeout: Duration) -> Self {
-        Self { database_url, connection: None, redis, latest_migration, timeout }
+        Self { database_url, connection: None, redis, latest_migration, timeout, warned_setting: None }
     }
 
     async fn observe(&mut self) -> Observed {
@@ -144,8 +178,8 @@ impl Prober {
             tokio::time::timeout(self.timeout, probe_postgres(&self.database_url, &mut self.connection)),
             self.redis.probe(),
         );
-        let applied = match postgres {
-            Ok(Ok(applied)) => Some(applied),
+        let probed = match postgres {
+            Ok(Ok(probed)) => Some(probed),
             Ok(Err(error)) => {
                 tracing::debug!(error = %error, "postgres probe failed");
                 self.connection = None;
@@ -156,11 +190,38 @@ impl Prober {
                 None
             }
         };
-        Observed {
-            postgres: applied.is_some(),
-            migrations_current: applied.flatten().is_some_and(|version| version >= self.latest_migration),
-            redis,
+        let postgres = probed.is_some();
+        let probe = probed.flatten();
+        let migrations_current = probe
+            .as_ref()
+            .and_then(|probe| probe.latest_migration.as_deref())
+            .is_some_and(|version| version >= self.latest_migration.as_str());
+        let tenant_setting_propagates = probe
+            .as_ref()
+            .is_some_and(|probe| serves_tenant_transactions(probe.citus, probe.propagate_set_commands.as_deref()));
+        if tenant_setting_propagates {
+            self.warned_setting = None;
+        } else if let Some(probe) = &probe {
+            self.warn_once(probe.propagate_set_commands.clone());
         }
+        Observed { postgres, migrations_current, tenant_setting_propagates, redis }
+    }
+
+    /// Says why a Citus database is not served, once per value of the setting. The probe
+    /// connection keeps the value it logged in with, as do pooled connections: after the
+    /// role is fixed, tenantd must reconnect, so readiness waits for a restart.
+    fn warn_once(&mut self, setting: Option<String>) {
+        if self.warned_setting.as_ref() == Some(&setting) {
+            return;
+        }
+        tracing::warn!(
+            citus.propagate_set_commands = setting.as_deref().unwrap_or("unset"),
+            "not ready: citus.propagate_set_commands is {} for the app role, so SET LOCAL app.tenant_id does not \
+             reach the workers; run tenantd migrate or ALTER ROLE tenantd_app SET citus.propagate_set_commands = \
+             'local', then restart tenantd",
+            setting.as_deref().unwrap_or("unset"),
+        );
+        self.warned_setting = Some(setting);
     }
 
     /// Probes every `interval` until `stop` is cancelled.
@@ -176,22 +237,43 @@ impl Prober {
     }
 }
 
-/// The newest applied migration version, reconnecting first if needed.
-async fn probe_postgres(database_url: &str, slot: &mut Option<AsyncPgConnection>) -> anyhow::Result<Option<String>> {
+/// The newest applied migration version and the Citus facts, reconnecting first if
+/// needed. `Ok(None)`: connected, but the migrations table is missing or unreadable.
+async fn probe_postgres(
+    database_url: &str,
+    slot: &mut Option<AsyncPgConnection>,
+) -> anyhow::Result<Option<DatabaseProbe>> {
     if slot.is_none() {
         *slot = Some(AsyncPgConnection::establish(database_url).await?);
     }
     let connection = slot.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
-    let applied = __diesel_schema_migrations::table
-        .select(max(__diesel_schema_migrations::version))
-        .get_result::<Option<String>>(connection)
-        .await;
-    match applied {
-        Ok(version) => Ok(version),
+    let probed = diesel::sql_query(DATABASE_PROBE).get_result::<DatabaseProbe>(connection).await;
+    match probed {
+        Ok(probe) => Ok(Some(probe)),
         // The server went away (shut down, restarted, network lost).
         Err(error) if diesel_async::pooled_connection::PoolableConnection::is_broken(connection) => Err(error.into()),
         // Connected, but the migrations table is missing or unreadable: not current.
         Err(diesel::result::Error::DatabaseError(..)) => Ok(None),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serves_tenant_transactions;
+
+    #[test]
+    fn without_citus_the_setup_serves_whatever_the_setting() {
+        assert!(serves_tenant_transactions(false, None));
+        assert!(serves_tenant_transactions(false, Some("none")));
+        assert!(serves_tenant_transactions(false, Some("local")));
+    }
+
+    #[test]
+    fn with_citus_only_local_propagation_serves() {
+        assert!(serves_tenant_transactions(true, Some("local")));
+        assert!(!serves_tenant_transactions(true, Some("none")));
+        assert!(!serves_tenant_transactions(true, None));
+        assert!(!serves_tenant_transactions(true, Some("")));
     }
 }

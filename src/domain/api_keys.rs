@@ -139,7 +139,8 @@ impl ApiKeys {
                         expire_time: new.expire_time,
                     },
                 )
-                .await?;
+                .await
+                .map_err(|error| crate::error::from_database(error, constraint_error))?;
                 let created = ApiKey::from(row);
                 let details = serde_json::json!({ "scopes": created.scopes, "expire_time": created.expire_time });
                 audit::record(transaction, "api_key.create", "api_key", created.id, details).await?;
@@ -207,4 +208,15 @@ async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<ApiKe
     let after = crate::db::api_keys::revoke(transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
     audit::record(transaction, "api_key.revoke", "api_key", key_id, serde_json::json!({})).await?;
     Ok(after.into())
+}
+
+/// What a violated constraint means when API keys are written; `None` for a constraint this
+/// module does not expect (INTERNAL). Public so that tests/api/citus.rs can check every
+/// constraint of the schema has a deliberate answer.
+pub fn constraint_error(constraint: &str) -> Option<Error> {
+    match constraint {
+        "api_keys_pkey" => Some(Error::already_exists(Reason::ApiKeyAlreadyExists, "api_key.id")),
+        "api_keys_tenant_id_fkey" => Some(Error::new(Reason::TenantNotFound)),
+        _ => None,
+    }
 }

@@ -50,7 +50,9 @@ pub async fn begin<T: DeserializeOwned>(transaction: &mut TenantTx<'_>, key: &Op
         Scope::Platform => crate::db::idempotency::prune_platform(transaction.connection(), RETENTION).await?,
     };
     let claimed =
-        crate::db::idempotency::claim(transaction, key.scope, key.request_id, key.method, &key.request_sha256).await?;
+        crate::db::idempotency::claim(transaction, key.scope, key.request_id, key.method, &key.request_sha256)
+            .await
+            .map_err(|error| crate::error::from_database(error, constraint_error))?;
     if claimed {
         return Ok(None);
     }
@@ -79,4 +81,18 @@ pub async fn finish<T: Serialize>(
     let json = serde_json::to_value(response).map_err(|error| Error::internal(error.into()))?;
     crate::db::idempotency::complete(transaction, key.scope, key.request_id, json).await?;
     Ok(())
+}
+
+/// What a violated constraint means when a request is claimed; `None` for a constraint this
+/// module does not expect (INTERNAL). A claim skips a taken request id (ON CONFLICT DO
+/// NOTHING), so the keys below are answered only should that ever change. Public so that
+/// tests/api/citus.rs can check every constraint of the schema has a deliberate answer.
+pub fn constraint_error(constraint: &str) -> Option<Error> {
+    match constraint {
+        "idempotency_records_pkey" | "platform_idempotency_records_pkey" => {
+            Some(Error::already_exists(Reason::RequestIdAlreadyExists, "request_id"))
+        }
+        "idempotency_records_tenant_id_fkey" => Some(Error::new(Reason::TenantNotFound)),
+        _ => None,
+    }
 }

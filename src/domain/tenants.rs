@@ -519,14 +519,21 @@ fn tenant_deleted() -> Error {
 }
 
 fn map_database_error(error: diesel::result::Error) -> Error {
-    error::from_database(error, |constraint| {
-        let (reason, field) = match constraint {
-            "tenants_slug_key" => (Reason::TenantSlugAlreadyExists, "tenant.slug"),
-            "tenants_pkey" => (Reason::TenantAlreadyExists, "tenant.id"),
-            "tenant_domains_pkey" => (Reason::TenantDomainAlreadyExists, "tenant.domains"),
-            "tenant_channel_bindings_pkey" => (Reason::TenantChannelBindingAlreadyExists, "tenant.channel_bindings"),
-            _ => return None,
-        };
-        Some(Error::already_exists(reason, field))
-    })
+    error::from_database(error, constraint_error)
+}
+
+/// What a violated constraint means when the registry (tenants, their domains and channel
+/// bindings) is written; `None` for a constraint this module does not expect (INTERNAL).
+/// Public so that tests/api/citus.rs can check every constraint of the schema has a
+/// deliberate answer.
+pub fn constraint_error(constraint: &str) -> Option<Error> {
+    let (reason, field) = match constraint {
+        "tenants_slug_key" => (Reason::TenantSlugAlreadyExists, "tenant.slug"),
+        "tenants_pkey" => (Reason::TenantAlreadyExists, "tenant.id"),
+        "tenant_domains_pkey" => (Reason::TenantDomainAlreadyExists, "tenant.domains"),
+        "tenant_channel_bindings_pkey" => (Reason::TenantChannelBindingAlreadyExists, "tenant.channel_bindings"),
+        "tenant_domains_tenant_id_fkey" | "tenant_channel_bindings_tenant_id_fkey" => return Some(tenant_not_found()),
+        _ => return None,
+    };
+    Some(Error::already_exists(reason, field))
 }

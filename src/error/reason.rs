@@ -99,6 +99,9 @@ reasons! {
     UserAlreadyExists = "USER_ALREADY_EXISTS", AlreadyExists, "the user already exists";
     UserEmailAlreadyExists = "USER_EMAIL_ALREADY_EXISTS", AlreadyExists, "the email is taken";
     DocumentAlreadyExists = "DOCUMENT_ALREADY_EXISTS", AlreadyExists, "the document already exists";
+    ApiKeyAlreadyExists = "API_KEY_ALREADY_EXISTS", AlreadyExists, "the API key already exists";
+    AuditEventAlreadyExists = "AUDIT_EVENT_ALREADY_EXISTS", AlreadyExists, "the audit event already exists";
+    RequestIdAlreadyExists = "REQUEST_ID_ALREADY_EXISTS", AlreadyExists, "the request id is already recorded";
 
     // FAILED_PRECONDITION: the system is not in a state that allows the call.
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";

@@ -83,7 +83,7 @@ async fn every_strategy_resolves_the_same_tenant() {
             .resolve_tenant(ResolveTenantRequest { identifier: Some(Identifier::ApiKey("tdk_nope".into())) })
             .await,
         Code::InvalidArgument,
-        "API_KEY_MALFORMED",
+        "FIELD_MALFORMED",
     );
     assert_error(
         app.tenants.clone().resolve_tenant(ResolveTenantRequest { identifier: None }).await,

@@ -10,6 +10,7 @@ mod abuse;
 mod attacks;
 mod audit;
 mod catalog;
+mod citus;
 mod cli;
 mod credentials;
 mod docs;

@@ -4,7 +4,7 @@ use tenantd::db::migrations::{revert_all, run_pending};
 
 use crate::helpers::{connect, create_database, database_url, drop_database, pg_admin};
 
-const ALL_TABLES: [&str; 9] = [
+const ALL_TABLES: [&str; 10] = [
     "api_keys",
     "audit_events",
     "documents",
@@ -12,9 +12,23 @@ const ALL_TABLES: [&str; 9] = [
     "platform_idempotency_records",
     "tenant_channel_bindings",
     "tenant_domains",
+    "tenantd_table_distribution",
     "tenants",
     "users",
 ];
+
+/// Whether the app role has the setting the Citus migration gives it.
+async fn app_role_propagates_set_commands(admin: &tokio_postgres::Client) -> bool {
+    admin
+        .query_one(
+            "SELECT coalesce('citus.propagate_set_commands=local' = ANY (rolconfig), false)
+             FROM pg_roles WHERE rolname = 'tenantd_app'",
+            &[],
+        )
+        .await
+        .expect("role settings")
+        .get(0)
+}
 
 async fn tables(database: &str) -> Vec<String> {
     connect(&pg_admin(), database)
@@ -38,11 +52,13 @@ async fn migrations_go_up_down_and_up_again() {
     admin.execute("SELECT pg_advisory_lock(7345001)", &[]).await.expect("lock");
 
     let applied = run_pending(&url).await.expect("up");
-    assert_eq!(applied, 8);
+    assert_eq!(applied, 9);
     assert_eq!(tables(&database).await, ALL_TABLES);
+    assert!(app_role_propagates_set_commands(&admin).await);
     let reverted = revert_all(&url).await.expect("down");
     assert_eq!(reverted, applied);
     assert!(tables(&database).await.is_empty());
+    assert!(!app_role_propagates_set_commands(&admin).await, "the down migration resets the role setting");
     let roles: i64 = admin
         .query_one("SELECT count(*) FROM pg_roles WHERE rolname IN ('tenantd_app', 'tenantd_owner')", &[])
         .await
@@ -51,6 +67,7 @@ async fn migrations_go_up_down_and_up_again() {
     assert_eq!(roles, 2, "roles are cluster-wide and survive a down migration");
     assert_eq!(run_pending(&url).await.expect("up again"), applied);
     assert_eq!(tables(&database).await, ALL_TABLES);
+    assert!(app_role_propagates_set_commands(&admin).await);
 
     admin.execute("SELECT pg_advisory_unlock(7345001)", &[]).await.expect("unlock");
     drop_database(&database).await;
