@@ -172,12 +172,14 @@ impl Violations {
         self.check::<()>(Err(Error::invalid(reason, field, description)));
     }
 
-    /// `Ok(value)` if nothing was recorded, else the error with every violation; the
-    /// ErrorInfo reason is the first violation's.
-    pub fn finish<T>(self, value: T) -> Result<T> {
+    /// What `build` makes of the checked values if nothing was recorded, else the error
+    /// with every violation (its ErrorInfo reason is the first violation's). `build` sees
+    /// the values [`Violations::check`] returned; it returns `None` only if one of them is
+    /// missing, which cannot happen once nothing was recorded.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T> {
         match self.first {
-            None => Ok(value),
             Some(error) => Err(error),
+            None => build().ok_or_else(|| Error::internal(anyhow::anyhow!("a check failed without a violation"))),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::domain::documents::{
     Document, DocumentInput, DocumentPatch, Documents, UPDATABLE_FIELDS, parse_content, parse_metadata, parse_title,
 };
 use crate::domain::{page, parse_etag, parse_id};
-use crate::error::Result;
+use crate::error::{Result, Violations};
 use crate::proto::document_service_server::DocumentService;
 use crate::proto::{self};
 use crate::tenancy::TenantContext;
@@ -52,12 +52,14 @@ impl DocumentService for DocumentApi {
         let context = TenantContext::from_request(&request)?;
         let request = request.into_inner();
         let document = required("document", request.document)?;
-        let input = DocumentInput {
-            title: parse_title("document.title", &document.title)?,
-            content: parse_content("document.content", document.content)?,
-            metadata: metadata(document.metadata)?,
-            owner_user_id: parse_id("document.owner_user_id", &document.owner_user_id)?,
-        };
+        let mut checks = Violations::new();
+        let title = checks.check(parse_title("document.title", &document.title));
+        let content = checks.check(parse_content("document.content", document.content));
+        let metadata = checks.check(metadata(document.metadata));
+        let owner_user_id = checks.check(parse_id("document.owner_user_id", &document.owner_user_id));
+        let input = checks.finish(|| {
+            Some(DocumentInput { title: title?, content: content?, metadata: metadata?, owner_user_id: owner_user_id? })
+        })?;
         Ok(Response::new(to_proto(self.documents.create(&context, input, &request.request_id).await?)))
     }
 
@@ -97,21 +99,23 @@ impl DocumentService for DocumentApi {
         let request = request.into_inner();
         let mask = update_mask(request.update_mask, UPDATABLE_FIELDS)?;
         let document = required("document", request.document)?;
-        let id = parse_id("document.id", &document.id)?;
-        let expected_revision = parse_etag(&document.etag)?;
+        let mut checks = Violations::new();
+        let id = checks.check(parse_id("document.id", &document.id));
+        let expected_revision = checks.check(parse_etag(&document.etag));
         let mut patch = DocumentPatch::default();
         if mask.contains("title") {
-            patch.title = Some(parse_title("document.title", &document.title)?);
+            patch.title = checks.check(parse_title("document.title", &document.title));
         }
         if mask.contains("content") {
-            patch.content = Some(parse_content("document.content", document.content)?);
+            patch.content = checks.check(parse_content("document.content", document.content));
         }
         if mask.contains("metadata") {
-            patch.metadata = Some(metadata(document.metadata)?);
+            patch.metadata = checks.check(metadata(document.metadata));
         }
         if mask.contains("owner_user_id") {
-            patch.owner_user_id = Some(parse_id("document.owner_user_id", &document.owner_user_id)?);
+            patch.owner_user_id = checks.check(parse_id("document.owner_user_id", &document.owner_user_id));
         }
+        let (id, expected_revision) = checks.finish(|| Some((id?, expected_revision?)))?;
         Ok(Response::new(to_proto(self.documents.update(&context, id, expected_revision, patch).await?)))
     }
 

@@ -9,11 +9,11 @@ use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
-    parse_channel_binding, parse_channel_bindings, parse_domains,
+    parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains,
 };
 use crate::domain::usage::UsageCounter;
 use crate::domain::{Slug, page, parse_display_name, parse_etag, parse_id, parse_labels};
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, Result, Violations};
 use crate::proto::api_key::Scope as ProtoScope;
 use crate::proto::get_tenant_request::Selector;
 use crate::proto::resolve_tenant_request::Identifier as ProtoIdentifier;
@@ -149,13 +149,22 @@ impl TenantService for TenantApi {
         let context = RequestContext::from_request(&request)?;
         let request = request.into_inner();
         let tenant = required("tenant", request.tenant)?;
-        let new = NewTenant {
-            slug: slug("tenant.slug", &tenant.slug)?.as_str().to_owned(),
-            display_name: parse_display_name("tenant.display_name", &tenant.display_name, true)?,
-            labels: parse_labels("tenant.labels", tenant.labels)?,
-            domains: parse_domains("tenant.domains", tenant.domains)?,
-            channel_bindings: parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings))?,
-        };
+        let mut checks = Violations::new();
+        let slug = checks.check(slug("tenant.slug", &tenant.slug));
+        let display_name = checks.check(parse_display_name("tenant.display_name", &tenant.display_name, true));
+        let labels = checks.check(parse_labels("tenant.labels", tenant.labels));
+        let domains = checks.check(parse_domains("tenant.domains", tenant.domains));
+        let channel_bindings =
+            checks.check(parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings)));
+        let new = checks.finish(|| {
+            Some(NewTenant {
+                slug: slug?.as_str().to_owned(),
+                display_name: display_name?,
+                labels: labels?,
+                domains: domains?,
+                channel_bindings: channel_bindings?,
+            })
+        })?;
         Ok(Response::new(to_proto(self.registry.create(context, new, &request.request_id).await?)))
     }
 
@@ -246,10 +255,7 @@ impl TenantService for TenantApi {
                 self.registry.resolve(&Identifier::Slug(slug("slug", &value)?.as_str().to_owned())).await?
             }
             ProtoIdentifier::Domain(domain) => {
-                let mut domains = parse_domains("domain", vec![domain])?;
-                let domain =
-                    domains.pop().ok_or_else(|| Error::invalid(Reason::FieldRequired, "domain", "is required"))?;
-                self.registry.resolve(&Identifier::Domain(domain)).await?
+                self.registry.resolve(&Identifier::Domain(parse_domain("domain", &domain)?)).await?
             }
             ProtoIdentifier::ChannelBinding(binding) => {
                 let binding = ChannelBinding { channel_type: binding.channel_type, external_id: binding.external_id };

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{required, timestamp, update_mask};
 use crate::domain::users::{Role, UPDATABLE_FIELDS, User, UserInput, UserPatch, Users, parse_email};
 use crate::domain::{page, parse_display_name, parse_etag, parse_id};
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, Result, Violations};
 use crate::proto::user::Role as ProtoRole;
 use crate::proto::user_service_server::UserService;
 use crate::proto::{self};
@@ -60,11 +60,11 @@ impl UserService for UserApi {
         let context = TenantContext::from_request(&request)?;
         let request = request.into_inner();
         let user = required("user", request.user)?;
-        let input = UserInput {
-            email: parse_email("user.email", &user.email)?,
-            display_name: parse_display_name("user.display_name", &user.display_name, false)?,
-            role: role(user.role, Some(Role::Member))?,
-        };
+        let mut checks = Violations::new();
+        let email = checks.check(parse_email("user.email", &user.email));
+        let display_name = checks.check(parse_display_name("user.display_name", &user.display_name, false));
+        let role = checks.check(role(user.role, Some(Role::Member)));
+        let input = checks.finish(|| Some(UserInput { email: email?, display_name: display_name?, role: role? }))?;
         Ok(Response::new(to_proto(self.users.create(&context, input, &request.request_id).await?)))
     }
 
@@ -93,18 +93,18 @@ impl UserService for UserApi {
         let request = request.into_inner();
         let mask = update_mask(request.update_mask, UPDATABLE_FIELDS)?;
         let user = required("user", request.user)?;
-        let id = parse_id("user.id", &user.id)?;
-        let expected_revision = parse_etag(&user.etag)?;
-        let mut patch = UserPatch::default();
-        if mask.contains("email") {
-            patch.email = Some(parse_email("user.email", &user.email)?);
-        }
-        if mask.contains("display_name") {
-            patch.display_name = Some(parse_display_name("user.display_name", &user.display_name, false)?);
-        }
-        if mask.contains("role") {
-            patch.role = Some(role(user.role, None)?);
-        }
+        let mut checks = Violations::new();
+        let id = checks.check(parse_id("user.id", &user.id));
+        let expected_revision = checks.check(parse_etag(&user.etag));
+        let patch = UserPatch {
+            email: mask.contains("email").then(|| checks.check(parse_email("user.email", &user.email))).flatten(),
+            display_name: mask
+                .contains("display_name")
+                .then(|| checks.check(parse_display_name("user.display_name", &user.display_name, false)))
+                .flatten(),
+            role: mask.contains("role").then(|| checks.check(role(user.role, None))).flatten(),
+        };
+        let (id, expected_revision) = checks.finish(|| Some((id?, expected_revision?)))?;
         Ok(Response::new(to_proto(self.users.update(&context, id, expected_revision, patch).await?)))
     }
 

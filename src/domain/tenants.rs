@@ -15,7 +15,7 @@ use super::page::{self, PageToken, fingerprint};
 use super::{Slug, audit, check_etag, etag};
 use crate::db::tenants::{NewTenantRow, TenantChanges, TenantRow};
 use crate::db::{self};
-use crate::error::{self, Error, Reason, Result};
+use crate::error::{self, Error, Reason, Result, Violations};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
 use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantTx};
@@ -128,30 +128,36 @@ pub fn parse_domains(field: &str, domains: Vec<String>) -> Result<Vec<String>> {
     if domains.len() > MAX_IDENTIFIERS {
         return Err(Error::invalid(Reason::DomainsInvalid, field, format!("at most {MAX_IDENTIFIERS} domains")));
     }
-    let mut normalised = Vec::with_capacity(domains.len());
-    for (index, domain) in domains.into_iter().enumerate() {
-        let domain = domain.to_ascii_lowercase();
-        let labels: Vec<&str> = domain.split('.').collect();
-        let valid = domain.len() <= 253
-            && labels.len() >= 2
-            && labels.iter().all(|label| {
-                (1..=63).contains(&label.len())
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-            });
-        if !valid {
-            return Err(Error::invalid(
-                Reason::DomainsInvalid,
-                format!("{field}[{index}]"),
-                "must be a DNS name like acme.example.com",
-            ));
-        }
-        normalised.push(domain);
-    }
+    let mut checks = Violations::new();
+    let normalised: Vec<Option<String>> = domains
+        .iter()
+        .enumerate()
+        .map(|(index, domain)| checks.check(parse_domain(&format!("{field}[{index}]"), domain)))
+        .collect();
+    let mut normalised = checks.finish(|| normalised.into_iter().collect::<Option<Vec<String>>>())?;
     normalised.sort();
     normalised.dedup();
     Ok(normalised)
+}
+
+/// Validates and lowercases one domain: a DNS name of at most 253 characters with at
+/// least two labels of 1 to 63 letters, digits or inner hyphens.
+pub fn parse_domain(field: &str, domain: &str) -> Result<String> {
+    let domain = domain.to_ascii_lowercase();
+    let labels: Vec<&str> = domain.split('.').collect();
+    let valid = domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        });
+    if valid {
+        Ok(domain)
+    } else {
+        Err(Error::invalid(Reason::DomainsInvalid, field, "must be a DNS name like acme.example.com"))
+    }
 }
 
 /// Validates channel bindings: `channel_type` matches `^[a-z][a-z0-9_-]{0,31}$`,

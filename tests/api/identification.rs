@@ -213,3 +213,25 @@ async fn a_binding_of_a_deleted_tenant_resolves_to_nothing() {
     assert_error(by_id, Code::NotFound, "TENANT_NOT_FOUND");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_malformed_domain_in_resolve_tenant_names_the_domain_field() {
+    use tonic_types::StatusExt;
+    let app = spawn_app().await;
+    let resolve = |domain: &str| {
+        let mut tenants = app.tenants.clone();
+        let request = ResolveTenantRequest { identifier: Some(Identifier::Domain(domain.to_owned())) };
+        async move { tenants.resolve_tenant(request).await }
+    };
+    let unknown = resolve("nobody.example.org").await.expect_err("control: a well-formed unknown domain");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let malformed = resolve("not a domain").await.expect_err("malformed");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    let fields: Vec<String> = malformed
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|violation| violation.field.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["domain"], "the request field is `domain`, not `domain[0]`");
+    app.stop().await;
+}

@@ -189,3 +189,35 @@ async fn user_updates_honour_the_mask_and_the_etag() {
     assert_error(bad_role, Code::InvalidArgument, "ROLE_INVALID");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_invalid_field_of_a_create_is_reported_at_once() {
+    use tonic_types::StatusExt;
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("checks")).await.id;
+    let mut users = app.users(&tenant);
+    let valid = User { email: "valid@example.com".into(), display_name: "Valid".into(), ..Default::default() };
+    users
+        .create_user(CreateUserRequest { user: Some(valid.clone()), ..Default::default() })
+        .await
+        .expect("control: a valid user is created");
+
+    let invalid = User { email: "not an email".into(), display_name: "x".repeat(500), role: 99, ..valid };
+    let refused = users
+        .create_user(CreateUserRequest { user: Some(invalid), ..Default::default() })
+        .await
+        .expect_err("three fields are invalid");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let details = refused.get_error_details();
+    let fields: Vec<String> = details
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|violation| violation.field.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["user.email", "user.display_name", "user.role"], "all of them, in field order");
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("EMAIL_MALFORMED"),
+        "the first one's reason"
+    );
+    app.stop().await;
+}
