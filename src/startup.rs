@@ -13,12 +13,12 @@ use tower::Layer;
 
 use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi};
 use crate::auth::PlatformAuth;
-use crate::auth::last_used::KeyUseRecorder;
 use crate::cache::RedisCache;
 use crate::cli::ServeArgs;
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
+use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
 use crate::domain::users::Users;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tenantd::tenancy::{SET_TENANT_PREFIX, set_tenant_statement};
+use tenantd::db::tenant_tx::{SET_TENANT_PREFIX, set_tenant_statement};
 use uuid::Uuid;
 
 fuzz_target!(|data: [u8; 16]| {

@@ -2,7 +2,6 @@
 //! `authorization: Bearer <credential>`. Secrets are never logged.
 
 pub mod api_key;
-pub mod last_used;
 mod platform;
 
 use http::HeaderMap;

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::api_keys;
-use crate::tenancy::{TenantQuery, TenantTx};
+use super::tenant_tx::{TenantQuery, TenantTx};
 
 /// A stored API key (the secret's hash, never the secret).
 #[derive(Debug, Clone, Queryable, Selectable)]

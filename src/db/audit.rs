@@ -7,7 +7,8 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::audit_events;
-use crate::tenancy::{TenantQuery, TenantTx};
+pub use super::tenant_tx::AuditActor;
+use super::tenant_tx::{TenantQuery, TenantTx};
 
 /// An audit event, as stored.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::documents;
-use crate::tenancy::{TenantQuery, TenantTx};
+use super::tenant_tx::{TenantQuery, TenantTx};
 
 /// A stored document.
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -8,7 +8,7 @@ use super::Connection;
 use uuid::Uuid;
 
 use super::schema::{idempotency_records, platform_idempotency_records};
-use crate::tenancy::TenantTx;
+use super::tenant_tx::TenantTx;
 
 /// What a stored record says about an earlier request.
 #[derive(Debug, Clone, Queryable)]

@@ -17,6 +17,7 @@ pub mod identifiers;
 pub mod migrations;
 pub mod retry;
 pub(crate) mod schema;
+pub mod tenant_tx;
 pub mod tenants;
 pub mod users;
 

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::users;
-use crate::tenancy::{TenantQuery, TenantTx};
+use super::tenant_tx::{TenantQuery, TenantTx};
 
 /// A stored user.
 #[derive(Debug, Clone, Queryable, Selectable)]

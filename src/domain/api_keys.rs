@@ -13,9 +13,10 @@ use super::page::{self, PageToken, fingerprint};
 use super::tenants::TenantState;
 use crate::auth::api_key::ApiKeyToken;
 use crate::db::api_keys::{ApiKeyRow, NewApiKey};
+use crate::db::tenant_tx::TenantTx;
 use crate::error::{Error, Reason, Result};
 use crate::tenancy::resolver::{KeyRecord, TenantResolver};
-use crate::tenancy::{RequestContext, Scope, TenantContext, TenantDb, TenantTx};
+use crate::tenancy::{RequestContext, Scope, TenantContext, TenantDb};
 
 /// An API key, without its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,8 +5,9 @@ use serde_json::{Value, json};
 use super::page::{PageToken, fingerprint};
 use crate::db::audit::NewAuditEvent;
 pub use crate::db::audit::{AuditEvent, AuditQuery as AuditFilter};
+use crate::db::tenant_tx::TenantTx;
 use crate::error::{Error, Reason, Result};
-use crate::tenancy::{TenantContext, TenantDb, TenantTx};
+use crate::tenancy::{TenantContext, TenantDb};
 
 /// Appends an event for the transaction's tenant and request. Call inside the mutation's
 /// transaction, after the change: if the insert fails, the mutation rolls back with it.
@@ -17,14 +18,14 @@ pub async fn record(
     resource_id: impl ToString,
     details: Value,
 ) -> Result<()> {
-    let request = transaction.context().request().clone();
+    let actor = transaction.actor().clone();
     let event = NewAuditEvent {
-        actor_type: request.actor().kind(),
-        actor_id: request.actor().id(),
+        actor_type: actor.actor_type,
+        actor_id: actor.actor_id,
         action,
         resource_type,
         resource_id: resource_id.to_string(),
-        request_id: request.request_id(),
+        request_id: &actor.request_id,
         details,
     };
     crate::db::audit::insert(transaction, event)

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use crate::db::idempotency::Scope;
+use crate::db::tenant_tx::TenantTx;
 use crate::error::{Error, Reason, Result};
-use crate::tenancy::TenantTx;
 
 /// How long records are kept, at least.
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);

@@ -2,7 +2,6 @@
 //! about protobuf; the adapters in [`crate::api`] convert at the edge.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use crate::error::{Error, Reason, Result};
 
@@ -10,36 +9,13 @@ pub mod api_keys;
 pub mod audit;
 pub mod documents;
 pub mod idempotency;
+pub mod key_uses;
 pub mod page;
 pub mod tenants;
 pub mod usage;
 pub mod users;
 
-/// A tenant slug: `^[a-z][a-z0-9-]{2,62}$`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Slug(String);
-
-impl Slug {
-    /// Validates a slug, returning a description of the problem if it is not one.
-    pub fn parse(value: &str) -> std::result::Result<Self, &'static str> {
-        let bytes = value.as_bytes();
-        let well_formed = (3..=63).contains(&bytes.len())
-            && bytes[0].is_ascii_lowercase()
-            && bytes.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-');
-        if well_formed { Ok(Self(value.to_owned())) } else { Err("must match ^[a-z][a-z0-9-]{2,62}$") }
-    }
-
-    /// The slug text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Slug {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(&self.0)
-    }
-}
+pub use crate::tenancy::selector::Slug;
 
 /// Parses a resource id field: a UUID in canonical hyphenated form.
 pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid> {

@@ -13,45 +13,15 @@ use uuid::Uuid;
 use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
 use super::{Slug, audit, check_etag, etag};
+use crate::db::tenant_tx::TenantTx;
 use crate::db::tenants::{NewTenantRow, TenantChanges, TenantRow};
 use crate::db::{self};
 use crate::error::{self, Error, Reason, Result, Violations};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
-use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantTx};
+use crate::tenancy::{RequestContext, TenantContext, TenantDb};
 
-/// The lifecycle state of a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TenantState {
-    /// Served normally.
-    Active,
-    /// Data plane answers FAILED_PRECONDITION.
-    Suspended,
-    /// Soft-deleted: data kept, identifiers reserved, data plane answers NOT_FOUND.
-    Deleted,
-}
-
-impl TenantState {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Suspended => "suspended",
-            Self::Deleted => "deleted",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "active" => Some(Self::Active),
-            "suspended" => Some(Self::Suspended),
-            "deleted" => Some(Self::Deleted),
-            _ => None,
-        }
-    }
-}
+pub use crate::tenancy::TenantState;
 
 /// An external channel identity, such as a Slack workspace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -4,15 +4,16 @@
 //! - [`resolver`] turns a selector into a live tenant (cache first);
 //! - [`layer`] is the tower layer that does both in front of data-plane services and
 //!   hands handlers a [`TenantContext`] through request extensions;
-//! - [`TenantDb`] runs the tenant transaction, the only way to reach tenant tables.
+//! - [`TenantDb`] opens the tenant transaction ([`crate::db::tenant_tx`]) for a request's
+//!   tenant: the only way to reach tenant tables.
 
 mod context;
 pub mod layer;
 pub mod resolver;
 pub mod selector;
+mod state;
 mod transaction;
 
 pub use context::{Actor, RequestContext, Scope, TenantContext};
-pub use transaction::{
-    AsyncWork, SET_TENANT_PREFIX, TenantDb, TenantQuery, TenantRead, TenantTx, set_tenant_statement,
-};
+pub use state::TenantState;
+pub use transaction::TenantDb;

@@ -25,12 +25,12 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::TenantState;
 use super::selector::TenantSelector;
 use super::{RequestContext, Scope, TenantContext, TenantDb};
 use crate::auth::api_key::ApiKeyToken;
 use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
 use crate::db;
-use crate::domain::tenants::TenantState;
 use crate::error::{Error, Reason, Result};
 
 /// Longest an in-process entry is trusted while invalidations are not being received.

@@ -1,10 +1,37 @@
 //! Parsing of the tenant metadata, done before any I/O.
 
+use std::fmt;
+
 use http::HeaderMap;
 use uuid::Uuid;
 
-use crate::domain::Slug;
 use crate::error::{Error, Reason, Result};
+
+/// A tenant slug: `^[a-z][a-z0-9-]{2,62}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Slug(String);
+
+impl Slug {
+    /// Validates a slug, returning a description of the problem if it is not one.
+    pub fn parse(value: &str) -> std::result::Result<Self, &'static str> {
+        let bytes = value.as_bytes();
+        let well_formed = (3..=63).contains(&bytes.len())
+            && bytes[0].is_ascii_lowercase()
+            && bytes.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-');
+        if well_formed { Ok(Self(value.to_owned())) } else { Err("must match ^[a-z][a-z0-9-]{2,62}$") }
+    }
+
+    /// The slug text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
 
 /// Metadata key naming the tenant by id.
 pub const TENANT_ID_HEADER: &str = "x-tenant-id";

@@ -354,5 +354,5 @@ pub use proto::tenant::State;
 /// tenantd sends (`SET LOCAL app.tenant_id = '<uuid>'`, a statement of its own).
 pub async fn set_tenant(client: &tokio_postgres::Client, tenant: &str) {
     let tenant = uuid::Uuid::parse_str(tenant).expect("a tenant id");
-    client.batch_execute(&tenantd::tenancy::set_tenant_statement(tenant)).await.expect("set tenant");
+    client.batch_execute(&tenantd::db::tenant_tx::set_tenant_statement(tenant)).await.expect("set tenant");
 }

@@ -1,0 +1,449 @@
+//! The tenant transaction: the one door to tenant data. [`crate::tenancy::TenantDb`] opens
+//! it for a request's tenant; repositories of tenant tables take what it hands out.
+//!
+//! Every transaction on tenant tables starts with two statements of their own:
+//! `BEGIN`, then `SET LOCAL app.tenant_id = '<uuid>'` (see [`set_tenant_statement`]). They
+//! are not awaited one by one: they are written to PostgreSQL together with the work's
+//! first statement, so a read costs one round trip and a write saves two.
+//!
+//! Why this is still fail-closed: PostgreSQL runs pipelined statements in order, and once a
+//! statement of a transaction block fails, it refuses every later one ("current transaction
+//! is aborted") until the block ends. If the tenant setting fails, nothing behind it runs.
+//! If BEGIN itself failed, the work would run with no tenant at all, where the policy
+//! (`nullif(current_setting('app.tenant_id', true), '')::uuid`) matches no row.
+//!
+//! Why the order holds: diesel-async and tokio-postgres write requests in the order their
+//! futures are first polled, and both joins below poll in argument order within one task.
+//! A statement that misses diesel-async's statement cache is prepared first; diesel-async
+//! holds the cache lock from before that Parse until its Bind/Execute is written (no await
+//! in between), and tokio's mutex is FIFO, so the pipelined COMMIT of a read (which goes
+//! through the same lock) can never overtake the statement it follows. The tenant tables
+//! use only built-in SQL types, so no type lookup runs before the cache lock is taken.
+//! `a_read_on_a_fresh_connection_runs_inside_its_tenant` proves it on an empty cache.
+
+use std::future::Future;
+
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::result::OptionalExtension;
+use diesel_async::methods::LoadQuery;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use futures_util::future::BoxFuture;
+use futures_util::join;
+use uuid::Uuid;
+
+use super::{AppConnection, Connection, PgPool};
+use crate::error::{Error, Result};
+
+/// The fixed text before the tenant id in [`set_tenant_statement`].
+pub const SET_TENANT_PREFIX: &str = "SET LOCAL app.tenant_id = '";
+
+/// The statement that scopes a transaction to `tenant_id`:
+/// `SET LOCAL app.tenant_id = '<uuid>'`.
+///
+/// `SET` takes no bind parameter, so this is the one place where a value enters SQL text.
+/// The value is a typed [`Uuid`] written in its canonical hyphenated form: 36 characters of
+/// `[0-9a-f-]`, which cannot close the quote. It is sent as a statement of its own (Citus
+/// forwards a SET's whole query string to its workers), and `LOCAL`: it ends with the
+/// transaction, so a pooled connection never carries a tenant into another request.
+pub fn set_tenant_statement(tenant_id: Uuid) -> String {
+    let mut buffer = Uuid::encode_buffer();
+    let canonical = tenant_id.hyphenated().encode_lower(&mut buffer);
+    format!("{SET_TENANT_PREFIX}{canonical}'")
+}
+
+/// An `AsyncFnOnce(T) -> R` whose future has a name, so that a bound can require it to
+/// be `Send` for every lifetime of `T` (which `AsyncFnOnce` alone cannot yet express).
+/// Every async closure implements it.
+pub trait AsyncWork<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as AsyncWork<T, R>>::Future {
+    /// The future the work returns.
+    type Future: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> AsyncWork<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Future = Fut;
+}
+
+/// Who a transaction's request acts for, as audit events record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditActor {
+    /// `platform`, `api_key` or `system`.
+    pub actor_type: &'static str,
+    /// Key id or empty.
+    pub actor_id: String,
+    /// The request's id.
+    pub request_id: String,
+}
+
+/// An open transaction scoped to one tenant, for work of several statements. Only [`run`]
+/// creates it, so holding one proves the tenant setting was sent first.
+pub struct TenantTx<'c> {
+    connection: Connection<'c>,
+    tenant_id: Uuid,
+    actor: AuditActor,
+}
+
+impl<'c> TenantTx<'c> {
+    /// The tenant this transaction is scoped to.
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    /// Who the request this transaction serves acts for (for audit).
+    pub fn actor(&self) -> &AuditActor {
+        &self.actor
+    }
+
+    /// The underlying connection, for repositories of tenant tables.
+    pub(crate) fn connection(&mut self) -> &mut Connection<'c> {
+        &mut self.connection
+    }
+}
+
+/// An open transaction scoped to one tenant that runs exactly one statement. Only [`read`]
+/// creates it. Its methods take it by value and send COMMIT right behind
+/// the statement, so BEGIN, the tenant setting, the statement and COMMIT leave in one
+/// write: a read costs one round trip.
+pub struct TenantRead<'c> {
+    connection: &'c AppConnection,
+    tenant_id: Uuid,
+}
+
+impl<'c> TenantRead<'c> {
+    /// Polls `statement` first (so it is written, or its Parse is, and the cache lock taken),
+    /// then a COMMIT that waits behind it.
+    async fn then_commit<T>(self, statement: impl Future<Output = QueryResult<T>>) -> QueryResult<T> {
+        let mut connection: Connection<'c> = self.connection;
+        // A prepared COMMIT, not `batch_execute`: it must take the statement-cache lock.
+        let commit = Commit.execute(&mut connection);
+        let (outcome, committed) = join!(statement, commit);
+        // After a failed statement, PostgreSQL runs this COMMIT as a ROLLBACK: the block
+        // is over either way. If COMMIT itself failed, the state is unknown and the
+        // connection stays marked open, so the pool discards it.
+        committed?;
+        self.connection.mark_transaction_closed();
+        outcome
+    }
+}
+
+/// Where a repository function of one statement runs: a one-statement read
+/// ([`TenantRead`], which commits right behind it) or one step of a longer transaction
+/// (`&mut TenantTx`). Repository functions that need more than one statement take
+/// `&mut TenantTx`.
+///
+/// The methods return boxed futures (diesel-async boxes every query future already):
+/// a concrete `Send` type, so the async closures given to [`run`] and [`read`] stay provably
+/// `Send` for every lifetime of the transaction, which opaque futures with lifetime
+/// bounds are not yet (rust-lang/rust#100013).
+pub trait TenantQuery<'c>: Sized {
+    /// The tenant the transaction is scoped to.
+    fn tenant_id(&self) -> Uuid;
+
+    /// Runs `query` and returns every row.
+    fn load<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Vec<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q;
+
+    /// Runs `query` and returns its first row, if any.
+    fn optional<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Option<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q;
+}
+
+impl<'c> TenantQuery<'c> for &mut TenantTx<'c> {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    fn load<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Vec<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        let mut connection = self.connection;
+        Box::pin(async move { query.load(&mut connection).await })
+    }
+
+    fn optional<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Option<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        let mut connection = self.connection;
+        Box::pin(async move { query.get_result(&mut connection).await.optional() })
+    }
+}
+
+impl<'c> TenantQuery<'c> for TenantRead<'c> {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    fn load<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Vec<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        Box::pin(async move {
+            let mut connection: Connection<'c> = self.connection;
+            let rows = query.load(&mut connection);
+            self.then_commit(rows).await
+        })
+    }
+
+    fn optional<'q, Q, U>(self, query: Q) -> BoxFuture<'q, QueryResult<Option<U>>>
+    where
+        'c: 'q,
+        Q: LoadQuery<'q, Connection<'c>, U> + Send + 'q,
+        U: Send + 'q,
+    {
+        Box::pin(async move {
+            let mut connection: Connection<'c> = self.connection;
+            let row = query.get_result(&mut connection);
+            self.then_commit(async move { row.await.optional() }).await
+        })
+    }
+}
+
+/// `COMMIT` as a prepared statement with a static query id, so diesel-async caches it
+/// like any other statement (`sql_query` text is prepared anew each time) and it goes
+/// through the statement-cache lock.
+#[derive(Debug, Clone, Copy)]
+struct Commit;
+
+impl QueryId for Commit {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for Commit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("COMMIT");
+        Ok(())
+    }
+}
+
+/// Runs work of several statements in one transaction scoped to `tenant_id`: checks out a
+/// connection, sends BEGIN, the tenant setting and the work's first statement together,
+/// runs the rest of the work, and commits (or rolls back if anything failed).
+///
+/// Cancellation: if this future is dropped (the client cancelled, or a deadline passed)
+/// while the transaction is open, the connection stays marked open and the pool discards
+/// it instead of reusing it; PostgreSQL rolls the transaction back when the connection
+/// closes.
+pub async fn run<R, F>(pool: &PgPool, tenant_id: Uuid, actor: AuditActor, work: F) -> Result<R>
+where
+    R: Send,
+    F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
+{
+    let mut pooled = pool.get().await?;
+    let outcome = {
+        let connection: &AppConnection = &pooled;
+        connection.mark_transaction_open();
+        let mut transaction = TenantTx { connection, tenant_id, actor };
+        let set_tenant = set_tenant_statement(tenant_id);
+        let (begun, worked) = join!(begin(connection, &set_tenant), work(&mut transaction));
+        end(connection, begun.map_err(Error::from).and(worked)).await
+    };
+    outcome.map_err(|error| classify(&mut pooled, error))
+}
+
+/// Runs a read of one statement in one transaction scoped to `tenant_id`, in one round
+/// trip (see [`TenantRead`]).
+pub async fn read<R, F>(pool: &PgPool, tenant_id: Uuid, work: F) -> Result<R>
+where
+    R: Send,
+    F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
+{
+    let mut pooled = pool.get().await?;
+    let outcome = {
+        let connection: &AppConnection = &pooled;
+        connection.mark_transaction_open();
+        let set_tenant = set_tenant_statement(tenant_id);
+        let (begun, worked) = join!(begin(connection, &set_tenant), work(TenantRead { connection, tenant_id }));
+        let outcome = begun.map_err(Error::from).and(worked);
+        // Still open when the work sent no statement, or failed before sending it.
+        if connection.transaction_open() { end(connection, outcome).await } else { outcome }
+    };
+    outcome.map_err(|error| classify(&mut pooled, error))
+}
+
+/// Runs work on the registry's global tables (`tenants` and its identifiers), which have
+/// no tenant; there is no tenant setting, so tenant tables show no rows.
+pub async fn global<R, F>(pool: &PgPool, work: F) -> Result<R>
+where
+    R: Send,
+    F: for<'t, 'c> AsyncWork<&'t mut Connection<'c>, Result<R>, Future: Send> + Send,
+{
+    let mut pooled = pool.get().await?;
+    let outcome = {
+        let mut connection: Connection<'_> = &pooled;
+        work(&mut connection).await
+    };
+    outcome.map_err(|error| classify(&mut pooled, error))
+}
+
+/// Sends BEGIN and the tenant setting, each a statement of its own, without waiting for
+/// either: whatever the caller polls next is written behind them.
+async fn begin(connection: &AppConnection, set_tenant: &str) -> QueryResult<()> {
+    let (mut first, mut second): (Connection<'_>, Connection<'_>) = (connection, connection);
+    let (begun, set) = join!(first.batch_execute("BEGIN"), second.batch_execute(set_tenant));
+    begun.and(set)
+}
+
+/// Ends the transaction: COMMIT after success, ROLLBACK after a failure. The connection is
+/// marked closed only once PostgreSQL has answered.
+async fn end<R>(connection: &AppConnection, outcome: Result<R>) -> Result<R> {
+    let mut shared: Connection<'_> = connection;
+    match outcome {
+        Ok(value) => {
+            shared.batch_execute("COMMIT").await?;
+            connection.mark_transaction_closed();
+            Ok(value)
+        }
+        Err(error) => {
+            if shared.batch_execute("ROLLBACK").await.is_ok() {
+                connection.mark_transaction_closed();
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A failure on a connection that is now closed (PostgreSQL shut down or restarted, the
+/// network dropped) is UNAVAILABLE, whatever error the driver reported; the pool discards
+/// the connection.
+fn classify(connection: &mut AppConnection, error: Error) -> Error {
+    use diesel_async::pooled_connection::PoolableConnection;
+    if (**connection).is_broken() { error.on_closed_connection() } else { error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_statement_is_the_prefix_a_canonical_uuid_and_a_quote() {
+        for tenant_id in [Uuid::nil(), Uuid::max(), Uuid::now_v7(), Uuid::new_v4()] {
+            let statement = set_tenant_statement(tenant_id);
+            assert_statement_shape(&statement);
+            assert_eq!(statement, format!("SET LOCAL app.tenant_id = '{tenant_id}'"));
+        }
+    }
+
+    /// The property the fuzz target `set_tenant` checks for arbitrary bytes.
+    fn assert_statement_shape(statement: &str) {
+        let value = statement.strip_prefix(SET_TENANT_PREFIX).and_then(|rest| rest.strip_suffix('\''));
+        let value = value.unwrap_or_else(|| panic!("unexpected shape: {statement}"));
+        assert_eq!(value.len(), 36);
+        assert!(value.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte) || byte == b'-'));
+        assert_eq!(Uuid::try_parse(value).ok().map(|parsed| parsed.hyphenated().to_string()).as_deref(), Some(value));
+    }
+
+    #[test]
+    fn uuids_from_any_bytes_give_the_same_shape() {
+        let mut bytes = [0u8; 16];
+        for round in 0..=255u8 {
+            bytes
+                .iter_mut()
+                .enumerate()
+                .for_each(|(index, byte)| *byte = round.wrapping_mul(31).wrapping_add(index as u8));
+            assert_statement_shape(&set_tenant_statement(Uuid::from_bytes(bytes)));
+        }
+    }
+
+    /// The admin URL of the test cluster, from the same settings as the integration tests.
+    fn admin_url() -> String {
+        let setting = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let host = setting("TENANTD_TEST_PG_HOST", "127.0.0.1");
+        let port = setting("TENANTD_TEST_PG_PORT", "5432");
+        let admin = setting("TENANTD_TEST_PG_ADMIN", "postgres");
+        match std::env::var("PGPASSWORD") {
+            Ok(password) => format!("postgres://{admin}:{password}@{host}:{port}/postgres"),
+            Err(_) => format!("postgres://{admin}@{host}:{port}/postgres"),
+        }
+    }
+
+    /// Sends `set_statement` the way the tenant transaction sends the tenant setting, with
+    /// an insert pipelined behind it that also advances a sequence (which no rollback
+    /// undoes). Returns the insert's outcome, the rows kept, and whether the insert ran.
+    async fn pipeline_behind(
+        connection: &AppConnection,
+        set_statement: &str,
+    ) -> (QueryResult<usize>, Vec<String>, bool) {
+        use diesel::sql_types::{Bool, Text};
+
+        #[derive(diesel::QueryableByName)]
+        struct Marker {
+            #[diesel(sql_type = Text)]
+            tenant: String,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Calls {
+            #[diesel(sql_type = Bool)]
+            is_called: bool,
+        }
+
+        let mut shared: Connection<'_> = connection;
+        shared.batch_execute("ALTER SEQUENCE pipelined_calls RESTART").await.expect("reset the sequence");
+        connection.mark_transaction_open();
+        let mut work: Connection<'_> = connection;
+        let insert = diesel::sql_query(
+            "INSERT INTO pipelined_marker SELECT current_setting('app.tenant_id', true) \
+             WHERE nextval('pipelined_calls') > 0",
+        )
+        .execute(&mut work);
+        let (begun, inserted) = join!(begin(connection, set_statement), insert);
+        let succeeded = match (&begun, &inserted) {
+            (Ok(()), Ok(count)) => Ok(*count),
+            _ => Err(Error::internal(anyhow::anyhow!("the pipeline failed"))),
+        };
+        end(connection, succeeded).await.ok();
+        let mut reader: Connection<'_> = connection;
+        let rows: Vec<Marker> =
+            diesel::sql_query("SELECT tenant FROM pipelined_marker").load(&mut reader).await.expect("read markers");
+        let calls: Calls =
+            diesel::sql_query("SELECT is_called FROM pipelined_calls").get_result(&mut reader).await.expect("sequence");
+        (inserted, rows.into_iter().map(|row| row.tenant).collect(), calls.is_called)
+    }
+
+    #[tokio::test]
+    async fn a_failed_tenant_setting_stops_every_statement_pipelined_behind_it() {
+        let pool = crate::db::build_pool(&admin_url(), 1, std::time::Duration::from_secs(5));
+        let pooled = pool.get().await.expect("a connection to the test cluster");
+        let connection: &AppConnection = &pooled;
+        let mut shared: Connection<'_> = connection;
+        shared
+            .batch_execute("CREATE TEMP TABLE pipelined_marker (tenant text); CREATE TEMP SEQUENCE pipelined_calls")
+            .await
+            .expect("temp table and sequence");
+
+        // A statement in the tenant setting's place that PostgreSQL refuses.
+        let (inserted, rows, ran) = pipeline_behind(connection, "SET LOCAL statement_timeout = 'not a duration'").await;
+        let refusal = inserted.expect_err("the pipelined insert is refused").to_string();
+        assert!(refusal.contains("current transaction is aborted"), "refused as part of an aborted block: {refusal}");
+        assert!(!ran, "the insert pipelined behind the failed setting never ran (the sequence did not move)");
+        assert!(rows.is_empty(), "{rows:?}");
+        assert!(!connection.transaction_open(), "and the transaction was rolled back, not left open");
+
+        // Positive control: with the real setting, the same pipelined insert runs, inside the tenant.
+        let tenant_id = Uuid::now_v7();
+        let (inserted, rows, ran) = pipeline_behind(connection, &set_tenant_statement(tenant_id)).await;
+        assert_eq!(inserted.ok(), Some(1));
+        assert!(ran);
+        assert_eq!(rows, vec![tenant_id.to_string()], "the pipelined insert saw the tenant");
+        assert!(!connection.transaction_open());
+    }
+}
