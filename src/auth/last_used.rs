@@ -43,11 +43,11 @@ impl KeyUseRecorder {
             let retry = uses.clone();
             let written = database
                 .run(&context, async move |transaction| {
-                        for (key_id, used) in uses {
-                            db::api_keys::touch(transaction, key_id, used).await?;
-                        }
-                        Ok(())
-                    })
+                    for (key_id, used) in uses {
+                        db::api_keys::touch(transaction, key_id, used).await?;
+                    }
+                    Ok(())
+                })
                 .await;
             if let Err(error) = written {
                 tracing::warn!(tenant.id = %tenant_id, error = ?error.reason(), "could not record api key use; will retry");

@@ -29,7 +29,7 @@ impl Fixture {
     /// Opens a transaction acting as `tenant`.
     async fn begin_as(&self, tenant: &str) {
         self.client.batch_execute("BEGIN").await.expect("begin");
-        crate::helpers::set_tenant(&self.client, &tenant).await;
+        crate::helpers::set_tenant(&self.client, tenant).await;
     }
 
     async fn rollback(&self) {

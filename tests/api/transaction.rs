@@ -66,7 +66,10 @@ async fn a_read_is_one_round_trip_with_the_tenant_set_by_a_statement_of_its_own(
     assert_eq!(statements.len(), 4, "BEGIN, SET, the SELECT and COMMIT: {statements:?}");
     assert_eq!(statements[0], "BEGIN");
     assert_eq!(statements[1], format!("SET LOCAL app.tenant_id = '{tenant}'"), "the SET is a query string of its own");
-    assert!(statements[2].starts_with("SELECT") && statements[2].contains("\"users\""), "then the read: {statements:?}");
+    assert!(
+        statements[2].starts_with("SELECT") && statements[2].contains("\"users\""),
+        "then the read: {statements:?}"
+    );
     assert_eq!(statements[3], "COMMIT");
     assert!(flights.iter().flatten().all(|sent| !sent.sql().contains("set_config")), "no set_config remains");
     app.stop().await;
