@@ -10,14 +10,17 @@
 //! - [`cache`]: Redis keys and the client that degrades instead of failing;
 //! - [`health`]: grpc.health.v1 statuses driven by dependency probes;
 //! - [`metrics`]: Prometheus metrics on their own port;
-//! - [`startup`]: server assembly, used by `main` and by the tests alike;
-//! - [`cli`] and [`client`]: the command line, and the operator subcommands that call a server.
+//! - [`config`]: the server's settings as plain values, secrets redacted;
+//! - [`startup`]: server assembly from a [`config::Config`], used by `main` and by the tests alike;
+//! - [`cli`] and [`client`]: the command line (it parses into a [`config::Config`]), and the
+//!   operator subcommands that call a server.
 
 pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         tenantd::telemetry::init(cli.log_format);
     }
     match cli.command {
-        Command::Serve(args) => tenantd::startup::serve(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => tenantd::startup::serve((*args).into()).await.map(|()| ExitCode::SUCCESS),
         Command::Migrate(args) => tenantd::db::migrations::run_command(args).await.map(|()| ExitCode::SUCCESS),
         Command::Health(args) => Ok(tenantd::client::health(args).await),
         Command::Tenants(args) => Ok(tenantd::client::tenants(args).await),

@@ -14,7 +14,7 @@ use tower::Layer;
 use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi};
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
-use crate::cli::ServeArgs;
+use crate::config::{Config, ExposeSecret};
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
@@ -46,11 +46,11 @@ pub struct Application {
     database: TenantDb,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
-    config: ServeArgs,
+    config: Config,
 }
 
 /// `tenantd serve`: build, then serve until SIGTERM or SIGINT.
-pub async fn serve(config: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> anyhow::Result<()> {
     let application = Application::build(config).await?;
     tracing::info!(port = application.port(), "tenantd listening");
     application.run_until_stopped().await
@@ -59,18 +59,23 @@ pub async fn serve(config: ServeArgs) -> anyhow::Result<()> {
 impl Application {
     /// Migrates (with `--migrate`), connects pools lazily, registers services and binds
     /// the listener. PostgreSQL and Redis need not be up: readiness reports it.
-    pub async fn build(config: ServeArgs) -> anyhow::Result<Self> {
-        if config.migrate {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.database.migrate {
             let url =
-                config.migration_database_url.as_ref().context("--migrate needs TENANTD_MIGRATION_DATABASE_URL")?;
-            let applied = migrations::run_pending(url.expose()).await?;
+                config.database.migration_url.as_ref().context("--migrate needs TENANTD_MIGRATION_DATABASE_URL")?;
+            let applied = migrations::run_pending(url.expose_secret()).await?;
             tracing::info!(applied, "migrations are current");
         }
-        let pool = db::build_pool(config.database_url.expose(), config.db_pool_size, config.db_acquire_timeout.0);
-        let redis = RedisCache::new(config.redis_url.expose(), config.redis_pool_size, config.redis_timeout.0)?;
+        let pool = db::build_pool(
+            config.database.url.expose_secret(),
+            config.database.pool_size,
+            config.database.acquire_timeout,
+        );
+        let redis =
+            RedisCache::new(config.redis.url.expose_secret(), config.redis.pool_size, config.redis.operation_timeout)?;
         let auth = PlatformAuth::new(config.platform_token.clone())?;
         let database = TenantDb::new(pool);
-        let resolver = Arc::new(TenantResolver::new(database.clone(), redis.clone(), config.tenant_cache_ttl.0));
+        let resolver = Arc::new(TenantResolver::new(database.clone(), redis.clone(), config.tenant_cache_ttl));
         let key_uses = Arc::new(KeyUseRecorder::default());
         let activity = Arc::new(UsageCounter::new(redis.clone()));
 
@@ -94,7 +99,8 @@ impl Application {
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
         );
-        let (decode, encode) = (config.max_decode_message_bytes, config.max_encode_message_bytes);
+        let limits = &config.limits;
+        let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
         let tenant_service = control_plane.layer(
             TenantServiceServer::new(tenant_api).max_decoding_message_size(decode).max_encoding_message_size(encode),
         );
@@ -116,14 +122,14 @@ impl Application {
         );
 
         let router = Server::builder()
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .http2_max_pending_accept_reset_streams(Some(config.http2_max_pending_reset_streams))
-            .http2_max_header_list_size(config.max_header_list_bytes)
-            .timeout(config.rpc_timeout.0)
-            .http2_keepalive_interval(Some(config.http2_keepalive_interval.0))
-            .http2_keepalive_timeout(Some(config.http2_keepalive_timeout.0))
-            .max_connection_age(config.max_connection_age.0)
-            .max_connection_age_grace(config.max_connection_age_grace.0)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_reset_streams))
+            .http2_max_header_list_size(limits.max_header_list_bytes)
+            .timeout(limits.rpc_timeout)
+            .http2_keepalive_interval(Some(config.connections.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(config.connections.http2_keepalive_timeout))
+            .max_connection_age(config.connections.max_connection_age)
+            .max_connection_age_grace(config.connections.max_connection_age_grace)
             .trace_fn(|request| {
                 tracing::info_span!("rpc", rpc.method = %request.uri().path(), tenant.id = tracing::field::Empty)
             })
@@ -137,13 +143,13 @@ impl Application {
             .add_service(diagnostics_service);
 
         let prober = Prober::new(
-            config.database_url.expose().to_owned(),
+            config.database.url.expose_secret().to_owned(),
             redis,
             migrations::latest_version()?,
             // A probe waits at most this long: long enough that a busy machine does not
             // look like a dead dependency, short enough to flip readiness within 2 s of a
             // silent outage (a refused connection fails at once).
-            config.health_interval.0.max(Duration::from_secs(1)),
+            config.health_interval.max(Duration::from_secs(1)),
         );
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
@@ -210,13 +216,13 @@ impl Application {
             ..
         } = self;
         let stop_probing = CancellationToken::new();
-        let prober_task = tokio::spawn(prober.run(health.clone(), config.health_interval.0, stop_probing.clone()));
+        let prober_task = tokio::spawn(prober.run(health.clone(), config.health_interval, stop_probing.clone()));
         let listener_task = tokio::spawn(resolver.listen(stop_probing.clone()));
         let metrics_task = metrics_listener.map(|listener| tokio::spawn(metrics.serve(listener, stop_probing.clone())));
         let stop_usage = CancellationToken::new();
         let usage_task = {
             let stop = stop_usage.clone();
-            let interval = config.usage_flush.0;
+            let interval = config.usage_flush_interval;
             tokio::spawn(async move {
                 tokio::join!(key_uses.run(database, interval, stop.clone()), activity.run(interval, stop));
             })
@@ -224,7 +230,7 @@ impl Application {
 
         let stop_accepting = CancellationToken::new();
         let incoming =
-            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(config.tcp_keepalive.0));
+            TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(config.connections.tcp_keepalive));
         let server = router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
         tokio::pin!(server);
         tokio::select! {
@@ -239,14 +245,17 @@ impl Application {
         tracing::info!("shutdown: readiness is NOT_SERVING");
         health.begin_shutdown().await;
         stop_probing.cancel();
-        tokio::time::sleep(config.shutdown_predrain.0).await;
+        tokio::time::sleep(config.shutdown.predrain).await;
         tracing::info!("shutdown: no longer accepting work; draining");
         stop_accepting.cancel();
         health.close_watches().await;
-        match tokio::time::timeout(config.shutdown_grace.0, &mut server).await {
+        match tokio::time::timeout(config.shutdown.grace, &mut server).await {
             Ok(result) => result.context("gRPC server failed while draining")?,
             Err(_elapsed) => {
-                tracing::warn!(grace_ms = %config.shutdown_grace, "shutdown: grace period over with RPCs in flight")
+                tracing::warn!(
+                    grace_ms = config.shutdown.grace.as_millis(),
+                    "shutdown: grace period over with RPCs in flight"
+                )
             }
         }
         stop_usage.cancel();

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tenantd::auth::{PlatformAuth, credential};
-use tenantd::cli::Secret;
+use tenantd::config::SecretString;
 use tenantd::tenancy::selector;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = selector::parse(&headers);
     let _ = selector::parse_optional(&headers);
-    if let Ok(auth) = PlatformAuth::new(Secret::new("fuzz-platform-token")) {
+    if let Ok(auth) = PlatformAuth::new(SecretString::from("fuzz-platform-token")) {
         let _ = credential(&headers, &auth);
     }
 });

@@ -1,26 +1,25 @@
 //! The platform token, compared in constant time.
 
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-
-use crate::cli::Secret;
 
 /// Checks bearer tokens against the platform token.
 #[derive(Clone)]
 pub struct PlatformAuth {
-    token: Secret,
+    token: SecretString,
 }
 
 impl PlatformAuth {
     /// Accepts `token`. An empty token would accept an empty bearer, so it is refused.
-    pub fn new(token: Secret) -> anyhow::Result<Self> {
-        anyhow::ensure!(!token.expose().is_empty(), "TENANTD_PLATFORM_TOKEN must not be empty");
+    pub fn new(token: SecretString) -> anyhow::Result<Self> {
+        anyhow::ensure!(!token.expose_secret().is_empty(), "TENANTD_PLATFORM_TOKEN must not be empty");
         Ok(Self { token })
     }
 
     /// Whether `presented` is the platform token. Constant time in the token's content
     /// (its length may leak, which reveals nothing useful about a long random token).
     pub fn verify(&self, presented: &[u8]) -> bool {
-        bool::from(presented.ct_eq(self.token.expose().as_bytes()))
+        bool::from(presented.ct_eq(self.token.expose_secret().as_bytes()))
     }
 }
 
@@ -33,7 +32,7 @@ mod tests {
     use crate::error::Reason;
 
     fn auth() -> PlatformAuth {
-        PlatformAuth::new(Secret::new("s3cret")).expect("non-empty token")
+        PlatformAuth::new(SecretString::from("s3cret")).expect("non-empty token")
     }
 
     fn headers(values: &[&str]) -> HeaderMap {

@@ -2,7 +2,7 @@
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
-use crate::cli::Secret;
+use secrecy::SecretString;
 
 /// The server address used when neither `--server` nor `TENANTD_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -26,7 +26,7 @@ pub struct ClientArgs {
     pub server: ServerArgs,
     /// The platform bearer token (the value the server was started with).
     #[arg(long, env = "TENANTD_PLATFORM_TOKEN", hide_env_values = true, global = true, help_heading = CLIENT_OPTIONS)]
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     /// How results are printed on stdout.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table, global = true, help_heading = CLIENT_OPTIONS)]
     pub output: OutputFormat,
@@ -292,7 +292,7 @@ pub struct ResolveArgs {
     pub channel: Option<ChannelArg>,
     /// A tenant API key (it must be valid: not revoked, not expired).
     #[arg(long)]
-    pub api_key: Option<Secret>,
+    pub api_key: Option<SecretString>,
 }
 
 /// A channel binding given as `TYPE:EXTERNAL_ID`.

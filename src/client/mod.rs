@@ -19,6 +19,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -222,7 +223,7 @@ async fn run_resolve(args: ResolveArgs) -> Result<Shown, Failure> {
     } else if let Some(channel) = args.channel {
         Identifier::ChannelBinding(channel_binding(channel))
     } else if let Some(api_key) = args.api_key {
-        Identifier::ApiKey(api_key.expose().to_owned())
+        Identifier::ApiKey(api_key.expose_secret().to_owned())
     } else {
         return Err(Failure::Usage("give one of --id, --slug, --domain, --channel or --api-key".to_owned()));
     };
@@ -389,7 +390,7 @@ async fn tenant_client(args: &ClientArgs) -> Result<TenantServiceClient<Intercep
         .token
         .as_ref()
         .ok_or_else(|| Failure::Usage("no platform token: pass --token or set TENANTD_PLATFORM_TOKEN".to_owned()))?;
-    let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose())
+    let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose_secret())
         .parse()
         .map_err(|_| Failure::Usage("the platform token has characters a header cannot carry".to_owned()))?;
     authorization.set_sensitive(true);

@@ -6,6 +6,7 @@ use diesel::pg::Pg;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::ExposeSecret;
 
 use crate::cli::MigrateArgs;
 
@@ -60,7 +61,7 @@ async fn with_connection<T: Send + 'static>(
 
 /// `tenantd migrate`.
 pub async fn run_command(args: MigrateArgs) -> anyhow::Result<()> {
-    let applied = run_pending(args.migration_database_url.expose()).await?;
+    let applied = run_pending(args.migration_database_url.expose_secret()).await?;
     tracing::info!(applied, "migrations are current");
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tenantd::cli::{Millis, Secret};
+use tenantd::config::SecretString;
 use tenantd::proto::{CreateUserRequest, GetUserRequest, User};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -91,8 +91,8 @@ async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itsel
     admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
     tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
     let mut config = test_config("unused");
-    config.database_url = Secret::new(postgres.url("tenantd_app", "tenantd"));
-    config.db_acquire_timeout = Millis::from(500);
+    config.database.url = SecretString::from(postgres.url("tenantd_app", "tenantd"));
+    config.database.acquire_timeout = Duration::from_millis(500);
     let app = start("unused".into(), config).await;
     app.wait_for_status("", ServingStatus::Serving).await;
     let tenant = app.create_tenant(&unique_slug("pg")).await.id;
@@ -162,7 +162,7 @@ async fn when_redis_stops_under_load_the_data_plane_keeps_answering_and_caching_
     migrate(&database).await;
     let configure = || {
         let mut config = test_config(&database);
-        config.redis_url = Secret::new(redis.url());
+        config.redis.url = SecretString::from(redis.url());
         config
     };
     let first = start(database.clone(), configure()).await;

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use tenantd::config::SecretString;
 use tenantd::proto::{GetUserRequest, ListUsersRequest};
 use tokio_stream::StreamExt;
 use tonic_health::pb::HealthCheckRequest;
@@ -37,9 +38,7 @@ async fn readiness_is_not_serving_until_the_database_is_migrated() {
 #[tokio::test]
 async fn without_redis_the_service_stays_ready_and_serves_then_recovers_when_redis_returns() {
     let port = free_port();
-    let app =
-        spawn_app_with(|config| config.redis_url = tenantd::cli::Secret::new(format!("redis://127.0.0.1:{port}")))
-            .await;
+    let app = spawn_app_with(|config| config.redis.url = SecretString::from(format!("redis://127.0.0.1:{port}"))).await;
     assert_eq!(app.status("redis").await, ServingStatus::NotServing);
     assert_eq!(app.status("").await, ServingStatus::Serving, "Redis is not required for readiness");
     assert_eq!(app.status("postgres").await, ServingStatus::Serving);
@@ -91,7 +90,7 @@ async fn reflection_lists_both_services_without_any_metadata() {
 
 #[tokio::test]
 async fn shutdown_turns_readiness_off_first_ends_watches_and_finishes_in_bounded_time() {
-    let app = spawn_app_with(|config| config.shutdown_predrain = tenantd::cli::Millis::from(300)).await;
+    let app = spawn_app_with(|config| config.shutdown.predrain = Duration::from_millis(300)).await;
     let mut watch =
         app.health().watch(HealthCheckRequest { service: String::new() }).await.expect("watch readiness").into_inner();
     let first = watch.next().await.expect("first status").expect("ok");

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tenantd::cli::{Cli, Command, ServeArgs};
+use tenantd::cli::{Cli, Command};
+use tenantd::config::Config;
 use tenantd::proto::audit_service_client::AuditServiceClient;
 use tenantd::proto::document_service_client::DocumentServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
@@ -87,9 +88,10 @@ pub async fn migrate(database: &str) {
     result.expect("migrations run");
 }
 
-/// Server settings for a test: the binary's own defaults (parsed by clap, so there is one
-/// source of truth), with port 0, fast health probes and a short grace period.
-pub fn test_config(database: &str) -> ServeArgs {
+/// Server settings for a test: the binary's own defaults (parsed by clap and converted as
+/// `main` converts them, so there is one source of truth), with port 0, fast health probes
+/// and a short grace period.
+pub fn test_config(database: &str) -> Config {
     let cli = Cli::try_parse_from([
         "tenantd",
         "serve",
@@ -106,7 +108,7 @@ pub fn test_config(database: &str) -> ServeArgs {
     ])
     .expect("test settings parse");
     let Command::Serve(args) = cli.command else { unreachable!("parsed `serve`") };
-    *args
+    Config::from(*args)
 }
 
 /// A running server and its clients.
@@ -138,7 +140,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Like [`spawn_app`], with settings changed by `configure`.
-pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let database = create_database().await;
     migrate(&database).await;
     let mut config = test_config(&database);
@@ -149,7 +151,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
 }
 
 /// Starts the server as production does, without waiting for readiness.
-pub async fn start(database: String, config: ServeArgs) -> TestApp {
+pub async fn start(database: String, config: Config) -> TestApp {
     init_logging();
     let application = Application::build(config).await.expect("build application");
     let pool = application.database_pool();

@@ -10,7 +10,7 @@ use crate::helpers::{connect, pg_admin, spawn_app_with, unique_slug};
 
 #[tokio::test]
 async fn alternating_tenants_on_a_single_connection_never_crosses_tenants() {
-    let app = spawn_app_with(|config| config.db_pool_size = 1).await;
+    let app = spawn_app_with(|config| config.database.pool_size = 1).await;
     let tenant_a = app.create_tenant(&unique_slug("a")).await.id;
     let tenant_b = app.create_tenant(&unique_slug("b")).await.id;
     let user_a = app.create_user(&tenant_a, "a@a.example").await;
@@ -59,7 +59,7 @@ async fn rollbacks(database: &str) -> i64 {
 
 #[tokio::test]
 async fn cancelled_rpcs_leave_no_open_transaction_and_no_tenant_behind() {
-    let app = spawn_app_with(|config| config.db_pool_size = 4).await;
+    let app = spawn_app_with(|config| config.database.pool_size = 4).await;
     let tenant_a = app.create_tenant(&unique_slug("a")).await.id;
     let tenant_b = app.create_tenant(&unique_slug("b")).await.id;
     let user_a = app.create_user(&tenant_a, "a@a.example").await;

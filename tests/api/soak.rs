@@ -36,7 +36,7 @@ struct Tally {
 async fn a_cancellation_soak_leaves_no_cross_tenant_result_no_open_transaction_and_no_lost_write() {
     let total_rpcs = setting("TENANTD_SOAK_RPCS", 2_000);
     let clients = setting("TENANTD_SOAK_CLIENTS", 16);
-    let app = spawn_app_with(|config| config.db_pool_size = 8).await;
+    let app = spawn_app_with(|config| config.database.pool_size = 8).await;
     let mut tenants = Vec::new();
     for index in 0..TENANTS {
         let id = app.create_tenant(&unique_slug(&format!("soak{index}"))).await.id;
@@ -210,8 +210,8 @@ async fn a_cancellation_soak_leaves_no_cross_tenant_result_no_open_transaction_a
 #[tokio::test]
 async fn a_request_that_cannot_get_a_connection_in_time_is_unavailable() {
     let app = spawn_app_with(|config| {
-        config.db_pool_size = 1;
-        config.db_acquire_timeout = tenantd::cli::Millis::from(300);
+        config.database.pool_size = 1;
+        config.database.acquire_timeout = Duration::from_millis(300);
     })
     .await;
     let tenant = app.create_tenant(&unique_slug("busy")).await.id;

@@ -2,7 +2,9 @@
 //! write, counted at the socket by a proxy (see `wire.rs`), and that the pipelined
 //! statements still run inside the tenant.
 
-use tenantd::cli::{Millis, Secret};
+use std::time::Duration;
+
+use tenantd::config::{ExposeSecret, SecretString};
 use tenantd::proto::GetUserRequest;
 use tonic::Code;
 
@@ -17,10 +19,10 @@ async fn proxied_app() -> (crate::helpers::TestApp, WireProxy) {
     let address = proxy.address;
     let app = spawn_app_with(move |config| {
         let direct = format!("@{}:{}/", pg_host(), pg_port());
-        let via_proxy = config.database_url.expose().replace(&direct, &format!("@{address}/"));
-        config.database_url = Secret::new(via_proxy);
-        config.db_pool_size = 1;
-        config.health_interval = Millis::from(60_000);
+        let via_proxy = config.database.url.expose_secret().replace(&direct, &format!("@{address}/"));
+        config.database.url = SecretString::from(via_proxy);
+        config.database.pool_size = 1;
+        config.health_interval = Duration::from_millis(60_000);
     })
     .await;
     (app, proxy)

@@ -1,0 +1,117 @@
+//! The server's settings as plain values: what [`Application::build`](crate::startup::Application::build)
+//! needs, independent of where the values came from.
+//!
+//! The command line ([`crate::cli`]) parses flags and `TENANTD_*` variables and converts them
+//! into a [`Config`]; tests change fields of it directly. Durations are [`Duration`]s, sizes are
+//! plain integers with their unit in the field's name or doc comment.
+//!
+//! Secrets (database URLs, which may carry passwords, the Redis URL and the platform token) are
+//! [`SecretString`]s: their `Debug` prints `[REDACTED]`, so `{config:?}` is safe to log, and the
+//! value is reached only with [`ExposeSecret::expose_secret`] where it is used.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use secrecy::{ExposeSecret, SecretString};
+
+/// Everything `tenantd serve` needs to build and run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the gRPC server listens on; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`); `None` turns it off.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Bearer token of platform callers (control plane, and data plane with `x-tenant-*`);
+    /// must not be empty.
+    pub platform_token: SecretString,
+    /// PostgreSQL: connection URLs, migrations and the pool.
+    pub database: DatabaseConfig,
+    /// Redis, for shared caches and usage counts; the server keeps serving without it.
+    pub redis: RedisConfig,
+    /// How long a tenant's resolved state may be cached; bounds staleness when an invalidation
+    /// is lost (for example while Redis is down).
+    pub tenant_cache_ttl: Duration,
+    /// Per-connection and per-request limits of the gRPC transport.
+    pub limits: ServerLimits,
+    /// Keepalive and maximum age of client connections.
+    pub connections: ConnectionConfig,
+    /// How often usage bookkeeping (API keys' `last_used_time` in PostgreSQL, per-tenant request
+    /// counts in Redis) is written, in batches outside requests.
+    pub usage_flush_interval: Duration,
+    /// How often the health task probes PostgreSQL and Redis (a probe itself may wait up to
+    /// the longer of this and 1 s).
+    pub health_interval: Duration,
+    /// What happens between the shutdown signal and the server stopping.
+    pub shutdown: ShutdownConfig,
+}
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// URL of the app role (NOSUPERUSER, NOBYPASSRLS, owns nothing), used by the pool and the
+    /// health probe.
+    pub url: SecretString,
+    /// URL of the migration role (may create roles and own tables); needed when `migrate` is set.
+    pub migration_url: Option<SecretString>,
+    /// Whether pending migrations are applied, with `migration_url`, before serving.
+    pub migrate: bool,
+    /// Maximum number of connections in the app-role pool.
+    pub pool_size: u32,
+    /// How long a request waits for a pooled connection before failing with UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+/// Redis settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Redis URL (may carry a password).
+    pub url: SecretString,
+    /// Maximum number of connections in the Redis pool.
+    pub pool_size: u32,
+    /// Timeout of one Redis operation; past it the cache is skipped for that request.
+    pub operation_timeout: Duration,
+}
+
+/// Limits of the gRPC transport.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Maximum number of concurrent HTTP/2 streams (in-flight RPCs) per connection.
+    pub max_concurrent_streams: u32,
+    /// Maximum number of HTTP/2 streams a client may reset before the server has accepted them
+    /// (defends against rapid-reset floods).
+    pub http2_max_pending_reset_streams: usize,
+    /// Maximum size of the HTTP/2 header list (all metadata of one request), in bytes; larger
+    /// requests are refused by the transport (HTTP 431).
+    pub max_header_list_bytes: u32,
+    /// Maximum size of a decoded request message, in bytes (above it: RESOURCE_EXHAUSTED).
+    pub max_decode_message_bytes: usize,
+    /// Maximum size of an encoded response message, in bytes.
+    pub max_encode_message_bytes: usize,
+    /// Server-side deadline of every RPC; a client's shorter `grpc-timeout` wins.
+    pub rpc_timeout: Duration,
+}
+
+/// Keepalive and lifetime of client connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Interval of HTTP/2 keepalive pings to idle clients.
+    pub http2_keepalive_interval: Duration,
+    /// How long to wait for a keepalive ping's answer before closing the connection.
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive idle time of accepted connections.
+    pub tcp_keepalive: Duration,
+    /// Connections older than this are sent GOAWAY, so clients rebalance across replicas.
+    pub max_connection_age: Duration,
+    /// How long a connection past its maximum age may finish in-flight RPCs.
+    pub max_connection_age_grace: Duration,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    /// After the shutdown signal, how long readiness reports NOT_SERVING before the server stops
+    /// accepting work (Kubernetes removes endpoints concurrently with SIGTERM).
+    pub predrain: Duration,
+    /// Upper bound on draining in-flight RPCs after the server stops accepting work.
+    pub grace: Duration,
+}
