@@ -257,8 +257,8 @@ async fn resolving_an_api_key_while_postgres_is_down_is_unavailable_not_not_foun
     admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
     tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
     let mut config = test_config("unused");
-    config.database_url = Secret::new(postgres.url("tenantd_app", "tenantd"));
-    config.db_acquire_timeout = Millis::from(500);
+    config.database.url = SecretString::from(postgres.url("tenantd_app", "tenantd"));
+    config.database.acquire_timeout = Duration::from_millis(500);
     let app = start("unused".into(), config).await;
     app.wait_for_status("", ServingStatus::Serving).await;
     let tenant = app.create_tenant(&unique_slug("pg")).await.id;
