@@ -65,7 +65,7 @@ impl UserService for UserApi {
         let display_name = checks.check(parse_display_name("user.display_name", &user.display_name, false));
         let role = checks.check(role(user.role, Some(Role::Member)));
         let input = checks.finish(|| Some(UserInput { email: email?, display_name: display_name?, role: role? }))?;
-        Ok(Response::new(to_proto(self.users.create(&context, input, &request.request_id).await?)))
+        Ok(Response::new(to_proto(self.users.create(&context, &request.request_id, input).await?)))
     }
 
     async fn get_user(&self, request: Request<proto::GetUserRequest>) -> Result<Response<proto::User>, Status> {
@@ -83,7 +83,7 @@ impl UserService for UserApi {
         let page_size = page::page_size(request.page_size)?;
         let page = self.users.list(&context, page_size, &request.page_token).await?;
         Ok(Response::new(proto::ListUsersResponse {
-            users: page.users.into_iter().map(to_proto).collect(),
+            users: page.items.into_iter().map(to_proto).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -102,7 +102,11 @@ impl UserService for UserApi {
                 .contains("display_name")
                 .then(|| checks.check(parse_display_name("user.display_name", &user.display_name, false)))
                 .flatten(),
-            role: mask.contains("role").then(|| checks.check(role(user.role, None))).flatten(),
+            role: mask
+                .contains("role")
+                .then(|| checks.check(role(user.role, None)))
+                .flatten()
+                .map(|role| role.as_str().to_owned()),
         };
         let (id, expected_revision) = checks.finish(|| Some((id?, expected_revision?)))?;
         Ok(Response::new(to_proto(self.users.update(&context, id, expected_revision, patch).await?)))

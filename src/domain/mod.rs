@@ -11,6 +11,7 @@ pub mod documents;
 pub mod idempotency;
 pub mod key_uses;
 pub mod page;
+pub mod resource;
 pub mod tenants;
 pub mod usage;
 pub mod users;
