@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
     "proto/tenantd/v1/audit.proto",
     "proto/tenantd/v1/diagnostics_service.proto",
     "proto/tenantd/v1/document_service.proto",
+    "proto/tenantd/v1/setting_service.proto",
     "proto/tenantd/v1/tenant_service.proto",
     "proto/tenantd/v1/user_service.proto",
 ];

@@ -25,6 +25,7 @@ use crate::cache::RedisCache;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 
@@ -38,12 +39,13 @@ pub const POSTGRES: &str = "postgres";
 pub const REDIS: &str = "redis";
 
 /// Names that report readiness.
-fn readiness_names() -> [&'static str; 6] {
+fn readiness_names() -> [&'static str; 7] {
     [
         READINESS,
         <TenantServiceServer<crate::api::TenantApi> as NamedService>::NAME,
         <UserServiceServer<crate::api::UserApi> as NamedService>::NAME,
         <DocumentServiceServer<crate::api::DocumentApi> as NamedService>::NAME,
+        <SettingServiceServer<crate::api::SettingApi> as NamedService>::NAME,
         <AuditServiceServer<crate::api::AuditApi> as NamedService>::NAME,
         <DiagnosticsServiceServer<crate::api::DiagnosticsApi> as NamedService>::NAME,
     ]

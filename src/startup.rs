@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi};
+use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, SettingApi, TenantApi, UserApi};
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
 use crate::config::{Config, ExposeSecret};
@@ -19,6 +19,7 @@ use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
 use crate::domain::key_uses::KeyUseRecorder;
+use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
 use crate::domain::users::Users;
@@ -27,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::tenancy::TenantDb;
@@ -114,6 +116,11 @@ impl Application {
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(encode),
         );
+        let setting_service = data_plane.layer(
+            SettingServiceServer::new(SettingApi(Settings::new(database.clone())))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
         let diagnostics_service = data_plane.layer(DiagnosticsServiceServer::new(DiagnosticsApi));
         let audit_service = data_plane.layer(
             AuditServiceServer::new(AuditApi::new(database.clone()))
@@ -139,6 +146,7 @@ impl Application {
             .add_service(tenant_service)
             .add_service(user_service)
             .add_service(document_service)
+            .add_service(setting_service)
             .add_service(audit_service)
             .add_service(diagnostics_service);
 

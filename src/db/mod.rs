@@ -18,6 +18,7 @@ pub mod migrations;
 pub mod resource;
 pub mod retry;
 pub(crate) mod schema;
+pub mod settings;
 pub mod tenant_tx;
 pub mod tenants;
 pub mod users;

@@ -57,10 +57,12 @@ pub trait Patch<Fields>: Send + 'static {
     fn changed_fields(&self) -> Vec<&'static str>;
     /// The columns after the patch: its values where it has them, `current` elsewhere.
     fn apply(self, current: Fields) -> Fields;
+    /// The columns of a patch that sets every field (a create), else `None`.
+    fn complete(self) -> Option<Fields>;
 }
 
-/// Declares a table's writable columns as a struct that diesel inserts and updates (and
-/// that a stored row converts into), and the patch of an update: the same fields as `Option`s, with [`Patch`] implemented and
+/// Declares a table's writable columns as a struct that inserts itself and that diesel
+/// updates (and that a stored row converts into), and the patch of an update: the same fields as `Option`s, with [`Patch`] implemented and
 /// `UPDATABLE_FIELDS` listing their names (the paths an update mask may name).
 #[macro_export]
 macro_rules! writable_fields {
@@ -70,7 +72,7 @@ macro_rules! writable_fields {
         { $( $(#[$field_meta:meta])* $field:ident : $type:ty, )* }
     ) => {
         $(#[$fields_meta])*
-        #[derive(Debug, Clone, diesel::AsChangeset, diesel::Insertable)]
+        #[derive(Debug, Clone, serde::Serialize, diesel::AsChangeset)]
         #[diesel(table_name = $table, treat_none_as_null = true)]
         pub struct $fields {
             $( $(#[$field_meta])* pub $field: $type, )*
@@ -79,6 +81,24 @@ macro_rules! writable_fields {
         impl From<$row> for $fields {
             fn from(row: $row) -> Self {
                 Self { $( $field: row.$field, )* }
+            }
+        }
+
+        impl $fields {
+            /// Inserts these columns as a new row `id` of the transaction's tenant. The
+            /// values are listed column by column: diesel prepares an insert of a derived
+            /// `Insertable` anew every time (its columns may be `DEFAULT`), which would cost a
+            /// round trip per create.
+            pub fn insert<'t>(
+                self,
+                transaction: &'t mut $crate::db::tenant_tx::TenantTx<'_>,
+                id: uuid::Uuid,
+            ) -> futures_util::future::BoxFuture<'t, diesel::QueryResult<$row>> {
+                use diesel::prelude::*;
+                let values = ($table::tenant_id.eq(transaction.tenant_id()), $table::id.eq(id), $($table::$field.eq(self.$field)),*);
+                let query = diesel::insert_into($table::table).values(values).returning(<$row>::as_returning());
+                let row = $crate::db::tenant_tx::TenantQuery::optional(transaction, query);
+                Box::pin(async move { row.await?.ok_or(diesel::result::Error::NotFound) })
             }
         }
 
@@ -102,6 +122,10 @@ macro_rules! writable_fields {
 
             fn apply(self, current: $fields) -> $fields {
                 $fields { $( $field: self.$field.unwrap_or(current.$field), )* }
+            }
+
+            fn complete(self) -> Option<$fields> {
+                Some($fields { $( $field: self.$field?, )* })
             }
         }
     };
@@ -137,12 +161,7 @@ macro_rules! tenant_repository {
                 id: uuid::Uuid,
                 fields: $fields,
             ) -> futures_util::future::BoxFuture<'t, diesel::QueryResult<$row>> {
-                use diesel::prelude::*;
-                let query = diesel::insert_into($table::table)
-                    .values(($table::tenant_id.eq(transaction.tenant_id()), $table::id.eq(id), fields))
-                    .returning(<$row>::as_returning());
-                let row = $crate::db::tenant_tx::TenantQuery::optional(transaction, query);
-                Box::pin(async move { row.await?.ok_or(diesel::result::Error::NotFound) })
+                fields.insert(transaction, id)
             }
 
             fn find<'c>(

@@ -87,6 +87,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Tenant settings (RLS).
+    tenant_settings (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        key -> Text,
+        value -> Jsonb,
+        description -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        revision -> Int8,
+    }
+}
+
+diesel::table! {
     /// Audit events (RLS; append-only for the app role).
     audit_events (tenant_id, id) {
         tenant_id -> Uuid,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, Result, Violations};
 
 pub mod api_keys;
 pub mod audit;
@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod key_uses;
 pub mod page;
 pub mod resource;
+pub mod settings;
 pub mod tenants;
 pub mod usage;
 pub mod users;
@@ -33,12 +34,16 @@ pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid> {
 /// Checks a name for people: 1 to 200 characters with no control characters (or 0 to
 /// 200 if `required` is false).
 pub fn parse_display_name(field: &str, value: &str, required: bool) -> Result<String> {
-    let length = value.chars().count();
-    if required && length == 0 {
+    if required && value.is_empty() {
         return Err(Error::invalid(Reason::FieldRequired, field, "is required"));
     }
-    if length > 200 {
-        return Err(Error::invalid(Reason::FieldTooLong, field, "must be at most 200 characters"));
+    parse_text(field, value, 200)
+}
+
+/// Checks text for people: at most `max` characters, no control characters.
+pub fn parse_text(field: &str, value: &str, max: usize) -> Result<String> {
+    if value.chars().count() > max {
+        return Err(Error::invalid(Reason::FieldTooLong, field, format!("must be at most {max} characters")));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(Reason::FieldMalformed, field, "must not contain control characters"));
@@ -136,9 +141,20 @@ impl UpdateMask {
         Ok(Self { paths })
     }
 
+    /// The mask of every updatable field: what a create sets.
+    pub fn all(updatable: &[&str]) -> Self {
+        Self { paths: updatable.iter().map(|path| (*path).to_owned()).collect() }
+    }
+
     /// Whether the mask names `path`.
     pub fn contains(&self, path: &str) -> bool {
         self.paths.iter().any(|candidate| candidate == path)
+    }
+
+    /// The value `parse` gives if the mask names `path` (an invalid one is recorded in
+    /// `checks`), else `None`: a patch field.
+    pub fn check<T>(&self, path: &str, checks: &mut Violations, parse: impl FnOnce() -> Result<T>) -> Option<T> {
+        if self.contains(path) { checks.check(parse()) } else { None }
     }
 }
 

@@ -90,6 +90,7 @@ reasons! {
     UserNotFound = "USER_NOT_FOUND", NotFound, "user not found";
     DocumentNotFound = "DOCUMENT_NOT_FOUND", NotFound, "document not found";
     ApiKeyNotFound = "API_KEY_NOT_FOUND", NotFound, "api key not found";
+    SettingNotFound = "SETTING_NOT_FOUND", NotFound, "setting not found";
 
     // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
     TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
@@ -102,6 +103,8 @@ reasons! {
     ApiKeyAlreadyExists = "API_KEY_ALREADY_EXISTS", AlreadyExists, "the API key already exists";
     AuditEventAlreadyExists = "AUDIT_EVENT_ALREADY_EXISTS", AlreadyExists, "the audit event already exists";
     RequestIdAlreadyExists = "REQUEST_ID_ALREADY_EXISTS", AlreadyExists, "the request id is already recorded";
+    SettingAlreadyExists = "SETTING_ALREADY_EXISTS", AlreadyExists, "the setting already exists";
+    SettingKeyAlreadyExists = "SETTING_KEY_ALREADY_EXISTS", AlreadyExists, "the key is taken";
 
     // FAILED_PRECONDITION: the system is not in a state that allows the call.
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";

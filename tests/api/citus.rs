@@ -6,6 +6,7 @@
 
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
 use tenantd::domain;
+use tenantd::domain::resource::Resource;
 use tenantd::error::{Error, from_database};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -200,6 +201,7 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("platform_idempotency_records", "reference"),
         ("tenant_channel_bindings", "reference"),
         ("tenant_domains", "reference"),
+        ("tenant_settings", "tenant"),
         ("tenants", "reference"),
         ("users", "tenant"),
     ];
@@ -253,6 +255,7 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("audit_events", domain::audit::constraint_error),
     ("idempotency_records", domain::idempotency::constraint_error),
     ("platform_idempotency_records", domain::idempotency::constraint_error),
+    ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
 ];
 
 /// A database error in the shape a server reports it.

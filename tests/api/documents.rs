@@ -186,3 +186,24 @@ async fn large_documents_are_paged_so_that_a_default_client_can_read_every_page(
     assert_eq!(seen, created, "every document once, in order");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn documents_pass_the_shared_isolation_check() {
+    let app = spawn_app().await;
+    crate::helpers::assert_isolated(
+        &app,
+        "DOCUMENT_NOT_FOUND",
+        async |tenant| {
+            let owner = app.create_user(&tenant, "owner@example.com").await;
+            let document = new_document("Plan", &owner.id, b"plan");
+            app.documents(&tenant).create_document(document).await.expect("create").into_inner().id
+        },
+        async |tenant, id| app.documents(&tenant).get_document(GetDocumentRequest { id }).await.map(drop),
+        async |tenant, id| {
+            let request = DeleteDocumentRequest { id, etag: String::new() };
+            app.documents(&tenant).delete_document(request).await.map(drop)
+        },
+    )
+    .await;
+    app.stop().await;
+}

@@ -13,6 +13,7 @@ use tenantd::cli::{Cli, Command};
 use tenantd::config::Config;
 use tenantd::proto::audit_service_client::AuditServiceClient;
 use tenantd::proto::document_service_client::DocumentServiceClient;
+use tenantd::proto::setting_service_client::SettingServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::user_service_client::UserServiceClient;
 use tenantd::proto::{self, CreateTenantRequest, CreateUserRequest, Tenant, User};
@@ -166,6 +167,11 @@ pub async fn start(database: String, config: Config) -> TestApp {
 }
 
 impl TestApp {
+    /// A settings client acting for `tenant_id` with the platform token.
+    pub fn settings(&self, tenant_id: &str) -> SettingServiceClient<InterceptedService<Channel, Metadata>> {
+        SettingServiceClient::with_interceptor(self.channel.clone(), Metadata::platform().tenant_id(tenant_id))
+    }
+
     /// A data-plane client acting for `tenant_id` with the platform token.
     pub fn users(&self, tenant_id: &str) -> UserServiceClient<InterceptedService<Channel, Metadata>> {
         UserServiceClient::with_interceptor(self.channel.clone(), Metadata::platform().tenant_id(tenant_id))
@@ -357,4 +363,29 @@ pub use proto::tenant::State;
 pub async fn set_tenant(client: &tokio_postgres::Client, tenant: &str) {
     let tenant = uuid::Uuid::parse_str(tenant).expect("a tenant id");
     client.batch_execute(&tenantd::db::tenant_tx::set_tenant_statement(tenant)).await.expect("set tenant");
+}
+
+/// The one cross-tenant isolation check every resource's tests call, with its positive
+/// control built in. `create(tenant)` makes a resource in a new tenant A and returns its id;
+/// `get(tenant, id)` and `delete(tenant, id)` call as `tenant`. A reads it; another tenant B
+/// gets NOT_FOUND with `expected_reason` for both (exactly like a missing id); and A still has it.
+pub async fn assert_isolated<C, G, D>(app: &TestApp, expected_reason: &str, create: C, get: G, delete: D)
+where
+    C: AsyncFnOnce(String) -> String,
+    G: AsyncFn(String, String) -> Result<(), tonic::Status>,
+    D: AsyncFn(String, String) -> Result<(), tonic::Status>,
+{
+    let owner = app.create_tenant(&unique_slug("iso-a")).await.id;
+    let other = app.create_tenant(&unique_slug("iso-b")).await.id;
+    let id = create(owner.clone()).await;
+    get(owner.clone(), id.clone()).await.expect("control: the owner reads its resource");
+    let missing = uuid::Uuid::now_v7().to_string();
+    let not_found = |result: Result<(), tonic::Status>, what: &str| {
+        let status = result.expect_err(what);
+        assert_eq!((status.code(), reason(&status)), (tonic::Code::NotFound, expected_reason.to_owned()), "{what}");
+    };
+    not_found(get(owner.clone(), missing).await, "control: a missing id is NOT_FOUND");
+    not_found(get(other.clone(), id.clone()).await, "another tenant cannot read it");
+    not_found(delete(other, id.clone()).await, "another tenant cannot delete it");
+    get(owner, id).await.expect("the owner still has it after the other tenant tried");
 }

@@ -24,6 +24,7 @@ mod metrics;
 mod migrations;
 mod pool;
 mod rls;
+mod settings;
 mod shutdown;
 mod soak;
 mod tenants;

@@ -89,7 +89,7 @@ async fn a_write_sends_begin_the_tenant_and_its_first_statement_in_one_flight() 
 
     let first = sqls(&flights[0]);
     assert_eq!(first[..2], ["BEGIN".to_owned(), format!("SET LOCAL app.tenant_id = '{tenant}'")]);
-    assert!(first.len() == 3 && first[2].starts_with("INSERT INTO \"users\""), "the insert rides along: {first:?}");
+    assert!(first.len() == 3 && first[2].starts_with("INSERT INTO \"users\""), "the insert rides along: {flights:?}");
     let rest: Vec<Vec<&str>> = flights[1..].iter().map(|flight| sqls(flight)).collect();
     assert_eq!(rest.len(), 2, "then the audit insert, then COMMIT: 3 round trips in all: {flights:?}");
     assert!(rest[0].len() == 1 && rest[0][0].starts_with("INSERT INTO \"audit_events\""), "{rest:?}");

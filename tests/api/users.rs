@@ -221,3 +221,19 @@ async fn every_invalid_field_of_a_create_is_reported_at_once() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn users_pass_the_shared_isolation_check() {
+    let app = spawn_app().await;
+    crate::helpers::assert_isolated(
+        &app,
+        "USER_NOT_FOUND",
+        async |tenant| app.create_user(&tenant, "ada@example.com").await.id,
+        async |tenant, id| app.users(&tenant).get_user(GetUserRequest { id }).await.map(drop),
+        async |tenant, id| {
+            app.users(&tenant).delete_user(DeleteUserRequest { id, etag: String::new() }).await.map(drop)
+        },
+    )
+    .await;
+    app.stop().await;
+}

@@ -1,0 +1,50 @@
+//! Repository of the tenant-scoped `tenant_settings` table, through the resource kit.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::schema::tenant_settings;
+
+/// A stored setting (also the domain's: a setting has no invariant beyond its columns).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize, Deserialize)]
+#[diesel(table_name = tenant_settings, check_for_backend(diesel::pg::Pg))]
+pub struct SettingRow {
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Id.
+    pub id: Uuid,
+    /// Key, unique in the tenant.
+    pub key: String,
+    /// The value: a JSON bool, number or string.
+    pub value: serde_json::Value,
+    /// Description.
+    pub description: String,
+    /// Creation time.
+    pub create_time: DateTime<Utc>,
+    /// Last update time.
+    pub update_time: DateTime<Utc>,
+    /// Revision, the source of the etag.
+    pub revision: i64,
+}
+
+crate::writable_fields! {
+    /// The writable columns of a setting.
+    pub struct SettingFields for tenant_settings, from SettingRow;
+    /// New values for the fields an update names.
+    pub struct SettingPatch;
+    {
+        /// Key.
+        key: String,
+        /// Value.
+        value: serde_json::Value,
+        /// Description.
+        description: String,
+    }
+}
+
+crate::tenant_repository! {
+    /// The queries on `tenant_settings`.
+    pub struct SettingRepository for tenant_settings { row: SettingRow, fields: SettingFields, }
+}
