@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi};
+use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, TenantApi, UserApi, gateway};
 use crate::auth::PlatformAuth;
 use crate::auth::last_used::KeyUseRecorder;
 use crate::cache::RedisCache;
@@ -30,7 +30,6 @@ use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::tenancy::TenantDb;
-use crate::tenancy::layer::GatewayLayer;
 use crate::tenancy::resolver::TenantResolver;
 
 /// A built server, bound to its port and not yet serving.
@@ -86,9 +85,9 @@ impl Application {
             .build_v1alpha()?;
 
         let metrics = Metrics::new(database.pool().clone(), redis.clone(), resolver.clone());
-        let control_plane = GatewayLayer::control_plane(auth.clone(), metrics.clone());
+        let control_plane = gateway::control_plane(auth.clone(), metrics.clone());
         let data_plane =
-            GatewayLayer::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
+            gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone()),
             ApiKeys::new(database.clone(), resolver.clone()),

@@ -2,12 +2,11 @@
 //!
 //! - [`selector`] parses and validates tenant metadata before any I/O;
 //! - [`resolver`] turns a selector into a live tenant (cache first);
-//! - [`layer`] is the tower layer that does both in front of data-plane services and
-//!   hands handlers a [`TenantContext`] through request extensions;
+//! - [`TenantContext`] is what the gateway's admission layer (`crate::api::gateway`) hands
+//!   handlers through request extensions, once it has used both;
 //! - [`TenantDb`] runs the tenant transaction, the only way to reach tenant tables.
 
 mod context;
-pub mod layer;
 pub mod resolver;
 pub mod selector;
 mod transaction;
