@@ -123,9 +123,7 @@ impl Application {
             .http2_keepalive_timeout(Some(config.http2_keepalive_timeout.0))
             .max_connection_age(config.max_connection_age.0)
             .max_connection_age_grace(config.max_connection_age_grace.0)
-            .trace_fn(|request| {
-                tracing::info_span!("rpc", rpc.method = %request.uri().path(), tenant.id = tracing::field::Empty)
-            })
+            .trace_fn(crate::telemetry::rpc_span)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

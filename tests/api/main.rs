@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 mod helpers;
+mod logs;
 
 mod abuse;
 mod attacks;
@@ -19,6 +20,7 @@ mod faults;
 mod health;
 mod idempotency;
 mod identification;
+mod logging;
 mod metadata;
 mod metrics;
 mod migrations;

@@ -19,6 +19,7 @@ use crate::auth::api_key::ApiKeyToken;
 use crate::auth::{Credential, PlatformAuth, credential};
 use crate::domain::api_keys;
 use crate::error::{Error, Reason, Result};
+use crate::telemetry;
 use crate::tenancy::resolver::TenantResolver;
 use crate::tenancy::selector::{self, TenantSelector};
 use crate::tenancy::{Actor, RequestContext, Scope, TenantContext};
@@ -57,7 +58,7 @@ impl AdmissionLayer {
     async fn admit<B>(&self, request: &mut http::Request<B>) -> Result<()> {
         let headers = request.headers();
         let request_id = request_id(headers)?;
-        tracing::Span::current().record("request.id", request_id.as_str());
+        telemetry::record_request_id(&request_id);
         let credential = credential(headers, &self.auth)?;
         let Plane::Data { resolver } = &self.plane else {
             if matches!(credential, Credential::ApiKey(_)) {
@@ -77,7 +78,7 @@ impl AdmissionLayer {
                 admit_api_key(resolver, &token, selector, required, request_id).await?
             }
         };
-        tracing::Span::current().record("tenant.id", tracing::field::display(context.tenant_id()));
+        telemetry::record_tenant_id(context.tenant_id());
         request.extensions_mut().insert(context);
         Ok(())
     }

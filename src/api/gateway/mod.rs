@@ -9,8 +9,8 @@
 //! - [`usage`] (data plane): counts tenant activity and notes API key use, in memory.
 //!   Innermost, so that only admitted requests are counted.
 //!
-//! The server's per-RPC span carries what the layers learn to every line logged for the
-//! request.
+//! The server's per-RPC span ([`crate::telemetry::rpc_span`]) carries what the layers learn
+//! (`request.id`, `tenant.id`) to every line logged for the request.
 
 pub mod admission;
 pub mod observe;
