@@ -2,11 +2,12 @@
 //! function, map the result. No SQL here, and no proto types below here.
 //!
 //! The adapter layer also holds what stands between the wire and the handlers: the
-//! [`gateway`]'s tower layers.
+//! [`gateway`]'s tower layers and the servers' [`codec`].
 
 use chrono::{DateTime, Utc};
 
 mod audit;
+pub mod codec;
 mod diagnostics;
 mod documents;
 pub mod gateway;

@@ -10,6 +10,7 @@ mod logs;
 mod abuse;
 mod attacks;
 mod audit;
+mod body;
 mod catalog;
 mod citus;
 mod cli;
