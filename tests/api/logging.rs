@@ -1,14 +1,17 @@
 //! The server's log lines: each carries its request's `request.id` (the `request_id` of the
-//! request's audit events).
+//! request's audit events), and says what happened, a replay or a no-op included.
 
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::user_service_client::UserServiceClient;
-use tenantd::proto::{CreateTenantRequest, ListTenantAuditEventsRequest, ListUsersRequest, Tenant};
+use tenantd::proto::{
+    ApiKey, CreateApiKeyRequest, CreateTenantRequest, ListTenantAuditEventsRequest, ListUsersRequest,
+    RevokeApiKeyRequest, Tenant,
+};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::helpers::{Metadata, unique_slug};
+use crate::helpers::{ApiKeyScope, Metadata, unique_slug};
 use crate::logs::{LoggedServer, request_id, span_field, with_message};
 
 type Tenants = TenantServiceClient<InterceptedService<Channel, Metadata>>;
@@ -102,5 +105,74 @@ async fn every_log_line_of_a_request_carries_its_request_id_which_joins_it_to_it
     for line in in_rpcs {
         assert!(request_id(line).is_some(), "a line without request.id: {line:#}");
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_create_logs_a_replay_with_its_request_id_not_a_second_creation() {
+    let server = LoggedServer::start().await;
+    let slug = unique_slug("replayed");
+    let idempotency_key = uuid::Uuid::new_v4().to_string();
+    let first = tenants(&server, "create-first")
+        .create_tenant(create_request(&slug, &idempotency_key))
+        .await
+        .expect("create")
+        .into_inner();
+    let replay = tenants(&server, "create-replay")
+        .create_tenant(create_request(&slug, &idempotency_key))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(replay.id, first.id, "the replay returns the first response");
+
+    let created = server.request_lines("create-first").await;
+    assert_eq!(with_message(&created, "tenant created").len(), 1, "{created:#?}");
+    assert!(with_message(&created, "tenant create replayed").is_empty(), "{created:#?}");
+    let replayed = server.request_lines("create-replay").await;
+    assert!(with_message(&replayed, "tenant created").is_empty(), "a replay creates nothing: {replayed:#?}");
+    let lines = with_message(&replayed, "tenant create replayed");
+    assert_eq!(lines.len(), 1, "{replayed:#?}");
+    assert_eq!(lines[0]["idempotency.request_id"], idempotency_key.as_str());
+    assert_eq!(lines[0]["tenant.id"], first.id.as_str());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_revoke_logs_that_the_key_was_already_revoked_not_a_revocation() {
+    let server = LoggedServer::start().await;
+    let tenant = tenants(&server, "key-tenant")
+        .create_tenant(create_request(&unique_slug("keys"), ""))
+        .await
+        .expect("create")
+        .into_inner();
+    let key = tenants(&server, "key-create")
+        .create_api_key(CreateApiKeyRequest {
+            tenant_id: tenant.id.clone(),
+            api_key: Some(ApiKey {
+                display_name: "logged".into(),
+                scopes: vec![ApiKeyScope::Read as i32],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("key")
+        .into_inner()
+        .api_key
+        .expect("the key")
+        .id;
+    let revoke = || RevokeApiKeyRequest { tenant_id: tenant.id.clone(), id: key.clone() };
+    tenants(&server, "revoke-first").revoke_api_key(revoke()).await.expect("revoke");
+    let again = tenants(&server, "revoke-again").revoke_api_key(revoke()).await.expect("a no-op").into_inner();
+    assert!(again.revoke_time.is_some());
+
+    let first = server.request_lines("revoke-first").await;
+    assert_eq!(with_message(&first, "api key revoked").len(), 1, "{first:#?}");
+    assert!(with_message(&first, "api key already revoked").is_empty(), "{first:#?}");
+    let second = server.request_lines("revoke-again").await;
+    assert!(with_message(&second, "api key revoked").is_empty(), "nothing was revoked: {second:#?}");
+    let lines = with_message(&second, "api key already revoked");
+    assert_eq!(lines.len(), 1, "{second:#?}");
+    assert_eq!(lines[0]["api_key.id"], key.as_str());
     server.stop().await;
 }
