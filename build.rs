@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use prost_build::{Service, ServiceGenerator};
+
 const PROTOS: [&str; 6] = [
     "proto/tenantd/v1/audit.proto",
     "proto/tenantd/v1/diagnostics_service.proto",
@@ -11,6 +13,34 @@ const PROTOS: [&str; 6] = [
     "proto/tenantd/v1/user_service.proto",
 ];
 
+/// The codec of the generated servers: a request that does not decode is INVALID_ARGUMENT.
+const SERVER_CODEC: &str = "crate::api::codec::RequestCodec";
+
+/// Generates each service's client with tonic-prost's codec and its server with tenantd's
+/// [`SERVER_CODEC`]: a response a client cannot decode is not its request's fault, so only
+/// the server maps decode failures to REQUEST_BODY_MALFORMED.
+struct ClientAndServer {
+    client: Box<dyn ServiceGenerator>,
+    server: Box<dyn ServiceGenerator>,
+}
+
+impl ServiceGenerator for ClientAndServer {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        self.client.generate(service.clone(), buf);
+        self.server.generate(service, buf);
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.client.finalize(buf);
+        self.server.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.client.finalize_package(package, buf);
+        self.server.finalize_package(package, buf);
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A vendored protoc means a fresh clone builds with no system install step.
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -18,10 +48,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let well_known_types = protoc_bin_vendored::include_path()?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
+    let generator = ClientAndServer {
+        client: tonic_prost_build::configure().build_server(false).service_generator(),
+        server: tonic_prost_build::configure().build_client(false).codec_path(SERVER_CODEC).service_generator(),
+    };
+    prost_build::Config::new()
         // Ordered maps: deterministic encoding and iteration.
-        .btree_map(".")
+        .btree_map(["."])
         .file_descriptor_set_path(out_dir.join("tenantd_descriptor.bin"))
+        .service_generator(Box::new(generator))
         .compile_protos(&PROTOS.map(PathBuf::from), &[PathBuf::from("proto"), well_known_types])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -2,8 +2,9 @@
 //! row-level security.
 //!
 //! The tree reads as the architecture:
-//! - [`api`]: thin gRPC adapters (proto in, domain call, proto out);
-//! - [`tenancy`]: the tenant layer, the `TenantContext`, the resolver and the tenant transaction;
+//! - [`api`]: thin gRPC adapters (proto in, domain call, proto out), and the gateway's tower
+//!   layers in front of them (admission, usage counting, metrics and the per-RPC log line);
+//! - [`tenancy`]: the `TenantContext`, the resolver and the tenant transaction;
 //! - [`auth`]: the platform token and tenant API keys;
 //! - [`domain`]: validated domain types and the operations on them;
 //! - [`db`]: the pool, migrations, schema and repositories;

@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, SettingApi, TenantApi, UserApi};
+use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, SettingApi, TenantApi, UserApi, gateway};
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
 use crate::config::{Config, ExposeSecret};
@@ -32,7 +32,6 @@ use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::tenancy::TenantDb;
-use crate::tenancy::layer::GatewayLayer;
 use crate::tenancy::resolver::TenantResolver;
 
 /// A built server, bound to its port and not yet serving.
@@ -93,9 +92,9 @@ impl Application {
             .build_v1alpha()?;
 
         let metrics = Metrics::new(database.pool().clone(), redis.clone(), resolver.clone());
-        let control_plane = GatewayLayer::control_plane(auth.clone(), metrics.clone());
+        let control_plane = gateway::control_plane(auth.clone(), metrics.clone());
         let data_plane =
-            GatewayLayer::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
+            gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone()),
             ApiKeys::new(database.clone(), resolver.clone()),
@@ -137,9 +136,7 @@ impl Application {
             .http2_keepalive_timeout(Some(config.connections.http2_keepalive_timeout))
             .max_connection_age(config.connections.max_connection_age)
             .max_connection_age_grace(config.connections.max_connection_age_grace)
-            .trace_fn(|request| {
-                tracing::info_span!("rpc", rpc.method = %request.uri().path(), tenant.id = tracing::field::Empty)
-            })
+            .trace_fn(crate::telemetry::rpc_span)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

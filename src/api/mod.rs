@@ -1,11 +1,16 @@
 //! gRPC adapters: take the request apart, validate into domain types, call one domain
 //! function, map the result. No SQL here, and no proto types below here.
+//!
+//! The adapter layer also holds what stands between the wire and the handlers: the
+//! [`gateway`]'s tower layers and the servers' [`codec`].
 
 use chrono::{DateTime, Utc};
 
 mod audit;
+pub mod codec;
 mod diagnostics;
 mod documents;
+pub mod gateway;
 mod resource;
 mod settings;
 mod tenants;

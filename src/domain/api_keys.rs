@@ -178,9 +178,14 @@ impl ApiKeys {
     /// Revokes a key; every replica refuses it from then on. Revoking twice is a no-op.
     pub async fn revoke(&self, request: RequestContext, tenant_id: Uuid, key_id: Uuid) -> Result<ApiKey> {
         let context = TenantContext::new(tenant_id, request);
-        let key = self.database.run(&context, async move |transaction| revoke_in(transaction, key_id).await).await?;
+        let (key, revoked_now) =
+            self.database.run(&context, async move |transaction| revoke_in(transaction, key_id).await).await?;
         self.resolver.invalidate(tenant_id, Some(key_id)).await;
-        tracing::info!(tenant.id = %tenant_id, api_key.id = %key_id, "api key revoked");
+        if revoked_now {
+            tracing::info!(tenant.id = %tenant_id, api_key.id = %key_id, "api key revoked");
+        } else {
+            tracing::info!(tenant.id = %tenant_id, api_key.id = %key_id, "api key already revoked");
+        }
         Ok(key)
     }
 
@@ -200,15 +205,17 @@ impl ApiKeys {
     }
 }
 
-async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<ApiKey> {
+/// Revokes a key inside the tenant transaction: the key, and whether this call revoked it
+/// (`false`: it was revoked already, and nothing changed).
+async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<(ApiKey, bool)> {
     let before =
         crate::db::api_keys::find(&mut *transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
     if before.revoke_time.is_some() {
-        return Ok(before.into());
+        return Ok((before.into(), false));
     }
     let after = crate::db::api_keys::revoke(transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
     audit::record(transaction, "api_key.revoke", "api_key", key_id, serde_json::json!({})).await?;
-    Ok(after.into())
+    Ok((after.into(), true))
 }
 
 /// What a violated constraint means when API keys are written; `None` for a constraint this

@@ -28,6 +28,12 @@ impl KeyUseRecorder {
         }
     }
 
+    /// The (tenant, key) pairs whose use is noted and not written yet.
+    #[cfg(test)]
+    pub(crate) fn pending_uses(&self) -> Vec<(Uuid, Uuid)> {
+        self.pending.lock().map(|pending| pending.keys().copied().collect()).unwrap_or_default()
+    }
+
     /// Writes every pending use; uses that fail to write are kept for the next flush.
     pub async fn flush(&self, database: &TenantDb) {
         let batch = match self.pending.lock() {

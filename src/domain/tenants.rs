@@ -223,11 +223,11 @@ impl TenantRegistry {
             .map_err(|description| Error::invalid(Reason::TenantSlugMalformed, "tenant.slug", description))?;
         let key = RequestKey::new(idempotency::Scope::Platform, "CreateTenant", request_id, &new)?;
         let context = TenantContext::new(Uuid::now_v7(), request);
-        let tenant = self
+        let (tenant, replayed) = self
             .database
             .run(&context, async move |transaction| {
                 if let Some(replay) = idempotency::begin::<Tenant>(transaction, &key).await? {
-                    return Ok(replay);
+                    return Ok((replay, true));
                 }
                 let id = transaction.tenant_id();
                 let labels = labels_json(&new.labels)?;
@@ -248,10 +248,14 @@ impl TenantRegistry {
                     .await?;
                 let tenant = load(transaction, row).await?;
                 idempotency::finish(transaction, &key, &tenant).await?;
-                Ok(tenant)
+                Ok((tenant, false))
             })
             .await?;
-        tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, "tenant created");
+        if replayed {
+            tracing::info!(tenant.id = %tenant.id, idempotency.request_id = %request_id, "tenant create replayed");
+        } else {
+            tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, "tenant created");
+        }
         Ok(tenant)
     }
 

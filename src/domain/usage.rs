@@ -57,6 +57,12 @@ impl UsageCounter {
         }
     }
 
+    /// Requests counted for a tenant and not flushed yet.
+    #[cfg(test)]
+    pub(crate) fn pending_requests(&self, tenant_id: Uuid) -> u64 {
+        self.pending.lock().ok().and_then(|pending| pending.get(&tenant_id).map(|counts| counts.requests)).unwrap_or(0)
+    }
+
     /// Adds pending counts to Redis; what fails is kept for the next flush.
     pub async fn flush(&self) {
         let batch = match self.pending.lock() {

@@ -2,13 +2,12 @@
 //!
 //! - [`selector`] parses and validates tenant metadata before any I/O;
 //! - [`resolver`] turns a selector into a live tenant (cache first);
-//! - [`layer`] is the tower layer that does both in front of data-plane services and
-//!   hands handlers a [`TenantContext`] through request extensions;
+//! - [`TenantContext`] is what the gateway's admission layer (`crate::api::gateway`) hands
+//!   handlers through request extensions, once it has used both;
 //! - [`TenantDb`] opens the tenant transaction ([`crate::db::tenant_tx`]) for a request's
 //!   tenant: the only way to reach tenant tables.
 
 mod context;
-pub mod layer;
 pub mod resolver;
 pub mod selector;
 mod state;

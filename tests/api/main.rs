@@ -5,10 +5,12 @@
 #![allow(unreachable_pub)]
 
 mod helpers;
+mod logs;
 
 mod abuse;
 mod attacks;
 mod audit;
+mod body;
 mod catalog;
 mod citus;
 mod cli;
@@ -19,6 +21,7 @@ mod faults;
 mod health;
 mod idempotency;
 mod identification;
+mod logging;
 mod metadata;
 mod metrics;
 mod migrations;

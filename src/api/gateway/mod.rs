@@ -1,0 +1,79 @@
+//! The gateway: small tower layers in front of each tenantd service. They are applied per
+//! service, never server-wide, so health and reflection answer with no metadata at all, as
+//! Kubernetes probes send none. Outermost first:
+//! - [`observe`]: RPC count and latency by service, method and code, and the one `info`
+//!   line per RPC. Outermost, so that refused requests are counted and logged too.
+//! - [`admission`]: authentication and tenant admission, I/O-free checks first; it puts a
+//!   [`RequestContext`](crate::tenancy::RequestContext) (control plane) or a
+//!   [`TenantContext`](crate::tenancy::TenantContext) (data plane) in the request extensions.
+//! - [`usage`] (data plane): counts tenant activity and notes API key use, in memory.
+//!   Innermost, so that only admitted requests are counted.
+//!
+//! The server's per-RPC span ([`crate::telemetry::rpc_span`]) carries what the layers learn
+//! (`request.id`, `tenant.id`) to every line logged for the request.
+
+pub mod admission;
+pub mod observe;
+pub mod usage;
+
+use std::sync::Arc;
+
+use tower::layer::util::Stack;
+
+pub use admission::{AdmissionLayer, REQUEST_ID_HEADER};
+pub use observe::ObserveLayer;
+pub use usage::UsageLayer;
+
+use crate::auth::PlatformAuth;
+use crate::domain::key_uses::KeyUseRecorder;
+use crate::domain::usage::UsageCounter;
+use crate::metrics::Metrics;
+use crate::tenancy::resolver::TenantResolver;
+
+/// The layers of a control-plane service: observe, then admission.
+pub type ControlPlaneLayers = Stack<AdmissionLayer, ObserveLayer>;
+
+/// The layers of a data-plane service: observe, then admission, then usage.
+pub type DataPlaneLayers = Stack<UsageLayer, Stack<AdmissionLayer, ObserveLayer>>;
+
+/// The gateway of control-plane services: platform callers only.
+pub fn control_plane(auth: PlatformAuth, metrics: Arc<Metrics>) -> ControlPlaneLayers {
+    Stack::new(AdmissionLayer::control_plane(auth), ObserveLayer::new(metrics))
+}
+
+/// The gateway of data-plane services: tenant resolution, platform or API-key callers, and
+/// usage counting.
+pub fn data_plane(
+    auth: PlatformAuth,
+    resolver: Arc<TenantResolver>,
+    key_uses: Arc<KeyUseRecorder>,
+    activity: Arc<UsageCounter>,
+    metrics: Arc<Metrics>,
+) -> DataPlaneLayers {
+    let admitted = Stack::new(AdmissionLayer::data_plane(auth, resolver), ObserveLayer::new(metrics));
+    Stack::new(UsageLayer::new(key_uses, activity), admitted)
+}
+
+/// What the layers' unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::cache::RedisCache;
+    use crate::db::PgPool;
+    use crate::tenancy::TenantDb;
+    use crate::tenancy::resolver::TenantResolver;
+
+    /// A pool, a Redis client and a resolver, all built without connecting, for PostgreSQL
+    /// and Redis that listen nowhere: whatever reaches them fails UNAVAILABLE, so a layer
+    /// test that passes did no I/O.
+    pub(crate) fn unreachable_dependencies() -> (PgPool, RedisCache, Arc<TenantResolver>) {
+        let timeout = Duration::from_millis(100);
+        let pool = crate::db::build_pool("postgres://nobody@127.0.0.1:1/nowhere", 1, timeout);
+        let redis = RedisCache::new("redis://127.0.0.1:1", 1, timeout).expect("a well-formed Redis URL");
+        let resolver =
+            Arc::new(TenantResolver::new(TenantDb::new(pool.clone()), redis.clone(), Duration::from_secs(60)));
+        (pool, redis, resolver)
+    }
+}
