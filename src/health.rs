@@ -2,8 +2,9 @@
 //!
 //! Service names:
 //! - `""` (readiness) and the tenant services' names: SERVING when PostgreSQL answers as the
-//!   app role, its migrations are current, on Citus the app role's `SET LOCAL` reaches the
-//!   workers (its `citus.propagate_set_commands` is `local`), and shutdown has not begun.
+//!   app role, its migrations are current, that role is bound by row-level security (not a
+//!   superuser, no BYPASSRLS, owner of nothing), on Citus the app role's `SET LOCAL` reaches
+//!   the workers (its `citus.propagate_set_commands` is `local`), and shutdown has not begun.
 //!   `""` starts NOT_SERVING (tonic-health would start it SERVING).
 //! - `postgres`, `redis`: each dependency's own state.
 //! - `liveness`: SERVING until shutdown begins, never tied to a dependency.
@@ -58,6 +59,8 @@ struct Observed {
     /// Without citus always true; with it, whether the app role's `SET LOCAL` reaches the
     /// workers.
     tenant_setting_propagates: bool,
+    /// Whether the role tenantd connects as is bound by row-level security.
+    role_bound_by_rls: bool,
     redis: bool,
 }
 
@@ -89,7 +92,10 @@ impl Health {
             return;
         }
         published.observed = Some(observed);
-        let ready = observed.postgres && observed.migrations_current && observed.tenant_setting_propagates;
+        let ready = observed.postgres
+            && observed.migrations_current
+            && observed.tenant_setting_propagates
+            && observed.role_bound_by_rls;
         for name in readiness_names() {
             self.reporter.set_service_status(name, status(ready)).await;
         }
@@ -100,6 +106,7 @@ impl Health {
             postgres = observed.postgres,
             migrations_current = observed.migrations_current,
             tenant_setting_propagates = observed.tenant_setting_propagates,
+            role_bound_by_rls = observed.role_bound_by_rls,
             redis = observed.redis,
             "health changed"
         );
@@ -150,11 +157,24 @@ struct DatabaseProbe {
     /// not loaded).
     #[diesel(sql_type = Nullable<Text>)]
     propagate_set_commands: Option<String>,
+    /// The role tenantd connects as.
+    #[diesel(sql_type = Text)]
+    role: String,
+    /// Whether that role escapes row-level security: a superuser, BYPASSRLS, or the owner
+    /// of any relation (an owner can turn its table's RLS off).
+    #[diesel(sql_type = Bool)]
+    escapes_rls: bool,
 }
 
 const DATABASE_PROBE: &str = "SELECT (SELECT max(version)::text FROM __diesel_schema_migrations) AS latest_migration, \
      EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus, \
-     current_setting('citus.propagate_set_commands', true) AS propagate_set_commands";
+     current_setting('citus.propagate_set_commands', true) AS propagate_set_commands, \
+     current_user::text AS role, \
+     (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) \
+     OR EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%') AS escapes_rls";
 
 /// Probes PostgreSQL (on a dedicated app-role connection, so a saturated pool cannot
 /// make a healthy database look down) and Redis, with timeouts.
@@ -167,12 +187,22 @@ pub struct Prober {
     /// The `citus.propagate_set_commands` value last warned about, so the warning is
     /// logged when it changes, not on every probe.
     warned_setting: Option<Option<String>>,
+    /// The unsafe role last logged about, likewise.
+    warned_role: Option<String>,
 }
 
 impl Prober {
     /// A prober for the app-role `database_url` that expects `latest_migration`.
     pub fn new(database_url: String, redis: RedisCache, latest_migration: String, timeout: Duration) -> Self {
-        Self { database_url, connection: None, redis, latest_migration, timeout, warned_setting: None }
+        Self {
+            database_url,
+            connection: None,
+            redis,
+            latest_migration,
+            timeout,
+            warned_setting: None,
+            warned_role: None,
+        }
     }
 
     async fn observe(&mut self) -> Observed {
@@ -206,7 +236,12 @@ impl Prober {
         } else if let Some(probe) = &probe {
             self.warn_once(probe.propagate_set_commands.clone());
         }
-        Observed { postgres, migrations_current, tenant_setting_propagates, redis }
+        let role_bound_by_rls = probe.as_ref().is_some_and(|probe| !probe.escapes_rls);
+        match &probe {
+            Some(probe) if probe.escapes_rls => self.warn_unsafe_role(&probe.role),
+            _ => self.warned_role = None,
+        }
+        Observed { postgres, migrations_current, tenant_setting_propagates, role_bound_by_rls, redis }
     }
 
     /// Says why a Citus database is not served, once per value of the setting. The probe
@@ -224,6 +259,21 @@ impl Prober {
             setting.as_deref().unwrap_or("unset"),
         );
         self.warned_setting = Some(setting);
+    }
+
+    /// Says, loudly and once, why tenantd will not report ready as this role: row-level
+    /// security, the isolation between tenants, would not bind it.
+    fn warn_unsafe_role(&mut self, role: &str) {
+        if self.warned_role.as_deref() == Some(role) {
+            return;
+        }
+        tracing::error!(
+            role,
+            "not ready: tenantd connects as {role}, a superuser, a BYPASSRLS role or the owner of a table, which \
+             row-level security does not bind, so tenants would not be isolated; set TENANTD_DATABASE_URL to the \
+             app role (tenantd_app, created by tenantd migrate), which owns nothing and cannot bypass RLS"
+        );
+        self.warned_role = Some(role.to_owned());
     }
 
     /// Probes every `interval` until `stop` is cancelled.

@@ -114,3 +114,44 @@ async fn shutdown_turns_readiness_off_first_ends_watches_and_finishes_in_bounded
     println!("shutdown took {took:?} with a 300 ms pre-drain");
     assert!(took >= Duration::from_millis(300), "the pre-drain delay was honoured");
 }
+
+#[tokio::test]
+async fn serving_as_a_role_that_escapes_row_level_security_never_reports_ready() {
+    let control = spawn_app().await;
+    assert_eq!(control.status("").await, ServingStatus::Serving, "control: as tenantd_app the server is ready");
+    assert_eq!(control.status("postgres").await, ServingStatus::Serving);
+
+    // The same database, but connecting as the superuser, which RLS does not bind.
+    let mut config = test_config(&control.database);
+    let admin = crate::helpers::pg_admin();
+    config.database.url = SecretString::from(crate::helpers::database_url(&admin, &control.database));
+    let unsafe_app = start(control.database.clone(), config).await;
+    unsafe_app.wait_for_status("postgres", ServingStatus::Serving).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(unsafe_app.status("").await, ServingStatus::NotServing, "a superuser connection is never ready");
+    assert_eq!(unsafe_app.status("tenantd.v1.UserService").await, ServingStatus::NotServing);
+    unsafe_app.shutdown.cancel();
+    let _ = unsafe_app.server.await;
+
+    // Nor as an ordinary role that owns a table (an owner can turn its table's RLS off).
+    let owner = format!("tenantd_test_owner_{}", uuid::Uuid::new_v4().simple());
+    let superuser = crate::helpers::connect(&admin, &control.database).await;
+    superuser.batch_execute(&format!("CREATE ROLE {owner} LOGIN; GRANT USAGE, CREATE ON SCHEMA public TO {owner}; GRANT SELECT ON __diesel_schema_migrations TO {owner}")).await.expect("role");
+    superuser
+        .batch_execute(&format!("SET ROLE {owner}; CREATE TABLE owned_by_the_server (id int); RESET ROLE"))
+        .await
+        .expect("owned table");
+    let mut config = test_config(&control.database);
+    config.database.url = SecretString::from(crate::helpers::database_url(&owner, &control.database));
+    let owner_app = start(control.database.clone(), config).await;
+    owner_app.wait_for_status("postgres", ServingStatus::Serving).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(owner_app.status("").await, ServingStatus::NotServing, "a table owner is never ready");
+    owner_app.shutdown.cancel();
+    let _ = owner_app.server.await;
+    superuser
+        .batch_execute(&format!("DROP TABLE owned_by_the_server; DROP OWNED BY {owner}; DROP ROLE {owner}"))
+        .await
+        .expect("clean up");
+    control.stop().await;
+}
