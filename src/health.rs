@@ -189,6 +189,9 @@ pub struct Prober {
     warned_setting: Option<Option<String>>,
     /// The unsafe role last logged about, likewise.
     warned_role: Option<String>,
+    /// The probe failure last logged about: a failure is logged when its cause changes,
+    /// not on every probe.
+    warned_probe: Option<String>,
 }
 
 impl Prober {
@@ -202,6 +205,7 @@ impl Prober {
             timeout,
             warned_setting: None,
             warned_role: None,
+            warned_probe: None,
         }
     }
 
@@ -213,15 +217,19 @@ impl Prober {
         let probed = match postgres {
             Ok(Ok(probed)) => Some(probed),
             Ok(Err(error)) => {
-                tracing::debug!(error = %error, "postgres probe failed");
+                self.warn_probe_failed(format!("{error:#}"));
                 self.connection = None;
                 None
             }
             Err(_elapsed) => {
+                self.warn_probe_failed(format!("no answer within {:?}", self.timeout));
                 self.connection = None;
                 None
             }
         };
+        if probed.is_some() && self.warned_probe.take().is_some() {
+            tracing::info!("postgres probe succeeded again");
+        }
         let postgres = probed.is_some();
         let probe = probed.flatten();
         let migrations_current = probe
@@ -259,6 +267,15 @@ impl Prober {
             setting.as_deref().unwrap_or("unset"),
         );
         self.warned_setting = Some(setting);
+    }
+
+    /// Logs why PostgreSQL looks down (a missing database, refused authentication, a
+    /// connection refused...) at WARN, once per cause.
+    fn warn_probe_failed(&mut self, cause: String) {
+        if self.warned_probe.as_ref() != Some(&cause) {
+            tracing::warn!(error = %cause, "postgres probe failed: not ready");
+            self.warned_probe = Some(cause);
+        }
     }
 
     /// Says, loudly and once, why tenantd will not report ready as this role: row-level

@@ -176,3 +176,22 @@ async fn a_second_revoke_logs_that_the_key_was_already_revoked_not_a_revocation(
     assert_eq!(lines[0]["api_key.id"], key.as_str());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_that_does_not_exist_is_logged_once_at_warn_with_its_cause() {
+    let missing = format!("tenantd_test_missing_{}", uuid::Uuid::new_v4().simple());
+    let server = LoggedServer::start_on(missing.clone(), crate::helpers::database_url("tenantd_app", &missing)).await;
+    let warning = server
+        .wait_for(|line| {
+            line["fields"]["message"] == "postgres probe failed: not ready"
+                || line["message"] == "postgres probe failed: not ready"
+        })
+        .await;
+    let text = warning.to_string();
+    assert_eq!(warning["level"], "WARN", "{text}");
+    assert!(text.contains(&missing) && text.contains("does not exist"), "the cause is in the line: {text}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let repeats = server.lines().iter().filter(|line| line.to_string().contains("postgres probe failed")).count();
+    assert_eq!(repeats, 1, "once per cause, not once per probe");
+    server.stop().await;
+}

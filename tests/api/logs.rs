@@ -31,15 +31,23 @@ pub struct LoggedServer {
 }
 
 impl LoggedServer {
-    /// Starts the binary on port 0 with `RUST_LOG=info` and JSON logs, and waits until
-    /// it reports ready.
+    /// Starts the binary on port 0 with `RUST_LOG=info` and JSON logs on a fresh migrated
+    /// database, and waits until it reports ready.
     pub async fn start() -> Self {
         let database = create_database().await;
         migrate(&database).await;
+        let server = Self::start_on(database.clone(), database_url("tenantd_app", &database)).await;
+        server.wait_until_ready().await;
+        server
+    }
+
+    /// Starts the binary as [`LoggedServer::start`] does, on `url`, without waiting for
+    /// readiness (`database` is only remembered).
+    pub async fn start_on(database: String, url: String) -> Self {
         let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
             .args(["serve", "--log-format", "json", "--listen-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
-            .env("TENANTD_DATABASE_URL", database_url("tenantd_app", &database))
+            .env("TENANTD_DATABASE_URL", url)
             .env("TENANTD_REDIS_URL", redis_url())
             .env("TENANTD_PLATFORM_TOKEN", PLATFORM_TOKEN)
             .env("TENANTD_HEALTH_INTERVAL_MS", "100")
@@ -64,7 +72,12 @@ impl LoggedServer {
         let listening = server.wait_for(|line| line["message"] == "tenantd listening").await;
         let port = listening["port"].as_u64().expect("the listening line names the port");
         server.channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect_lazy();
-        let mut health = HealthClient::new(server.channel.clone());
+        server
+    }
+
+    /// Waits until readiness is SERVING.
+    pub async fn wait_until_ready(&self) {
+        let mut health = HealthClient::new(self.channel.clone());
         let started = Instant::now();
         loop {
             let status = health.check(HealthCheckRequest { service: String::new() }).await;
@@ -74,7 +87,6 @@ impl LoggedServer {
             assert!(started.elapsed() < PATIENCE, "tenantd never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server
     }
 
     /// Every line logged so far.
