@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A vendored protoc means a fresh clone builds with no system install step.
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    unsafe { std::env::set_var("PROTOC", &protoc) };
     let well_known_types = protoc_bin_vendored::include_path()?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let generator = ClientAndServer {
@@ -57,7 +57,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(["."])
         .file_descriptor_set_path(out_dir.join("tenantd_descriptor.bin"))
         .service_generator(Box::new(generator))
-        .compile_protos(&PROTOS.map(PathBuf::from), &[PathBuf::from("proto"), well_known_types])?;
+        .compile_protos(&PROTOS.map(PathBuf::from), &[PathBuf::from("proto"), well_known_types.clone()])?;
+    // The google.rpc detail messages tenantd's errors carry, for server reflection only.
+    let status = std::process::Command::new(&protoc)
+        .arg("--include_imports")
+        .arg(format!("--descriptor_set_out={}", out_dir.join("google_rpc_descriptor.bin").display()))
+        .arg("-Ithird_party/googleapis")
+        .arg(format!("-I{}", well_known_types.display()))
+        .arg("google/rpc/error_details.proto")
+        .status()?;
+    if !status.success() {
+        return Err(format!("protoc failed on google/rpc/error_details.proto: {status}").into());
+    }
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=third_party");
     Ok(())
 }

@@ -38,4 +38,8 @@ pub mod proto {
 
     /// Encoded descriptors of every tenantd proto file, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tenantd_descriptor");
+
+    /// Encoded descriptors of `google/rpc/error_details.proto` (ErrorInfo, BadRequest, ...),
+    /// served by reflection so clients such as grpcurl can print error details.
+    pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("google_rpc_descriptor");
 }

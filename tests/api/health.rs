@@ -155,3 +155,24 @@ async fn serving_as_a_role_that_escapes_row_level_security_never_reports_ready()
         .expect("clean up");
     control.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_serves_the_error_detail_types_so_clients_can_print_reasons() {
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let symbols = ["tenantd.v1.UserService", "google.rpc.ErrorInfo", "google.rpc.BadRequest"];
+    let requests = symbols.map(|symbol| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_owned())),
+    });
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter(requests)).await.expect("reflection").into_inner();
+    for symbol in symbols {
+        let response = responses.next().await.expect("a response").expect("ok");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{symbol} is not served: {response:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty(), "{symbol}: a file, with the ones it imports");
+    }
+    app.stop().await;
+}
