@@ -88,3 +88,25 @@ async fn the_control_plane_requires_the_platform_token() {
     assert_error(app.tenants.clone().get_tenant(request()).await, Code::NotFound, "TENANT_NOT_FOUND");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn missing_malformed_and_unknown_credentials_each_say_which_without_revealing_the_token() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("creds")).await.id;
+    let list = ListUsersRequest::default;
+    app.users_with(Metadata::platform().tenant_id(&tenant)).list_users(list()).await.expect("control: the token works");
+    let message = |metadata: Metadata| {
+        let mut users = app.users_with(metadata.tenant_id(&tenant));
+        async move { users.list_users(list()).await.expect_err("refused").message().to_owned() }
+    };
+    let missing = message(Metadata::none()).await;
+    let malformed = message(Metadata::none().with("authorization", "Token abc")).await;
+    let unknown = message(Metadata::bearer("not-the-token")).await;
+    assert!(missing.contains("no credentials"), "{missing}");
+    assert!(malformed.contains("not `Bearer"), "{malformed}");
+    assert!(unknown.contains("not a valid credential"), "{unknown}");
+    for text in [&missing, &malformed, &unknown] {
+        assert!(!text.contains(PLATFORM_TOKEN) && !text.contains("not-the-token"), "no token in {text}");
+    }
+    app.stop().await;
+}
