@@ -1,9 +1,17 @@
-# Build stage: the Rust toolchain. protoc comes from the protoc-bin-vendored crate, so no
-# system packages are needed.
-FROM rust:1-bookworm AS build
+# Build stage: the Rust toolchain, pinned to the version CI uses. protoc comes from the
+# protoc-bin-vendored crate, so no system packages are needed.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock build.rs rustfmt.toml ./
+# Dependencies first, in a layer of their own: it is rebuilt only when Cargo.toml or
+# Cargo.lock change, not on every source change.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > build.rs \
+    && cargo build --release --locked --bin tenantd \
+    && rm -rf src build.rs target/release/.fingerprint/tenantd-* target/release/build/tenantd-* \
+       target/release/deps/tenantd-* target/release/deps/libtenantd-*
+COPY build.rs rustfmt.toml ./
 COPY proto proto
+COPY third_party third_party
 COPY migrations migrations
 COPY src src
 RUN cargo build --release --locked --bin tenantd
