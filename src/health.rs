@@ -192,6 +192,8 @@ pub struct Prober {
     /// The probe failure last logged about: a failure is logged when its cause changes,
     /// not on every probe.
     warned_probe: Option<String>,
+    /// Told whether the migrations are current, so requests fail fast while they are not.
+    schema_gate: Option<crate::db::SchemaGate>,
 }
 
 impl Prober {
@@ -206,7 +208,14 @@ impl Prober {
             warned_setting: None,
             warned_role: None,
             warned_probe: None,
+            schema_gate: None,
         }
+    }
+
+    /// Reports every probe's view of the migrations to `gate`.
+    pub fn reporting_schema_to(mut self, gate: crate::db::SchemaGate) -> Self {
+        self.schema_gate = Some(gate);
+        self
     }
 
     async fn observe(&mut self) -> Observed {
@@ -236,6 +245,10 @@ impl Prober {
             .as_ref()
             .and_then(|probe| probe.latest_migration.as_deref())
             .is_some_and(|version| version >= self.latest_migration.as_str());
+        // Only a database that answered can be known to be behind.
+        if let Some(gate) = self.schema_gate.as_ref().filter(|_| postgres) {
+            gate.set_current(migrations_current);
+        }
         let tenant_setting_propagates = probe
             .as_ref()
             .is_some_and(|probe| serves_tenant_transactions(probe.citus, probe.propagate_set_commands.as_deref()));

@@ -157,7 +157,8 @@ impl Application {
             // look like a dead dependency, short enough to flip readiness within 2 s of a
             // silent outage (a refused connection fails at once).
             config.health_interval.max(Duration::from_secs(1)),
-        );
+        )
+        .reporting_schema_to(database.schema_gate());
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();

@@ -26,6 +26,31 @@ pub mod users;
 /// The pool of app-role connections.
 pub type PgPool = bb8::Pool<AppConnectionManager>;
 
+/// Whether the database's migrations are current, as the health probe last saw it. Tenant
+/// transactions on a database known to be behind fail at once with UNAVAILABLE
+/// (`DATABASE_NOT_MIGRATED`, "run tenantd migrate") instead of meeting a missing table.
+/// Until the first probe it is unknown, and nothing is refused.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaGate {
+    behind: std::sync::Arc<AtomicBool>,
+}
+
+impl SchemaGate {
+    /// Records what the probe saw.
+    pub fn set_current(&self, current: bool) {
+        self.behind.store(!current, Ordering::Release);
+    }
+
+    /// `Err` while the database is known to be behind.
+    pub fn check(&self) -> crate::error::Result<()> {
+        if self.behind.load(Ordering::Acquire) {
+            let source = anyhow::anyhow!("the database's migrations are not current; run tenantd migrate");
+            return Err(crate::error::Error::unavailable(crate::error::Reason::DatabaseNotMigrated, source));
+        }
+        Ok(())
+    }
+}
+
 /// How repositories reach PostgreSQL: a shared reference, so that statements issued
 /// together are pipelined (diesel-async writes them in the order they are first polled).
 pub type Connection<'c> = &'c AsyncPgConnection;

@@ -117,6 +117,7 @@ reasons! {
     // UNAVAILABLE: a dependency is down; retry later.
     DatabaseUnavailable = "DATABASE_UNAVAILABLE", Unavailable, "the database is unavailable; retry later";
     DatabasePoolExhausted = "DATABASE_POOL_EXHAUSTED", Unavailable, "every database connection is busy; retry later";
+    DatabaseNotMigrated = "DATABASE_NOT_MIGRATED", Unavailable, "the database is not migrated: run tenantd migrate";
     RedisUnavailable = "REDIS_UNAVAILABLE", Unavailable, "Redis is unavailable; retry later";
 
     // INTERNAL: a bug; details are in the server log only.

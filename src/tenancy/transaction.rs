@@ -6,19 +6,26 @@ use uuid::Uuid;
 use super::TenantContext;
 use crate::db::audit::AuditActor;
 use crate::db::tenant_tx::{self, AsyncWork, TenantRead, TenantTx};
-use crate::db::{Connection, PgPool};
+use crate::db::{Connection, PgPool, SchemaGate};
 use crate::error::Result;
 
 /// Runs work against tenant tables.
 #[derive(Clone)]
 pub struct TenantDb {
     pool: PgPool,
+    schema: SchemaGate,
 }
 
 impl TenantDb {
     /// Wraps the app-role pool.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, schema: SchemaGate::default() }
+    }
+
+    /// What the health probe reports the schema state to: while the database is known to
+    /// be behind its migrations, every transaction fails at once with UNAVAILABLE.
+    pub fn schema_gate(&self) -> SchemaGate {
+        self.schema.clone()
     }
 
     /// The pool, for the registry's global tables (which have no tenant).
@@ -33,6 +40,7 @@ impl TenantDb {
         R: Send,
         F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
     {
+        self.schema.check()?;
         tenant_tx::run(&self.pool, context.tenant_id(), actor(context), work).await
     }
 
@@ -44,6 +52,7 @@ impl TenantDb {
         R: Send,
         F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Clone + Send,
     {
+        self.schema.check()?;
         let tenant_id: Uuid = context.tenant_id();
         crate::db::retry::read(|| tenant_tx::read(&self.pool, tenant_id, work.clone())).await
     }
@@ -65,6 +74,7 @@ impl TenantDb {
         R: Send,
         F: for<'t, 'c> AsyncWork<&'t mut Connection<'c>, Result<R>, Future: Send> + Send,
     {
+        self.schema.check()?;
         tenant_tx::global(&self.pool, work).await
     }
 }

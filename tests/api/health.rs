@@ -25,6 +25,10 @@ async fn readiness_is_not_serving_until_the_database_is_migrated() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(app.status("").await, ServingStatus::NotServing);
     assert_eq!(app.status("tenantd.v1.UserService").await, ServingStatus::NotServing);
+    let early = app.tenants.clone().list_tenants(tenantd::proto::ListTenantsRequest::default()).await;
+    let refused = early.expect_err("no tables yet");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "an unmigrated database is UNAVAILABLE, not INTERNAL");
+    assert!(refused.message().contains("run tenantd migrate"), "{}", refused.message());
 
     migrate(&database).await;
     let took = app.wait_for_status("", ServingStatus::Serving).await;
@@ -32,6 +36,11 @@ async fn readiness_is_not_serving_until_the_database_is_migrated() {
     assert_eq!(app.status("tenantd.v1.TenantService").await, ServingStatus::Serving);
     assert_eq!(app.status("tenantd.v1.UserService").await, ServingStatus::Serving);
     assert_eq!(app.status("postgres").await, ServingStatus::Serving);
+    app.tenants
+        .clone()
+        .list_tenants(tenantd::proto::ListTenantsRequest::default())
+        .await
+        .expect("served once migrated");
     app.stop().await;
 }
 
