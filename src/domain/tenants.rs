@@ -10,18 +10,23 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use self::rows::{assemble, changes_of, labels_json, load, lock, write_identifiers};
 use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
-use super::{Slug, audit, check_etag, etag};
-use crate::db::tenant_tx::TenantTx;
-use crate::db::tenants::{NewTenantRow, TenantChanges, TenantRow};
+use super::{Slug, audit};
+use crate::db::tenant_tx::{AsyncWork, TenantTx};
+use crate::db::tenants::{NewTenantRow, TenantRow};
 use crate::db::{self};
-use crate::error::{self, Error, Reason, Result, Violations};
+use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
 use crate::tenancy::{RequestContext, TenantContext, TenantDb};
 
+pub use self::validate::{MAX_IDENTIFIERS, parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains};
 pub use crate::tenancy::TenantState;
+
+mod rows;
+mod validate;
 
 /// An external channel identity, such as a Slack workspace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -89,91 +94,6 @@ pub struct TenantPatch {
 
 /// Fields `UpdateTenant` may change.
 pub const UPDATABLE_FIELDS: &[&str] = &["display_name", "labels", "domains", "channel_bindings"];
-/// Most domains, and most channel bindings, per tenant.
-pub const MAX_IDENTIFIERS: usize = 32;
-
-/// Validates and normalises domains: lowercase DNS names with at least two labels, each
-/// label 1 to 63 of `[a-z0-9-]` not starting or ending with `-`; deduplicated and sorted.
-pub fn parse_domains(field: &str, domains: Vec<String>) -> Result<Vec<String>> {
-    if domains.len() > MAX_IDENTIFIERS {
-        return Err(Error::invalid(Reason::DomainsInvalid, field, format!("at most {MAX_IDENTIFIERS} domains")));
-    }
-    let mut checks = Violations::new();
-    let normalised: Vec<Option<String>> = domains
-        .iter()
-        .enumerate()
-        .map(|(index, domain)| checks.check(parse_domain(&format!("{field}[{index}]"), domain)))
-        .collect();
-    let mut normalised = checks.finish(|| normalised.into_iter().collect::<Option<Vec<String>>>())?;
-    normalised.sort();
-    normalised.dedup();
-    Ok(normalised)
-}
-
-/// Validates and lowercases one domain: a DNS name of at most 253 characters with at
-/// least two labels of 1 to 63 letters, digits or inner hyphens.
-pub fn parse_domain(field: &str, domain: &str) -> Result<String> {
-    let domain = domain.to_ascii_lowercase();
-    let labels: Vec<&str> = domain.split('.').collect();
-    let valid = domain.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(|label| {
-            (1..=63).contains(&label.len())
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-        });
-    if valid {
-        Ok(domain)
-    } else {
-        Err(Error::invalid(Reason::DomainsInvalid, field, "must be a DNS name like acme.example.com"))
-    }
-}
-
-/// Validates channel bindings: `channel_type` matches `^[a-z][a-z0-9_-]{0,31}$`,
-/// `external_id` is 1 to 255 visible characters; deduplicated and sorted.
-pub fn parse_channel_bindings(field: &str, bindings: Vec<ChannelBinding>) -> Result<Vec<ChannelBinding>> {
-    if bindings.len() > MAX_IDENTIFIERS {
-        return Err(Error::invalid(
-            Reason::ChannelBindingsInvalid,
-            field,
-            format!("at most {MAX_IDENTIFIERS} bindings"),
-        ));
-    }
-    for (index, binding) in bindings.iter().enumerate() {
-        parse_channel_binding(&format!("{field}[{index}]"), binding)?;
-    }
-    let mut bindings = bindings;
-    bindings.sort();
-    bindings.dedup();
-    Ok(bindings)
-}
-
-/// Validates one channel binding.
-pub fn parse_channel_binding(field: &str, binding: &ChannelBinding) -> Result<()> {
-    let kind = binding.channel_type.as_bytes();
-    let kind_ok = (1..=32).contains(&kind.len())
-        && kind[0].is_ascii_lowercase()
-        && kind.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'_' | b'-'));
-    if !kind_ok {
-        return Err(Error::invalid(
-            Reason::ChannelBindingsInvalid,
-            format!("{field}.channel_type"),
-            "must match ^[a-z][a-z0-9_-]{0,31}$",
-        ));
-    }
-    let id_ok = (1..=255).contains(&binding.external_id.chars().count())
-        && binding.external_id.chars().all(|character| !character.is_control() && !character.is_whitespace());
-    if !id_ok {
-        return Err(Error::invalid(
-            Reason::ChannelBindingsInvalid,
-            format!("{field}.external_id"),
-            "must be 1 to 255 characters without spaces or control characters",
-        ));
-    }
-    Ok(())
-}
-
 /// A lifecycle transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -327,29 +247,23 @@ impl TenantRegistry {
         if patch.channel_bindings.is_some() {
             changed.push("channel_bindings");
         }
-        let context = TenantContext::new(id, request);
-        let tenant = self
-            .database
-            .run(&context, async move |transaction| {
-                let row = lock(transaction, expected_revision).await?;
-                if row.state == TenantState::Deleted.as_str() {
-                    return Err(tenant_deleted());
-                }
-                let mut changes = changes_of(&row);
-                if let Some(display_name) = patch.display_name {
-                    changes.display_name = display_name;
-                }
-                if let Some(labels) = &patch.labels {
-                    changes.labels = labels_json(labels)?;
-                }
-                let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
-                write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
-                audit::record(transaction, "tenant.update", "tenant", row.id, audit::changed_fields(&changed)).await?;
-                load(transaction, row).await
-            })
-            .await?;
-        self.resolver.invalidate(id, None).await;
-        Ok(tenant)
+        self.change(request, id, expected_revision, async move |(transaction, row)| {
+            if row.state == TenantState::Deleted.as_str() {
+                return Err(tenant_deleted());
+            }
+            let mut changes = changes_of(&row);
+            if let Some(display_name) = patch.display_name {
+                changes.display_name = display_name;
+            }
+            if let Some(labels) = &patch.labels {
+                changes.labels = labels_json(labels)?;
+            }
+            let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
+            write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
+            audit::record(transaction, "tenant.update", "tenant", row.id, audit::changed_fields(&changed)).await?;
+            load(transaction, row).await
+        })
+        .await
     }
 
     /// Applies a lifecycle transition. Repeating a transition is a no-op (and is not
@@ -361,11 +275,8 @@ impl TenantRegistry {
         expected_revision: Option<i64>,
         transition: Transition,
     ) -> Result<Tenant> {
-        let context = TenantContext::new(id, request);
         let tenant = self
-            .database
-            .run(&context, async move |transaction| {
-                let row = lock(transaction, expected_revision).await?;
+            .change(request, id, expected_revision, async move |(transaction, row)| {
                 let current = TenantState::parse(&row.state)
                     .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant has unknown state")))?;
                 let target = match (transition, current) {
@@ -387,7 +298,6 @@ impl TenantRegistry {
                 load(transaction, row).await
             })
             .await?;
-        self.resolver.invalidate(id, None).await;
         tracing::info!(tenant.id = %id, state = tenant.state.as_str(), "tenant state changed");
         Ok(tenant)
     }
@@ -407,87 +317,30 @@ impl TenantRegistry {
         let context = TenantContext::new(tenant_id, request);
         audit::list(&self.database, &context, filter, page_size, page_token).await
     }
-}
 
-/// Locks the transaction's tenant's row and checks the etag.
-async fn lock(transaction: &mut TenantTx<'_>, expected_revision: Option<i64>) -> Result<TenantRow> {
-    let id = transaction.tenant_id();
-    let row = db::tenants::lock_by_id(transaction.connection(), id).await?.ok_or_else(tenant_not_found)?;
-    check_etag(expected_revision, row.revision)?;
-    Ok(row)
-}
-
-/// Replaces the transaction's tenant's domains and/or channel bindings.
-async fn write_identifiers(
-    transaction: &mut TenantTx<'_>,
-    domains: Option<&[String]>,
-    bindings: Option<&[ChannelBinding]>,
-) -> Result<()> {
-    let id = transaction.tenant_id();
-    if let Some(domains) = domains {
-        db::identifiers::replace_domains(transaction.connection(), id, domains).await.map_err(map_database_error)?;
-    }
-    if let Some(bindings) = bindings {
-        let pairs: Vec<(String, String)> =
-            bindings.iter().map(|binding| (binding.channel_type.clone(), binding.external_id.clone())).collect();
-        db::identifiers::replace_channels(transaction.connection(), id, &pairs).await.map_err(map_database_error)?;
-    }
-    Ok(())
-}
-
-/// A tenant row with its identifiers, inside a transaction.
-async fn load(transaction: &mut TenantTx<'_>, row: TenantRow) -> Result<Tenant> {
-    let mut tenants = assemble(transaction.connection(), vec![row]).await?;
-    tenants.pop().ok_or_else(tenant_not_found)
-}
-
-/// Tenants from rows, with their identifiers (two queries for the whole batch).
-async fn assemble(connection: &mut crate::db::Connection<'_>, rows: Vec<TenantRow>) -> Result<Vec<Tenant>> {
-    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let mut domains: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
-    for (tenant_id, domain) in db::identifiers::domains_of(connection, &ids).await? {
-        domains.entry(tenant_id).or_default().push(domain);
-    }
-    let mut bindings: BTreeMap<Uuid, Vec<ChannelBinding>> = BTreeMap::new();
-    for (tenant_id, channel_type, external_id) in db::identifiers::channels_of(connection, &ids).await? {
-        bindings.entry(tenant_id).or_default().push(ChannelBinding { channel_type, external_id });
-    }
-    rows.into_iter()
-        .map(|row| {
-            let state = TenantState::parse(&row.state).ok_or_else(|| {
-                Error::internal(anyhow::anyhow!("tenant {} has unknown state {:?}", row.id, row.state))
-            })?;
-            let labels = serde_json::from_value(row.labels).map_err(|error| {
-                Error::internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
-            })?;
-            Ok(Tenant {
-                id: row.id,
-                slug: row.slug,
-                display_name: row.display_name,
-                state,
-                labels,
-                domains: domains.remove(&row.id).unwrap_or_default(),
-                channel_bindings: bindings.remove(&row.id).unwrap_or_default(),
-                create_time: row.create_time,
-                update_time: row.update_time,
-                delete_time: row.delete_time,
-                etag: etag(row.revision),
+    /// Runs `change` in tenant `id`'s transaction on its row, locked and its etag checked
+    /// against `expected_revision`; once it committed, invalidates the resolution caches.
+    async fn change<F>(
+        &self,
+        request: RequestContext,
+        id: Uuid,
+        expected_revision: Option<i64>,
+        change: F,
+    ) -> Result<Tenant>
+    where
+        F: for<'t, 'c> AsyncWork<(&'t mut TenantTx<'c>, TenantRow), Result<Tenant>, Future: Send> + Send,
+    {
+        let context = TenantContext::new(id, request);
+        let tenant = self
+            .database
+            .run(&context, async move |transaction| {
+                let row = lock(transaction, expected_revision).await?;
+                change((transaction, row)).await
             })
-        })
-        .collect()
-}
-
-fn changes_of(row: &TenantRow) -> TenantChanges {
-    TenantChanges {
-        display_name: row.display_name.clone(),
-        state: row.state.clone(),
-        labels: row.labels.clone(),
-        delete_time: row.delete_time,
+            .await?;
+        self.resolver.invalidate(id, None).await;
+        Ok(tenant)
     }
-}
-
-fn labels_json(labels: &BTreeMap<String, String>) -> Result<serde_json::Value> {
-    serde_json::to_value(labels).map_err(|error| Error::internal(error.into()))
 }
 
 fn tenant_not_found() -> Error {

@@ -11,7 +11,9 @@ macro_rules! reasons {
         /// Why a request failed: the `google.rpc.ErrorInfo.reason` of every error.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason {
-            $( #[doc = $message] $variant, )*
+            // The message as a code span: messages may hold `<token>`, which rustdoc would
+            // take for HTML. Double backticks and spaces, as some messages hold backticks.
+            $( #[doc = concat!("`` ", $message, " ``")] $variant, )*
         }
 
         impl Reason {

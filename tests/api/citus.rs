@@ -4,10 +4,10 @@
 //! readiness does not depend on the Citus setting where there is no Citus. What only a
 //! cluster can show is in docs/citus.md.
 
-use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
+use diesel::result::DatabaseErrorKind;
 use tenantd::domain;
 use tenantd::domain::resource::Resource;
-use tenantd::error::{Error, from_database};
+use tenantd::error::{Error, from_database, reported_database_error};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -258,36 +258,6 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
 ];
 
-/// A database error in the shape a server reports it.
-struct Reported {
-    message: String,
-    constraint_name: Option<String>,
-}
-
-impl DatabaseErrorInformation for Reported {
-    fn message(&self) -> &str {
-        &self.message
-    }
-    fn details(&self) -> Option<&str> {
-        None
-    }
-    fn hint(&self) -> Option<&str> {
-        None
-    }
-    fn table_name(&self) -> Option<&str> {
-        None
-    }
-    fn column_name(&self) -> Option<&str> {
-        None
-    }
-    fn constraint_name(&self) -> Option<&str> {
-        self.constraint_name.as_deref()
-    }
-    fn statement_position(&self) -> Option<i32> {
-        None
-    }
-}
-
 /// How a violation of `constraint` reaches tenantd, from PostgreSQL (constraint name set)
 /// and from Citus (none; the message names the shard's constraint).
 fn as_reported(kind: &str, table: &str, constraint: &str) -> [(diesel::result::Error, &'static str); 2] {
@@ -312,10 +282,10 @@ fn as_reported(kind: &str, table: &str, constraint: &str) -> [(diesel::result::E
             ),
         ),
     };
-    let shape = |message: String, constraint_name: Option<String>| {
-        diesel::result::Error::DatabaseError(error_kind, Box::new(Reported { message, constraint_name }))
-    };
-    [(shape(postgres, Some(constraint.to_owned())), "PostgreSQL"), (shape(citus, None), "Citus")]
+    [
+        (reported_database_error(error_kind, postgres, Some(constraint)), "PostgreSQL"),
+        (reported_database_error(error_kind, citus, None), "Citus"),
+    ]
 }
 
 /// Every unique and foreign key constraint the app role can violate that would answer

@@ -84,9 +84,9 @@ fn run_load(
     observed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itself_with_no_acknowledged_write_lost() {
-    let postgres = ThrowawayPostgres::start();
+/// A ready tenantd on `postgres`, a throwaway server, in a database `tenantd` created and
+/// migrated there. A pooled connection is waited for 500 ms at most, so an outage fails fast.
+async fn start_on(postgres: &ThrowawayPostgres) -> TestApp {
     let admin = postgres.connect("postgres", "postgres").await;
     admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
     tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
@@ -95,6 +95,13 @@ async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itsel
     config.database.acquire_timeout = Duration::from_millis(500);
     let app = start("unused".into(), config).await;
     app.wait_for_status("", ServingStatus::Serving).await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_postgres_stops_under_load_tenantd_fails_fast_and_recovers_by_itself_with_no_acknowledged_write_lost() {
+    let postgres = ThrowawayPostgres::start();
+    let app = start_on(&postgres).await;
     let tenant = app.create_tenant(&unique_slug("pg")).await.id;
     let seed = app.create_user(&tenant, "seed@faults.example").await.id;
 
@@ -253,14 +260,7 @@ async fn resolving_an_api_key_while_postgres_is_down_is_unavailable_not_not_foun
     use tenantd::proto::resolve_tenant_request::Identifier;
 
     let postgres = ThrowawayPostgres::start();
-    let admin = postgres.connect("postgres", "postgres").await;
-    admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
-    tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
-    let mut config = test_config("unused");
-    config.database.url = SecretString::from(postgres.url("tenantd_app", "tenantd"));
-    config.database.acquire_timeout = Duration::from_millis(500);
-    let app = start("unused".into(), config).await;
-    app.wait_for_status("", ServingStatus::Serving).await;
+    let app = start_on(&postgres).await;
     let tenant = app.create_tenant(&unique_slug("pg")).await.id;
     let (_, used) = app.create_api_key(&tenant, &[ApiKeyScope::Read]).await;
     let (_, unseen) = app.create_api_key(&tenant, &[ApiKeyScope::Read]).await;
