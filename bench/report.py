@@ -389,6 +389,10 @@ def fmt(value, digits=2):
     return f"{value:.{digits}f}"
 
 
+def signed(value, digits=3):
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
 def verdict(ok):
     return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
@@ -497,13 +501,13 @@ def cmd_table(args):
     c1_pg, c1_td = get("pg_read_c1", "postgres", p50), get("td_get_c1", server, p50)
     c1_diff, c1_rounds = paired("pg_read_c1", "postgres", "td_get_c1", server, p50, lambda a, b: b - a)
     rows.append(("GetUser p50 at c=1", f"pgbench {fmt(c1_pg, 3)} ms", f"{fmt(c1_td, 3)} ms",
-                 f"+{fmt(c1_diff, 3)} ms {rounds_text(c1_rounds)}", "<= +0.25 ms",
+                 f"{signed(c1_diff)} ms {rounds_text(c1_rounds)}", "<= +0.25 ms",
                  verdict(None if c1_diff is None else c1_diff <= 0.25)))
     if has("pg_read_pipe_c1", "postgres"):
         c1_pipe = get("pg_read_pipe_c1", "postgres", p50)
         c1p_diff, c1p_rounds = paired("pg_read_pipe_c1", "postgres", "td_get_c1", server, p50, lambda a, b: b - a)
         rows.append(("GetUser p50 at c=1, vs pipelined", f"pgbench pipelined {fmt(c1_pipe, 3)} ms", f"{fmt(c1_td, 3)} ms",
-                     f"+{fmt(c1p_diff, 3)} ms {rounds_text(c1p_rounds)}", "(no goal)", "n/a"))
+                     f"{signed(c1p_diff)} ms {rounds_text(c1p_rounds)}", "(no goal)", "n/a"))
     c32_pg99 = get("pg_read_c32", "postgres", p99)
     for phase, driver_name in (("td_get_c32", "loadgen"), ("td_get_h2_c32", "h2load")):
         if not has(phase):
