@@ -297,6 +297,11 @@ where
 
 /// Sends BEGIN and the tenant setting, each a statement of its own, without waiting for
 /// either: whatever the caller polls next is written behind them.
+///
+/// diesel-async's transaction manager does not see this BEGIN (it would await BEGIN alone).
+/// The transaction is tracked instead by [`AppConnection`]'s flag, which every caller raises
+/// with `mark_transaction_open` before calling this and lowers only after COMMIT or
+/// ROLLBACK was answered, so the pool discards a connection left inside it.
 async fn begin(connection: &AppConnection, set_tenant: &str) -> QueryResult<()> {
     let (mut first, mut second): (Connection<'_>, Connection<'_>) = (connection, connection);
     let (begun, set) = join!(first.batch_execute("BEGIN"), second.batch_execute(set_tenant));
