@@ -18,6 +18,9 @@ source "$root/scripts/live-tenantd.sh"
 
 log() { echo "run.sh: $*"; }
 
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+  || { log "needs Node.js 20 or newer (found $(node --version))" >&2; exit 2; }
+
 # 1. Packages, reinstalled only when package-lock.json changes.
 stamp="$here/node_modules/.package-lock.sha256"
 wanted=$(sha256sum "$here/package-lock.json" | cut -d' ' -f1)
