@@ -235,7 +235,13 @@ def main() -> int:
         script = outputs / "session.sh"
         script.write_text(session_script(blocks, args.target, outputs, args.readme.name), encoding="utf-8")
         try:
-            subprocess.run(["bash", str(script)], cwd=directory, timeout=SESSION_TIMEOUT_SECONDS, check=False)
+            subprocess.run(
+                ["bash", str(script)],
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                timeout=SESSION_TIMEOUT_SECONDS,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             print(f"readme-run: the session did not finish within {SESSION_TIMEOUT_SECONDS} s", flush=True)
 
