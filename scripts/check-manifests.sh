@@ -6,18 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
-
-venv="$here/.venv"
-python="$venv/bin/python"
-if [ ! -x "$python" ]; then
-  echo "check-manifests: creating virtualenv scripts/.venv"
-  "${PYTHON:-python3}" -m venv "$venv"
-fi
-stamp="$venv/.requirements.sha256"
-wanted=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  echo "check-manifests: installing scripts/requirements.txt"
-  "$python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  echo "$wanted" > "$stamp"
-fi
-exec "$python" "$here/check-manifests.py" "$@"
+# shellcheck source=venv.sh
+source "$here/venv.sh"
+ensure_venv "$here/.venv" "$here/requirements.txt" check-manifests
+exec "$venv_python" "$here/check-manifests.py" "$@"

@@ -2,6 +2,11 @@
 //! transaction: the first attempt stores its response there; a retry with the same body
 //! gets that response back and creates nothing; a retry with another body is
 //! INVALID_ARGUMENT. Concurrent attempts serialise on the record's primary key.
+//!
+//! An empty `request_id` is no key: the create runs once, undeduplicated. proto3 cannot tell
+//! an unset string from an empty one, so refusing empty would refuse every client that does
+//! not use the field (docs/decisions/0011-readme-runs.md). Anything else must be a canonical
+//! UUID (REQUEST_ID_MALFORMED otherwise, blanks included).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +30,8 @@ pub struct RequestKey {
 }
 
 impl RequestKey {
-    /// The key of a request with `request_id` (empty: none) and validated `body`.
+    /// The key of a request with `request_id` and validated `body`; `None` when `request_id` is
+    /// empty (no key).
     pub fn new(scope: Scope, method: &'static str, request_id: &str, body: &impl Serialize) -> Result<Option<Self>> {
         if request_id.is_empty() {
             return Ok(None);

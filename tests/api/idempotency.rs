@@ -35,6 +35,37 @@ async fn a_sequential_retry_returns_the_first_response_and_creates_nothing_more(
 }
 
 #[tokio::test]
+async fn an_empty_request_id_means_no_key_and_a_blank_one_is_malformed() {
+    use tonic_types::StatusExt;
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("e")).await.id;
+    // Positive control: a request_id leaves a record.
+    let keyed = uuid::Uuid::new_v4().to_string();
+    app.users(&tenant).create_user(create_user("keyed@e.example", &keyed)).await.expect("keyed");
+    assert_eq!(count(&app.database, "SELECT count(*) FROM idempotency_records").await, 1);
+
+    // Empty (what a client that never sets the field sends): no record, so a retry is a
+    // second create, answered as a duplicate email rather than replayed.
+    app.users(&tenant).create_user(create_user("plain@e.example", "")).await.expect("no key");
+    let again = app.users(&tenant).create_user(create_user("plain@e.example", "")).await;
+    assert_error(again, Code::AlreadyExists, "USER_EMAIL_ALREADY_EXISTS");
+    assert_eq!(count(&app.database, "SELECT count(*) FROM idempotency_records").await, 1);
+    assert_eq!(count(&app.database, "SELECT count(*) FROM users").await, 2);
+
+    // Whitespace is not empty: it is a malformed key, with a field violation.
+    let blank = app.users(&tenant).create_user(create_user("blank@e.example", " ")).await;
+    let status = blank.as_ref().expect_err("a blank request_id is refused").clone();
+    assert_error(blank, Code::InvalidArgument, "REQUEST_ID_MALFORMED");
+    let fields: Vec<String> = status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.iter().map(|violation| violation.field.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["request_id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn twenty_concurrent_retries_create_one_row() {
     let app = spawn_app().await;
     let tenant = app.create_tenant(&unique_slug("c")).await.id;

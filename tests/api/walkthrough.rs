@@ -1,5 +1,7 @@
-//! The README's grpcurl walkthrough, call for call and in the same order (grpcurl itself
-//! cannot be installed here). Keep the two in step: each block names its README step.
+//! Steps 1 to 7 of the README's grpcurl walkthrough, call for call and in the same order, with
+//! a tonic client, so that `cargo test` alone catches a change that breaks them (CI also runs
+//! the README itself with real grpcurl: scripts/readme-run.sh). Keep the two in step: each
+//! block names its README step.
 
 use tenantd::proto::{
     CreateTenantRequest, CreateUserRequest, GetUserRequest, ListUsersRequest, ResumeTenantRequest,
