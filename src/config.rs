@@ -21,9 +21,11 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
-    /// Bearer token of platform callers (control plane, and data plane with `x-tenant-*`);
-    /// must not be empty.
-    pub platform_token: SecretString,
+    /// The bootstrap platform token: a bearer token with every platform permission, audited
+    /// as `bootstrap`, for creating the first operators; must not be empty. `None` disables
+    /// it, and platform calls (control plane, and data plane with `x-tenant-*`) then need an
+    /// operator key.
+    pub platform_token: Option<SecretString>,
     /// PostgreSQL: connection URLs, migrations and the pool.
     pub database: DatabaseConfig,
     /// Redis, for shared caches and usage counts; the server keeps serving without it.
