@@ -94,7 +94,7 @@ mod tests {
         assert_eq!(OperatorKeyToken::parse(&tampered), Err(FormatError::Checksum));
         assert_eq!(OperatorKeyToken::parse(&text[..LENGTH - 1]), Err(FormatError::Malformed));
         assert_eq!(OperatorKeyToken::parse(&text.replacen(PREFIX, "tdk_", 1)), Err(FormatError::Malformed));
-        let multibyte = format!("{PREFIX}{}\u{1e5}{}", "0".repeat(20), "0".repeat(26));
+        let multibyte = format!("{PREFIX}{}\u{1e5}{}", "0".repeat(20), "0".repeat(28));
         assert_eq!(multibyte.len(), LENGTH);
         assert_eq!(OperatorKeyToken::parse(&multibyte), Err(FormatError::Malformed));
     }
