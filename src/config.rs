@@ -5,9 +5,9 @@
 //! into a [`Config`]; tests change fields of it directly. Durations are [`Duration`]s, sizes are
 //! plain integers with their unit in the field's name or doc comment.
 //!
-//! Secrets (database URLs, which may carry passwords, the Redis URL and the platform token) are
-//! [`SecretString`]s: their `Debug` prints `[REDACTED]`, so `{config:?}` is safe to log, and the
-//! value is reached only with [`ExposeSecret::expose_secret`] where it is used.
+//! Secrets (database URLs, which may carry passwords, the Redis URL and the bootstrap platform
+//! token) are [`SecretString`]s: their `Debug` prints `[REDACTED]`, so `{config:?}` is safe to
+//! log, and the value is reached only with [`ExposeSecret::expose_secret`] where it is used.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Reaching the server and saying what went wrong: the connection with its timeouts, the
-//! platform token on every call, and each [`Failure`] printed on stderr with the exit status
+//! platform credential on every call, and each [`Failure`] printed on stderr with the exit status
 //! the policy in [`crate::client`] gives it.
 
 use std::future::Future;
