@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::{HealthArgs, KeysArgs, ResolveArgs, TenantsArgs};
+use crate::client::args::{HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{Config, ConnectionConfig, DatabaseConfig, RedisConfig, ServerLimits, ShutdownConfig};
 
 /// `tenantd`: the tenant control plane.
@@ -38,6 +38,8 @@ pub enum Command {
     Tenants(TenantsArgs),
     /// Manage a tenant's API keys.
     Keys(KeysArgs),
+    /// Manage operators: the platform's named credentials and their roles.
+    Operators(OperatorsArgs),
     /// Show the tenant named by an id, slug, domain, channel binding or API key.
     Resolve(ResolveArgs),
 }
@@ -77,9 +79,10 @@ pub struct ServeArgs {
     /// Redis URL for shared caches; tenantd keeps serving without it.
     #[arg(long, env = "TENANTD_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: SecretString,
-    /// Bearer token of platform callers (control plane, and data plane with `x-tenant-*`).
+    /// The bootstrap platform token: full platform access, audited as `bootstrap`, to create
+    /// the first operators. Leave it unset to disable it (then only operator keys are accepted).
     #[arg(long, env = "TENANTD_PLATFORM_TOKEN", hide_env_values = true)]
-    pub platform_token: SecretString,
+    pub platform_token: Option<SecretString>,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); off unless set.
     #[arg(long, env = "TENANTD_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -264,7 +267,7 @@ mod tests {
         let millis = Duration::from_millis;
         assert_eq!(config.listen_addr, "127.0.0.1:1001".parse().expect("address"));
         assert_eq!(config.metrics_addr, Some("127.0.0.1:1002".parse().expect("address")));
-        assert_eq!(config.platform_token.expose_secret(), "token-1");
+        assert_eq!(config.platform_token.as_ref().map(ExposeSecret::expose_secret), Some("token-1"));
         assert_eq!(config.database.url.expose_secret(), "postgres://app@db/app");
         assert_eq!(
             config.database.migration_url.as_ref().map(ExposeSecret::expose_secret),
@@ -369,7 +372,7 @@ mod tests {
         });
         // Positive control: the required flags are found.
         assert!(shown.contains(&"serve --database-url".to_owned()), "{shown:?}");
-        assert!(shown.contains(&"serve --platform-token".to_owned()), "{shown:?}");
+        assert!(!shown.contains(&"serve --platform-token".to_owned()), "the bootstrap token is optional: {shown:?}");
         assert!(!shown.contains(&"serve --listen-addr".to_owned()), "{shown:?}");
     }
 

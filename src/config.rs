@@ -5,9 +5,9 @@
 //! into a [`Config`]; tests change fields of it directly. Durations are [`Duration`]s, sizes are
 //! plain integers with their unit in the field's name or doc comment.
 //!
-//! Secrets (database URLs, which may carry passwords, the Redis URL and the platform token) are
-//! [`SecretString`]s: their `Debug` prints `[REDACTED]`, so `{config:?}` is safe to log, and the
-//! value is reached only with [`ExposeSecret::expose_secret`] where it is used.
+//! Secrets (database URLs, which may carry passwords, the Redis URL and the bootstrap platform
+//! token) are [`SecretString`]s: their `Debug` prints `[REDACTED]`, so `{config:?}` is safe to
+//! log, and the value is reached only with [`ExposeSecret::expose_secret`] where it is used.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,9 +21,11 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
-    /// Bearer token of platform callers (control plane, and data plane with `x-tenant-*`);
-    /// must not be empty.
-    pub platform_token: SecretString,
+    /// The bootstrap platform token: a bearer token with every platform permission, audited
+    /// as `bootstrap`, for creating the first operators; must not be empty. `None` disables
+    /// it, and platform calls (control plane, and data plane with `x-tenant-*`) then need an
+    /// operator key.
+    pub platform_token: Option<SecretString>,
     /// PostgreSQL: connection URLs, migrations and the pool.
     pub database: DatabaseConfig,
     /// Redis, for shared caches and usage counts; the server keeps serving without it.

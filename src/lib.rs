@@ -5,7 +5,7 @@
 //! - [`api`]: thin gRPC adapters (proto in, domain call, proto out), and the gateway's tower
 //!   layers in front of them (admission, usage counting, metrics and the per-RPC log line);
 //! - [`tenancy`]: the `TenantContext`, the resolver and the tenant transaction;
-//! - [`auth`]: the platform token and tenant API keys;
+//! - [`auth`]: the bootstrap platform token, operator keys and tenant API keys;
 //! - [`domain`]: validated domain types and the operations on them;
 //! - [`db`]: the pool, migrations, schema and repositories;
 //! - [`cache`]: Redis keys and the client that degrades instead of failing;

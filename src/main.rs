@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Health(args) => Ok(tenantd::client::health(args).await),
         Command::Tenants(args) => Ok(tenantd::client::tenants(args).await),
         Command::Keys(args) => Ok(tenantd::client::keys(args).await),
+        Command::Operators(args) => Ok(tenantd::client::operators(args).await),
         Command::Resolve(args) => Ok(tenantd::client::resolve(args).await),
     }
 }

@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, SettingApi, TenantApi, UserApi, gateway};
+use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, OperatorApi, SettingApi, TenantApi, UserApi, gateway};
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
 use crate::config::{Config, ExposeSecret};
@@ -19,6 +19,7 @@ use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
 use crate::domain::key_uses::KeyUseRecorder;
+use crate::domain::operators::Operators;
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::operator_service_server::OperatorServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -75,6 +77,9 @@ impl Application {
         let redis =
             RedisCache::new(config.redis.url.expose_secret(), config.redis.pool_size, config.redis.operation_timeout)?;
         let auth = PlatformAuth::new(config.platform_token.clone())?;
+        if !auth.bootstrap_enabled() {
+            tracing::info!("no bootstrap platform token configured: platform calls need an operator key");
+        }
         let database = TenantDb::new(pool);
         let resolver = Arc::new(TenantResolver::new(database.clone(), redis.clone(), config.tenant_cache_ttl));
         let key_uses = Arc::new(KeyUseRecorder::default());
@@ -94,7 +99,7 @@ impl Application {
             .build_v1alpha()?;
 
         let metrics = Metrics::new(database.pool().clone(), redis.clone(), resolver.clone());
-        let control_plane = gateway::control_plane(auth.clone(), metrics.clone());
+        let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), metrics.clone());
         let data_plane =
             gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
         let tenant_api = TenantApi::new(
@@ -106,6 +111,11 @@ impl Application {
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
         let tenant_service = control_plane.layer(
             TenantServiceServer::new(tenant_api).max_decoding_message_size(decode).max_encoding_message_size(encode),
+        );
+        let operator_service = control_plane.layer(
+            OperatorServiceServer::new(OperatorApi::new(Operators::new(database.clone(), resolver.clone())))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
         );
         let user_service = data_plane.layer(
             UserServiceServer::new(UserApi::new(Users::new(database.clone())))
@@ -143,6 +153,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(tenant_service)
+            .add_service(operator_service)
             .add_service(user_service)
             .add_service(document_service)
             .add_service(setting_service)

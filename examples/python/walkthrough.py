@@ -3,8 +3,13 @@
 
 It checks, against a running tenantd:
   - grpc.health.v1 (grpcio-health-checking): readiness "" and "liveness" are SERVING;
-  - server reflection (grpcio-reflection): the service list includes tenantd.v1.TenantService
-    and tenantd.v1.UserService, and their methods can be described (what grpcurl relies on);
+  - server reflection (grpcio-reflection): the service list includes tenantd.v1.TenantService,
+    tenantd.v1.OperatorService and tenantd.v1.UserService, and their methods can be described
+    (what grpcurl relies on);
+  - operators: with the bootstrap token (--token) it creates an ADMIN operator and makes every
+    later platform call with that operator's key; a VIEWER operator may list tenants but not
+    create one (PERMISSION_DENIED, OPERATOR_ROLE_INSUFFICIENT). --token may also be an
+    operator key (tdo_...) itself, which must then be an ADMIN's;
   - the data plane: two tenants with a user each, each tenant lists only its own user, a
     cross-tenant GetUser answers NOT_FOUND (USER_NOT_FOUND), a suspended tenant answers
     FAILED_PRECONDITION (TENANT_SUSPENDED), and a resumed tenant is served again;
@@ -42,6 +47,8 @@ from grpc_status import rpc_status  # noqa: E402
 try:
     from tenantd.v1 import document_service_pb2 as documents_pb  # noqa: E402
     from tenantd.v1 import document_service_pb2_grpc as documents_grpc  # noqa: E402
+    from tenantd.v1 import operator_service_pb2 as operators_pb  # noqa: E402
+    from tenantd.v1 import operator_service_pb2_grpc as operators_grpc  # noqa: E402
     from tenantd.v1 import tenant_service_pb2 as tenants_pb  # noqa: E402
     from tenantd.v1 import tenant_service_pb2_grpc as tenants_grpc  # noqa: E402
     from tenantd.v1 import user_service_pb2 as users_pb  # noqa: E402
@@ -50,7 +57,7 @@ except ImportError as error:
     sys.exit(f"walkthrough: generated stubs are missing ({error}); run examples/python/generate.sh first")
 
 TIMEOUT_SECONDS = 10
-SERVICES = ("tenantd.v1.TenantService", "tenantd.v1.UserService")
+SERVICES = ("tenantd.v1.TenantService", "tenantd.v1.OperatorService", "tenantd.v1.UserService")
 
 
 class Walkthrough:
@@ -58,6 +65,8 @@ class Walkthrough:
         self.channel = channel
         self.auth = ("authorization", f"Bearer {token}")
         self.tenants = tenants_grpc.TenantServiceStub(channel)
+        self.operators = operators_grpc.OperatorServiceStub(channel)
+        self.bootstrap = not token.startswith("tdo_")
         self.failures: list[str] = []
 
     # Reporting -------------------------------------------------------------------------
@@ -119,9 +128,36 @@ class Walkthrough:
             methods = [method.name for method in pool.FindServiceByName(name).methods]
             self.check(bool(methods), f"reflection describes {name}", ", ".join(methods))
 
+    def create_operator(self, name: str, role: int) -> str:
+        created = self.operators.CreateOperator(
+            operators_pb.CreateOperatorRequest(operator=operators_pb.Operator(display_name=name, role=role)),
+            metadata=self.platform(),
+            timeout=TIMEOUT_SECONDS,
+        )
+        self.check(created.secret.startswith("tdo_"), f"CreateOperator returns {name}'s key (shown once)")
+        return created.secret
+
+    def operators_and_roles(self) -> None:
+        print("== 1. Operators: named platform credentials with roles")
+        if self.bootstrap:
+            admin = self.create_operator("walkthrough admin", operators_pb.Operator.ADMIN)
+            # From here on every platform call names this operator in the audit trail.
+            self.auth = ("authorization", f"Bearer {admin}")
+        viewer = [("authorization", f"Bearer {self.create_operator('walkthrough viewer', operators_pb.Operator.VIEWER)}")]
+        self.tenants.ListTenants(tenants_pb.ListTenantsRequest(), metadata=viewer, timeout=TIMEOUT_SECONDS)
+        self.check(True, "a VIEWER lists tenants")
+        request = tenants_pb.CreateTenantRequest(tenant=tenants_pb.Tenant(slug=f"viewer-{secrets.token_hex(4)}", display_name="V"))
+        self.expect_error(
+            lambda: self.tenants.CreateTenant(request, metadata=viewer, timeout=TIMEOUT_SECONDS),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "OPERATOR_ROLE_INSUFFICIENT",
+            "a VIEWER cannot create a tenant: PERMISSION_DENIED / OPERATOR_ROLE_INSUFFICIENT",
+        )
+
     def run(self) -> None:
         self.health()
         self.reflection()
+        self.operators_and_roles()
 
         suffix = secrets.token_hex(4)
         acme_slug, globex_slug = f"acme-{suffix}", f"globex-{suffix}"
@@ -332,7 +368,7 @@ def main() -> int:
     parser.add_argument(
         "--token",
         default=os.environ.get("TENANTD_PLATFORM_TOKEN"),
-        help="platform bearer token (default: $TENANTD_PLATFORM_TOKEN)",
+        help="platform credential: the bootstrap token or an ADMIN operator key (default: $TENANTD_PLATFORM_TOKEN)",
     )
     args = parser.parse_args()
     if not args.token:

@@ -9,26 +9,15 @@
 //! - the checksum (the first 32 bits of SHA-256 over everything before it) rejects a typo or
 //!   a made-up key before any database or Redis lookup.
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
+
+pub use super::encoding::FormatError;
+use super::encoding::{self, CHECKSUM, PART};
 
 /// Every key starts with this.
 pub const PREFIX: &str = "tdk_";
-const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const PART: usize = 22;
-const CHECKSUM: usize = 6;
 /// Length of every key.
 pub const LENGTH: usize = PREFIX.len() + 3 * PART + CHECKSUM;
-
-/// Why a string is not a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FormatError {
-    /// Wrong prefix, length or alphabet.
-    Malformed,
-    /// Well-formed but the checksum does not match.
-    Checksum,
-}
 
 /// A parsed API key.
 #[derive(Clone, PartialEq, Eq)]
@@ -52,9 +41,7 @@ impl std::fmt::Debug for ApiKeyToken {
 impl ApiKeyToken {
     /// A new key for `tenant_id` with id `key_id` and a fresh random secret.
     pub fn generate(tenant_id: Uuid, key_id: Uuid) -> anyhow::Result<Self> {
-        let mut secret = [0u8; 16];
-        getrandom::fill(&mut secret).map_err(|error| anyhow::anyhow!("no randomness for an API key: {error}"))?;
-        Ok(Self { tenant_id, key_id, secret: u128::from_be_bytes(secret) })
+        Ok(Self { tenant_id, key_id, secret: encoding::random_secret()? })
     }
 
     /// The tenant the key belongs to.
@@ -69,69 +56,24 @@ impl ApiKeyToken {
 
     /// SHA-256 of the secret: the only thing stored.
     pub fn secret_sha256(&self) -> [u8; 32] {
-        Sha256::digest(self.secret.to_be_bytes()).into()
+        encoding::secret_sha256(self.secret)
     }
 
     /// Whether the secret hashes to `stored`, compared in constant time.
     pub fn matches(&self, stored: &[u8]) -> bool {
-        bool::from(self.secret_sha256().as_slice().ct_eq(stored))
+        encoding::secret_matches(self.secret, stored)
     }
 
     /// The key as given to its holder.
     pub fn encode(&self) -> String {
-        let mut key = String::with_capacity(LENGTH);
-        key.push_str(PREFIX);
-        push_base62(&mut key, self.tenant_id.as_u128(), PART);
-        push_base62(&mut key, self.key_id.as_u128(), PART);
-        push_base62(&mut key, self.secret, PART);
-        let checksum = checksum(&key);
-        push_base62(&mut key, u128::from(checksum), CHECKSUM);
-        key
+        encoding::encode(PREFIX, &[self.tenant_id.as_u128(), self.key_id.as_u128(), self.secret])
     }
 
     /// Parses and checks a key. No I/O.
     pub fn parse(key: &str) -> Result<Self, FormatError> {
-        // ASCII only, so that the fixed-width slices below fall on character boundaries.
-        if key.len() != LENGTH || !key.is_ascii() || !key.starts_with(PREFIX) {
-            return Err(FormatError::Malformed);
-        }
-        let body = &key[PREFIX.len()..];
-        let part = |index: usize| decode_base62(&body[index * PART..(index + 1) * PART]);
-        let (Some(tenant), Some(id), Some(secret)) = (part(0), part(1), part(2)) else {
-            return Err(FormatError::Malformed);
-        };
-        let stated = decode_base62(&body[3 * PART..]).ok_or(FormatError::Malformed)?;
-        if stated != u128::from(checksum(&key[..LENGTH - CHECKSUM])) {
-            return Err(FormatError::Checksum);
-        }
+        let [tenant, id, secret] = encoding::decode::<3>(PREFIX, key)?;
         Ok(Self { tenant_id: Uuid::from_u128(tenant), key_id: Uuid::from_u128(id), secret })
     }
-}
-
-fn checksum(text: &str) -> u32 {
-    let digest = Sha256::digest(text.as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
-}
-
-fn push_base62(out: &mut String, mut value: u128, width: usize) {
-    let mut digits = vec![b'0'; width];
-    for digit in digits.iter_mut().rev() {
-        *digit = ALPHABET[(value % 62) as usize];
-        value /= 62;
-    }
-    out.extend(digits.into_iter().map(char::from));
-}
-
-fn decode_base62(text: &str) -> Option<u128> {
-    text.bytes().try_fold(0u128, |value, byte| {
-        let digit = match byte {
-            b'0'..=b'9' => byte - b'0',
-            b'A'..=b'Z' => byte - b'A' + 10,
-            b'a'..=b'z' => byte - b'a' + 36,
-            _ => return None,
-        };
-        value.checked_mul(62)?.checked_add(u128::from(digit))
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! Authentication: the platform token and tenant API keys, both sent as
-//! `authorization: Bearer <credential>`. Secrets are never logged.
+//! Authentication: operator keys and the bootstrap token (platform callers) and tenant API
+//! keys, all sent as `authorization: Bearer <credential>`. Secrets are never logged.
 
 pub mod api_key;
+mod encoding;
+pub mod operator_key;
 mod platform;
 
 use http::HeaderMap;
@@ -13,14 +15,17 @@ use crate::error::{Error, Reason, Result};
 /// A credential parsed from the `authorization` metadata, before any I/O.
 #[derive(Debug)]
 pub enum Credential {
-    /// The platform token (already verified, in constant time).
-    Platform,
+    /// The bootstrap platform token (already verified, in constant time).
+    Bootstrap,
+    /// A well-formed operator key (checksum verified; not yet looked up).
+    Operator(operator_key::OperatorKeyToken),
     /// A well-formed tenant API key (checksum verified; not yet looked up).
     ApiKey(api_key::ApiKeyToken),
 }
 
 /// Reads the single `authorization: Bearer <credential>` value and classifies it: an API
-/// key (by its prefix, with its checksum checked) or the platform token.
+/// key or an operator key (by its prefix, with its checksum checked) or the bootstrap
+/// token (refused when none is configured).
 pub fn credential(headers: &HeaderMap, platform: &PlatformAuth) -> Result<Credential> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
@@ -38,7 +43,15 @@ pub fn credential(headers: &HeaderMap, platform: &PlatformAuth) -> Result<Creden
             Err(api_key::FormatError::Checksum) => Err(Error::new(Reason::ApiKeyChecksumMismatch)),
         };
     }
-    if platform.verify(presented) { Ok(Credential::Platform) } else { Err(Error::new(Reason::CredentialsInvalid)) }
+    if presented.starts_with(operator_key::PREFIX.as_bytes()) {
+        let text = std::str::from_utf8(presented).map_err(|_| Error::new(Reason::OperatorKeyMalformed))?;
+        return match operator_key::OperatorKeyToken::parse(text) {
+            Ok(token) => Ok(Credential::Operator(token)),
+            Err(operator_key::FormatError::Malformed) => Err(Error::new(Reason::OperatorKeyMalformed)),
+            Err(operator_key::FormatError::Checksum) => Err(Error::new(Reason::OperatorKeyChecksumMismatch)),
+        };
+    }
+    if platform.verify(presented) { Ok(Credential::Bootstrap) } else { Err(Error::new(Reason::CredentialsInvalid)) }
 }
 
 /// The token of a `Bearer <token>` value; the scheme is case-insensitive (RFC 6750).

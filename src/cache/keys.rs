@@ -1,6 +1,7 @@
-//! The one constructor of Redis keys. Every key belongs to one tenant and has the form
+//! The one constructor of Redis keys. A tenant's key has the form
 //! `t:{<tenant-uuid>}:<rest>`: the braces make the tenant id a Redis Cluster hash tag, so
-//! one tenant's keys share a slot.
+//! one tenant's keys share a slot. The few keys that belong to no tenant (operator records)
+//! have the form `p:<rest>`; nothing else starts with `p:`.
 
 use uuid::Uuid;
 
@@ -23,6 +24,11 @@ impl RedisKey {
         Self(key)
     }
 
+    /// The platform key `p:<part>[:<part>...]`, for what belongs to no tenant.
+    pub fn for_platform(parts: &[&str]) -> Self {
+        Self(format!("p:{}", parts.join(":")))
+    }
+
     /// The key's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -37,5 +43,6 @@ mod tests {
     fn keys_carry_the_tenant_as_a_cluster_hash_tag() {
         let tenant = Uuid::nil();
         assert_eq!(RedisKey::for_tenant(tenant, &["state"]).as_str(), "t:{00000000-0000-0000-0000-000000000000}:state");
+        assert_eq!(RedisKey::for_platform(&["operator", "x"]).as_str(), "p:operator:x");
     }
 }

@@ -1,4 +1,4 @@
-//! The client subcommands' flags: `tenantd health`, `tenants`, `keys` and `resolve`.
+//! The client subcommands' flags: `tenantd health`, `tenants`, `keys`, `operators` and `resolve`.
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
@@ -24,7 +24,8 @@ pub struct ClientArgs {
     /// Where the server is.
     #[command(flatten)]
     pub server: ServerArgs,
-    /// The platform bearer token (the value the server was started with).
+    /// The platform credential: an operator key (`tdo_...`), or the bootstrap token the
+    /// server was started with.
     #[arg(long, env = "TENANTD_PLATFORM_TOKEN", hide_env_values = true, global = true, help_heading = CLIENT_OPTIONS)]
     pub token: Option<SecretString>,
     /// How results are printed on stdout.
@@ -269,6 +270,67 @@ pub struct RevokeKeyArgs {
     pub tenant: String,
     /// The key's id.
     pub id: String,
+}
+
+/// `tenantd operators`.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorsArgs {
+    /// Server, credential and output format.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: OperatorsCommand,
+}
+
+/// The `tenantd operators` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create an operator; its key is printed once and cannot be retrieved again.
+    Create(CreateOperatorArgs),
+    /// Show one operator (never its key).
+    Get(OperatorIdArgs),
+    /// List operators in creation order, revoked ones included.
+    List(ListOperatorsArgs),
+    /// Revoke an operator's key: every replica refuses it within a second.
+    Revoke(OperatorIdArgs),
+}
+
+/// `tenantd operators create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateOperatorArgs {
+    /// Name for people, 1 to 200 characters, e.g. `alice@example.com`.
+    #[arg(long)]
+    pub name: String,
+    /// What the operator may do.
+    #[arg(long, value_enum)]
+    pub role: OperatorRoleArg,
+}
+
+/// An operator's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OperatorRoleArg {
+    /// Everything, including API keys and operators.
+    Admin,
+    /// Tenant lifecycle and tenant data; no credential management.
+    Operator,
+    /// Reads only.
+    Viewer,
+}
+
+/// `tenantd operators get|revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorIdArgs {
+    /// The operator's id.
+    pub id: String,
+}
+
+/// `tenantd operators list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListOperatorsArgs {
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 /// `tenantd resolve`: exactly one identifier.

@@ -1,5 +1,5 @@
 //! Reaching the server and saying what went wrong: the connection with its timeouts, the
-//! platform token on every call, and each [`Failure`] printed on stderr with the exit status
+//! platform credential on every call, and each [`Failure`] printed on stderr with the exit status
 //! the policy in [`crate::client`] gives it.
 
 use std::future::Future;
@@ -18,6 +18,7 @@ use tonic_types::StatusExt;
 use super::args::{self, ClientArgs, ServerArgs};
 use super::output::{self, Shown};
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE};
+use crate::proto::operator_service_client::OperatorServiceClient;
 use crate::proto::tenant_service_client::TenantServiceClient;
 
 /// How long establishing the connection may take: short, so `health` suits a healthcheck.
@@ -139,20 +140,34 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     if messages.is_empty() { error.to_string() } else { messages.join(": ") }
 }
 
-/// A TenantService client that sends the platform token, connected to `--server`.
+/// A TenantService client that sends the platform credential, connected to `--server`.
 pub(super) async fn tenant_client(
     args: &ClientArgs,
 ) -> Result<TenantServiceClient<InterceptedService<Channel, Bearer>>, Failure> {
-    let token = args
-        .token
-        .as_ref()
-        .ok_or_else(|| Failure::Usage("no platform token: pass --token or set TENANTD_PLATFORM_TOKEN".to_owned()))?;
+    let (channel, bearer) = authorized(args).await?;
+    Ok(TenantServiceClient::with_interceptor(channel, bearer))
+}
+
+/// An OperatorService client that sends the platform credential, connected to `--server`.
+pub(super) async fn operator_client(
+    args: &ClientArgs,
+) -> Result<OperatorServiceClient<InterceptedService<Channel, Bearer>>, Failure> {
+    let (channel, bearer) = authorized(args).await?;
+    Ok(OperatorServiceClient::with_interceptor(channel, bearer))
+}
+
+/// The platform credential (an operator key or the bootstrap token) as a header, and a
+/// channel to `--server`.
+async fn authorized(args: &ClientArgs) -> Result<(Channel, Bearer), Failure> {
+    let token = args.token.as_ref().ok_or_else(|| {
+        Failure::Usage("no platform credential: pass --token or set TENANTD_PLATFORM_TOKEN".to_owned())
+    })?;
     let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose_secret())
         .parse()
-        .map_err(|_| Failure::Usage("the platform token has characters a header cannot carry".to_owned()))?;
+        .map_err(|_| Failure::Usage("the platform credential has characters a header cannot carry".to_owned()))?;
     authorization.set_sensitive(true);
     let channel = connect(&args.server).await?;
-    Ok(TenantServiceClient::with_interceptor(channel, Bearer(authorization)))
+    Ok((channel, Bearer(authorization)))
 }
 
 /// Adds `authorization: Bearer <token>` and the call's deadline to every request.

@@ -1,5 +1,6 @@
-//! Each subcommand speaks the server's own gRPC API (grpc.health.v1 and
-//! `tenantd.v1.TenantService`), so an operator needs no grpcurl.
+//! Each subcommand speaks the server's own gRPC API (grpc.health.v1,
+//! `tenantd.v1.TenantService` and `tenantd.v1.OperatorService`), so an operator needs no
+//! grpcurl.
 //!
 //! Exit status policy, for scripts and container healthchecks:
 //! - [`EXIT_OK`] (0): the call succeeded (`health`: the service is SERVING);
@@ -27,12 +28,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use self::args::{
-    ChannelArg, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, PageArgs, ResolveArgs, TenantStateArg, TenantsArgs,
-    TenantsCommand,
+    ChannelArg, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperatorRoleArg, OperatorsArgs, OperatorsCommand,
+    PageArgs, ResolveArgs, TenantStateArg, TenantsArgs, TenantsCommand,
 };
-use self::connection::{Failure, call, connect, finish, tenant_client};
+use self::connection::{Failure, call, connect, finish, operator_client, tenant_client};
 use self::output::Shown;
-use crate::proto::{self, api_key, get_tenant_request, resolve_tenant_request, tenant};
+use crate::proto::{self, api_key, get_tenant_request, operator, resolve_tenant_request, tenant};
 
 /// Exit status: success (`health`: SERVING).
 pub const EXIT_OK: u8 = 0;
@@ -78,6 +79,12 @@ pub async fn tenants(args: TenantsArgs) -> ExitCode {
 pub async fn keys(args: KeysArgs) -> ExitCode {
     let format = args.client.output;
     finish(run_keys(args).await, format)
+}
+
+/// `tenantd operators ...`: the platform's named credentials.
+pub async fn operators(args: OperatorsArgs) -> ExitCode {
+    let format = args.client.output;
+    finish(run_operators(args).await, format)
 }
 
 /// `tenantd resolve`: the tenant named by one identifier, as edge gateways resolve it.
@@ -200,6 +207,40 @@ async fn run_keys(args: KeysArgs) -> Result<Shown, Failure> {
         KeysCommand::Revoke(revoke) => {
             let request = proto::RevokeApiKeyRequest { tenant_id: revoke.tenant, id: revoke.id };
             Ok(Shown::ApiKey(call(client.revoke_api_key(request)).await?))
+        }
+    }
+}
+
+async fn run_operators(args: OperatorsArgs) -> Result<Shown, Failure> {
+    let mut client = operator_client(&args.client).await?;
+    match args.command {
+        OperatorsCommand::Create(create) => {
+            let role = match create.role {
+                OperatorRoleArg::Admin => operator::Role::Admin,
+                OperatorRoleArg::Operator => operator::Role::Operator,
+                OperatorRoleArg::Viewer => operator::Role::Viewer,
+            };
+            let operator = proto::Operator { display_name: create.name, role: role as i32, ..Default::default() };
+            let request = proto::CreateOperatorRequest { operator: Some(operator) };
+            Ok(Shown::CreatedOperator(call(client.create_operator(request)).await?))
+        }
+        OperatorsCommand::Get(get) => {
+            Ok(Shown::Operator(call(client.get_operator(proto::GetOperatorRequest { id: get.id })).await?))
+        }
+        OperatorsCommand::List(list) => {
+            let (operators, next_page_token) = all_pages(&list.page, |page_size, page_token| {
+                let mut client = client.clone();
+                async move {
+                    let request = proto::ListOperatorsRequest { page_size, page_token };
+                    let response = call(client.list_operators(request)).await?;
+                    Ok((response.operators, response.next_page_token))
+                }
+            })
+            .await?;
+            Ok(Shown::Operators { operators, next_page_token })
+        }
+        OperatorsCommand::Revoke(revoke) => {
+            Ok(Shown::Operator(call(client.revoke_operator(proto::RevokeOperatorRequest { id: revoke.id })).await?))
         }
     }
 }

@@ -10,7 +10,7 @@ use prost_types::Timestamp;
 use serde_json::{Map, Value, json};
 
 use super::args::OutputFormat;
-use crate::proto::{ApiKey, ChannelBinding, CreateApiKeyResponse, Tenant};
+use crate::proto::{ApiKey, ChannelBinding, CreateApiKeyResponse, CreateOperatorResponse, Operator, Tenant};
 
 /// What a command has to show.
 pub(crate) enum Shown {
@@ -24,6 +24,12 @@ pub(crate) enum Shown {
     ApiKeys { api_keys: Vec<ApiKey>, next_page_token: String },
     /// A key just created, with its secret (empty when the response is a replay).
     CreatedApiKey(CreateApiKeyResponse),
+    /// One operator, without its key.
+    Operator(Operator),
+    /// A page (or every page) of operators.
+    Operators { operators: Vec<Operator>, next_page_token: String },
+    /// An operator just created, with its key.
+    CreatedOperator(CreateOperatorResponse),
 }
 
 /// Prints `shown` on stdout in `format`. Notes for people (a next page, a secret shown once) go
@@ -47,7 +53,9 @@ pub(crate) fn print(shown: &Shown, format: OutputFormat) {
 fn notes(shown: &Shown, format: OutputFormat) -> Vec<String> {
     let mut notes = Vec::new();
     match shown {
-        Shown::Tenants { next_page_token, .. } | Shown::ApiKeys { next_page_token, .. }
+        Shown::Tenants { next_page_token, .. }
+        | Shown::ApiKeys { next_page_token, .. }
+        | Shown::Operators { next_page_token, .. }
             if !next_page_token.is_empty() && format == OutputFormat::Table =>
         {
             notes.push(format!("more: --page-token {next_page_token} (or --all)"));
@@ -55,7 +63,7 @@ fn notes(shown: &Shown, format: OutputFormat) -> Vec<String> {
         Shown::CreatedApiKey(response) if response.secret.is_empty() => {
             notes.push("no secret: this is a replay of an earlier request with the same --request-id".to_owned());
         }
-        Shown::CreatedApiKey(_) => {
+        Shown::CreatedApiKey(_) | Shown::CreatedOperator(_) => {
             notes.push("the secret is shown only this once; store it now".to_owned());
         }
         _ => {}
@@ -81,7 +89,29 @@ fn to_json(shown: &Shown) -> Value {
             "apiKey": response.api_key.as_ref().map(api_key_json),
             "secret": response.secret,
         }),
+        Shown::Operator(operator) => operator_json(operator),
+        Shown::Operators { operators, next_page_token } => json!({
+            "operators": operators.iter().map(operator_json).collect::<Vec<_>>(),
+            "nextPageToken": next_page_token,
+        }),
+        Shown::CreatedOperator(response) => json!({
+            "operator": response.operator.as_ref().map(operator_json),
+            "secret": response.secret,
+        }),
     }
+}
+
+/// An operator in the CLI's JSON shape.
+fn operator_json(operator: &Operator) -> Value {
+    json!({
+        "id": operator.id,
+        "displayName": operator.display_name,
+        "role": operator.role().as_str_name(),
+        "createTime": timestamp_json(operator.create_time.as_ref()),
+        "createdBy": operator.created_by,
+        "revokeTime": timestamp_json(operator.revoke_time.as_ref()),
+        "revokedBy": operator.revoked_by,
+    })
 }
 
 /// A tenant in the CLI's JSON shape.
@@ -167,7 +197,41 @@ fn to_table(shown: &Shown) -> String {
             rows.push(("secret", if response.secret.is_empty() { "-".to_owned() } else { response.secret.clone() }));
             fields(&rows)
         }
+        Shown::Operator(operator) => fields(&operator_fields(operator)),
+        Shown::Operators { operators, .. } => columns(
+            &["ID", "NAME", "ROLE", "CREATED", "CREATED BY", "REVOKED"],
+            operators
+                .iter()
+                .map(|operator| {
+                    vec![
+                        operator.id.clone(),
+                        operator.display_name.clone(),
+                        operator.role().as_str_name().to_owned(),
+                        time_cell(operator.create_time.as_ref()),
+                        operator.created_by.clone(),
+                        time_cell(operator.revoke_time.as_ref()),
+                    ]
+                })
+                .collect(),
+        ),
+        Shown::CreatedOperator(response) => {
+            let mut rows = response.operator.as_ref().map(operator_fields).unwrap_or_default();
+            rows.push(("secret", response.secret.clone()));
+            fields(&rows)
+        }
     }
+}
+
+fn operator_fields(operator: &Operator) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", operator.id.clone()),
+        ("name", operator.display_name.clone()),
+        ("role", operator.role().as_str_name().to_owned()),
+        ("created", time_cell(operator.create_time.as_ref())),
+        ("created by", operator.created_by.clone()),
+        ("revoked", time_cell(operator.revoke_time.as_ref())),
+        ("revoked by", operator.revoked_by.clone()),
+    ]
 }
 
 fn tenant_fields(tenant: &Tenant) -> Vec<(&'static str, String)> {

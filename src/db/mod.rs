@@ -15,6 +15,7 @@ pub mod documents;
 pub mod idempotency;
 pub mod identifiers;
 pub mod migrations;
+pub mod operators;
 pub mod resource;
 pub mod retry;
 pub(crate) mod schema;

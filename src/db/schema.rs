@@ -139,4 +139,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Named platform credentials (global, no RLS).
+    operators (id) {
+        id -> Uuid,
+        display_name -> Text,
+        role -> Text,
+        secret_sha256 -> Bytea,
+        create_time -> Timestamptz,
+        created_by -> Text,
+        revoke_time -> Nullable<Timestamptz>,
+        revoked_by -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(tenants, users, tenant_domains, tenant_channel_bindings);

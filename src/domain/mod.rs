@@ -10,6 +10,7 @@ pub mod audit;
 pub mod documents;
 pub mod idempotency;
 pub mod key_uses;
+pub mod operators;
 pub mod page;
 pub mod resource;
 pub mod settings;

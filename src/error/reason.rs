@@ -81,11 +81,16 @@ reasons! {
     ApiKeyInvalid = "API_KEY_INVALID", Unauthenticated, "the API key is not known";
     ApiKeyRevoked = "API_KEY_REVOKED", Unauthenticated, "the API key is revoked";
     ApiKeyExpired = "API_KEY_EXPIRED", Unauthenticated, "the API key has expired";
+    OperatorKeyMalformed = "OPERATOR_KEY_MALFORMED", Unauthenticated, "the operator key is malformed";
+    OperatorKeyChecksumMismatch = "OPERATOR_KEY_CHECKSUM_MISMATCH", Unauthenticated, "the operator key is mistyped (its checksum does not match)";
+    OperatorKeyInvalid = "OPERATOR_KEY_INVALID", Unauthenticated, "the operator key is not known";
+    OperatorKeyRevoked = "OPERATOR_KEY_REVOKED", Unauthenticated, "the operator key is revoked";
 
     // PERMISSION_DENIED: valid credentials that do not allow the call.
     ApiKeyScopeInsufficient = "API_KEY_SCOPE_INSUFFICIENT", PermissionDenied, "the API key lacks the scope this call needs";
     TenantMismatch = "TENANT_MISMATCH", PermissionDenied, "the tenant metadata names a different tenant than the API key";
-    ApiKeyNotAllowed = "API_KEY_NOT_ALLOWED", PermissionDenied, "the control plane accepts only the platform token";
+    ApiKeyNotAllowed = "API_KEY_NOT_ALLOWED", PermissionDenied, "the control plane accepts only platform credentials (operator keys, the bootstrap token)";
+    OperatorRoleInsufficient = "OPERATOR_ROLE_INSUFFICIENT", PermissionDenied, "the operator's role does not allow this call";
 
     // NOT_FOUND: also for another tenant's resource.
     TenantNotFound = "TENANT_NOT_FOUND", NotFound, "tenant not found";
@@ -93,6 +98,7 @@ reasons! {
     DocumentNotFound = "DOCUMENT_NOT_FOUND", NotFound, "document not found";
     ApiKeyNotFound = "API_KEY_NOT_FOUND", NotFound, "api key not found";
     SettingNotFound = "SETTING_NOT_FOUND", NotFound, "setting not found";
+    OperatorNotFound = "OPERATOR_NOT_FOUND", NotFound, "operator not found";
 
     // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
     TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
@@ -107,6 +113,7 @@ reasons! {
     RequestIdAlreadyExists = "REQUEST_ID_ALREADY_EXISTS", AlreadyExists, "the request id is already recorded";
     SettingAlreadyExists = "SETTING_ALREADY_EXISTS", AlreadyExists, "the setting already exists";
     SettingKeyAlreadyExists = "SETTING_KEY_ALREADY_EXISTS", AlreadyExists, "the key is taken";
+    OperatorAlreadyExists = "OPERATOR_ALREADY_EXISTS", AlreadyExists, "the operator already exists";
 
     // FAILED_PRECONDITION: the system is not in a state that allows the call.
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";

@@ -35,13 +35,73 @@ impl Scope {
     }
 }
 
+/// What a platform call needs its operator's role to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Reads: Get, List, ResolveTenant; data-plane reads.
+    Read,
+    /// Tenant lifecycle (create, update, suspend, resume, delete) and data-plane writes.
+    Lifecycle,
+    /// Credential management: tenant API keys and operators.
+    Credentials,
+}
+
+/// An operator's role: what its key may do on the platform's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorRole {
+    /// Everything, credential management included.
+    Admin,
+    /// Tenant lifecycle and tenant data, but not credentials.
+    Operator,
+    /// Reads only.
+    Viewer,
+}
+
+impl OperatorRole {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "admin" => Some(Self::Admin),
+            "operator" => Some(Self::Operator),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+
+    /// Whether the role allows calls that need `permission`.
+    pub fn allows(self, permission: Permission) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Operator => permission != Permission::Credentials,
+            Self::Viewer => permission == Permission::Read,
+        }
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// tenantd itself (cache fills, batched bookkeeping); never audited.
     System,
-    /// A holder of the platform token.
-    Platform,
+    /// A holder of the configured bootstrap platform token (every permission).
+    Bootstrap,
+    /// A named operator, by its operator key.
+    Operator {
+        /// The operator's id.
+        operator_id: Uuid,
+        /// Its role, already checked against the call.
+        role: OperatorRole,
+    },
     /// A tenant API key.
     ApiKey {
         /// The key's id.
@@ -50,19 +110,21 @@ pub enum Actor {
 }
 
 impl Actor {
-    /// `platform` or `api_key`, as recorded in audit events.
+    /// `bootstrap`, `operator` or `api_key`, as recorded in audit events.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::System => "system",
-            Self::Platform => "platform",
+            Self::Bootstrap => "bootstrap",
+            Self::Operator { .. } => "operator",
             Self::ApiKey { .. } => "api_key",
         }
     }
 
-    /// The key id for API keys, empty for the platform.
+    /// The operator's or the key's id; empty for the bootstrap token.
     pub fn id(&self) -> String {
         match self {
-            Self::System | Self::Platform => String::new(),
+            Self::System | Self::Bootstrap => String::new(),
+            Self::Operator { operator_id, .. } => operator_id.to_string(),
             Self::ApiKey { key_id } => key_id.to_string(),
         }
     }

@@ -13,6 +13,6 @@ pub mod selector;
 mod state;
 mod transaction;
 
-pub use context::{Actor, RequestContext, Scope, TenantContext};
+pub use context::{Actor, OperatorRole, Permission, RequestContext, Scope, TenantContext};
 pub use state::TenantState;
 pub use transaction::TenantDb;

@@ -1,15 +1,17 @@
 //! Tenant resolution, shared by every identification strategy: id, slug, domain, channel
-//! binding and API key.
+//! binding and API key; and the operator records that platform calls authenticate with.
 //!
 //! Two cache tiers sit in front of PostgreSQL:
-//! - in-process, per replica: identifier → tenant id, tenant id → state, key → key record;
-//! - Redis, shared by replicas: tenant state (`t:{<id>}:state`) and key records
-//!   (`t:{<id>}:api_key:<key-id>`).
+//! - in-process, per replica: identifier → tenant id, tenant id → state, key → key record,
+//!   operator id → operator record;
+//! - Redis, shared by replicas: tenant state (`t:{<id>}:state`), key records
+//!   (`t:{<id>}:api_key:<key-id>`) and operator records (`p:operator:<id>`).
 //!
 //! Every change to a tenant or key deletes its Redis keys and publishes the tenant id on
 //! [`INVALIDATION_CHANNEL`]; each replica's listener then evicts what it holds about that
 //! tenant, so changes (a suspension, a key revocation) reach every replica within
-//! milliseconds. While the listener is not subscribed (Redis down or reconnecting),
+//! milliseconds. An operator's revocation does the same with the operator's id (ids are
+//! UUIDs: an operator's never names a tenant). While the listener is not subscribed (Redis down or reconnecting),
 //! in-process entries live at most [`DEGRADED_TTL`] and nothing is read from Redis, which
 //! bounds how stale any replica can be. On (re)subscription the in-process tier is cleared,
 //! since announcements may have been missed.
@@ -27,8 +29,9 @@ use uuid::Uuid;
 
 use super::TenantState;
 use super::selector::TenantSelector;
-use super::{RequestContext, Scope, TenantContext, TenantDb};
+use super::{OperatorRole, RequestContext, Scope, TenantContext, TenantDb};
 use crate::auth::api_key::ApiKeyToken;
+use crate::auth::operator_key::OperatorKeyToken;
 use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
 use crate::db;
 use crate::error::{Error, Reason, Result};
@@ -67,11 +70,23 @@ pub struct KeyRecord {
     pub revoked: bool,
 }
 
+/// What tenantd needs to know about an operator to authenticate its key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorRecord {
+    /// SHA-256 of the key's secret.
+    pub secret_sha256: Vec<u8>,
+    /// The operator's role; `None` for a stored role this build does not know.
+    pub role: Option<OperatorRole>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Identifier(Identifier),
     State(Uuid),
     ApiKey(Uuid),
+    Operator(Uuid),
 }
 
 #[derive(Debug, Clone)]
@@ -79,10 +94,12 @@ enum CacheValue {
     Tenant,
     State(TenantState),
     ApiKey(KeyRecord),
+    Operator(OperatorRecord),
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The id whose invalidation evicts this entry: its tenant's, or an operator's own.
     tenant_id: Uuid,
     value: CacheValue,
     inserted: Instant,
@@ -260,6 +277,54 @@ impl TenantResolver {
         Ok(Some(record))
     }
 
+    /// The record of an operator, if there is such an operator (whatever its secret).
+    pub async fn operator(&self, token: &OperatorKeyToken) -> Result<Option<OperatorRecord>> {
+        let operator_id = token.operator_id();
+        let key = CacheKey::Operator(operator_id);
+        if let Some(Entry { value: CacheValue::Operator(record), .. }) = self.cached(&key) {
+            return Ok(Some(record));
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let redis_key = operator_key(operator_id);
+        if self.live() {
+            let shared = self.redis.get(&redis_key).await;
+            if let Some(record) = shared.and_then(|json| serde_json::from_str::<OperatorRecord>(&json).ok()) {
+                self.store(epoch, key, operator_id, CacheValue::Operator(record.clone()));
+                self.redis_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(record));
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let row = db::retry::read(|| {
+            self.database.global(async move |connection| Ok(db::operators::find(connection, operator_id).await?))
+        })
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = OperatorRecord {
+            secret_sha256: row.secret_sha256,
+            role: OperatorRole::parse(&row.role),
+            revoked: row.revoke_time.is_some(),
+        };
+        if self.live()
+            && self.epoch.load(Ordering::Acquire) == epoch
+            && let Ok(json) = serde_json::to_string(&record)
+        {
+            self.redis.set(&redis_key, &json, self.ttl).await;
+        }
+        self.store(epoch, key, operator_id, CacheValue::Operator(record.clone()));
+        Ok(Some(record))
+    }
+
+    /// Forgets an operator's record, here and (through Redis) on every replica. Call after
+    /// a change to the operator has committed.
+    pub async fn invalidate_operator(&self, operator_id: Uuid) {
+        self.evict(operator_id);
+        self.redis.delete(&operator_key(operator_id)).await;
+        self.redis.publish(INVALIDATION_CHANNEL, &operator_id.to_string()).await;
+    }
+
     /// Forgets everything cached about a tenant, here and (through Redis) on every replica.
     /// Call after a change to the tenant, its identifiers or its keys has committed.
     pub async fn invalidate(&self, tenant_id: Uuid, api_key: Option<Uuid>) {
@@ -351,6 +416,10 @@ fn state_key(tenant_id: Uuid) -> RedisKey {
 
 fn api_key_key(tenant_id: Uuid, key_id: Uuid) -> RedisKey {
     RedisKey::for_tenant(tenant_id, &["api_key", &key_id.to_string()])
+}
+
+fn operator_key(operator_id: Uuid) -> RedisKey {
+    RedisKey::for_platform(&["operator", &operator_id.to_string()])
 }
 
 fn tenant_not_found() -> Error {

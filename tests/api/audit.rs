@@ -152,19 +152,19 @@ async fn every_mutation_of_both_planes_leaves_exactly_one_event() {
         .into_inner()
         .audit_events;
     let expected = [
-        ("req-create-tenant", "tenant.create", "platform"),
-        ("req-update-tenant", "tenant.update", "platform"),
-        ("req-suspend", "tenant.suspend", "platform"),
-        ("req-resume", "tenant.resume", "platform"),
-        ("req-create-key", "api_key.create", "platform"),
+        ("req-create-tenant", "tenant.create", "bootstrap"),
+        ("req-update-tenant", "tenant.update", "bootstrap"),
+        ("req-suspend", "tenant.suspend", "bootstrap"),
+        ("req-resume", "tenant.resume", "bootstrap"),
+        ("req-create-key", "api_key.create", "bootstrap"),
         ("req-create-user", "user.create", "api_key"),
         ("req-update-user", "user.update", "api_key"),
         ("req-create-document", "document.create", "api_key"),
         ("req-update-document", "document.update", "api_key"),
         ("req-delete-document", "document.delete", "api_key"),
         ("req-delete-user", "user.delete", "api_key"),
-        ("req-revoke-key", "api_key.revoke", "platform"),
-        ("req-delete-tenant", "tenant.delete", "platform"),
+        ("req-revoke-key", "api_key.revoke", "bootstrap"),
+        ("req-delete-tenant", "tenant.delete", "bootstrap"),
     ];
     assert_eq!(events.len(), expected.len(), "{events:#?}");
     for (request_id, action, actor) in expected {

@@ -1,5 +1,6 @@
-//! The operator CLI: the real `tenantd` binary (`health`, `tenants`, `keys`, `resolve`) run
-//! against the real server on port 0, its exit status, stdout (JSON parsed) and stderr checked.
+//! The operator CLI: the real `tenantd` binary (`health`, `tenants`, `keys`, `operators`,
+//! `resolve`) run against the real server on port 0, its exit status, stdout (JSON parsed) and
+//! stderr checked.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -400,5 +401,53 @@ async fn a_wrong_token_is_unauthenticated_and_a_missing_token_is_a_usage_error()
 
     let unreachable = tenantd(&["tenants", "list", "--server", &format!("127.0.0.1:{}", free_port())], Some("x")).await;
     assert_eq!(unreachable.code, 2, "{unreachable:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_is_created_used_as_the_credential_listed_and_revoked_through_the_cli() {
+    let server = CliServer::ready().await;
+    let with_key = |key: &str, args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--server", &server.address, "--output", "json"]);
+        let key = key.to_owned();
+        let full: Vec<String> = full.into_iter().map(str::to_owned).collect();
+        async move { tenantd(&full.iter().map(String::as_str).collect::<Vec<_>>(), Some(&key)).await }
+    };
+    let created = server.json(&["operators", "create", "--name", "alice@example.com", "--role", "admin"]).await;
+    let admin_key = string(&created, "secret").to_owned();
+    let admin = &created["operator"];
+    let admin_id = string(admin, "id").to_owned();
+    assert!(admin_key.starts_with("tdo_"), "{created}");
+    assert_eq!((string(admin, "role"), string(admin, "createdBy")), ("ADMIN", "bootstrap"));
+
+    // The operator key is the CLI's credential wherever the platform token was.
+    let viewer = with_key(&admin_key, &["operators", "create", "--name", "dashboards", "--role", "viewer"]).await;
+    assert_eq!(viewer.code, 0, "{viewer:?}");
+    let viewer = viewer.json();
+    let viewer_key = string(&viewer, "secret").to_owned();
+    let viewer_id = string(&viewer["operator"], "id").to_owned();
+    assert_eq!(string(&viewer["operator"], "createdBy"), format!("operator:{admin_id}"));
+    let listed = with_key(&viewer_key, &["tenants", "list"]).await;
+    assert_eq!(listed.code, 0, "control: a viewer lists tenants: {listed:?}");
+    let denied =
+        with_key(&viewer_key, &["tenants", "create", "--slug", &unique_slug("cli"), "--display-name", "X"]).await;
+    assert_eq!(denied.code, 1, "{denied:?}");
+    assert!(denied.stderr.contains("OPERATOR_ROLE_INSUFFICIENT"), "{denied:?}");
+
+    let operators = with_key(&admin_key, &["operators", "list"]).await.json();
+    let ids: Vec<&str> =
+        operators["operators"].as_array().expect("operators").iter().map(|o| string(o, "id")).collect();
+    assert_eq!(ids, [admin_id.as_str(), viewer_id.as_str()]);
+    assert!(!operators.to_string().contains(&viewer_key[26..]), "a listing never carries a key");
+    let got = with_key(&admin_key, &["operators", "get", &viewer_id]).await.json();
+    assert_eq!(string(&got, "role"), "VIEWER");
+
+    let revoked = with_key(&admin_key, &["operators", "revoke", &viewer_id]).await.json();
+    assert!(revoked["revokeTime"].is_string(), "{revoked}");
+    assert_eq!(string(&revoked, "revokedBy"), format!("operator:{admin_id}"));
+    let refused = with_key(&viewer_key, &["tenants", "list"]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("OPERATOR_KEY_REVOKED"), "{refused:?}");
     server.stop().await;
 }

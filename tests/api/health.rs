@@ -91,7 +91,9 @@ async fn reflection_lists_both_services_without_any_metadata() {
         panic!("unexpected reflection response: {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
-    for expected in ["tenantd.v1.TenantService", "tenantd.v1.UserService", "grpc.health.v1.Health"] {
+    let expected =
+        ["tenantd.v1.TenantService", "tenantd.v1.OperatorService", "tenantd.v1.UserService", "grpc.health.v1.Health"];
+    for expected in expected {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
     }
     app.stop().await;

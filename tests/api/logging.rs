@@ -195,3 +195,61 @@ async fn a_database_that_does_not_exist_is_logged_once_at_warn_with_its_cause() 
     assert_eq!(repeats, 1, "once per cause, not once per probe");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn operator_keys_are_never_logged_and_each_operator_change_names_the_operator_and_who_made_it() {
+    use tenantd::proto::operator_service_client::OperatorServiceClient;
+    use tenantd::proto::{CreateOperatorRequest, ListTenantsRequest, Operator, RevokeOperatorRequest, operator};
+
+    let server = LoggedServer::start().await;
+    let operators = |metadata: Metadata| OperatorServiceClient::with_interceptor(server.channel.clone(), metadata);
+    let create = |role: operator::Role| CreateOperatorRequest {
+        operator: Some(Operator { display_name: "logged".into(), role: role as i32, ..Default::default() }),
+    };
+    let admin = operators(Metadata::platform().with("x-request-id", "op-create"))
+        .create_operator(create(operator::Role::Admin))
+        .await
+        .expect("create an admin")
+        .into_inner();
+    let (admin_id, admin_key) = (admin.operator.expect("operator").id, admin.secret);
+    let as_admin = |request_id: &str| Metadata::bearer(&admin_key).with("x-request-id", request_id);
+    let viewer = operators(as_admin("op-create-viewer"))
+        .create_operator(create(operator::Role::Viewer))
+        .await
+        .expect("the admin creates a viewer")
+        .into_inner();
+    let (viewer_id, viewer_key) = (viewer.operator.expect("operator").id, viewer.secret);
+    let list = |metadata: Metadata| {
+        let mut client = TenantServiceClient::with_interceptor(server.channel.clone(), metadata);
+        async move { client.list_tenants(ListTenantsRequest::default()).await }
+    };
+    list(Metadata::bearer(&viewer_key)).await.expect("control: the viewer's key works");
+    let last = viewer_key.len() - 1;
+    let mistyped = format!("{}{}", &viewer_key[..last], if viewer_key.ends_with('0') { '1' } else { '0' });
+    assert_eq!(list(Metadata::bearer(&mistyped)).await.expect_err("mistyped").code(), Code::Unauthenticated);
+    operators(as_admin("op-revoke"))
+        .revoke_operator(RevokeOperatorRequest { id: viewer_id.clone() })
+        .await
+        .expect("the admin revokes the viewer");
+    let revoked = list(Metadata::bearer(&viewer_key).with("x-request-id", "op-revoked-call")).await;
+    assert_eq!(revoked.expect_err("revoked").code(), Code::Unauthenticated);
+
+    let created = server.request_lines("op-create-viewer").await;
+    let created = with_message(&created, "operator created");
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert_eq!(created[0]["operator.id"], viewer_id.as_str());
+    assert_eq!(created[0]["actor.id"], admin_id.as_str());
+    let revocation = server.request_lines("op-revoke").await;
+    let revocation = with_message(&revocation, "operator revoked");
+    assert_eq!(revocation.len(), 1, "{revocation:#?}");
+    assert_eq!(revocation[0]["operator.id"], viewer_id.as_str());
+    server.request_lines("op-revoked-call").await;
+    let everything = serde_json::to_string(&server.lines()).expect("json");
+    for key in [&admin_key, &viewer_key, &mistyped] {
+        // The id half is public; the secret half (and so the whole key) must appear nowhere.
+        let secret = &key[4 + 22..];
+        assert!(!everything.contains(secret), "a key's secret was logged");
+    }
+    assert!(everything.contains(&viewer_id), "control: the lines searched are this server's");
+    server.stop().await;
+}

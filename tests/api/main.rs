@@ -25,6 +25,7 @@ mod logging;
 mod metadata;
 mod metrics;
 mod migrations;
+mod operators;
 mod pool;
 mod rls;
 mod settings;

@@ -1,11 +1,12 @@
-//! Authentication and tenant admission. The control plane admits platform callers and
-//! hands handlers a [`RequestContext`]; the data plane admits platform callers and tenant
-//! API keys, resolves the tenant and hands handlers a [`TenantContext`], both in the
-//! request extensions.
+//! Authentication and tenant admission. The control plane admits platform callers (operator
+//! keys within their role, and the bootstrap token) and hands handlers a [`RequestContext`];
+//! the data plane admits platform callers and tenant API keys, resolves the tenant and hands
+//! handlers a [`TenantContext`], both in the request extensions. An operator acting for a
+//! tenant is the actor of that tenant's audit events (the impersonation trail).
 //!
 //! Everything that can be checked without I/O is checked first: the request id, the
-//! credential's form (and an API key's checksum), the tenant metadata. Only then is the
-//! resolver asked (the tenant, the key record, the tenant's state).
+//! credential's form (and a key's checksum), the tenant metadata. Only then is the
+//! resolver asked (the tenant, the key or operator record, the tenant's state).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,43 +17,46 @@ use tower::{Layer, Service};
 use uuid::Uuid;
 
 use crate::auth::api_key::ApiKeyToken;
+use crate::auth::operator_key::OperatorKeyToken;
 use crate::auth::{Credential, PlatformAuth, credential};
-use crate::domain::api_keys;
+use crate::domain::{api_keys, operators};
 use crate::error::{Error, Reason, Result};
 use crate::telemetry;
 use crate::tenancy::resolver::TenantResolver;
 use crate::tenancy::selector::{self, TenantSelector};
-use crate::tenancy::{Actor, RequestContext, Scope, TenantContext};
+use crate::tenancy::{Actor, Permission, RequestContext, Scope, TenantContext};
 
 /// Metadata key of the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// What the layer checks.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum Plane {
     /// Platform callers only.
     Control,
     /// Tenant resolution; platform callers or tenant API keys.
-    Data { resolver: Arc<TenantResolver> },
+    Data,
 }
 
 /// Builds [`Admission`] services.
 #[derive(Clone)]
 pub struct AdmissionLayer {
     auth: PlatformAuth,
+    resolver: Arc<TenantResolver>,
     plane: Plane,
 }
 
 impl AdmissionLayer {
-    /// For control-plane services: platform callers only.
-    pub fn control_plane(auth: PlatformAuth) -> Self {
-        Self { auth, plane: Plane::Control }
+    /// For control-plane services: platform callers only (operator keys, whose records
+    /// `resolver` finds, and the bootstrap token), each call within the operator's role.
+    pub fn control_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>) -> Self {
+        Self { auth, resolver, plane: Plane::Control }
     }
 
     /// For data-plane services: platform or API-key callers, for an ACTIVE tenant that
     /// `resolver` finds.
     pub fn data_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>) -> Self {
-        Self { auth, plane: Plane::Data { resolver } }
+        Self { auth, resolver, plane: Plane::Data }
     }
 
     async fn admit<B>(&self, request: &mut http::Request<B>) -> Result<()> {
@@ -60,27 +64,72 @@ impl AdmissionLayer {
         let request_id = request_id(headers)?;
         telemetry::record_request_id(&request_id);
         let credential = credential(headers, &self.auth)?;
-        let Plane::Data { resolver } = &self.plane else {
-            if matches!(credential, Credential::ApiKey(_)) {
-                return Err(Error::new(Reason::ApiKeyNotAllowed));
-            }
-            request.extensions_mut().insert(RequestContext::new(Actor::Platform, request_id));
+        let path = request.uri().path();
+        let resolver = &self.resolver;
+        let Plane::Data = self.plane else {
+            let actor = match credential {
+                Credential::ApiKey(_) => return Err(Error::new(Reason::ApiKeyNotAllowed)),
+                Credential::Bootstrap => Actor::Bootstrap,
+                Credential::Operator(token) => admit_operator(resolver, &token, control_permission(path)).await?,
+            };
+            request.extensions_mut().insert(RequestContext::new(actor, request_id));
             return Ok(());
         };
         let context = match credential {
-            Credential::Platform => {
+            Credential::Bootstrap => {
                 let selector = selector::parse(headers)?;
-                resolver.resolve(&selector, RequestContext::new(Actor::Platform, request_id)).await?
+                resolver.resolve(&selector, RequestContext::new(Actor::Bootstrap, request_id)).await?
+            }
+            Credential::Operator(token) => {
+                // Metadata first (no I/O), then the key: an operator acts for a tenant it names.
+                let selector = selector::parse(headers)?;
+                let actor = admit_operator(resolver, &token, data_permission(path)).await?;
+                resolver.resolve(&selector, RequestContext::new(actor, request_id)).await?
             }
             Credential::ApiKey(token) => {
                 let selector = selector::parse_optional(headers)?;
-                let required = required_scope(request.uri().path());
+                let required = required_scope(path);
                 admit_api_key(resolver, &token, selector, required, request_id).await?
             }
         };
         telemetry::record_tenant_id(context.tenant_id());
         request.extensions_mut().insert(context);
         Ok(())
+    }
+}
+
+/// Authenticates a platform call made with an operator key and checks that the operator's
+/// role allows `needed`: the actor every audit event of the call names.
+async fn admit_operator(resolver: &TenantResolver, token: &OperatorKeyToken, needed: Permission) -> Result<Actor> {
+    let role = operators::authenticate(token, resolver.operator(token).await?)?;
+    if !role.allows(needed) {
+        return Err(Error::new(Reason::OperatorRoleInsufficient));
+    }
+    Ok(Actor::Operator { operator_id: token.operator_id(), role })
+}
+
+/// What a control-plane method needs. Reads (Get, List, ResolveTenant) are for every role;
+/// the tenant lifecycle is named one by one; everything else, API keys and operators
+/// included, is credential management, so a method added later is admin-only until shown
+/// otherwise.
+fn control_permission(path: &str) -> Permission {
+    const LIFECYCLE: [&str; 5] = ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant"];
+    let method = path.rsplit('/').next().unwrap_or_default();
+    if method.starts_with("Get") || method.starts_with("List") || method == "ResolveTenant" {
+        Permission::Read
+    } else if LIFECYCLE.contains(&method) && path.starts_with("/tenantd.v1.TenantService/") {
+        Permission::Lifecycle
+    } else {
+        Permission::Credentials
+    }
+}
+
+/// What a data-plane method needs of an operator acting for a tenant: reads are reads,
+/// writes are tenant work (the lifecycle permission), like an API key's scopes.
+fn data_permission(path: &str) -> Permission {
+    match required_scope(path) {
+        Scope::Read => Permission::Read,
+        Scope::Write => Permission::Lifecycle,
     }
 }
 
@@ -207,7 +256,7 @@ mod tests {
     }
 
     fn auth() -> PlatformAuth {
-        PlatformAuth::new(SecretString::from(TOKEN)).expect("a non-empty token")
+        PlatformAuth::new(Some(SecretString::from(TOKEN))).expect("a non-empty token")
     }
 
     /// The contexts admission put in a request's extensions.
@@ -261,7 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_control_plane_admits_the_platform_token_with_its_request_id_and_nothing_else() {
-        let layer = AdmissionLayer::control_plane(auth());
+        let layer = AdmissionLayer::control_plane(auth(), unreachable_resolver());
         let reached = Reached::default();
         let bearer = format!("Bearer {TOKEN}");
         let admitted = call(&layer, &[("authorization", &bearer), (REQUEST_ID_HEADER, "req-1")], &reached).await;
@@ -270,7 +319,7 @@ mod tests {
         assert_eq!(contexts.len(), 1);
         let (request, tenant) = &contexts[0];
         assert_eq!(request.as_ref().map(RequestContext::request_id), Some("req-1"));
-        assert_eq!(request.as_ref().map(RequestContext::actor), Some(&Actor::Platform));
+        assert_eq!(request.as_ref().map(RequestContext::actor), Some(&Actor::Bootstrap));
         assert!(tenant.is_none(), "the control plane names no tenant");
 
         let key = format!("Bearer {}", api_key(Uuid::now_v7()));
@@ -335,6 +384,25 @@ mod tests {
             assert_eq!(code, tonic::Code::Unavailable, "{headers:?}");
         }
         assert!(reached.contexts().is_empty(), "an unresolved tenant is never admitted");
+    }
+
+    #[test]
+    fn control_plane_reads_are_for_everyone_the_lifecycle_for_operators_and_the_rest_for_admins() {
+        let permission = |method: &str| control_permission(&format!("/tenantd.v1.TenantService/{method}"));
+        for method in ["GetTenant", "ListTenants", "ResolveTenant", "ListApiKeys", "GetTenantUsage"] {
+            assert_eq!(permission(method), Permission::Read, "{method}");
+        }
+        for method in ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant"] {
+            assert_eq!(permission(method), Permission::Lifecycle, "{method}");
+        }
+        for method in ["CreateApiKey", "RevokeApiKey", "SomethingNew"] {
+            assert_eq!(permission(method), Permission::Credentials, "{method}");
+        }
+        assert_eq!(control_permission("/tenantd.v1.OperatorService/CreateOperator"), Permission::Credentials);
+        assert_eq!(control_permission("/tenantd.v1.OperatorService/RevokeOperator"), Permission::Credentials);
+        assert_eq!(control_permission("/tenantd.v1.OperatorService/ListOperators"), Permission::Read);
+        assert_eq!(data_permission("/tenantd.v1.UserService/CreateUser"), Permission::Lifecycle);
+        assert_eq!(data_permission("/tenantd.v1.UserService/GetUser"), Permission::Read);
     }
 
     #[test]

@@ -36,9 +36,10 @@ pub type ControlPlaneLayers = Stack<AdmissionLayer, ObserveLayer>;
 /// The layers of a data-plane service: observe, then admission, then usage.
 pub type DataPlaneLayers = Stack<UsageLayer, Stack<AdmissionLayer, ObserveLayer>>;
 
-/// The gateway of control-plane services: platform callers only.
-pub fn control_plane(auth: PlatformAuth, metrics: Arc<Metrics>) -> ControlPlaneLayers {
-    Stack::new(AdmissionLayer::control_plane(auth), ObserveLayer::new(metrics))
+/// The gateway of control-plane services: platform callers only (operator keys, whose
+/// records `resolver` finds, and the bootstrap token).
+pub fn control_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, metrics: Arc<Metrics>) -> ControlPlaneLayers {
+    Stack::new(AdmissionLayer::control_plane(auth, resolver), ObserveLayer::new(metrics))
 }
 
 /// The gateway of data-plane services: tenant resolution, platform or API-key callers, and

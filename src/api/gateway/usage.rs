@@ -107,7 +107,7 @@ mod tests {
             request
         };
         let by_key = || RequestContext::new(Actor::ApiKey { key_id }, "r".to_owned());
-        let by_platform = || RequestContext::new(Actor::Platform, "r".to_owned());
+        let by_platform = || RequestContext::new(Actor::Bootstrap, "r".to_owned());
         for request in [
             with_context(Some(TenantContext::new(keyed, by_key()))),
             with_context(Some(TenantContext::new(keyed, by_key()))),
