@@ -32,6 +32,7 @@ mod shutdown;
 mod soak;
 mod tenants;
 mod throwaway;
+mod traces;
 mod transaction;
 mod users;
 mod walkthrough;
