@@ -12,8 +12,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tenantd::config::{RootSampler, TraceSampler, TracesConfig};
-use tenantd::proto::ListUsersRequest;
+use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::user_service_client::UserServiceClient;
+use tenantd::proto::{ListTenantsRequest, ListUsersRequest};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -151,27 +152,6 @@ fn traces_to(endpoint: &str) -> TracesConfig {
     }
 }
 
-/// Waits until `count` servers are subscribed to invalidations on `redis` (the resolver
-/// uses Redis only then).
-async fn wait_for_subscribers(redis: &ThrowawayRedis, count: i64) {
-    let client = redis::Client::open(redis.url()).expect("url");
-    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
-    let started = Instant::now();
-    loop {
-        let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(tenantd::cache::INVALIDATION_CHANNEL)
-            .query_async(&mut connection)
-            .await
-            .expect("numsub");
-        if subscribers == count {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the server never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_rpc_is_one_server_span_in_the_callers_trace_with_its_transaction_and_redis_calls_as_children() {
     let receiver = Receiver::start().await;
@@ -182,7 +162,7 @@ async fn an_rpc_is_one_server_span_in_the_callers_trace_with_its_transaction_and
     })
     .await;
     app.wait_for_status("redis", ServingStatus::Serving).await;
-    wait_for_subscribers(&redis, 1).await;
+    redis.wait_for_subscribers(1, Duration::from_secs(10)).await;
     let tenant = app.create_tenant(&unique_slug("traced")).await;
     let (_, key) = app.create_api_key(&tenant.id, &[ApiKeyScope::Read]).await;
 
@@ -245,6 +225,18 @@ async fn an_rpc_is_one_server_span_in_the_callers_trace_with_its_transaction_and
     assert_eq!(attribute(roots[0], "tenant.id").as_deref(), Some(tenant.id.as_str()));
 }
 
+/// Calls `ListTenants` on `server` with a `traceparent` of `caller` and `x-request-id:
+/// <request_id>`, and returns the call's `rpc finished` line.
+async fn list_tenants_traced(server: &LoggedServer, caller: &CallerTrace, request_id: &str) -> serde_json::Value {
+    let metadata = Metadata::platform().with("traceparent", &caller.traceparent()).with("x-request-id", request_id);
+    let mut tenants = TenantServiceClient::with_interceptor(server.channel.clone(), metadata);
+    tenants.list_tenants(ListTenantsRequest::default()).await.expect("list tenants");
+    let lines = server.request_lines(request_id).await;
+    let finished = with_message(&lines, "rpc finished");
+    assert_eq!(finished.len(), 1, "{lines:#?}");
+    finished[0].clone()
+}
+
 #[tokio::test]
 async fn the_binary_reads_the_otel_variables_and_its_rpc_log_line_carries_the_trace_id() {
     let receiver = Receiver::start().await;
@@ -257,16 +249,8 @@ async fn the_binary_reads_the_otel_variables_and_its_rpc_log_line_carries_the_tr
     ])
     .await;
     let caller = CallerTrace::new();
-    let mut tenants = tenantd::proto::tenant_service_client::TenantServiceClient::with_interceptor(
-        server.channel.clone(),
-        Metadata::platform().with("traceparent", &caller.traceparent()).with("x-request-id", "traced-binary-1"),
-    );
-    tenants.list_tenants(tenantd::proto::ListTenantsRequest::default()).await.expect("list tenants");
-
-    let lines = server.request_lines("traced-binary-1").await;
-    let finished = with_message(&lines, "rpc finished");
-    assert_eq!(finished.len(), 1, "{lines:#?}");
-    assert_eq!(span_field(finished[0], "trace.id"), Some(caller.trace_id.as_str()), "{lines:#?}");
+    let finished = list_tenants_traced(&server, &caller, "traced-binary-1").await;
+    assert_eq!(span_field(&finished, "trace.id"), Some(caller.trace_id.as_str()), "{finished:#?}");
 
     let trace = receiver.wait_for_server_span(&caller.trace_id).await;
     let server_span = trace.iter().find(|received| is_server(&received.span)).expect("server span");
@@ -278,15 +262,8 @@ async fn the_binary_reads_the_otel_variables_and_its_rpc_log_line_carries_the_tr
     // Control: without OTEL_TRACES_EXPORTER the same call logs no trace id, and exports nothing.
     let untraced = LoggedServer::start().await;
     let caller = CallerTrace::new();
-    let mut tenants = tenantd::proto::tenant_service_client::TenantServiceClient::with_interceptor(
-        untraced.channel.clone(),
-        Metadata::platform().with("traceparent", &caller.traceparent()).with("x-request-id", "untraced-binary-1"),
-    );
-    tenants.list_tenants(tenantd::proto::ListTenantsRequest::default()).await.expect("list tenants");
-    let lines = untraced.request_lines("untraced-binary-1").await;
-    let finished = with_message(&lines, "rpc finished");
-    assert_eq!(finished.len(), 1, "{lines:#?}");
-    assert_eq!(span_field(finished[0], "trace.id"), None, "{lines:#?}");
+    let finished = list_tenants_traced(&untraced, &caller, "untraced-binary-1").await;
+    assert_eq!(span_field(&finished, "trace.id"), None, "{finished:#?}");
     untraced.stop().await;
     assert!(receiver.trace(&caller.trace_id).is_empty());
 }
