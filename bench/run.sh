@@ -40,6 +40,9 @@
 #   --compare BIN        also measure a second tenantd binary (B) in every tenantd phase,
 #                        interleaved with A; the table then shows B/A
 #   --compare-env 'K=V ...'  extra environment of B (B defaults to A's binary)
+#   --traces             B is A with OpenTelemetry traces on (OTEL_TRACES_EXPORTER=otlp),
+#                        exporting every span to examples/otlp_sink, a local OTLP/gRPC
+#                        receiver that discards them: the table's B/A is the cost of tracing
 #   --out DIR            results directory (default target/bench/<time>)
 #   --hold               at the end, keep PostgreSQL, Redis and the servers up until
 #                        interrupted (prints how to reach them), for exploring by hand
@@ -49,7 +52,7 @@ command_line="bench/run.sh${*:+ $*}"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench="$repo/bench"
 smoke=0 profile="" pool=16 duration=10 warmup=3 long_duration=35 rounds=3 connections=0
-phases="" build=1 hold=0 tenantd_a="" tenantd_b="" compare_env="" out=""
+phases="" build=1 hold=0 tenantd_a="" tenantd_b="" compare_env="" traces=0 out=""
 small_tenants=10 small_users=10000 large_tenants=10000 large_users=10 stmt_reads=2000 start_repeats=5
 
 while [ $# -gt 0 ]; do
@@ -67,6 +70,7 @@ while [ $# -gt 0 ]; do
     --tenantd) tenantd_a=$2; shift ;;
     --compare) tenantd_b=$2; shift ;;
     --compare-env) compare_env=$2; shift ;;
+    --traces) traces=1 ;;
     --out) out=$2; shift ;;
     --hold) hold=1 ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -85,7 +89,7 @@ phases=${phases:-a,lat,h,b,c,d,e,g}
 profile=${profile:-release}
 has_phase() { [[ ",$phases," == *",$1,"* ]]; }
 compare=0
-if [ -n "$tenantd_b" ] || [ -n "$compare_env" ]; then compare=1; fi
+if [ -n "$tenantd_b" ] || [ -n "$compare_env" ] || [ "$traces" = 1 ]; then compare=1; fi
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 case "$profile" in
@@ -100,7 +104,8 @@ tenantd_a=${tenantd_a:-$bin_dir/tenantd}
 tenantd_b=${tenantd_b:-$tenantd_a}
 loadgen="$bin_dir/examples/loadgen"
 echo_server="$bin_dir/examples/echo_server"
-for binary in "$tenantd_a" "$tenantd_b" "$loadgen" "$echo_server"; do
+otlp_sink="$bin_dir/examples/otlp_sink"
+for binary in "$tenantd_a" "$tenantd_b" "$loadgen" "$echo_server" "$otlp_sink"; do
   [ -x "$binary" ] || { echo "run.sh: $binary is missing (build it, or drop --no-build)" >&2; exit 1; }
 done
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -125,12 +130,12 @@ app_url="postgres://tenantd_app@127.0.0.1:$pg_port/bench"
 admin_url="postgres://postgres@127.0.0.1:$pg_port/bench"
 
 declare -A server_pid=()
-redis_pid="" echo_pid="" as_pg=() hold_pid=""
+redis_pid="" echo_pid="" sink_pid="" as_pg=() hold_pid=""
 cleanup() {
   set +e
   [ -n "$hold_pid" ] && kill "$hold_pid" 2>/dev/null
-  for pid in "${server_pid[@]}" $echo_pid; do kill "$pid" 2>/dev/null; done
-  for pid in "${server_pid[@]}" $echo_pid; do wait "$pid" 2>/dev/null; done
+  for pid in "${server_pid[@]}" $echo_pid $sink_pid; do kill "$pid" 2>/dev/null; done
+  for pid in "${server_pid[@]}" $echo_pid $sink_pid; do wait "$pid" 2>/dev/null; done
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   [ -f "$pgdata/postmaster.pid" ] && "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1
   rm -rf "$work"
@@ -209,6 +214,13 @@ stop_tenantd() {
   unset "server_pid[$name]"
 }
 wait_serving() { "$loadgen" --addr "http://127.0.0.1:$1" --rpc health-wait --timeout 30 >/dev/null; }
+if [ "$traces" = 1 ]; then
+  # Every RPC sampled (the default parentbased_always_on with no caller's traceparent).
+  sink_port=$(free_port)
+  "$otlp_sink" --listen-addr "127.0.0.1:$sink_port" >"$work/otlp-sink.log" 2>&1 &
+  sink_pid=$!
+  compare_env="$compare_env OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$sink_port"
+fi
 read -r -a env_b <<< "$compare_env"
 servers=(A)
 [ "$compare" = 1 ] && servers=(A B)
@@ -551,6 +563,11 @@ machine=$(printf '%s cores, %s, PostgreSQL %s, %s' "$cores" \
   "$("$pg_bin/postgres" --version | awk '{print $3}')" "$(uname -r)")
 python3 "$bench/report.py" table --results "$results" --pool "$pool" --machine "$machine" \
   --command "$command_line" --compare "$compare" | tee "$out/table.md"
+if [ "$traces" = 1 ]; then
+  # Proof that B exported: the receiver's running total.
+  log "otlp_sink received: $(grep '^spans' "$work/otlp-sink.log" | tail -n 1 || echo 'no spans')"
+  cp "$work/otlp-sink.log" "$out/otlp-sink.log"
+fi
 log "results in $out"
 if [ "$hold" = 1 ]; then
   {

@@ -11,7 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 use crate::client::args::{HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
-use crate::config::{Config, ConnectionConfig, DatabaseConfig, RedisConfig, ServerLimits, ShutdownConfig};
+use crate::config::{
+    Config, ConnectionConfig, DatabaseConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig, TraceSampler,
+    TracesConfig,
+};
 
 /// `tenantd`: the tenant control plane.
 #[derive(Debug, Parser)]
@@ -166,6 +169,160 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_SHUTDOWN_GRACE_MS", default_value = "20000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub shutdown_grace: Duration,
+    /// OpenTelemetry traces, from the standard `OTEL_*` variables.
+    #[command(flatten)]
+    pub traces: TracesArgs,
+}
+
+/// Settings of OpenTelemetry traces: the standard `OTEL_*` variables that apply to a
+/// server exporting traces over OTLP/gRPC. Traces are off unless the exporter is `otlp`.
+#[derive(Debug, Clone, Args)]
+pub struct TracesArgs {
+    /// Trace exporter: `otlp` exports traces over OTLP/gRPC; `none` (the default) turns them off.
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_enum, default_value_t = TracesExporter::None)]
+    pub traces_exporter: TracesExporter,
+    /// OTLP/gRPC endpoint of every signal (tenantd exports only traces); plaintext `http://`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", default_value = "http://localhost:4317")]
+    pub otlp_endpoint: String,
+    /// OTLP/gRPC endpoint of traces; wins over `--otlp-endpoint`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
+    /// OTLP transport; tenantd speaks only `grpc`, and refuses to start with another.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::Grpc)]
+    pub otlp_protocol: OtlpProtocol,
+    /// OTLP transport of traces; wins over `--otlp-protocol`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value_enum)]
+    pub otlp_traces_protocol: Option<OtlpProtocol>,
+    /// How long one export of a batch of spans may take, retries included, in milliseconds.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value = "10000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub otlp_timeout: Duration,
+    /// How long one export of traces may take, in milliseconds; wins over `--otlp-timeout`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub otlp_traces_timeout: Option<Duration>,
+    /// The `service.name` of exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "tenantd")]
+    pub service_name: String,
+    /// Resource attributes of exported spans, as `key=value,key=value`.
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_parser = parse_resource_attributes)]
+    pub resource_attributes: Option<ResourceAttributes>,
+    /// Which traces are recorded: `always_on`, `always_off`, `traceidratio`, or `parentbased_` one
+    /// of those (the caller's sampled flag decides when it sends `traceparent`).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = SamplerName::ParentbasedAlwaysOn)]
+    pub traces_sampler: SamplerName,
+    /// The ratio (0 to 1) of the `traceidratio` samplers; 1 when not set.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
+    pub traces_sampler_arg: Option<f64>,
+}
+
+/// `OTEL_TRACES_EXPORTER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracesExporter {
+    /// No traces.
+    None,
+    /// OTLP over gRPC.
+    Otlp,
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`: the transports tenantd has (HTTP is not built in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+/// `OTEL_TRACES_SAMPLER`, by its standard names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerName {
+    /// Every trace.
+    #[value(name = "always_on")]
+    AlwaysOn,
+    /// No trace.
+    #[value(name = "always_off")]
+    AlwaysOff,
+    /// A ratio of traces, by trace id.
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    /// The caller's decision, else every trace.
+    #[value(name = "parentbased_always_on")]
+    ParentbasedAlwaysOn,
+    /// The caller's decision, else none.
+    #[value(name = "parentbased_always_off")]
+    ParentbasedAlwaysOff,
+    /// The caller's decision, else a ratio.
+    #[value(name = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceAttributes(pub Vec<(String, String)>);
+
+/// Parses `key=value,key=value` (values may be percent-encoded, as the specification allows).
+fn parse_resource_attributes(value: &str) -> Result<ResourceAttributes, String> {
+    let mut attributes = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("`{pair}` is not key=value"));
+        };
+        let (key, value) = (key.trim(), percent_decode(value.trim())?);
+        if key.is_empty() {
+            return Err(format!("`{pair}` has no key"));
+        }
+        attributes.push((key.to_owned(), value));
+    }
+    Ok(ResourceAttributes(attributes))
+}
+
+/// Decodes `%XX` escapes.
+fn percent_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let escape = value.get(index + 1..index + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            decoded.push(escape.ok_or_else(|| format!("`{value}` has a malformed % escape"))?);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).map_err(|_| format!("`{value}` is not UTF-8 once decoded"))
+}
+
+/// Parses a sampling ratio between 0 and 1.
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("`{value}` is not a ratio between 0 and 1")),
+    }
+}
+
+impl From<TracesArgs> for Option<TracesConfig> {
+    fn from(args: TracesArgs) -> Self {
+        if args.traces_exporter == TracesExporter::None {
+            return None;
+        }
+        let ratio = RootSampler::TraceIdRatio(args.traces_sampler_arg.unwrap_or(1.0));
+        let (root, follow_parent) = match args.traces_sampler {
+            SamplerName::AlwaysOn => (RootSampler::AlwaysOn, false),
+            SamplerName::AlwaysOff => (RootSampler::AlwaysOff, false),
+            SamplerName::TraceIdRatio => (ratio, false),
+            SamplerName::ParentbasedAlwaysOn => (RootSampler::AlwaysOn, true),
+            SamplerName::ParentbasedAlwaysOff => (RootSampler::AlwaysOff, true),
+            SamplerName::ParentbasedTraceIdRatio => (ratio, true),
+        };
+        Some(TracesConfig {
+            endpoint: args.otlp_traces_endpoint.unwrap_or(args.otlp_endpoint),
+            export_timeout: args.otlp_traces_timeout.unwrap_or(args.otlp_timeout),
+            service_name: args.service_name,
+            resource_attributes: args.resource_attributes.map(|attributes| attributes.0).unwrap_or_default(),
+            sampler: TraceSampler { root, follow_parent },
+        })
+    }
 }
 
 /// Parses a whole number of milliseconds, the unit of every `*_MS` setting.
@@ -213,6 +370,7 @@ impl From<ServeArgs> for Config {
             usage_flush_interval: args.usage_flush,
             health_interval: args.health_interval,
             shutdown: ShutdownConfig { predrain: args.shutdown_predrain, grace: args.shutdown_grace },
+            traces: args.traces.into(),
         }
     }
 }
@@ -295,6 +453,88 @@ mod tests {
         assert_eq!(config.health_interval, millis(20));
         assert_eq!(config.shutdown.predrain, millis(21));
         assert_eq!(config.shutdown.grace, millis(22));
+        assert!(config.traces.is_none(), "traces are off unless the exporter is otlp");
+    }
+
+    #[test]
+    fn every_otel_variable_reaches_the_traces_config() {
+        let traces = Config::from(serve(&[
+            "--database-url=postgres://app@db/app",
+            "--platform-token=token",
+            "--traces-exporter=otlp",
+            "--otlp-endpoint=http://every-signal:4317",
+            "--otlp-traces-endpoint=http://collector:4317",
+            "--otlp-protocol=grpc",
+            "--otlp-traces-protocol=grpc",
+            "--otlp-timeout=23",
+            "--otlp-traces-timeout=24",
+            "--service-name=tenantd-eu",
+            "--resource-attributes=deployment.environment=prod, k8s.pod.name=tenantd%2D0",
+            "--traces-sampler=parentbased_traceidratio",
+            "--traces-sampler-arg=0.25",
+        ]))
+        .traces
+        .expect("traces on");
+        assert_eq!(traces.endpoint, "http://collector:4317");
+        assert_eq!(traces.export_timeout, Duration::from_millis(24));
+        assert_eq!(traces.service_name, "tenantd-eu");
+        assert_eq!(
+            traces.resource_attributes,
+            [
+                ("deployment.environment".to_owned(), "prod".to_owned()),
+                ("k8s.pod.name".to_owned(), "tenantd-0".to_owned())
+            ]
+        );
+        assert_eq!(traces.sampler, TraceSampler { root: RootSampler::TraceIdRatio(0.25), follow_parent: true });
+    }
+
+    #[test]
+    fn traces_default_to_every_trace_at_the_standard_endpoint_once_turned_on() {
+        let required = ["--database-url=postgres://app@db/app", "--platform-token=token"];
+        assert!(Config::from(serve(&required)).traces.is_none(), "off by default");
+        let traces = Config::from(serve(&[required[0], required[1], "--traces-exporter=otlp"])).traces.expect("on");
+        assert_eq!(traces.endpoint, "http://localhost:4317");
+        assert_eq!(traces.export_timeout, Duration::from_secs(10));
+        assert_eq!(traces.service_name, "tenantd");
+        assert!(traces.resource_attributes.is_empty());
+        assert_eq!(traces.sampler, TraceSampler { root: RootSampler::AlwaysOn, follow_parent: true });
+        let ratio =
+            Config::from(serve(&[required[0], required[1], "--traces-exporter=otlp", "--traces-sampler=traceidratio"]));
+        assert_eq!(
+            ratio.traces.expect("on").sampler.root,
+            RootSampler::TraceIdRatio(1.0),
+            "the standard default ratio"
+        );
+    }
+
+    #[test]
+    fn unsupported_trace_settings_are_refused_at_start() {
+        let parse = |flag: &str| {
+            Cli::try_parse_from([
+                "tenantd",
+                "serve",
+                "--database-url=postgres://app@db/app",
+                "--platform-token=t",
+                flag,
+            ])
+        };
+        for flag in [
+            "--otlp-protocol=http/protobuf",
+            "--otlp-traces-protocol=http/json",
+            "--traces-exporter=zipkin",
+            "--traces-sampler=jaeger_remote",
+            "--traces-sampler-arg=1.5",
+            "--resource-attributes=novalue",
+            "--resource-attributes=bad=%zz",
+        ] {
+            assert!(parse(flag).is_err(), "{flag} was accepted");
+        }
+        // Control: the same flags with supported values parse.
+        for flag in
+            ["--otlp-protocol=grpc", "--traces-exporter=none", "--traces-sampler-arg=0", "--resource-attributes=a=b"]
+        {
+            assert!(parse(flag).is_ok(), "{flag} was refused");
+        }
     }
 
     #[test]

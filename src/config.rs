@@ -45,6 +45,8 @@ pub struct Config {
     pub health_interval: Duration,
     /// What happens between the shutdown signal and the server stopping.
     pub shutdown: ShutdownConfig,
+    /// OpenTelemetry traces exported over OTLP/gRPC; `None` (the default) turns them off.
+    pub traces: Option<TracesConfig>,
 }
 
 /// PostgreSQL settings.
@@ -116,4 +118,41 @@ pub struct ShutdownConfig {
     pub predrain: Duration,
     /// Upper bound on draining in-flight RPCs after the server stops accepting work.
     pub grace: Duration,
+}
+
+/// OpenTelemetry traces: one server span per RPC of the tenantd services (not health or
+/// reflection), with the tenant transaction and the Redis calls as child spans, exported in
+/// batches over OTLP/gRPC. The command line reads the standard `OTEL_*` variables into it.
+#[derive(Debug, Clone)]
+pub struct TracesConfig {
+    /// URL of the OTLP/gRPC collector, for example `http://127.0.0.1:4317` (plaintext).
+    pub endpoint: String,
+    /// How long one export may take, retries included.
+    pub export_timeout: Duration,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Further resource attributes (`OTEL_RESOURCE_ATTRIBUTES`); `service.name` wins over one here.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Which traces are recorded and exported.
+    pub sampler: TraceSampler,
+}
+
+/// Which traces are recorded, as `OTEL_TRACES_SAMPLER` names them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceSampler {
+    /// What is decided for a trace this server starts (no sampled caller).
+    pub root: RootSampler,
+    /// Whether a caller's `traceparent` decides instead, when it has one (`parentbased_*`).
+    pub follow_parent: bool,
+}
+
+/// The decision for a trace without a deciding parent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootSampler {
+    /// Record every trace.
+    AlwaysOn,
+    /// Record none.
+    AlwaysOff,
+    /// Record this fraction (0 to 1) of traces, chosen by trace id.
+    TraceIdRatio(f64),
 }

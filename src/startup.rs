@@ -33,6 +33,7 @@ use crate::proto::operator_service_server::OperatorServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
+use crate::telemetry::traces::Traces;
 use crate::tenancy::TenantDb;
 use crate::tenancy::resolver::TenantResolver;
 
@@ -49,6 +50,7 @@ pub struct Application {
     database: TenantDb,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
+    traces: Option<Traces>,
     config: Config,
 }
 
@@ -99,9 +101,10 @@ impl Application {
             .build_v1alpha()?;
 
         let metrics = Metrics::new(database.pool().clone(), redis.clone(), resolver.clone());
-        let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), metrics.clone());
-        let data_plane =
-            gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
+        let traces = config.traces.as_ref().map(Traces::start).transpose()?;
+        let observe = gateway::ObserveLayer::new(metrics.clone(), traces.as_ref().map(Traces::tracer));
+        let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), observe.clone());
+        let data_plane = gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), observe);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone()),
             ApiKeys::new(database.clone(), resolver.clone()),
@@ -191,6 +194,7 @@ impl Application {
             database,
             metrics,
             metrics_listener,
+            traces,
             config,
         })
     }
@@ -218,7 +222,7 @@ impl Application {
     /// Serves until `shutdown` completes, then shuts down in this order: readiness and
     /// liveness go NOT_SERVING; the pre-drain delay passes; the server stops accepting
     /// work and open health Watch streams end; in-flight RPCs finish, for at most the
-    /// grace period. Returns when the server has stopped.
+    /// grace period; pending spans are exported. Returns when the server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -231,6 +235,7 @@ impl Application {
             database,
             metrics,
             metrics_listener,
+            traces,
             config,
             ..
         } = self;
@@ -256,6 +261,9 @@ impl Application {
             result = &mut server => {
                 stop_probing.cancel();
                 stop_usage.cancel();
+                if let Some(traces) = traces {
+                    traces.shutdown().await;
+                }
                 return result.context("gRPC server failed");
             }
             () = shutdown => {}
@@ -281,6 +289,9 @@ impl Application {
         let _ = tokio::join!(prober_task, listener_task, usage_task);
         if let Some(task) = metrics_task {
             let _ = task.await;
+        }
+        if let Some(traces) = traces {
+            traces.shutdown().await;
         }
         tracing::info!("shutdown: complete");
         Ok(())

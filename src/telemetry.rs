@@ -1,4 +1,7 @@
-//! Tracing set-up: text or JSON lines on stdout, filtered by `RUST_LOG` (default `info`).
+//! Tracing set-up: text or JSON lines on stdout, filtered by `RUST_LOG` (default `info`);
+//! the RPC span's fields; OpenTelemetry traces over OTLP ([`traces`]).
+
+pub mod traces;
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,7 +20,7 @@ pub fn init(format: LogFormat) {
 
 /// The span of one RPC, made by the server for every request (health and reflection too).
 /// It declares every field the gateway records later ([`record_request_id`],
-/// [`record_tenant_id`]): tracing drops a value recorded into a field the span did not
+/// [`record_tenant_id`], [`record_trace_id`]): tracing drops a value recorded into a field the span did not
 /// declare, so a field recorded anywhere must be declared here.
 pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     tracing::info_span!(
@@ -25,18 +28,28 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
         rpc.method = %request.uri().path(),
         request.id = tracing::field::Empty,
         tenant.id = tracing::field::Empty,
+        trace.id = tracing::field::Empty,
     )
 }
 
 /// Records the request id into the current RPC's span, so every line logged for the
-/// request carries `request.id`, the `request_id` of its audit events.
+/// request carries `request.id`, the `request_id` of its audit events; and into the RPC's
+/// OpenTelemetry span, if it is traced.
 pub fn record_request_id(request_id: &str) {
     tracing::Span::current().record("request.id", request_id);
+    traces::set_rpc_attribute("request.id", || request_id.to_owned());
 }
 
-/// Records the tenant a request acts for into the current RPC's span.
+/// Records the tenant a request acts for into the current RPC's span (and OpenTelemetry span).
 pub fn record_tenant_id(tenant_id: uuid::Uuid) {
     tracing::Span::current().record("tenant.id", tracing::field::display(tenant_id));
+    traces::set_rpc_attribute("tenant.id", || tenant_id.to_string());
+}
+
+/// Records the OpenTelemetry trace id of a traced RPC into its span, so every line logged
+/// for the request carries `trace.id`.
+pub fn record_trace_id(trace_id: &str) {
+    tracing::Span::current().record("trace.id", trace_id);
 }
 
 #[cfg(test)]
@@ -49,7 +62,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let request = http::Request::builder().uri("/tenantd.v1.UserService/GetUser").body(()).expect("request");
             let span = rpc_span(&request);
-            for field in ["rpc.method", "request.id", "tenant.id"] {
+            for field in ["rpc.method", "request.id", "tenant.id", "trace.id"] {
                 assert!(span.has_field(field), "the rpc span lacks {field}");
             }
             // Control: a field it does not declare is not there (and a record would be dropped).

@@ -141,7 +141,22 @@ impl RedisCache {
         }
     }
 
+    /// Runs `command` (a child span of the request's, when it is traced).
     async fn execute<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        let span = crate::telemetry::traces::child_span("redis", || {
+            let operation = match command.args_iter().next() {
+                Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).into_owned(),
+                _ => String::new(),
+            };
+            vec![
+                opentelemetry::KeyValue::new("db.system.name", "redis"),
+                opentelemetry::KeyValue::new("db.operation.name", operation),
+            ]
+        });
+        span.end_with(self.execute_untraced(command).await.ok_or(())).ok()
+    }
+
+    async fn execute_untraced<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
         let mut connection = match self.pool.get().await {
             Ok(connection) => connection,
             Err(error) => return self.failed(&error),

@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use super::{AppConnection, Connection, PgPool};
 use crate::error::{Error, Result};
+use crate::telemetry::traces::{self, ChildSpan};
 
 /// The fixed text before the tenant id in [`set_tenant_statement`].
 pub const SET_TENANT_PREFIX: &str = "SET LOCAL app.tenant_id = '";
@@ -248,6 +249,15 @@ where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
 {
+    let span = trace("tenant transaction", Some(tenant_id));
+    span.end_with(run_untraced(pool, tenant_id, actor, work).await)
+}
+
+async fn run_untraced<R, F>(pool: &PgPool, tenant_id: Uuid, actor: AuditActor, work: F) -> Result<R>
+where
+    R: Send,
+    F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
+{
     let mut pooled = pool.get().await?;
     let outcome = {
         let connection: &AppConnection = &pooled;
@@ -263,6 +273,15 @@ where
 /// Runs a read of one statement in one transaction scoped to `tenant_id`, in one round
 /// trip (see [`TenantRead`]).
 pub async fn read<R, F>(pool: &PgPool, tenant_id: Uuid, work: F) -> Result<R>
+where
+    R: Send,
+    F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
+{
+    let span = trace("tenant read", Some(tenant_id));
+    span.end_with(read_untraced(pool, tenant_id, work).await)
+}
+
+async fn read_untraced<R, F>(pool: &PgPool, tenant_id: Uuid, work: F) -> Result<R>
 where
     R: Send,
     F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
@@ -287,12 +306,26 @@ where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut Connection<'c>, Result<R>, Future: Send> + Send,
 {
-    let mut pooled = pool.get().await?;
-    let outcome = {
-        let mut connection: Connection<'_> = &pooled;
-        work(&mut connection).await
+    let span = trace("registry query", None);
+    let outcome = async {
+        let mut pooled = pool.get().await?;
+        let outcome = {
+            let mut connection: Connection<'_> = &pooled;
+            work(&mut connection).await
+        };
+        outcome.map_err(|error| classify(&mut pooled, error))
     };
-    outcome.map_err(|error| classify(&mut pooled, error))
+    span.end_with(outcome.await)
+}
+
+/// The child span of a transaction (from the pool checkout to COMMIT or ROLLBACK), when the
+/// request is traced.
+fn trace(name: &'static str, tenant_id: Option<Uuid>) -> ChildSpan {
+    traces::child_span(name, || {
+        let mut attributes = vec![opentelemetry::KeyValue::new("db.system.name", "postgresql")];
+        attributes.extend(tenant_id.map(|id| opentelemetry::KeyValue::new("tenant.id", id.to_string())));
+        attributes
+    })
 }
 
 /// Sends BEGIN and the tenant setting, each a statement of its own, without waiting for

@@ -34,16 +34,25 @@ impl LoggedServer {
     /// Starts the binary on port 0 with `RUST_LOG=info` and JSON logs on a fresh migrated
     /// database, and waits until it reports ready.
     pub async fn start() -> Self {
-        let database = create_database().await;
-        migrate(&database).await;
-        let server = Self::start_on(database.clone(), database_url("tenantd_app", &database)).await;
-        server.wait_until_ready().await;
-        server
+        Self::start_with(&[]).await
     }
 
     /// Starts the binary as [`LoggedServer::start`] does, on `url`, without waiting for
     /// readiness (`database` is only remembered).
     pub async fn start_on(database: String, url: String) -> Self {
+        Self::start_on_with(database, url, &[]).await
+    }
+
+    /// Starts the binary as [`LoggedServer::start`] does, with more environment `variables`.
+    pub async fn start_with(variables: &[(&str, &str)]) -> Self {
+        let database = create_database().await;
+        migrate(&database).await;
+        let server = Self::start_on_with(database.clone(), database_url("tenantd_app", &database), variables).await;
+        server.wait_until_ready().await;
+        server
+    }
+
+    async fn start_on_with(database: String, url: String, variables: &[(&str, &str)]) -> Self {
         let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
             .args(["serve", "--log-format", "json", "--listen-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
@@ -52,6 +61,7 @@ impl LoggedServer {
             .env("TENANTD_PLATFORM_TOKEN", PLATFORM_TOKEN)
             .env("TENANTD_HEALTH_INTERVAL_MS", "100")
             .env("TENANTD_SHUTDOWN_PREDRAIN_MS", "0")
+            .envs(variables.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

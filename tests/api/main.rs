@@ -33,6 +33,7 @@ mod shutdown;
 mod soak;
 mod tenants;
 mod throwaway;
+mod traces;
 mod transaction;
 mod users;
 mod walkthrough;

@@ -175,6 +175,27 @@ impl ThrowawayRedis {
         }
     }
 
+    /// Waits until `count` servers are subscribed to cache invalidations on it (a resolver
+    /// uses Redis only while subscribed), for at most `within`.
+    pub async fn wait_for_subscribers(&self, count: i64, within: Duration) {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+        let started = Instant::now();
+        loop {
+            let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(tenantd::cache::INVALIDATION_CHANNEL)
+                .query_async(&mut connection)
+                .await
+                .expect("numsub");
+            if subscribers == count {
+                return;
+            }
+            assert!(started.elapsed() < within, "{subscribers} of {count} servers subscribed within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

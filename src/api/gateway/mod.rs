@@ -27,7 +27,6 @@ pub use usage::UsageLayer;
 use crate::auth::PlatformAuth;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::usage::UsageCounter;
-use crate::metrics::Metrics;
 use crate::tenancy::resolver::TenantResolver;
 
 /// The layers of a control-plane service: observe, then admission.
@@ -38,8 +37,8 @@ pub type DataPlaneLayers = Stack<UsageLayer, Stack<AdmissionLayer, ObserveLayer>
 
 /// The gateway of control-plane services: platform callers only (operator keys, whose
 /// records `resolver` finds, and the bootstrap token).
-pub fn control_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, metrics: Arc<Metrics>) -> ControlPlaneLayers {
-    Stack::new(AdmissionLayer::control_plane(auth, resolver), ObserveLayer::new(metrics))
+pub fn control_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, observe: ObserveLayer) -> ControlPlaneLayers {
+    Stack::new(AdmissionLayer::control_plane(auth, resolver), observe)
 }
 
 /// The gateway of data-plane services: tenant resolution, platform or API-key callers, and
@@ -49,9 +48,9 @@ pub fn data_plane(
     resolver: Arc<TenantResolver>,
     key_uses: Arc<KeyUseRecorder>,
     activity: Arc<UsageCounter>,
-    metrics: Arc<Metrics>,
+    observe: ObserveLayer,
 ) -> DataPlaneLayers {
-    let admitted = Stack::new(AdmissionLayer::data_plane(auth, resolver), ObserveLayer::new(metrics));
+    let admitted = Stack::new(AdmissionLayer::data_plane(auth, resolver), observe);
     Stack::new(UsageLayer::new(key_uses, activity), admitted)
 }
 

@@ -1,28 +1,33 @@
 //! RPC metrics and the per-RPC log line: every request through the layer, admitted or
 //! refused, is counted by service, method and gRPC code, its latency observed, and one
 //! `info` line logged when its response is ready (inside the RPC's span, so the line
-//! carries `rpc.method`, `request.id` and `tenant.id`).
+//! carries `rpc.method`, `request.id` and `tenant.id`). With traces on, it also starts the
+//! RPC's OpenTelemetry server span (child of the caller's `traceparent`), polls the request
+//! inside its context, records `trace.id` into the RPC's span and ends the span with the code.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
+use opentelemetry::context::FutureExt as _;
 use tonic::server::NamedService;
 use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
+use crate::telemetry::{self, traces::RpcTracer};
 
 /// Builds [`Observe`] services.
 #[derive(Clone)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
+    tracer: Option<RpcTracer>,
 }
 
 impl ObserveLayer {
-    /// Observes RPCs into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// Observes RPCs into `metrics`, and traces them with `tracer` (`None`: traces off).
+    pub fn new(metrics: Arc<Metrics>, tracer: Option<RpcTracer>) -> Self {
+        Self { metrics, tracer }
     }
 }
 
@@ -30,7 +35,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe { metrics: self.metrics.clone(), inner }
+        Observe { metrics: self.metrics.clone(), tracer: self.tracer.clone(), inner }
     }
 }
 
@@ -38,6 +43,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     metrics: Arc<Metrics>,
+    tracer: Option<RpcTracer>,
     inner: S,
 }
 
@@ -62,14 +68,27 @@ where
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let metrics = self.metrics.clone();
-        let response = self.inner.call(request);
+        let trace = self.tracer.as_ref().map(|tracer| tracer.start(&path, request.headers()));
+        let response = match &trace {
+            None => Either::Left(self.inner.call(request)),
+            Some(trace) => {
+                let _attached = trace.context().clone().attach();
+                Either::Right(self.inner.call(request).with_context(trace.context().clone()))
+            }
+        };
         Box::pin(async move {
+            if let Some(trace) = &trace {
+                telemetry::record_trace_id(&trace.trace_id());
+            }
             let response = response.await?;
             // A unary error's status is in the headers; success is in the trailers, which
             // are not sent yet, so no header means OK.
             let code = response.headers().get("grpc-status").and_then(|value| value.to_str().ok()).unwrap_or("0");
             let elapsed = started.elapsed();
             metrics.observe_rpc(&path, code, elapsed);
+            if let Some(trace) = trace {
+                trace.finish(code);
+            }
             tracing::info!(grpc.code = code, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "rpc finished");
             Ok(response)
         })
@@ -121,7 +140,7 @@ mod tests {
         let _default = tracing::subscriber::set_default(subscriber);
         let (pool, redis, resolver) = testing::unreachable_dependencies();
         let metrics = Metrics::new(pool, redis, resolver);
-        let layer = ObserveLayer::new(metrics.clone());
+        let layer = ObserveLayer::new(metrics.clone(), None);
         let inner = tower::service_fn(|request: http::Request<()>| async move {
             let response = if request.uri().path().ends_with("/GetUser") {
                 http::Response::new(tonic::body::Body::empty())
