@@ -5,6 +5,7 @@
 //! from; nothing else reads [`ServeArgs`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,6 +33,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations, then exit.
     Migrate(MigrateArgs),
+    /// Run a complete local tenantd on a throwaway PostgreSQL cluster of its own, with a demo
+    /// tenant; Ctrl-C stops everything it started.
+    Dev(DevArgs),
     /// Check a server's grpc.health.v1 status: exit 0 if SERVING, 1 if not, 2 if unreachable.
     Health(HealthArgs),
     /// Manage tenants through the control-plane API.
@@ -57,6 +61,28 @@ pub struct MigrateArgs {
     /// PostgreSQL URL of a role that may create roles and own tables.
     #[arg(long, env = "TENANTD_MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: SecretString,
+}
+
+/// Settings of `tenantd dev`. Everything else is `serve`'s default.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Directory of the PostgreSQL cluster, kept on exit and reused (with its data) next time;
+    /// without it, a temporary directory removed on exit.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Folder of PostgreSQL's initdb and pg_ctl; without it, PATH, then the usual install
+    /// folders (such as /usr/lib/postgresql/<version>/bin).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bindir: Option<PathBuf>,
+    /// Address the gRPC server listens on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen_addr: SocketAddr,
+    /// Redis URL; if nothing answers there, tenantd serves without it.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: SecretString,
+    /// Bearer token of platform callers; without it, a random one (printed).
+    #[arg(long)]
+    pub platform_token: Option<SecretString>,
 }
 
 /// Settings of `tenantd serve`.

@@ -2,6 +2,28 @@
 -- while a separate NOLOGIN role owns every table. Roles are cluster-wide and may already
 -- exist (another database on the same cluster, or an init script that gave the app role a
 -- password), so they are created only when missing and their attributes are then pinned.
+--
+-- The migration role is a superuser, or a role with CREATEROLE that owns this database
+-- (docs/decisions/0010-dev-server-and-migration-role.md). This text was changed after
+-- release to allow the latter; databases migrated before run it never again (diesel keeps
+-- only versions), and the roles and grants it leaves are the same as before.
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    IF NOT (SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'the migration role % needs CREATEROLE (or to be a superuser): the migrations create the roles tenantd_owner and tenantd_app', current_user;
+    END IF;
+    IF NOT pg_has_role(current_user, (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') THEN
+        RAISE EXCEPTION 'the migration role % must own the database % (or be a superuser): the migrations revoke CREATE on its schema public', current_user, current_database();
+    END IF;
+    IF NOT has_parameter_privilege(current_user, 'citus.propagate_set_commands', 'SET') THEN
+        RAISE EXCEPTION 'the migration role % needs GRANT SET ON PARAMETER citus.propagate_set_commands TO % (or to be a superuser): the migrations set it for tenantd_app', current_user, current_user;
+    END IF;
+END
+$$;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenantd_owner') THEN
@@ -16,8 +38,37 @@ EXCEPTION
 END
 $$;
 
-ALTER ROLE tenantd_owner NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
-ALTER ROLE tenantd_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION;
+ALTER ROLE tenantd_owner NOLOGIN NOCREATEDB NOCREATEROLE;
+ALTER ROLE tenantd_app LOGIN NOCREATEDB NOCREATEROLE NOINHERIT;
+-- Only a superuser may name SUPERUSER, BYPASSRLS or REPLICATION at all (PostgreSQL 15), so
+-- they are pinned only when a role has one of them, which a role created above never has:
+-- then a superuser migrator takes them away, and any other fails here, as it must.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenantd_owner' AND (rolsuper OR rolbypassrls)) THEN
+        ALTER ROLE tenantd_owner NOSUPERUSER NOBYPASSRLS;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenantd_app' AND (rolsuper OR rolbypassrls OR rolreplication)) THEN
+        ALTER ROLE tenantd_app NOSUPERUSER NOBYPASSRLS NOREPLICATION;
+    END IF;
+END
+$$;
+
+-- A migration role that is not a superuser gives the tables to tenantd_owner
+-- (ALTER TABLE ... OWNER TO), which takes membership in it, and a new owner needs CREATE on
+-- the schema (superusers skip both checks). tenantd_owner cannot log in (outside Citus,
+-- where it gets the same grant for shard moves) and tenantd_app is not a member of it.
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    IF NOT pg_has_role(current_user, 'tenantd_owner', 'USAGE') THEN
+        EXECUTE format('GRANT tenantd_owner TO %I', current_user);
+    END IF;
+    GRANT CREATE ON SCHEMA public TO tenantd_owner;
+END
+$$;
 
 -- A runaway query or a client that vanished mid-transaction must not hold locks or a
 -- connection for long.

@@ -51,6 +51,92 @@ impl SchemaGate {
     }
 }
 
+/// Whether PostgreSQL can be reached, as the last connection attempt or health probe saw
+/// it. A failed connect (by the pool, or by the probe) marks it down; a successful one marks
+/// it up. While it is down, [`checkout`] fails at once with UNAVAILABLE
+/// (`DATABASE_UNAVAILABLE`), rather than waiting out the pool's acquire timeout and then
+/// reporting an exhausted pool; a request already waiting fails as soon as a connect fails.
+/// Requests do not connect while it is down: the probe (every health interval) finds it up
+/// again. Until the first attempt it is up.
+#[derive(Debug, Clone, Default)]
+pub struct Availability {
+    shared: std::sync::Arc<AvailabilityState>,
+}
+
+#[derive(Debug, Default)]
+struct AvailabilityState {
+    down: AtomicBool,
+    /// Why the last connect failed, for the log (never sent to clients).
+    cause: std::sync::Mutex<String>,
+    /// Wakes the requests waiting for a connection when a connect fails.
+    went_down: tokio::sync::Notify,
+}
+
+impl Availability {
+    /// Records that connecting failed, and why.
+    pub fn mark_down(&self, cause: &dyn std::fmt::Display) {
+        if let Ok(mut last) = self.shared.cause.lock() {
+            *last = cause.to_string();
+        }
+        self.shared.down.store(true, Ordering::Release);
+        self.shared.went_down.notify_waiters();
+    }
+
+    /// Records that connecting succeeded.
+    pub fn mark_up(&self) {
+        self.shared.down.store(false, Ordering::Release);
+    }
+
+    /// Whether the last attempt to connect failed.
+    pub fn is_down(&self) -> bool {
+        self.shared.down.load(Ordering::Acquire)
+    }
+
+    fn unavailable(&self) -> crate::error::Error {
+        let cause = self.shared.cause.lock().map(|cause| cause.clone()).unwrap_or_default();
+        let source = anyhow::anyhow!("PostgreSQL cannot be reached: {cause}");
+        crate::error::Error::unavailable(crate::error::Reason::DatabaseUnavailable, source)
+    }
+}
+
+/// Checks out a pooled connection: at once UNAVAILABLE (`DATABASE_UNAVAILABLE`) while
+/// PostgreSQL is known to be down, and as soon as a connect fails while waiting; a timeout
+/// with PostgreSQL reachable is an exhausted pool (`DATABASE_POOL_EXHAUSTED`).
+pub async fn checkout<'p>(
+    pool: &'p PgPool,
+    availability: &Availability,
+) -> crate::error::Result<bb8::PooledConnection<'p, AppConnectionManager>> {
+    if availability.is_down() {
+        return Err(availability.unavailable());
+    }
+    // Created before waiting starts, so that a connect failing meanwhile is not missed.
+    let went_down = availability.shared.went_down.notified();
+    tokio::select! {
+        biased;
+        checked_out = pool.get() => match checked_out {
+            Ok(connection) => Ok(connection),
+            Err(bb8::RunError::TimedOut) if availability.is_down() => Err(availability.unavailable()),
+            Err(error) => Err(error.into()),
+        },
+        () = went_down => Err(availability.unavailable()),
+    }
+}
+
+/// bb8 hands every failed connect here (it retries in the background until the acquire
+/// timeout); each one marks PostgreSQL down.
+#[derive(Debug, Clone)]
+struct MarkDownOnConnectError(Availability);
+
+impl bb8::ErrorSink<PoolError> for MarkDownOnConnectError {
+    fn sink(&self, error: PoolError) {
+        self.0.mark_down(&error);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+        Box::new(self.clone())
+    }
+}
+
 /// How repositories reach PostgreSQL: a shared reference, so that statements issued
 /// together are pipelined (diesel-async writes them in the order they are first polled).
 pub type Connection<'c> = &'c AsyncPgConnection;
@@ -101,6 +187,7 @@ impl DerefMut for AppConnection {
 /// diesel-async's manager, plus the open-transaction check of [`AppConnection`].
 pub struct AppConnectionManager {
     inner: AsyncDieselConnectionManager<AsyncPgConnection>,
+    availability: Availability,
 }
 
 impl bb8::ManageConnection for AppConnectionManager {
@@ -109,6 +196,7 @@ impl bb8::ManageConnection for AppConnectionManager {
 
     async fn connect(&self) -> Result<AppConnection, PoolError> {
         let connection = self.inner.connect().await?;
+        self.availability.mark_up();
         Ok(AppConnection { connection, transaction_open: AtomicBool::new(false) })
     }
 
@@ -128,7 +216,8 @@ impl bb8::ManageConnection for AppConnectionManager {
 /// request. A connection that died is detected by its first query (the request gets
 /// UNAVAILABLE) and is then discarded by the pool; a connection returned with an open or
 /// broken transaction (for example by a cancelled RPC) is discarded too, never reused.
-pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration) -> PgPool {
+/// Every connect, failed or not, is reported to `availability`.
+pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration, availability: &Availability) -> PgPool {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     let inner = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
@@ -138,5 +227,6 @@ pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration) 
         .connection_timeout(acquire_timeout)
         .test_on_check_out(false)
         .retry_connection(true)
-        .build_unchecked(AppConnectionManager { inner })
+        .error_sink(Box::new(MarkDownOnConnectError(availability.clone())))
+        .build_unchecked(AppConnectionManager { inner, availability: availability.clone() })
 }
