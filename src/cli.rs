@@ -58,7 +58,8 @@ pub enum LogFormat {
 /// Settings of `tenantd migrate`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
-    /// PostgreSQL URL of a role that may create roles and own tables.
+    /// PostgreSQL URL of the migration role: a superuser, or a role with CREATEROLE that owns
+    /// the database and may set citus.propagate_set_commands (README, "Migration role").
     #[arg(long, env = "TENANTD_MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: SecretString,
 }

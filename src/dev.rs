@@ -85,7 +85,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let bindir = crate::devdb::find_bindir(args.pg_bindir.as_deref())?;
     let (directory, temporary) = match &args.data_dir {
         Some(directory) => (directory.clone(), false),
-        None => (std::env::temp_dir().join(format!("tenantd-dev-{}", uuid::Uuid::new_v4().simple())), true),
+        None => (
+            std::env::temp_dir().join(format!("tenantd-dev-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
+            true,
+        ),
     };
     let reused = Cluster::exists_in(&directory);
     let cluster = if reused {

@@ -99,6 +99,13 @@ impl Cluster {
     pub fn init(bindir: &Path, directory: &Path, authentication: HostAuthentication) -> anyhow::Result<Self> {
         std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
         let cluster = Self::open(bindir, directory)?;
+        // `<directory>/.s.PGSQL.<port>` must fit in a Unix socket address (107 bytes).
+        if cluster.directory.as_os_str().len() > 80 {
+            bail!(
+                "{} is too long a path for PostgreSQL's Unix socket in it; use at most 80 bytes",
+                directory.display()
+            );
+        }
         if cluster.as_postgres_user {
             let chown =
                 Command::new("chown").arg("postgres:postgres").arg(directory).output().context("running chown")?;

@@ -3,27 +3,11 @@
 -- exist (another database on the same cluster, or an init script that gave the app role a
 -- password), so they are created only when missing and their attributes are then pinned.
 --
--- The migration role is a superuser, or a role with CREATEROLE that owns this database
--- (docs/decisions/0010-dev-server-and-migration-role.md). This text was changed after
--- release to allow the latter; databases migrated before run it never again (diesel keeps
--- only versions), and the roles and grants it leaves are the same as before.
-DO $$
-BEGIN
-    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        RETURN;
-    END IF;
-    IF NOT (SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
-        RAISE EXCEPTION 'the migration role % needs CREATEROLE (or to be a superuser): the migrations create the roles tenantd_owner and tenantd_app', current_user;
-    END IF;
-    IF NOT pg_has_role(current_user, (SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') THEN
-        RAISE EXCEPTION 'the migration role % must own the database % (or be a superuser): the migrations revoke CREATE on its schema public', current_user, current_database();
-    END IF;
-    IF NOT has_parameter_privilege(current_user, 'citus.propagate_set_commands', 'SET') THEN
-        RAISE EXCEPTION 'the migration role % needs GRANT SET ON PARAMETER citus.propagate_set_commands TO % (or to be a superuser): the migrations set it for tenantd_app', current_user, current_user;
-    END IF;
-END
-$$;
-
+-- The migration role is a superuser, or a role with CREATEROLE that owns this database and
+-- may set citus.propagate_set_commands (`tenantd migrate` checks first, and says what is
+-- missing; docs/decisions/0010-dev-server-and-migration-role.md). This text was changed
+-- after release to allow the latter; databases migrated before never run it again (diesel
+-- records only versions), and with a superuser it leaves the same roles and grants as before.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenantd_owner') THEN

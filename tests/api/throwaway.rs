@@ -17,7 +17,6 @@ pub fn free_port() -> u16 {
 /// looks for them.
 pub struct ThrowawayPostgres {
     cluster: Cluster,
-    pub port: u16,
 }
 
 impl ThrowawayPostgres {
@@ -27,7 +26,7 @@ impl ThrowawayPostgres {
         let bindir = tenantd::devdb::find_bindir(explicit.as_deref()).expect("PostgreSQL server binaries");
         let directory = std::env::temp_dir().join(format!("tenantd-pg-{}", uuid::Uuid::new_v4().simple()));
         let cluster = Cluster::init(&bindir, &directory, HostAuthentication::Trust).expect("initdb");
-        let postgres = Self { port: cluster.port(), cluster };
+        let postgres = Self { cluster };
         postgres.resume();
         postgres
     }
