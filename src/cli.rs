@@ -407,6 +407,13 @@ mod tests {
         let mut checked = 0;
         visit(&mut root, &mut |command, _| {
             for argument in command.get_arguments() {
+                // A flag named like a duration takes milliseconds and says so, with or without a variable.
+                let long = argument.get_long().unwrap_or_default();
+                let duration_words = ["timeout", "interval", "ttl", "grace", "predrain", "age", "flush", "keepalive"];
+                if duration_words.iter().any(|word| long.split('-').any(|part| part == *word)) {
+                    let help = argument.get_help().map(ToString::to_string).unwrap_or_default();
+                    assert!(help.contains("in milliseconds"), "--{long}: {help:?} does not state its unit");
+                }
                 let Some(variable) = argument.get_env().and_then(|name| name.to_str()) else { continue };
                 let help = argument.get_help().map(ToString::to_string).unwrap_or_default();
                 let unit = if variable.ends_with("_MS") {

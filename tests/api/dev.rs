@@ -44,10 +44,10 @@ fn read_banner(stdout: std::process::ChildStdout) -> Printed {
                 }
                 _ => {}
             }
-            if line.contains("UserService/ListUsers") {
-                if let Some(sender) = sender.take() {
-                    let _ = sender.send(std::mem::take(&mut printed));
-                }
+            if line.contains("UserService/ListUsers")
+                && let Some(sender) = sender.take()
+            {
+                let _ = sender.send(std::mem::take(&mut printed));
             }
         }
     });
