@@ -215,9 +215,10 @@ impl Prober {
         }
     }
 
-    /// Reports every probe's connect to `availability`: a refused or failed connect marks
-    /// PostgreSQL down, an answer marks it up. A probe that only timed out changes nothing (a
-    /// busy machine is not an outage; requests then wait for the pool as usual).
+    /// Reports every probe to `availability`: a refused or failed connect or query marks
+    /// PostgreSQL down, so requests fail at once; an answer marks it up. A probe that only
+    /// timed out changes nothing (a busy machine is not an outage; requests then wait for the
+    /// pool as usual).
     pub fn reporting_availability_to(mut self, availability: crate::db::Availability) -> Self {
         self.availability = Some(availability);
         self

@@ -51,13 +51,16 @@ impl SchemaGate {
     }
 }
 
-/// Whether PostgreSQL can be reached, as the last connection attempt or health probe saw
-/// it. A failed connect (by the pool, or by the probe) marks it down; a successful one marks
-/// it up. While it is down, [`checkout`] fails at once with UNAVAILABLE
-/// (`DATABASE_UNAVAILABLE`), rather than waiting out the pool's acquire timeout and then
-/// reporting an exhausted pool; a request already waiting fails as soon as a connect fails.
-/// Requests do not connect while it is down: the probe (every health interval) finds it up
-/// again. Until the first attempt it is up.
+/// Whether PostgreSQL can be reached. The health probe is the authority: a probe whose
+/// connect or query failed marks it down, one that answered marks it up (as does any
+/// successful pool connect). While it is down, [`checkout`] fails at once with UNAVAILABLE
+/// (`DATABASE_UNAVAILABLE`), and requests already waiting for a connection are woken to
+/// fail, rather than waiting out the pool's acquire timeout and then reporting an exhausted
+/// pool. Requests do not connect while it is down; the next probe finds PostgreSQL again.
+///
+/// A failed pool connect alone does not mark it down (PostgreSQL may be up and only out of
+/// connection slots, which the probe's own connection is not); it is remembered, so that a
+/// wait that then times out is reported as `DATABASE_UNAVAILABLE`, not as an exhausted pool.
 #[derive(Debug, Clone, Default)]
 pub struct Availability {
     shared: std::sync::Arc<AvailabilityState>,
@@ -66,28 +69,41 @@ pub struct Availability {
 #[derive(Debug, Default)]
 struct AvailabilityState {
     down: AtomicBool,
-    /// Why the last connect failed, for the log (never sent to clients).
+    /// Whether the pool's last connect failed.
+    connect_failing: AtomicBool,
+    /// Why the last probe or connect failed, for the log (never sent to clients).
     cause: std::sync::Mutex<String>,
-    /// Wakes the requests waiting for a connection when a connect fails.
+    /// Wakes the requests waiting for a connection when PostgreSQL is found down.
     went_down: tokio::sync::Notify,
 }
 
 impl Availability {
-    /// Records that connecting failed, and why.
+    /// Records that the probe could not reach PostgreSQL, and why.
     pub fn mark_down(&self, cause: &dyn std::fmt::Display) {
-        if let Ok(mut last) = self.shared.cause.lock() {
-            *last = cause.to_string();
-        }
+        self.record_cause(cause);
         self.shared.down.store(true, Ordering::Release);
         self.shared.went_down.notify_waiters();
     }
 
-    /// Records that connecting succeeded.
+    /// Records that PostgreSQL answered a probe or accepted a connection.
     pub fn mark_up(&self) {
+        self.shared.connect_failing.store(false, Ordering::Release);
         self.shared.down.store(false, Ordering::Release);
     }
 
-    /// Whether the last attempt to connect failed.
+    /// Records that a pool connect failed, and why.
+    fn record_connect_failure(&self, cause: &dyn std::fmt::Display) {
+        self.record_cause(cause);
+        self.shared.connect_failing.store(true, Ordering::Release);
+    }
+
+    fn record_cause(&self, cause: &dyn std::fmt::Display) {
+        if let Ok(mut last) = self.shared.cause.lock() {
+            *last = cause.to_string();
+        }
+    }
+
+    /// Whether the last probe found PostgreSQL unreachable.
     pub fn is_down(&self) -> bool {
         self.shared.down.load(Ordering::Acquire)
     }
@@ -100,8 +116,9 @@ impl Availability {
 }
 
 /// Checks out a pooled connection: at once UNAVAILABLE (`DATABASE_UNAVAILABLE`) while
-/// PostgreSQL is known to be down, and as soon as a connect fails while waiting; a timeout
-/// with PostgreSQL reachable is an exhausted pool (`DATABASE_POOL_EXHAUSTED`).
+/// PostgreSQL is known to be down, and as soon as the probe finds it down while waiting; a
+/// timeout after failed connects is `DATABASE_UNAVAILABLE` too, and only a timeout with
+/// PostgreSQL reachable is an exhausted pool (`DATABASE_POOL_EXHAUSTED`).
 pub async fn checkout<'p>(
     pool: &'p PgPool,
     availability: &Availability,
@@ -109,13 +126,17 @@ pub async fn checkout<'p>(
     if availability.is_down() {
         return Err(availability.unavailable());
     }
-    // Created before waiting starts, so that a connect failing meanwhile is not missed.
+    // Created before waiting starts, so that PostgreSQL found down meanwhile is not missed.
     let went_down = availability.shared.went_down.notified();
     tokio::select! {
         biased;
         checked_out = pool.get() => match checked_out {
             Ok(connection) => Ok(connection),
-            Err(bb8::RunError::TimedOut) if availability.is_down() => Err(availability.unavailable()),
+            Err(bb8::RunError::TimedOut)
+                if availability.is_down() || availability.shared.connect_failing.load(Ordering::Acquire) =>
+            {
+                Err(availability.unavailable())
+            }
             Err(error) => Err(error.into()),
         },
         () = went_down => Err(availability.unavailable()),
@@ -123,13 +144,13 @@ pub async fn checkout<'p>(
 }
 
 /// bb8 hands every failed connect here (it retries in the background until the acquire
-/// timeout); each one marks PostgreSQL down.
+/// timeout, while the request waits).
 #[derive(Debug, Clone)]
-struct MarkDownOnConnectError(Availability);
+struct RecordConnectError(Availability);
 
-impl bb8::ErrorSink<PoolError> for MarkDownOnConnectError {
+impl bb8::ErrorSink<PoolError> for RecordConnectError {
     fn sink(&self, error: PoolError) {
-        self.0.mark_down(&error);
+        self.0.record_connect_failure(&error);
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
@@ -227,6 +248,6 @@ pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration, 
         .connection_timeout(acquire_timeout)
         .test_on_check_out(false)
         .retry_connection(true)
-        .error_sink(Box::new(MarkDownOnConnectError(availability.clone())))
+        .error_sink(Box::new(RecordConnectError(availability.clone())))
         .build_unchecked(AppConnectionManager { inner, availability: availability.clone() })
 }
