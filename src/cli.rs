@@ -5,6 +5,7 @@
 //! from; nothing else reads [`ServeArgs`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -35,6 +36,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending database migrations, then exit.
     Migrate(MigrateArgs),
+    /// Run a complete local tenantd on a throwaway PostgreSQL cluster of its own, with a demo
+    /// tenant; Ctrl-C stops everything it started.
+    Dev(DevArgs),
     /// Check a server's grpc.health.v1 status: exit 0 if SERVING, 1 if not, 2 if unreachable.
     Health(HealthArgs),
     /// Manage tenants through the control-plane API.
@@ -59,9 +63,32 @@ pub enum LogFormat {
 /// Settings of `tenantd migrate`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
-    /// PostgreSQL URL of a role that may create roles and own tables.
+    /// PostgreSQL URL of the migration role: a superuser, or a role with CREATEROLE that owns
+    /// the database and may set citus.propagate_set_commands (README, "Migration role").
     #[arg(long, env = "TENANTD_MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: SecretString,
+}
+
+/// Settings of `tenantd dev`. Everything else is `serve`'s default.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Directory of the PostgreSQL cluster, kept on exit and reused (with its data) next time;
+    /// without it, a temporary directory removed on exit.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Folder of PostgreSQL's initdb and pg_ctl; without it, PATH, then the usual install
+    /// folders (such as /usr/lib/postgresql/<version>/bin).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bindir: Option<PathBuf>,
+    /// Address the gRPC server listens on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen_addr: SocketAddr,
+    /// Redis URL; if nothing answers there, tenantd serves without it.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: SecretString,
+    /// Bearer token of platform callers; without it, a random one (printed).
+    #[arg(long)]
+    pub platform_token: Option<SecretString>,
 }
 
 /// Settings of `tenantd serve`.
@@ -623,6 +650,13 @@ mod tests {
         let mut checked = 0;
         visit(&mut root, &mut |command, _| {
             for argument in command.get_arguments() {
+                // A flag named like a duration takes milliseconds and says so, with or without a variable.
+                let long = argument.get_long().unwrap_or_default();
+                let duration_words = ["timeout", "interval", "ttl", "grace", "predrain", "age", "flush", "keepalive"];
+                if duration_words.iter().any(|word| long.split('-').any(|part| part == *word)) {
+                    let help = argument.get_help().map(ToString::to_string).unwrap_or_default();
+                    assert!(help.contains("in milliseconds"), "--{long}: {help:?} does not state its unit");
+                }
                 let Some(variable) = argument.get_env().and_then(|name| name.to_str()) else { continue };
                 let help = argument.get_help().map(ToString::to_string).unwrap_or_default();
                 let unit = if variable.ends_with("_MS") {

@@ -55,7 +55,8 @@ pub struct DatabaseConfig {
     /// URL of the app role (NOSUPERUSER, NOBYPASSRLS, owns nothing), used by the pool and the
     /// health probe.
     pub url: SecretString,
-    /// URL of the migration role (may create roles and own tables); needed when `migrate` is set.
+    /// URL of the migration role (a superuser, or a CREATEROLE owner of the database); needed
+    /// when `migrate` is set.
     pub migration_url: Option<SecretString>,
     /// Whether pending migrations are applied, with `migration_url`, before serving.
     pub migrate: bool,

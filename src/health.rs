@@ -194,6 +194,8 @@ pub struct Prober {
     warned_probe: Option<String>,
     /// Told whether the migrations are current, so requests fail fast while they are not.
     schema_gate: Option<crate::db::SchemaGate>,
+    /// Told whether PostgreSQL answers, so requests fail fast while it does not.
+    availability: Option<crate::db::Availability>,
 }
 
 impl Prober {
@@ -209,7 +211,17 @@ impl Prober {
             warned_role: None,
             warned_probe: None,
             schema_gate: None,
+            availability: None,
         }
+    }
+
+    /// Reports every probe to `availability`: a refused or failed connect or query marks
+    /// PostgreSQL down, so requests fail at once; an answer marks it up. A probe that only
+    /// timed out changes nothing (a busy machine is not an outage; requests then wait for the
+    /// pool as usual).
+    pub fn reporting_availability_to(mut self, availability: crate::db::Availability) -> Self {
+        self.availability = Some(availability);
+        self
     }
 
     /// Reports every probe's view of the migrations to `gate`.
@@ -226,6 +238,9 @@ impl Prober {
         let probed = match postgres {
             Ok(Ok(probed)) => Some(probed),
             Ok(Err(error)) => {
+                if let Some(availability) = &self.availability {
+                    availability.mark_down(&format_args!("{error:#}"));
+                }
                 self.warn_probe_failed(format!("{error:#}"));
                 self.connection = None;
                 None
@@ -236,6 +251,9 @@ impl Prober {
                 None
             }
         };
+        if let Some(availability) = self.availability.as_ref().filter(|_| probed.is_some()) {
+            availability.mark_up();
+        }
         if probed.is_some() && self.warned_probe.take().is_some() {
             tracing::info!("postgres probe succeeded again");
         }

@@ -12,6 +12,7 @@
 //! - [`health`]: grpc.health.v1 statuses driven by dependency probes;
 //! - [`metrics`]: Prometheus metrics on their own port;
 //! - [`config`]: the server's settings as plain values, secrets redacted;
+//! - [`dev`] and [`devdb`]: `tenantd dev`, the server on a throwaway PostgreSQL cluster of its own;
 //! - [`startup`]: server assembly from a [`config::Config`], used by `main` and by the tests alike;
 //! - [`cli`] and [`client`]: the command line (it parses into a [`config::Config`]), and the
 //!   operator subcommands that call a server.
@@ -23,6 +24,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod dev;
+pub mod devdb;
 pub mod domain;
 pub mod error;
 pub mod health;

@@ -71,10 +71,12 @@ impl Application {
             let applied = migrations::run_pending(url.expose_secret()).await?;
             tracing::info!(applied, "migrations are current");
         }
+        let availability = db::Availability::default();
         let pool = db::build_pool(
             config.database.url.expose_secret(),
             config.database.pool_size,
             config.database.acquire_timeout,
+            &availability,
         );
         let redis =
             RedisCache::new(config.redis.url.expose_secret(), config.redis.pool_size, config.redis.operation_timeout)?;
@@ -82,7 +84,7 @@ impl Application {
         if !auth.bootstrap_enabled() {
             tracing::info!("no bootstrap platform token configured: platform calls need an operator key");
         }
-        let database = TenantDb::new(pool);
+        let database = TenantDb::new(pool, availability);
         let resolver = Arc::new(TenantResolver::new(database.clone(), redis.clone(), config.tenant_cache_ttl));
         let key_uses = Arc::new(KeyUseRecorder::default());
         let activity = Arc::new(UsageCounter::new(redis.clone()));
@@ -172,7 +174,8 @@ impl Application {
             // silent outage (a refused connection fails at once).
             config.health_interval.max(Duration::from_secs(1)),
         )
-        .reporting_schema_to(database.schema_gate());
+        .reporting_schema_to(database.schema_gate())
+        .reporting_availability_to(database.availability());
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();

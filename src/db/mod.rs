@@ -52,6 +52,113 @@ impl SchemaGate {
     }
 }
 
+/// Whether PostgreSQL can be reached. The health probe is the authority: a probe whose
+/// connect or query failed marks it down, one that answered marks it up (as does any
+/// successful pool connect). While it is down, [`checkout`] fails at once with UNAVAILABLE
+/// (`DATABASE_UNAVAILABLE`), and requests already waiting for a connection are woken to
+/// fail, rather than waiting out the pool's acquire timeout and then reporting an exhausted
+/// pool. Requests do not connect while it is down; the next probe finds PostgreSQL again.
+///
+/// A failed pool connect alone does not mark it down (PostgreSQL may be up and only out of
+/// connection slots, which the probe's own connection is not); it is remembered, so that a
+/// wait that then times out is reported as `DATABASE_UNAVAILABLE`, not as an exhausted pool.
+#[derive(Debug, Clone, Default)]
+pub struct Availability {
+    shared: std::sync::Arc<AvailabilityState>,
+}
+
+#[derive(Debug, Default)]
+struct AvailabilityState {
+    down: AtomicBool,
+    /// Whether the pool's last connect failed.
+    connect_failing: AtomicBool,
+    /// Why the last probe or connect failed, for the log (never sent to clients).
+    cause: std::sync::Mutex<String>,
+    /// Wakes the requests waiting for a connection when PostgreSQL is found down.
+    went_down: tokio::sync::Notify,
+}
+
+impl Availability {
+    /// Records that the probe could not reach PostgreSQL, and why.
+    pub fn mark_down(&self, cause: &dyn std::fmt::Display) {
+        self.record_cause(cause);
+        self.shared.down.store(true, Ordering::Release);
+        self.shared.went_down.notify_waiters();
+    }
+
+    /// Records that PostgreSQL answered a probe or accepted a connection.
+    pub fn mark_up(&self) {
+        self.shared.connect_failing.store(false, Ordering::Release);
+        self.shared.down.store(false, Ordering::Release);
+    }
+
+    /// Records that a pool connect failed, and why.
+    fn record_connect_failure(&self, cause: &dyn std::fmt::Display) {
+        self.record_cause(cause);
+        self.shared.connect_failing.store(true, Ordering::Release);
+    }
+
+    fn record_cause(&self, cause: &dyn std::fmt::Display) {
+        if let Ok(mut last) = self.shared.cause.lock() {
+            *last = cause.to_string();
+        }
+    }
+
+    /// Whether the last probe found PostgreSQL unreachable.
+    pub fn is_down(&self) -> bool {
+        self.shared.down.load(Ordering::Acquire)
+    }
+
+    fn unavailable(&self) -> crate::error::Error {
+        let cause = self.shared.cause.lock().map(|cause| cause.clone()).unwrap_or_default();
+        let source = anyhow::anyhow!("PostgreSQL cannot be reached: {cause}");
+        crate::error::Error::unavailable(crate::error::Reason::DatabaseUnavailable, source)
+    }
+}
+
+/// Checks out a pooled connection: at once UNAVAILABLE (`DATABASE_UNAVAILABLE`) while
+/// PostgreSQL is known to be down, and as soon as the probe finds it down while waiting; a
+/// timeout after failed connects is `DATABASE_UNAVAILABLE` too, and only a timeout with
+/// PostgreSQL reachable is an exhausted pool (`DATABASE_POOL_EXHAUSTED`).
+pub async fn checkout<'p>(
+    pool: &'p PgPool,
+    availability: &Availability,
+) -> crate::error::Result<bb8::PooledConnection<'p, AppConnectionManager>> {
+    if availability.is_down() {
+        return Err(availability.unavailable());
+    }
+    // Created before waiting starts, so that PostgreSQL found down meanwhile is not missed.
+    let went_down = availability.shared.went_down.notified();
+    tokio::select! {
+        biased;
+        checked_out = pool.get() => match checked_out {
+            Ok(connection) => Ok(connection),
+            Err(bb8::RunError::TimedOut)
+                if availability.is_down() || availability.shared.connect_failing.load(Ordering::Acquire) =>
+            {
+                Err(availability.unavailable())
+            }
+            Err(error) => Err(error.into()),
+        },
+        () = went_down => Err(availability.unavailable()),
+    }
+}
+
+/// bb8 hands every failed connect here (it retries in the background until the acquire
+/// timeout, while the request waits).
+#[derive(Debug, Clone)]
+struct RecordConnectError(Availability);
+
+impl bb8::ErrorSink<PoolError> for RecordConnectError {
+    fn sink(&self, error: PoolError) {
+        self.0.record_connect_failure(&error);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+        Box::new(self.clone())
+    }
+}
+
 /// How repositories reach PostgreSQL: a shared reference, so that statements issued
 /// together are pipelined (diesel-async writes them in the order they are first polled).
 pub type Connection<'c> = &'c AsyncPgConnection;
@@ -102,6 +209,7 @@ impl DerefMut for AppConnection {
 /// diesel-async's manager, plus the open-transaction check of [`AppConnection`].
 pub struct AppConnectionManager {
     inner: AsyncDieselConnectionManager<AsyncPgConnection>,
+    availability: Availability,
 }
 
 impl bb8::ManageConnection for AppConnectionManager {
@@ -110,6 +218,7 @@ impl bb8::ManageConnection for AppConnectionManager {
 
     async fn connect(&self) -> Result<AppConnection, PoolError> {
         let connection = self.inner.connect().await?;
+        self.availability.mark_up();
         Ok(AppConnection { connection, transaction_open: AtomicBool::new(false) })
     }
 
@@ -129,7 +238,8 @@ impl bb8::ManageConnection for AppConnectionManager {
 /// request. A connection that died is detected by its first query (the request gets
 /// UNAVAILABLE) and is then discarded by the pool; a connection returned with an open or
 /// broken transaction (for example by a cancelled RPC) is discarded too, never reused.
-pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration) -> PgPool {
+/// Every connect, failed or not, is reported to `availability`.
+pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration, availability: &Availability) -> PgPool {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     let inner = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
@@ -139,5 +249,6 @@ pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration) 
         .connection_timeout(acquire_timeout)
         .test_on_check_out(false)
         .retry_connection(true)
-        .build_unchecked(AppConnectionManager { inner })
+        .error_sink(Box::new(RecordConnectError(availability.clone())))
+        .build_unchecked(AppConnectionManager { inner, availability: availability.clone() })
 }

@@ -33,7 +33,7 @@ use futures_util::future::BoxFuture;
 use futures_util::join;
 use uuid::Uuid;
 
-use super::{AppConnection, Connection, PgPool};
+use super::{AppConnection, Availability, Connection, PgPool, checkout};
 use crate::error::{Error, Result};
 use crate::telemetry::traces::{self, ChildSpan};
 
@@ -238,27 +238,40 @@ impl QueryFragment<Pg> for Commit {
 
 /// Runs work of several statements in one transaction scoped to `tenant_id`: checks out a
 /// connection, sends BEGIN, the tenant setting and the work's first statement together,
-/// runs the rest of the work, and commits (or rolls back if anything failed).
+/// runs the rest of the work, and commits (or rolls back if anything failed). The checkout
+/// fails at once while `availability` says PostgreSQL is down (see [`checkout`]).
 ///
 /// Cancellation: if this future is dropped (the client cancelled, or a deadline passed)
 /// while the transaction is open, the connection stays marked open and the pool discards
 /// it instead of reusing it; PostgreSQL rolls the transaction back when the connection
 /// closes.
-pub async fn run<R, F>(pool: &PgPool, tenant_id: Uuid, actor: AuditActor, work: F) -> Result<R>
+pub async fn run<R, F>(
+    pool: &PgPool,
+    availability: &Availability,
+    tenant_id: Uuid,
+    actor: AuditActor,
+    work: F,
+) -> Result<R>
 where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
 {
     let span = trace("tenant transaction", Some(tenant_id));
-    span.end_with(run_untraced(pool, tenant_id, actor, work).await)
+    span.end_with(run_untraced(pool, availability, tenant_id, actor, work).await)
 }
 
-async fn run_untraced<R, F>(pool: &PgPool, tenant_id: Uuid, actor: AuditActor, work: F) -> Result<R>
+async fn run_untraced<R, F>(
+    pool: &PgPool,
+    availability: &Availability,
+    tenant_id: Uuid,
+    actor: AuditActor,
+    work: F,
+) -> Result<R>
 where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
 {
-    let mut pooled = pool.get().await?;
+    let mut pooled = checkout(pool, availability).await?;
     let outcome = {
         let connection: &AppConnection = &pooled;
         connection.mark_transaction_open();
@@ -272,21 +285,21 @@ where
 
 /// Runs a read of one statement in one transaction scoped to `tenant_id`, in one round
 /// trip (see [`TenantRead`]).
-pub async fn read<R, F>(pool: &PgPool, tenant_id: Uuid, work: F) -> Result<R>
+pub async fn read<R, F>(pool: &PgPool, availability: &Availability, tenant_id: Uuid, work: F) -> Result<R>
 where
     R: Send,
     F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
 {
     let span = trace("tenant read", Some(tenant_id));
-    span.end_with(read_untraced(pool, tenant_id, work).await)
+    span.end_with(read_untraced(pool, availability, tenant_id, work).await)
 }
 
-async fn read_untraced<R, F>(pool: &PgPool, tenant_id: Uuid, work: F) -> Result<R>
+async fn read_untraced<R, F>(pool: &PgPool, availability: &Availability, tenant_id: Uuid, work: F) -> Result<R>
 where
     R: Send,
     F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
 {
-    let mut pooled = pool.get().await?;
+    let mut pooled = checkout(pool, availability).await?;
     let outcome = {
         let connection: &AppConnection = &pooled;
         connection.mark_transaction_open();
@@ -301,14 +314,14 @@ where
 
 /// Runs work on the registry's global tables (`tenants` and its identifiers), which have
 /// no tenant; there is no tenant setting, so tenant tables show no rows.
-pub async fn global<R, F>(pool: &PgPool, work: F) -> Result<R>
+pub async fn global<R, F>(pool: &PgPool, availability: &Availability, work: F) -> Result<R>
 where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut Connection<'c>, Result<R>, Future: Send> + Send,
 {
     let span = trace("registry query", None);
     let outcome = async {
-        let mut pooled = pool.get().await?;
+        let mut pooled = checkout(pool, availability).await?;
         let outcome = {
             let mut connection: Connection<'_> = &pooled;
             work(&mut connection).await

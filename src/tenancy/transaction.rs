@@ -6,20 +6,27 @@ use uuid::Uuid;
 use super::TenantContext;
 use crate::db::audit::AuditActor;
 use crate::db::tenant_tx::{self, AsyncWork, TenantRead, TenantTx};
-use crate::db::{Connection, PgPool, SchemaGate};
+use crate::db::{Availability, Connection, PgPool, SchemaGate};
 use crate::error::Result;
 
 /// Runs work against tenant tables.
 #[derive(Clone)]
 pub struct TenantDb {
     pool: PgPool,
+    availability: Availability,
     schema: SchemaGate,
 }
 
 impl TenantDb {
-    /// Wraps the app-role pool.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, schema: SchemaGate::default() }
+    /// Wraps the app-role pool, built with `availability` (see [`crate::db::build_pool`]).
+    pub fn new(pool: PgPool, availability: Availability) -> Self {
+        Self { pool, availability, schema: SchemaGate::default() }
+    }
+
+    /// What the health probe reports reachability to: while PostgreSQL is known to be down,
+    /// every transaction fails at once with UNAVAILABLE (`DATABASE_UNAVAILABLE`).
+    pub fn availability(&self) -> Availability {
+        self.availability.clone()
     }
 
     /// What the health probe reports the schema state to: while the database is known to
@@ -41,7 +48,7 @@ impl TenantDb {
         F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
     {
         self.schema.check()?;
-        tenant_tx::run(&self.pool, context.tenant_id(), actor(context), work).await
+        tenant_tx::run(&self.pool, &self.availability, context.tenant_id(), actor(context), work).await
     }
 
     /// Runs a read of one statement in one tenant transaction, in one round trip (see
@@ -54,7 +61,7 @@ impl TenantDb {
     {
         self.schema.check()?;
         let tenant_id: Uuid = context.tenant_id();
-        crate::db::retry::read(|| tenant_tx::read(&self.pool, tenant_id, work.clone())).await
+        crate::db::retry::read(|| tenant_tx::read(&self.pool, &self.availability, tenant_id, work.clone())).await
     }
 
     /// Runs a read of several statements like [`TenantDb::run`], retried like
@@ -75,7 +82,7 @@ impl TenantDb {
         F: for<'t, 'c> AsyncWork<&'t mut Connection<'c>, Result<R>, Future: Send> + Send,
     {
         self.schema.check()?;
-        tenant_tx::global(&self.pool, work).await
+        tenant_tx::global(&self.pool, &self.availability, work).await
     }
 }
 

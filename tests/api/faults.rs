@@ -85,14 +85,19 @@ fn run_load(
 }
 
 /// A ready tenantd on `postgres`, a throwaway server, in a database `tenantd` created and
-/// migrated there. A pooled connection is waited for 500 ms at most, so an outage fails fast.
+/// migrated there. A pooled connection is waited for 500 ms at most.
 async fn start_on(postgres: &ThrowawayPostgres) -> TestApp {
+    start_on_with(postgres, Duration::from_millis(500)).await
+}
+
+/// [`start_on`], waiting at most `acquire_timeout` for a pooled connection.
+async fn start_on_with(postgres: &ThrowawayPostgres, acquire_timeout: Duration) -> TestApp {
     let admin = postgres.connect("postgres", "postgres").await;
     admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
     tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
     let mut config = test_config("unused");
     config.database.url = SecretString::from(postgres.url("tenantd_app", "tenantd"));
-    config.database.acquire_timeout = Duration::from_millis(500);
+    config.database.acquire_timeout = acquire_timeout;
     let app = start("unused".into(), config).await;
     app.wait_for_status("", ServingStatus::Serving).await;
     app
@@ -249,6 +254,67 @@ async fn when_redis_stops_under_load_the_data_plane_keeps_answering_and_caching_
         app.server.await.expect("task").expect("clean stop");
     }
     crate::helpers::drop_database(&database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_rpcs_fail_at_once_with_database_unavailable_not_after_the_acquire_timeout() {
+    // Long, so that a call that waited for the pool cannot pass for one that failed fast.
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+    let postgres = ThrowawayPostgres::start();
+    let app = start_on_with(&postgres, ACQUIRE_TIMEOUT).await;
+    let tenant = app.create_tenant(&unique_slug("pg")).await.id;
+    let seed = app.create_user(&tenant, "seed@faults.example").await.id;
+    let get_user = || {
+        let mut users = app.users(&tenant);
+        let mut request = tonic::Request::new(GetUserRequest { id: seed.clone() });
+        request.set_timeout(2 * ACQUIRE_TIMEOUT);
+        async move { users.get_user(request).await }
+    };
+    get_user().await.expect("control: a read succeeds while PostgreSQL is up");
+
+    postgres.kill();
+    // Right away (the pool still holds a connection to the dead server, and the probe has
+    // not looked yet), then once readiness has seen the outage: both fail fast.
+    let mut slowest = Duration::ZERO;
+    for moment in ["right after the stop", "once readiness is NOT_SERVING"] {
+        if moment.starts_with("once") {
+            app.wait_for_status("", ServingStatus::NotServing).await;
+        }
+        let started = Instant::now();
+        let failed = get_user().await.expect_err("no read while PostgreSQL is down");
+        let elapsed = started.elapsed();
+        assert_eq!(
+            (failed.code(), crate::helpers::reason(&failed).as_str()),
+            (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+            "{moment}: {failed:?}"
+        );
+        assert!(elapsed < ACQUIRE_TIMEOUT / 10, "{moment}: answered after {elapsed:?}, not at once");
+        slowest = slowest.max(elapsed);
+        let mut tenants = app.tenants.clone();
+        let started = Instant::now();
+        let control_plane = tenants
+            .get_tenant(tenantd::proto::GetTenantRequest {
+                selector: Some(tenantd::proto::get_tenant_request::Selector::Id(tenant.clone())),
+            })
+            .await
+            .expect_err("no control-plane read while PostgreSQL is down");
+        assert_eq!(crate::helpers::reason(&control_plane), "DATABASE_UNAVAILABLE", "{moment}: {control_plane:?}");
+        assert!(started.elapsed() < ACQUIRE_TIMEOUT / 10, "{moment}: GetTenant answered after {:?}", started.elapsed());
+    }
+
+    postgres.resume();
+    let resumed_at = Instant::now();
+    while get_user().await.is_err() {
+        assert!(resumed_at.elapsed() < Duration::from_secs(10), "reads succeed again once PostgreSQL is back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.create_user(&tenant, "after@faults.example").await;
+    println!(
+        "postgres down: calls failed DATABASE_UNAVAILABLE within {slowest:?} (acquire timeout {ACQUIRE_TIMEOUT:?}); \
+         served again {:?} after the restart",
+        resumed_at.elapsed()
+    );
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -389,3 +389,35 @@ where
     not_found(delete(other, id.clone()).await, "another tenant cannot delete it");
     get(owner, id).await.expect("the owner still has it after the other tenant tried");
 }
+
+/// A process of the real binary, killed if the test ends early.
+pub struct KillOnDrop(pub Option<std::process::Child>);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map(std::process::Child::id).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit, for at most `bound`.
+    pub async fn wait_for(mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        let child = self.0.as_mut()?;
+        while started.elapsed() < bound {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.0 = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -13,7 +13,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::{
-    Metadata, PLATFORM_TOKEN, connect, create_database, database_url, drop_database, migrate, pg_admin, redis_url,
+    KillOnDrop, Metadata, PLATFORM_TOKEN, connect, create_database, database_url, drop_database, migrate, pg_admin,
+    redis_url,
 };
 use crate::throwaway::free_port;
 
@@ -146,36 +147,4 @@ async fn sigterm_turns_readiness_off_drains_in_flight_rpcs_exactly_once_and_exit
     );
     drop(admin);
     drop_database(&database).await;
-}
-
-/// The server process, killed if the test ends early.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    fn id(&self) -> u32 {
-        self.0.as_ref().map(std::process::Child::id).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit, for at most `bound`.
-    async fn wait_for(mut self, bound: Duration) -> Option<std::process::ExitStatus> {
-        let started = Instant::now();
-        let child = self.0.as_mut()?;
-        while started.elapsed() < bound {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.0 = None;
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -1,116 +1,49 @@
 //! Throwaway PostgreSQL and Redis servers for fault tests, on free ports, so that tests can
 //! stop and restart them. The machine's shared servers are never touched.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tenantd::devdb::{Cluster, HostAuthentication, StopMode};
+
 /// A free TCP port on loopback (free when this returns; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+    tenantd::devdb::free_port().expect("a free port")
 }
 
-fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().map(|output| output.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
-/// The directory of PostgreSQL's server binaries: `TENANTD_TEST_PG_BINDIR`, or the newest
-/// `/usr/lib/postgresql/<version>/bin`.
-fn pg_bindir() -> PathBuf {
-    if let Ok(dir) = std::env::var("TENANTD_TEST_PG_BINDIR") {
-        return PathBuf::from(dir);
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries under /usr/lib/postgresql (or set TENANTD_TEST_PG_BINDIR)")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().expect("a PostgreSQL version").1
-}
-
-/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
-fn pg_command(tool: &Path) -> Command {
-    if running_as_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(tool);
-        command
-    } else {
-        Command::new(tool)
-    }
-}
-
-/// A PostgreSQL cluster of its own, trust authentication, on a free port.
+/// A PostgreSQL cluster of its own ([`tenantd::devdb::Cluster`]), trust authentication, on a
+/// free port. The tools come from `TENANTD_TEST_PG_BINDIR`, else from where `tenantd dev`
+/// looks for them.
 pub struct ThrowawayPostgres {
-    directory: PathBuf,
-    bindir: PathBuf,
-    pub port: u16,
+    cluster: Cluster,
 }
 
 impl ThrowawayPostgres {
     /// Initialises and starts a cluster.
     pub fn start() -> Self {
-        let bindir = pg_bindir();
+        let explicit = std::env::var_os("TENANTD_TEST_PG_BINDIR").map(PathBuf::from);
+        let bindir = tenantd::devdb::find_bindir(explicit.as_deref()).expect("PostgreSQL server binaries");
         let directory = std::env::temp_dir().join(format!("tenantd-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&directory).expect("create data directory");
-        if running_as_root() {
-            let status = Command::new("chown").arg("postgres:postgres").arg(&directory).status().expect("chown");
-            assert!(status.success(), "chown the data directory to postgres");
-        }
-        let status = pg_command(&bindir.join("initdb"))
-            .args(["-D"])
-            .arg(&directory)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run initdb");
-        assert!(status.success(), "initdb failed");
-        let port = free_port();
-        let settings = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 100\n",
-            directory.display()
-        );
-        let config = directory.join("postgresql.conf");
-        let mut contents = std::fs::read_to_string(&config).expect("read postgresql.conf");
-        contents.push_str(&settings);
-        std::fs::write(&config, contents).expect("write postgresql.conf");
-        let postgres = Self { directory, bindir, port };
+        let cluster = Cluster::init(&bindir, &directory, HostAuthentication::Trust).expect("initdb");
+        let postgres = Self { cluster };
         postgres.resume();
         postgres
     }
 
     /// Starts the (stopped) server again, on the same port and data.
     pub fn resume(&self) {
-        let status = pg_command(&self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.directory)
-            .arg("-l")
-            .arg(self.directory.join("server.log"))
-            .args(["-w", "-t", "30", "start"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run pg_ctl start");
-        assert!(status.success(), "pg_ctl start failed");
+        self.cluster.start().expect("pg_ctl start");
     }
 
     /// Stops the server abruptly, as a crash or an outage would.
     pub fn kill(&self) {
-        let status = pg_command(&self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.directory)
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run pg_ctl stop");
-        assert!(status.success(), "pg_ctl stop failed");
+        self.cluster.stop(StopMode::Immediate).expect("pg_ctl stop");
     }
 
     /// A URL for `user` on `database`.
     pub fn url(&self, user: &str, database: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
+        self.cluster.tcp_url(user, None, database)
     }
 
     /// A raw client for `user` on `database`.
@@ -124,14 +57,8 @@ impl ThrowawayPostgres {
 
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
-        let _ = pg_command(&self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.directory)
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.directory);
+        let _ = self.cluster.stop(StopMode::Immediate);
+        let _ = std::fs::remove_dir_all(self.cluster.directory());
     }
 }
 
