@@ -96,7 +96,7 @@ impl PgTarget {
 
     /// Opens one connection, with TLS if the URL asked for it.
     pub async fn connect(&self) -> diesel::ConnectionResult<AsyncPgConnection> {
-        let refused = |error: tokio_postgres::Error| ConnectionError::BadConnection(error.to_string());
+        let refused = |error: tokio_postgres::Error| ConnectionError::BadConnection(describe(&error));
         match &self.tls {
             None => {
                 let (client, connection) = self.config.connect(tokio_postgres::NoTls).await.map_err(refused)?;
@@ -108,6 +108,22 @@ impl PgTarget {
             }
         }
     }
+}
+
+/// The error with its causes (tokio-postgres's own text is only "db error" or "error
+/// performing TLS handshake"); PostgreSQL's and rustls's messages carry no password.
+fn describe(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The TLS options tenantd handles itself, and the URL without them.

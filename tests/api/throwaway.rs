@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::certs::Leaf;
+
 /// A free TCP port on loopback (free when this returns; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
@@ -53,6 +55,16 @@ pub struct ThrowawayPostgres {
 impl ThrowawayPostgres {
     /// Initialises and starts a cluster.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Initialises and starts a cluster with `ssl = on` serving `certificate`, that refuses
+    /// every connection without TLS (`hostnossl … reject`).
+    pub fn start_with_tls(certificate: &Leaf) -> Self {
+        Self::start_with(Some(certificate))
+    }
+
+    fn start_with(tls: Option<&Leaf>) -> Self {
         let bindir = pg_bindir();
         let directory = std::env::temp_dir().join(format!("tenantd-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&directory).expect("create data directory");
@@ -76,6 +88,9 @@ impl ThrowawayPostgres {
         let config = directory.join("postgresql.conf");
         let mut contents = std::fs::read_to_string(&config).expect("read postgresql.conf");
         contents.push_str(&settings);
+        if let Some(certificate) = tls {
+            contents.push_str(&enable_ssl(&directory, certificate));
+        }
         std::fs::write(&config, contents).expect("write postgresql.conf");
         let postgres = Self { directory, bindir, port };
         postgres.resume();
@@ -122,6 +137,26 @@ impl ThrowawayPostgres {
     }
 }
 
+/// Writes the server's certificate and key into the data directory, makes pg_hba.conf refuse
+/// connections without TLS, and returns the settings that turn TLS on.
+fn enable_ssl(directory: &Path, certificate: &Leaf) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = (directory.join("server.crt"), directory.join("server.key"));
+    std::fs::write(&cert, &certificate.cert).expect("write server.crt");
+    std::fs::write(&key, &certificate.key).expect("write server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    let hba = directory.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}")).expect("write pg_hba.conf");
+    if running_as_root() {
+        for file in [&cert, &key, &hba] {
+            let status = Command::new("chown").arg("postgres:postgres").arg(file).status().expect("chown");
+            assert!(status.success(), "chown {}", file.display());
+        }
+    }
+    format!("ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n", cert.display(), key.display())
+}
+
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         let _ = pg_command(&self.bindir.join("pg_ctl"))
@@ -139,6 +174,9 @@ impl Drop for ThrowawayPostgres {
 pub struct ThrowawayRedis {
     pub port: u16,
     child: Option<Child>,
+    /// With TLS: the directory holding the certificate and key; Redis then listens with TLS
+    /// only (`--port 0 --tls-port`).
+    tls: Option<PathBuf>,
 }
 
 impl ThrowawayRedis {
@@ -149,20 +187,46 @@ impl ThrowawayRedis {
 
     /// Starts Redis on `port` and waits until it answers.
     pub fn start_on(port: u16) -> Self {
-        let mut redis = Self { port, child: None };
+        let mut redis = Self { port, child: None, tls: None };
         redis.resume();
         redis
     }
 
-    /// A Redis URL for it.
+    /// Starts Redis speaking only TLS, with `certificate`, on a free port (clients are not
+    /// asked for certificates).
+    pub fn start_with_tls(certificate: &Leaf) -> Self {
+        let directory = std::env::temp_dir().join(format!("tenantd-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&directory).expect("create directory");
+        std::fs::write(directory.join("server.crt"), &certificate.cert).expect("write server.crt");
+        std::fs::write(directory.join("server.key"), &certificate.key).expect("write server.key");
+        let mut redis = Self { port: free_port(), child: None, tls: Some(directory) };
+        redis.resume();
+        redis
+    }
+
+    /// A Redis URL for it (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it again on the same port.
     pub fn resume(&mut self) {
+        let port = self.port.to_string();
+        let mut arguments = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let (cert, key);
+        match &self.tls {
+            None => arguments.extend(["--port", &port]),
+            Some(directory) => {
+                cert = directory.join("server.crt").display().to_string();
+                key = directory.join("server.key").display().to_string();
+                let tls = ["--port", "0", "--tls-port", &port, "--tls-cert-file", &cert, "--tls-key-file", &key];
+                arguments.extend(tls);
+                arguments.extend(["--tls-auth-clients", "no"]);
+            }
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&arguments)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -187,5 +251,8 @@ impl ThrowawayRedis {
 impl Drop for ThrowawayRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(directory) = &self.tls {
+            let _ = std::fs::remove_dir_all(directory);
+        }
     }
 }
