@@ -249,7 +249,8 @@ impl Application {
     /// Serves until `shutdown` completes, then shuts down in this order: readiness and
     /// liveness go NOT_SERVING; the pre-drain delay passes; the server stops accepting
     /// work and open health Watch streams end; in-flight RPCs finish, for at most the
-    /// grace period. Returns when the server has stopped.
+    /// grace period. The health-only port, if on, follows the same steps. Returns when the
+    /// server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -287,8 +288,7 @@ impl Application {
         let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
             None => Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
             Some(tls) => {
-                let reload_interval = config.tls.as_ref().map_or(Duration::from_secs(5), |tls| tls.reload_interval);
-                tokio::spawn(tls.clone().watch(reload_interval, stop_probing.clone()));
+                tokio::spawn(tls.clone().watch(stop_probing.clone()));
                 let incoming = tls.incoming(incoming, stop_accepting.clone());
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
             }
@@ -302,6 +302,7 @@ impl Application {
             result = &mut server => {
                 stop_probing.cancel();
                 stop_usage.cancel();
+                stop_accepting.cancel();
                 return result.context("gRPC server failed");
             }
             () = shutdown => {}

@@ -4,7 +4,10 @@
 #   2. stubs generated from proto/ (generate.sh);
 #   3. a fresh PostgreSQL database, migrated with `tenantd migrate`;
 #   4. `tenantd serve` on a free port, in the background, until health "" is SERVING;
-#   5. walkthrough.py; then the server is stopped and the database dropped.
+#   5. walkthrough.py; then the server is stopped;
+#   6. the same over mutual TLS: a test CA, server and client certificates made with openssl,
+#      `tenantd serve` with TENANTD_TLS_*, walkthrough.py --tls-ca-file/--tls-cert-file, on a
+#      fresh database (the walkthrough creates fixed slugs); then the database is dropped.
 # Exits with walkthrough.py's status (or non-zero if a set-up step fails).
 #
 # Run from the repository root after building tenantd:  examples/python/run.sh
@@ -61,32 +64,72 @@ cleanup() {
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 && log "dropped database $db"
+  for name in "$db" "${db}_tls"; do
+    psql_admin -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 && log "dropped database $name"
+  done
   rm -rf "$workdir"
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "creating database $db"
-psql_admin -c "CREATE DATABASE $db"
-TENANTD_MIGRATION_DATABASE_URL="postgres://$pg_admin@$pg_host:$pg_port/$db" "$bin" migrate >"$workdir/migrate.log" 2>&1 \
-  || { cat "$workdir/migrate.log" >&2; log "tenantd migrate failed" >&2; exit 1; }
-log "migrated"
+command -v openssl >/dev/null || { log "openssl is needed for the TLS pass (apt-get install openssl)" >&2; exit 2; }
 
-# 4. Serve on a free port. (Another process could take the port between this probe and
-#    tenantd binding it; tenantd then fails to start and this script says so.)
-port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-TENANTD_DATABASE_URL="postgres://tenantd_app@$pg_host:$pg_port/$db" \
-TENANTD_REDIS_URL="$redis_url" \
-TENANTD_PLATFORM_TOKEN="$token" \
-TENANTD_LISTEN_ADDR="127.0.0.1:$port" \
-TENANTD_HEALTH_INTERVAL_MS=200 \
-  "$bin" serve >"$workdir/server.log" 2>&1 &
-server_pid=$!
-log "started tenantd serve (pid $server_pid) on 127.0.0.1:$port"
+# Runs steps 3-5 on database $1; the rest of the arguments go to walkthrough.py. With
+# TLS_ENV set (space-separated NAME=VALUE), tenantd serves with it and the health wait uses
+# the plaintext health port.
+run_once() {
+  local name=$1; shift
+  log "creating database $name"
+  psql_admin -c "CREATE DATABASE $name"
+  TENANTD_MIGRATION_DATABASE_URL="postgres://$pg_admin@$pg_host:$pg_port/$name" "$bin" migrate >"$workdir/migrate.log" 2>&1 \
+    || { cat "$workdir/migrate.log" >&2; log "tenantd migrate failed" >&2; return 1; }
+  log "migrated"
 
-if ! "$python" - "127.0.0.1:$port" "$server_pid" <<'EOF'
+  # 4. Serve on a free port. (Another process could take the port between this probe and
+  #    tenantd binding it; tenantd then fails to start and this script says so.)
+  port=$(free_port)
+  local health_port=$port
+  local -a tls_env=()
+  if [ -n "${TLS_ENV:-}" ]; then
+    health_port=$(free_port)
+    read -r -a tls_env <<<"$TLS_ENV TENANTD_HEALTH_LISTEN_ADDR=127.0.0.1:$health_port"
+  fi
+  env TENANTD_DATABASE_URL="postgres://tenantd_app@$pg_host:$pg_port/$name" \
+    TENANTD_REDIS_URL="$redis_url" \
+    TENANTD_PLATFORM_TOKEN="$token" \
+    TENANTD_LISTEN_ADDR="127.0.0.1:$port" \
+    TENANTD_HEALTH_INTERVAL_MS=200 \
+    "${tls_env[@]}" \
+    "$bin" serve >"$workdir/server.log" 2>&1 &
+  server_pid=$!
+  log "started tenantd serve (pid $server_pid) on 127.0.0.1:$port${TLS_ENV:+ (TLS; health on $health_port)}"
+
+  if ! wait_ready "127.0.0.1:$health_port" "$server_pid"; then
+    log "server log:" >&2
+    tail -n 50 "$workdir/server.log" >&2
+    return 1
+  fi
+
+  # 5. The walkthrough.
+  local status=0
+  "$python" "$here/walkthrough.py" --target "127.0.0.1:$port" --token "$token" "$@" || status=$?
+  if [ "$status" -ne 0 ]; then
+    log "walkthrough failed (exit $status); server log:" >&2
+    tail -n 50 "$workdir/server.log" >&2
+  fi
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  return "$status"
+}
+
+free_port() {
+  "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_ready() { # host:port pid
+  "$python" - "$1" "$2" <<'EOF'
 import os, sys, time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -112,19 +155,24 @@ with grpc.insecure_channel(target) as channel:
         time.sleep(0.2)
 sys.exit(f'run.sh: health "" not SERVING after 60s (last: {status})')
 EOF
-then
-  log "server log:" >&2
-  tail -n 50 "$workdir/server.log" >&2
-  exit 1
-fi
+}
 
-# 5. The walkthrough.
-set +e
-"$python" "$here/walkthrough.py" --target "127.0.0.1:$port" --token "$token"
-status=$?
-set -e
-if [ "$status" -ne 0 ]; then
-  log "walkthrough failed (exit $status); server log:" >&2
-  tail -n 50 "$workdir/server.log" >&2
-fi
-exit "$status"
+run_once "$db"
+
+# 6. The same over mutual TLS, with certificates made here: the server's for localhost, the
+#    client's from the same CA.
+tls="$workdir/tls"
+mkdir -p "$tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=run.sh test CA" \
+  -keyout "$tls/ca.key" -out "$tls/ca.crt" -addext basicConstraints=critical,CA:TRUE \
+  -addext keyUsage=critical,keyCertSign 2>/dev/null
+for leaf in server client; do
+  usage=$([ "$leaf" = server ] && echo serverAuth || echo clientAuth)
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/$leaf.key" -out "$tls/$leaf.csr" 2>/dev/null
+  openssl x509 -req -in "$tls/$leaf.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -days 1 \
+    -extfile <(printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=%s\n' "$usage") -out "$tls/$leaf.crt" 2>/dev/null
+done
+TLS_ENV="TENANTD_TLS_CERT_FILE=$tls/server.crt TENANTD_TLS_KEY_FILE=$tls/server.key TENANTD_TLS_CLIENT_CA_FILE=$tls/ca.crt" \
+  run_once "${db}_tls" --tls-ca-file "$tls/ca.crt" --tls-cert-file "$tls/client.crt" --tls-key-file "$tls/client.key" \
+  --tls-server-name localhost

@@ -36,6 +36,15 @@ pub(super) enum Failure {
 }
 
 impl Failure {
+    /// A status the server sent, or, when the status has a source, a failure of the client's
+    /// transport (for example a TLS handshake the server refused), with its causes.
+    pub(super) fn from_status(status: Status) -> Self {
+        if std::error::Error::source(&status).is_some() {
+            return Self::Unreachable(format!("{}: {}", status.message(), error_chain(&status)));
+        }
+        Self::Status(status)
+    }
+
     /// Prints the failure on stderr and returns the matching exit status.
     pub(super) fn report(self) -> ExitCode {
         let mut stderr = std::io::stderr().lock();
@@ -199,7 +208,7 @@ impl Interceptor for Bearer {
 pub(super) async fn call<T>(response: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T, Failure> {
     match tokio::time::timeout(CALL_TIMEOUT, response).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(Failure::Status(status)),
+        Ok(Err(status)) => Err(Failure::from_status(status)),
         Err(_) => Err(Failure::Unreachable(format!("no answer within {}s", CALL_TIMEOUT.as_secs()))),
     }
 }

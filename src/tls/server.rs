@@ -103,8 +103,9 @@ impl ReloadingTls {
         }
     }
 
-    /// Looks at the files every `interval` until `stop` is cancelled.
-    pub async fn watch(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+    /// Looks at the files every reload interval until `stop` is cancelled.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let interval = self.files.reload_interval;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}

@@ -174,14 +174,15 @@ async fn with_a_client_ca_only_clients_presenting_a_valid_certificate_it_signed_
     let server = TlsServer::start(&ca.server(&["localhost"]), Some(&clients)).await;
 
     let refusals = [
-        ("no client certificate", None),
-        ("a certificate from another CA", Some(other_clients.client())),
-        ("an expired certificate", Some(clients.expired_client())),
+        ("no client certificate", None, "received fatal alert: CertificateRequired"),
+        ("a certificate from another CA", Some(other_clients.client()), "received fatal alert: UnknownCA"),
+        ("an expired certificate", Some(clients.expired_client()), "received fatal alert: CertificateExpired"),
     ];
-    for (what, identity) in &refusals {
+    for (what, identity, alert) in &refusals {
         let refused = server.create_tenant(&ca, identity.as_ref()).await.expect_err(what);
         // TLS 1.3: the client learns of the refusal from the server's alert, on its first RPC.
-        assert!(refused.contains("received fatal alert"), "{what}: {refused}");
+        println!("{what}: {refused}");
+        assert!(refused.contains(alert), "{what}: {refused}");
     }
     // Positive control: a valid client certificate is served, after the refusals.
     server.create_tenant(&ca, Some(&clients.client())).await.expect("a valid client certificate is served");
@@ -378,4 +379,50 @@ async fn redis_over_tls_with_the_right_ca_serves_and_a_wrong_ca_is_refused() {
     assert!(right.probe().await, "the right CA answers PING");
     let wrong = tenantd::cache::RedisCache::new(&redis.url(), Some(&other_file), 1, timeout).expect("client");
     assert!(!wrong.probe().await, "a wrong CA is refused");
+}
+
+#[tokio::test]
+async fn the_cli_calls_a_mutual_tls_server_with_its_ca_and_client_certificate() {
+    let (ca, clients) = (TestCa::new("server CA"), TestCa::new("client CA"));
+    let server = TlsServer::start(&ca.server(&["localhost", "127.0.0.1"]), Some(&clients)).await;
+    let client = clients.client();
+    let (ca_file, cert_file, key_file) = (
+        server.files.write("cli-ca.crt", &ca.pem),
+        server.files.write("cli-client.crt", &client.cert),
+        server.files.write("cli-client.key", &client.key),
+    );
+    let https = format!("https://127.0.0.1:{}", server.port);
+    let run = |args: Vec<String>| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(&args)
+            .env("TENANTD_PLATFORM_TOKEN", crate::helpers::PLATFORM_TOKEN)
+            .output()
+            .expect("run tenantd");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
+    let with_identity = vec![
+        "tenants".to_owned(),
+        "list".to_owned(),
+        format!("--server={https}"),
+        flag("tls-ca-file", &ca_file),
+        flag("tls-cert-file", &cert_file),
+        flag("tls-key-file", &key_file),
+    ];
+    let (status, stderr) = run(with_identity.clone());
+    assert_eq!(status, Some(0), "{stderr}");
+
+    let (status, stderr) = run(with_identity[..4].to_vec());
+    assert_eq!(status, Some(2), "without a client certificate: {stderr}");
+    assert!(stderr.contains("CertificateRequired"), "{stderr}");
+    let plaintext = vec!["health".to_owned(), format!("--server=http://127.0.0.1:{}", server.port), flag("tls-ca-file", &ca_file)];
+    let (status, stderr) = run(plaintext);
+    assert_eq!(status, Some(2));
+    assert!(stderr.contains("use https://"), "{stderr}");
+    // Positive control: health over TLS (liveness needs no token).
+    let health = vec!["health".to_owned(), format!("--server={https}"), flag("tls-ca-file", &ca_file)];
+    let health = [health, vec![flag("tls-cert-file", &cert_file), flag("tls-key-file", &key_file)]].concat();
+    let (status, stderr) = run(health);
+    assert_eq!(status, Some(0), "{stderr}");
+    server.stop().await;
 }
