@@ -287,6 +287,22 @@ def check_container(label, doc, pod, container, config, accepted, checker) -> No
         check_server(label, doc, pod, container, env, checker)
 
 
+def check_tls_files(label, pod, container, env, checker) -> None:
+    """Every TLS file the server reads lies in a volume mounted from a Secret."""
+    secret_volumes = {v["name"] for v in pod.get("volumes") or [] if "secret" in v}
+    mounts = [(m["mountPath"].rstrip("/") + "/", m["name"]) for m in container.get("volumeMounts") or []]
+    for name in ("TENANTD_TLS_CERT_FILE", "TENANTD_TLS_KEY_FILE", "TENANTD_TLS_CLIENT_CA_FILE"):
+        path = env.get(name)
+        if not path:
+            continue
+        volume = next((volume for prefix, volume in mounts if path.startswith(prefix)), None)
+        checker.expect(
+            volume in secret_volumes,
+            f"{label}: {name} {path} is in the Secret volume {volume!r}",
+            f"{label}: {name} {path} is not under a volumeMount of a Secret volume",
+        )
+
+
 def check_server(label, doc, pod, container, env, checker) -> None:
     def setting(name: str) -> str | None:
         return env[name] if name in env else SERVE_DEFAULTS.get(name)
@@ -299,6 +315,19 @@ def check_server(label, doc, pod, container, env, checker) -> None:
         f"{label}: containerPort {port} matches TENANTD_LISTEN_ADDR {listen}",
         f"{label}: TENANTD_LISTEN_ADDR {listen!r} port is not a containerPort ({sorted(named_ports.values())})",
     )
+    # Kubernetes gRPC probes do not speak TLS: with TLS on, they must use the plaintext
+    # health-only port (TENANTD_HEALTH_LISTEN_ADDR), whose port must be a containerPort too.
+    health_listen = setting("TENANTD_HEALTH_LISTEN_ADDR") or ""
+    health_port = int(health_listen.rsplit(":", 1)[1]) if re.fullmatch(r".+:\d+", health_listen) else None
+    tls = bool(setting("TENANTD_TLS_CERT_FILE"))
+    if tls:
+        checker.expect(
+            health_port is not None and health_port in named_ports.values(),
+            f"{label}: TLS is on and the plaintext health port {health_port} is a containerPort",
+            f"{label}: TLS is on, so set TENANTD_HEALTH_LISTEN_ADDR to a containerPort for the kubelet's gRPC probes",
+        )
+        check_tls_files(label, pod, container, env, checker)
+    probed_port = health_port if health_port is not None else port
     for probe_name, services in (("startupProbe", (LIVENESS, READINESS)), ("readinessProbe", (READINESS,)), ("livenessProbe", (LIVENESS,))):
         probe = container.get(probe_name)
         grpc = (probe or {}).get("grpc")
@@ -308,9 +337,9 @@ def check_server(label, doc, pod, container, env, checker) -> None:
         service = grpc.get("service", "")
         probe_port = named_ports.get(grpc["port"]) if isinstance(grpc.get("port"), str) else grpc.get("port")
         checker.expect(
-            service in services and probe_port == port,
+            service in services and probe_port == probed_port,
             f"{label}: {probe_name} is grpc service {service!r} on port {probe_port}",
-            f"{label}: {probe_name} must probe grpc service {' or '.join(map(repr, services))} on port {port}, not {service!r} on {probe_port}",
+            f"{label}: {probe_name} must probe grpc service {' or '.join(map(repr, services))} on port {probed_port}, not {service!r} on {probe_port}",
         )
 
     try:

@@ -21,6 +21,12 @@
 #   TENANTD_TEST_PG_ADMIN  superuser that creates and migrates the database (postgres);
 #                          it and tenantd_app must be able to log in without a password
 #   TENANTD_TEST_REDIS_URL Redis URL (redis://127.0.0.1:6379); tenantd also runs without it
+#   LIVE_TENANTD_ENV       more NAME=VALUE settings for `tenantd serve`, space-separated (for
+#                          example TENANTD_TLS_*); with TENANTD_TLS_CERT_FILE among them, the
+#                          readiness wait asks a plaintext health-only port opened for it
+#
+# `live_tenantd_stop` stops the server and drops its database early, so that a script can
+# start another one (the EXIT trap then has nothing left to do).
 
 live_bin=${TENANTD_BIN:-target/debug/tenantd}
 live_pg_host=${TENANTD_TEST_PG_HOST:-127.0.0.1}
@@ -34,6 +40,7 @@ live_workdir=""
 live_addr=""
 live_token=""
 live_log=""
+live_remove_on_exit=() # paths a sourcing script wants removed on exit
 
 live_say() { echo "$live_name: $*"; }
 
@@ -41,17 +48,25 @@ live_psql_admin() {
   psql -h "$live_pg_host" -p "$live_pg_port" -U "$live_pg_admin" -d postgres -v ON_ERROR_STOP=1 -Atq "$@"
 }
 
-live_tenantd_cleanup() {
-  local status=$?
+live_tenantd_stop() {
   if [ -n "$live_pid" ] && kill -0 "$live_pid" 2>/dev/null; then
     live_say "stopping tenantd (pid $live_pid)"
     kill -TERM "$live_pid" 2>/dev/null || true
     wait "$live_pid" 2>/dev/null || true
   fi
+  live_pid=""
   if [ -n "$live_db" ]; then
     live_psql_admin -c "DROP DATABASE IF EXISTS $live_db WITH (FORCE)" >/dev/null 2>&1 && live_say "dropped database $live_db"
   fi
+  live_db=""
   [ -n "$live_workdir" ] && rm -rf "$live_workdir"
+  live_workdir=""
+}
+
+live_tenantd_cleanup() {
+  local status=$?
+  live_tenantd_stop
+  [ ${#live_remove_on_exit[@]} -gt 0 ] && rm -rf "${live_remove_on_exit[@]}"
   exit "$status"
 }
 
@@ -86,17 +101,25 @@ live_tenantd_start() {
   local port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   live_addr="127.0.0.1:$port"
-  TENANTD_DATABASE_URL="postgres://tenantd_app@$live_pg_host:$live_pg_port/$live_db" \
+  local health_addr=$live_addr
+  local -a extra_env=()
+  read -r -a extra_env <<<"${LIVE_TENANTD_ENV:-}"
+  if [[ " ${LIVE_TENANTD_ENV:-} " == *" TENANTD_TLS_CERT_FILE="* ]]; then
+    health_addr="127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    extra_env+=("TENANTD_HEALTH_LISTEN_ADDR=$health_addr")
+  fi
+  env TENANTD_DATABASE_URL="postgres://tenantd_app@$live_pg_host:$live_pg_port/$live_db" \
   TENANTD_REDIS_URL="$live_redis_url" \
   TENANTD_PLATFORM_TOKEN="$live_token" \
   TENANTD_LISTEN_ADDR="$live_addr" \
   TENANTD_HEALTH_INTERVAL_MS=200 \
+  "${extra_env[@]}" \
     "$live_bin" serve >"$live_log" 2>&1 &
   live_pid=$!
-  live_say "started tenantd serve (pid $live_pid) on $live_addr"
+  live_say "started tenantd serve (pid $live_pid) on $live_addr${LIVE_TENANTD_ENV:+ (health on $health_addr)}"
 
   local deadline=$((SECONDS + 60))
-  until "$live_bin" health --server "$live_addr" >/dev/null 2>&1; do
+  until "$live_bin" health --server "$health_addr" >/dev/null 2>&1; do
     kill -0 "$live_pid" 2>/dev/null || live_tenantd_fail "tenantd exited before becoming ready"
     [ "$SECONDS" -lt "$deadline" ] || live_tenantd_fail 'health "" not SERVING after 60s'
     sleep 0.2

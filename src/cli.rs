@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 use crate::client::args::{HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
-    Config, ConnectionConfig, DatabaseConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig, TraceSampler,
-    TracesConfig,
+    Config, ConnectionConfig, DatabaseConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig, TlsConfig,
+    TraceSampler, TracesConfig,
 };
 
 /// `tenantd`: the tenant control plane.
@@ -116,6 +116,30 @@ pub struct ServeArgs {
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); off unless set.
     #[arg(long, env = "TENANTD_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the gRPC server; with `--tls-key-file`, the server speaks TLS
+    /// only. Read again when it changes.
+    #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `--tls-cert-file`.
+    #[arg(long, env = "TENANTD_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates of client certificates: every client must present a certificate
+    /// they signed (mutual TLS). Needs `--tls-cert-file`.
+    #[arg(long, env = "TENANTD_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// How often the TLS files are read again, in milliseconds; new connections get a changed
+    /// certificate, and a file that cannot be used keeps the previous one.
+    #[arg(long, env = "TENANTD_TLS_RELOAD_INTERVAL_MS", default_value = "5000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub tls_reload_interval: Duration,
+    /// Address of a plaintext port that serves only grpc.health.v1, for Kubernetes gRPC probes
+    /// (which do not speak TLS); off unless set.
+    #[arg(long, env = "TENANTD_HEALTH_LISTEN_ADDR")]
+    pub health_listen_addr: Option<SocketAddr>,
+    /// PEM CA certificates that sign the Redis server's certificate (with a `rediss://` URL);
+    /// default: the system's CA certificates.
+    #[arg(long, env = "TENANTD_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, env = "TENANTD_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -365,6 +389,16 @@ impl From<ServeArgs> for Config {
         Self {
             listen_addr: args.listen_addr,
             metrics_addr: args.metrics_addr,
+            tls: match (args.tls_cert_file, args.tls_key_file) {
+                (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                    cert_file,
+                    key_file,
+                    client_ca_file: args.tls_client_ca_file,
+                    reload_interval: args.tls_reload_interval,
+                }),
+                _ => None,
+            },
+            health_listen_addr: args.health_listen_addr,
             platform_token: args.platform_token,
             database: DatabaseConfig {
                 url: args.database_url,
@@ -375,6 +409,7 @@ impl From<ServeArgs> for Config {
             },
             redis: RedisConfig {
                 url: args.redis_url,
+                tls_ca_file: args.redis_tls_ca_file,
                 pool_size: args.redis_pool_size,
                 operation_timeout: args.redis_timeout,
             },
@@ -428,6 +463,12 @@ mod tests {
             "--redis-url=redis://cache:6380",
             "--platform-token=token-1",
             "--metrics-addr=127.0.0.1:1002",
+            "--tls-cert-file=/tls/cert.pem",
+            "--tls-key-file=/tls/key.pem",
+            "--tls-client-ca-file=/tls/clients.pem",
+            "--tls-reload-interval=23",
+            "--health-listen-addr=127.0.0.1:1003",
+            "--redis-tls-ca-file=/tls/redis-ca.pem",
             "--db-pool-size=3",
             "--db-acquire-timeout=4",
             "--redis-pool-size=5",
@@ -453,6 +494,13 @@ mod tests {
         assert_eq!(config.listen_addr, "127.0.0.1:1001".parse().expect("address"));
         assert_eq!(config.metrics_addr, Some("127.0.0.1:1002".parse().expect("address")));
         assert_eq!(config.platform_token.as_ref().map(ExposeSecret::expose_secret), Some("token-1"));
+        let tls = config.tls.as_ref().expect("TLS is on");
+        assert_eq!(tls.cert_file, PathBuf::from("/tls/cert.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/tls/key.pem"));
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("/tls/clients.pem")));
+        assert_eq!(tls.reload_interval, millis(23));
+        assert_eq!(config.health_listen_addr, Some("127.0.0.1:1003".parse().expect("address")));
+        assert_eq!(config.redis.tls_ca_file, Some(PathBuf::from("/tls/redis-ca.pem")));
         assert_eq!(config.database.url.expose_secret(), "postgres://app@db/app");
         assert_eq!(
             config.database.migration_url.as_ref().map(ExposeSecret::expose_secret),
@@ -569,6 +617,9 @@ mod tests {
         let config = Config::from(serve(&["--database-url=postgres://app@db/app", "--platform-token=token"]));
         assert_eq!(config.listen_addr, "0.0.0.0:50051".parse().expect("address"));
         assert_eq!(config.metrics_addr, None);
+        assert!(config.tls.is_none(), "plaintext unless a certificate is given");
+        assert_eq!(config.health_listen_addr, None);
+        assert_eq!(config.redis.tls_ca_file, None);
         assert!(config.database.migration_url.is_none());
         assert!(!config.database.migrate);
         assert_eq!(config.redis.url.expose_secret(), "redis://127.0.0.1:6379");
@@ -578,6 +629,18 @@ mod tests {
         assert_eq!(config.connections.max_connection_age, Duration::from_secs(30 * 60));
         assert_eq!(config.shutdown.predrain, Duration::ZERO);
         assert_eq!(config.shutdown.grace, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_tls_certificate_needs_its_key_and_a_client_ca_needs_a_certificate() {
+        let base = ["tenantd", "serve", "--database-url=postgres://app@db/app", "--platform-token=token"];
+        let refused = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra)).is_err();
+        assert!(refused(&["--tls-cert-file=/c.pem"]));
+        assert!(refused(&["--tls-key-file=/k.pem"]));
+        assert!(refused(&["--tls-client-ca-file=/ca.pem"]));
+        // Positive control: the pair, with or without a client CA, parses.
+        assert!(!refused(&["--tls-cert-file=/c.pem", "--tls-key-file=/k.pem"]));
+        assert!(!refused(&["--tls-cert-file=/c.pem", "--tls-key-file=/k.pem", "--tls-client-ca-file=/ca.pem"]));
     }
 
     #[test]
@@ -671,7 +734,7 @@ mod tests {
                 checked += 1;
             }
         });
-        // 13 durations and 3 sizes.
-        assert_eq!(checked, 16);
+        // 14 durations and 3 sizes.
+        assert_eq!(checked, 17);
     }
 }

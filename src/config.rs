@@ -10,6 +10,7 @@
 //! log, and the value is reached only with [`ExposeSecret::expose_secret`] where it is used.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use secrecy::{ExposeSecret, SecretString};
@@ -21,6 +22,11 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`); `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS of the gRPC server; `None` serves plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Address of a plaintext port that serves only grpc.health.v1 (for Kubernetes gRPC
+    /// probes, which do not speak TLS); `None` turns it off.
+    pub health_listen_addr: Option<SocketAddr>,
     /// The bootstrap platform token: a bearer token with every platform permission, audited
     /// as `bootstrap`, for creating the first operators; must not be empty. `None` disables
     /// it, and platform calls (control plane, and data plane with `x-tenant-*`) then need an
@@ -49,11 +55,26 @@ pub struct Config {
     pub traces: Option<TracesConfig>,
 }
 
+/// TLS of the gRPC server, from PEM files that are read again when they change.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates that sign client certificates; when set, every client must present
+    /// one (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are read again; a change serves new connections with the new
+    /// certificate.
+    pub reload_interval: Duration,
+}
+
 /// PostgreSQL settings.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// URL of the app role (NOSUPERUSER, NOBYPASSRLS, owns nothing), used by the pool and the
-    /// health probe.
+    /// health probe. `sslmode` and `sslrootcert` in it choose TLS (see [`crate::db::connect`]).
     pub url: SecretString,
     /// URL of the migration role (a superuser, or a CREATEROLE owner of the database); needed
     /// when `migrate` is set.
@@ -69,8 +90,11 @@ pub struct DatabaseConfig {
 /// Redis settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// Redis URL (may carry a password).
+    /// Redis URL (may carry a password); `rediss://` connects with TLS.
     pub url: SecretString,
+    /// CA certificates that sign the Redis server's certificate (with `rediss://`); without
+    /// it, the system's CA certificates.
+    pub tls_ca_file: Option<PathBuf>,
     /// Maximum number of connections in the Redis pool.
     pub pool_size: u32,
     /// Timeout of one Redis operation; past it the cache is skipped for that request.

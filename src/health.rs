@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -23,6 +23,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::cache::RedisCache;
+use crate::db::connect::PgTarget;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
@@ -179,7 +180,7 @@ const DATABASE_PROBE: &str = "SELECT (SELECT max(version)::text FROM __diesel_sc
 /// Probes PostgreSQL (on a dedicated app-role connection, so a saturated pool cannot
 /// make a healthy database look down) and Redis, with timeouts.
 pub struct Prober {
-    database_url: String,
+    database: PgTarget,
     connection: Option<AsyncPgConnection>,
     redis: RedisCache,
     latest_migration: String,
@@ -199,10 +200,10 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// A prober for the app-role `database_url` that expects `latest_migration`.
-    pub fn new(database_url: String, redis: RedisCache, latest_migration: String, timeout: Duration) -> Self {
+    /// A prober for the app-role `database` that expects `latest_migration`.
+    pub fn new(database: PgTarget, redis: RedisCache, latest_migration: String, timeout: Duration) -> Self {
         Self {
-            database_url,
+            database,
             connection: None,
             redis,
             latest_migration,
@@ -232,7 +233,7 @@ impl Prober {
 
     async fn observe(&mut self) -> Observed {
         let (postgres, redis) = tokio::join!(
-            tokio::time::timeout(self.timeout, probe_postgres(&self.database_url, &mut self.connection)),
+            tokio::time::timeout(self.timeout, probe_postgres(&self.database, &mut self.connection)),
             self.redis.probe(),
         );
         let probed = match postgres {
@@ -340,11 +341,11 @@ impl Prober {
 /// The newest applied migration version and the Citus facts, reconnecting first if
 /// needed. `Ok(None)`: connected, but the migrations table is missing or unreadable.
 async fn probe_postgres(
-    database_url: &str,
+    database: &PgTarget,
     slot: &mut Option<AsyncPgConnection>,
 ) -> anyhow::Result<Option<DatabaseProbe>> {
     if slot.is_none() {
-        *slot = Some(AsyncPgConnection::establish(database_url).await?);
+        *slot = Some(database.connect().await?);
     }
     let connection = slot.as_mut().ok_or_else(|| anyhow::anyhow!("no connection"))?;
     let probed = diesel::sql_query(DATABASE_PROBE).get_result::<DatabaseProbe>(connection).await;

@@ -14,6 +14,7 @@
 //! - [`config`]: the server's settings as plain values, secrets redacted;
 //! - [`dev`] and [`devdb`]: `tenantd dev`, the server on a throwaway PostgreSQL cluster of its own;
 //! - [`startup`]: server assembly from a [`config::Config`], used by `main` and by the tests alike;
+//! - [`tls`]: PEM files, client roots, and the gRPC server's reloading TLS acceptor;
 //! - [`cli`] and [`client`]: the command line (it parses into a [`config::Config`]), and the
 //!   operator subcommands that call a server.
 
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 
 /// Code generated from `proto/tenantd/v1` at build time.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -1,6 +1,7 @@
 //! Server assembly, in one place: `main` and the tests start the same server the same way.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, OperatorApi, SettingApi,
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
 use crate::config::{Config, ExposeSecret};
+use crate::db::connect::PgTarget;
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
@@ -36,12 +38,15 @@ use crate::proto::user_service_server::UserServiceServer;
 use crate::telemetry::traces::Traces;
 use crate::tenancy::TenantDb;
 use crate::tenancy::resolver::TenantResolver;
+use crate::tls::server::ReloadingTls;
 
 /// A built server, bound to its port and not yet serving.
 pub struct Application {
     listener: TcpListener,
     port: u16,
     router: Router,
+    tls: Option<Arc<ReloadingTls>>,
+    health_listener: Option<(TcpListener, Router)>,
     health: Arc<Health>,
     prober: Prober,
     resolver: Arc<TenantResolver>,
@@ -65,6 +70,11 @@ impl Application {
     /// Migrates (with `--migrate`), connects pools lazily, registers services and binds
     /// the listener. PostgreSQL and Redis need not be up: readiness reports it.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::tls::install_crypto_provider();
+        // TLS settings are checked before anything else happens, so that a bad file is the
+        // error that start-up reports.
+        let tls = config.tls.as_ref().map(ReloadingTls::load).transpose()?.map(Arc::new);
+        let database_target = PgTarget::parse(config.database.url.expose_secret()).context("TENANTD_DATABASE_URL")?;
         if config.database.migrate {
             let url =
                 config.database.migration_url.as_ref().context("--migrate needs TENANTD_MIGRATION_DATABASE_URL")?;
@@ -73,13 +83,17 @@ impl Application {
         }
         let availability = db::Availability::default();
         let pool = db::build_pool(
-            config.database.url.expose_secret(),
+            database_target.clone(),
             config.database.pool_size,
             config.database.acquire_timeout,
             &availability,
         );
-        let redis =
-            RedisCache::new(config.redis.url.expose_secret(), config.redis.pool_size, config.redis.operation_timeout)?;
+        let redis = RedisCache::new(
+            config.redis.url.expose_secret(),
+            config.redis.tls_ca_file.as_deref(),
+            config.redis.pool_size,
+            config.redis.operation_timeout,
+        )?;
         let auth = PlatformAuth::new(config.platform_token.clone())?;
         if !auth.bootstrap_enabled() {
             tracing::info!("no bootstrap platform token configured: platform calls need an operator key");
@@ -154,7 +168,7 @@ impl Application {
             .max_connection_age(config.connections.max_connection_age)
             .max_connection_age_grace(config.connections.max_connection_age_grace)
             .trace_fn(crate::telemetry::rpc_span)
-            .add_service(health_service)
+            .add_service(health_service.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(tenant_service)
@@ -166,7 +180,7 @@ impl Application {
             .add_service(diagnostics_service);
 
         let prober = Prober::new(
-            config.database.url.expose_secret().to_owned(),
+            database_target,
             redis,
             migrations::latest_version()?,
             // A probe waits at most this long: long enough that a busy machine does not
@@ -179,6 +193,25 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
         let port = listener.local_addr()?.port();
+        if tls.is_none() && !config.listen_addr.ip().is_loopback() {
+            tracing::warn!(
+                listen_addr = %config.listen_addr,
+                "serving plaintext gRPC on a non-loopback address; set TENANTD_TLS_CERT_FILE and TENANTD_TLS_KEY_FILE \
+                 to serve TLS"
+            );
+        }
+        // Health only, plaintext: Kubernetes gRPC probes do not speak TLS, and the statuses
+        // are all a caller can learn there.
+        let health_listener = match config.health_listen_addr {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the health address {address}"))?;
+                let router = Server::builder().timeout(limits.rpc_timeout).add_service(health_service);
+                Some((listener, router))
+            }
+            None => None,
+        };
         let metrics_listener = match config.metrics_addr {
             Some(address) => Some(
                 TcpListener::bind(address).await.with_context(|| format!("binding the metrics address {address}"))?,
@@ -189,6 +222,8 @@ impl Application {
             listener,
             port,
             router,
+            tls,
+            health_listener,
             health,
             prober,
             resolver,
@@ -205,6 +240,17 @@ impl Application {
     /// The port the server is bound to (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the plaintext health-only endpoint, if it is on.
+    pub fn health_port(&self) -> Option<u16> {
+        let listener = self.health_listener.as_ref().map(|(listener, _)| listener);
+        listener.and_then(|listener| listener.local_addr().ok()).map(|address| address.port())
+    }
+
+    /// The server's TLS, when it serves TLS (tests make it look at its files at once).
+    pub fn tls(&self) -> Option<Arc<ReloadingTls>> {
+        self.tls.clone()
     }
 
     /// The port of the metrics endpoint, if it is on.
@@ -225,11 +271,14 @@ impl Application {
     /// Serves until `shutdown` completes, then shuts down in this order: readiness and
     /// liveness go NOT_SERVING; the pre-drain delay passes; the server stops accepting
     /// work and open health Watch streams end; in-flight RPCs finish, for at most the
-    /// grace period; pending spans are exported. Returns when the server has stopped.
+    /// grace period; pending spans are exported. The health-only port, if on, follows the same
+    /// steps. Returns when the server has stopped.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Self {
             listener,
             router,
+            tls,
+            health_listener,
             health,
             prober,
             resolver,
@@ -258,12 +307,25 @@ impl Application {
         let stop_accepting = CancellationToken::new();
         let incoming =
             TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(config.connections.tcp_keepalive));
-        let server = router.serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned());
+        let stopped = stop_accepting.clone().cancelled_owned();
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
+            None => Box::pin(router.serve_with_incoming_shutdown(incoming, stopped)),
+            Some(tls) => {
+                tokio::spawn(tls.clone().watch(stop_probing.clone()));
+                let incoming = tls.incoming(incoming, stop_accepting.clone());
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
+        let health_server = health_listener.map(|(listener, router)| {
+            let stopped = stop_accepting.clone().cancelled_owned();
+            tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped))
+        });
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => {
                 stop_probing.cancel();
                 stop_usage.cancel();
+                stop_accepting.cancel();
                 if let Some(traces) = traces {
                     traces.shutdown().await;
                 }
@@ -290,6 +352,9 @@ impl Application {
         }
         stop_usage.cancel();
         let _ = tokio::join!(prober_task, listener_task, usage_task);
+        if let Some(task) = health_server {
+            let _ = tokio::time::timeout(config.shutdown.grace, task).await;
+        }
         if let Some(task) = metrics_task {
             let _ = task.await;
         }

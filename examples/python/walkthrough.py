@@ -362,9 +362,34 @@ def error_reason(error: grpc.RpcError) -> str:
     return ""
 
 
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A plaintext channel, or a TLS one verifying the server against --tls-ca-file."""
+    if not args.tls_ca_file:
+        return grpc.insecure_channel(args.target)
+    with open(args.tls_ca_file, "rb") as file:
+        root_certificates = file.read()
+    private_key = certificate_chain = None
+    if args.tls_cert_file:
+        with open(args.tls_key_file, "rb") as file:
+            private_key = file.read()
+        with open(args.tls_cert_file, "rb") as file:
+            certificate_chain = file.read()
+    credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", default="localhost:50051", help="host:port of tenantd (plaintext)")
+    parser.add_argument("--target", default="localhost:50051", help="host:port of tenantd")
+    parser.add_argument(
+        "--tls-ca-file",
+        default=os.environ.get("TENANTD_CLIENT_TLS_CA_FILE"),
+        help="connect with TLS, trusting the CA certificates in this PEM file (default: plaintext)",
+    )
+    parser.add_argument("--tls-cert-file", help="PEM client certificate, for a server that requires one (mTLS)")
+    parser.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
+    parser.add_argument("--tls-server-name", help="name the server's certificate must carry (default: the target's host)")
     parser.add_argument(
         "--token",
         default=os.environ.get("TENANTD_PLATFORM_TOKEN"),
@@ -374,8 +399,13 @@ def main() -> int:
     if not args.token:
         parser.error("--token (or TENANTD_PLATFORM_TOKEN) is required")
 
-    print(f"walkthrough: tenantd at {args.target}")
-    with grpc.insecure_channel(args.target) as channel:
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        parser.error("--tls-cert-file and --tls-key-file go together")
+    if args.tls_cert_file and not args.tls_ca_file:
+        parser.error("--tls-cert-file needs --tls-ca-file")
+
+    print(f"walkthrough: tenantd at {args.target}" + (" (TLS)" if args.tls_ca_file else ""))
+    with open_channel(args) as channel:
         walkthrough = Walkthrough(channel, args.token)
         try:
             walkthrough.run()

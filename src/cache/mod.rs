@@ -2,29 +2,31 @@
 //! because of it: every operation has a timeout, an unavailable Redis is skipped (reads
 //! miss, writes are dropped), and the health task brings it back when it answers again.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bb8_redis::RedisConnectionManager;
-use bb8_redis::redis::{self, RedisError, aio::MultiplexedConnection};
+use anyhow::Context;
+use redis::{RedisError, aio::MultiplexedConnection};
 
 mod keys;
 
 pub use keys::{INVALIDATION_CHANNEL, RedisKey};
 
-/// A pooled Redis connection that remembers whether it failed. bb8-redis never reports a
-/// multiplexed connection as broken, so a connection that lost its socket would stay in
-/// the pool forever and Redis would never recover without a restart.
+/// A pooled Redis connection that remembers whether it failed. A multiplexed connection
+/// never reports itself broken, so a connection that lost its socket would stay in the pool
+/// forever and Redis would never recover without a restart.
 pub struct TrackedConnection {
     connection: MultiplexedConnection,
     broken: bool,
 }
 
-/// bb8-redis's manager, plus broken-connection tracking.
+/// The pool's manager: multiplexed connections of one client (with TLS for `rediss://`),
+/// plus broken-connection tracking.
 #[derive(Debug, Clone)]
 pub struct TrackedManager {
-    inner: RedisConnectionManager,
+    client: redis::Client,
 }
 
 impl bb8::ManageConnection for TrackedManager {
@@ -32,16 +34,39 @@ impl bb8::ManageConnection for TrackedManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let connection = self.inner.connect().await?;
+        let connection = self.client.get_multiplexed_async_connection().await?;
         Ok(TrackedConnection { connection, broken: false })
     }
 
     async fn is_valid(&self, connection: &mut Self::Connection) -> Result<(), Self::Error> {
-        self.inner.is_valid(&mut connection.connection).await
+        let _: String = redis::cmd("PING").query_async(&mut connection.connection).await?;
+        Ok(())
     }
 
     fn has_broken(&self, connection: &mut Self::Connection) -> bool {
         connection.broken
+    }
+}
+
+/// A Redis client for `url`, with TLS for `rediss://`.
+fn client(url: &str, tls_ca_file: Option<&Path>) -> anyhow::Result<redis::Client> {
+    let invalid = |_| anyhow::anyhow!("TENANTD_REDIS_URL is not a valid Redis URL");
+    let tls = url.starts_with("rediss://");
+    anyhow::ensure!(
+        !(tls && url.contains("#insecure")),
+        "TENANTD_REDIS_URL asks for TLS without certificate verification (#insecure), which tenantd refuses"
+    );
+    match tls_ca_file {
+        None => redis::Client::open(url).map_err(invalid),
+        Some(path) => {
+            anyhow::ensure!(tls, "TENANTD_REDIS_TLS_CA_FILE is set but TENANTD_REDIS_URL is not rediss://");
+            // Parsed here so that a bad file is an error at start-up, naming it.
+            crate::tls::roots_from_file(path, "the Redis CA file")?;
+            let root_cert = crate::tls::read_file(path, "the Redis CA file")?;
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+            redis::Client::build_with_tls(url, certificates)
+                .with_context(|| format!("building a Redis TLS client with {}", path.display()))
+        }
     }
 }
 
@@ -55,17 +80,18 @@ pub struct RedisCache {
 }
 
 impl RedisCache {
-    /// Builds the pool without connecting. Fails only on a malformed URL.
-    pub fn new(url: &str, pool_size: u32, timeout: Duration) -> anyhow::Result<Self> {
-        let invalid = |_| anyhow::anyhow!("TENANTD_REDIS_URL is not a valid Redis URL");
-        let inner = RedisConnectionManager::new(url).map_err(invalid)?;
-        let client = redis::Client::open(url).map_err(invalid)?;
+    /// Builds the pool without connecting. Fails only on a malformed URL or an unusable CA
+    /// file. `rediss://` connects with TLS and verifies the server's certificate against
+    /// `tls_ca_file`, or the system's CA certificates without it; verification cannot be
+    /// turned off (`#insecure` is refused).
+    pub fn new(url: &str, tls_ca_file: Option<&Path>, pool_size: u32, timeout: Duration) -> anyhow::Result<Self> {
+        let client = client(url, tls_ca_file)?;
         let pool = bb8::Pool::builder()
             .max_size(pool_size)
             .min_idle(None)
             .connection_timeout(timeout)
             .test_on_check_out(false)
-            .build_unchecked(TrackedManager { inner });
+            .build_unchecked(TrackedManager { client: client.clone() });
         Ok(Self { client, pool, timeout, available: Arc::new(AtomicBool::new(false)) })
     }
 

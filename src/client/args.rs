@@ -1,5 +1,7 @@
 //! The client subcommands' flags: `tenantd health`, `tenants`, `keys`, `operators` and `resolve`.
 
+use std::path::PathBuf;
+
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
 use secrecy::SecretString;
@@ -10,12 +12,23 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// The help heading of the flags every client command shares.
 const CLIENT_OPTIONS: &str = "Client options";
 
-/// Where the server is.
+/// Where the server is, and how to reach it.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address of the tenantd gRPC server (`http://host:port`; `host:port` means plaintext HTTP/2).
+    /// Address of the tenantd gRPC server: `https://host:port` for TLS, `http://host:port` or
+    /// `host:port` for plaintext HTTP/2.
     #[arg(long, env = "TENANTD_SERVER", default_value = DEFAULT_SERVER, global = true, help_heading = CLIENT_OPTIONS)]
     pub server: String,
+    /// PEM CA certificates that sign the server's certificate (with `https://`); default: the
+    /// system's CA certificates.
+    #[arg(long, env = "TENANTD_CLIENT_TLS_CA_FILE", global = true, help_heading = CLIENT_OPTIONS)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (mutual TLS).
+    #[arg(long, env = "TENANTD_CLIENT_TLS_CERT_FILE", requires = "tls_key_file", global = true, help_heading = CLIENT_OPTIONS)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `--tls-cert-file`.
+    #[arg(long, env = "TENANTD_CLIENT_TLS_KEY_FILE", requires = "tls_cert_file", global = true, help_heading = CLIENT_OPTIONS)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Where the server is, who is calling, and how results are printed: shared by the API commands.

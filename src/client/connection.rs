@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -37,6 +37,15 @@ pub(super) enum Failure {
 }
 
 impl Failure {
+    /// A status the server sent, or, when the status has a source, a failure of the client's
+    /// transport (for example a TLS handshake the server refused), with its causes.
+    pub(super) fn from_status(status: Status) -> Self {
+        if std::error::Error::source(&status).is_some() {
+            return Self::Unreachable(format!("{}: {}", status.message(), error_chain(&status)));
+        }
+        Self::Status(status)
+    }
+
     /// Prints the failure on stderr and returns the matching exit status.
     pub(super) fn report(self) -> ExitCode {
         let mut stderr = std::io::stderr().lock();
@@ -111,18 +120,46 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// Connects to `--server`, for at most [`CONNECT_TIMEOUT`]. `host:port` without a scheme means
-/// plaintext `http://host:port`.
+/// plaintext `http://host:port`; `https://` means TLS, verified against `--tls-ca-file` or the
+/// system's CA certificates.
 pub(super) async fn connect(server: &ServerArgs) -> Result<Channel, Failure> {
     let address = &server.server;
     let uri = if address.contains("://") { address.clone() } else { format!("http://{address}") };
-    let endpoint = Endpoint::from_shared(uri)
+    let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|error| Failure::Usage(format!("--server `{address}` is not a valid address: {error}")))?
         .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = if uri.starts_with("https://") {
+        endpoint.tls_config(tls_config(server)?).map_err(|error| Failure::Usage(error_chain(&error)))?
+    } else if server.tls_ca_file.is_some() || server.tls_cert_file.is_some() {
+        return Err(Failure::Usage(format!(
+            "TLS files are given but --server `{address}` is plaintext; use https://{}",
+            address.trim_start_matches("http://")
+        )));
+    } else {
+        endpoint
+    };
     match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(error)) => Err(Failure::Unreachable(format!("{address}: {}", error_chain(&error)))),
         Err(_) => Err(Failure::Unreachable(format!("{address}: no connection within {}s", CONNECT_TIMEOUT.as_secs()))),
     }
+}
+
+/// The client's TLS: the CA to trust (or the system's), and a client certificate if given.
+fn tls_config(server: &ServerArgs) -> Result<ClientTlsConfig, Failure> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| Failure::Usage(format!("reading {}: {error}", path.display())))
+    };
+    crate::tls::install_crypto_provider();
+    let mut config = ClientTlsConfig::new();
+    config = match &server.tls_ca_file {
+        Some(path) => config.ca_certificate(Certificate::from_pem(read(path)?)),
+        None => config.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&server.tls_cert_file, &server.tls_key_file) {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(config)
 }
 
 /// An error's sources, `: `-separated (tonic's transport error itself says only "transport
@@ -186,7 +223,7 @@ impl Interceptor for Bearer {
 pub(super) async fn call<T>(response: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T, Failure> {
     match tokio::time::timeout(CALL_TIMEOUT, response).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(Failure::Status(status)),
+        Ok(Err(status)) => Err(Failure::from_status(status)),
         Err(_) => Err(Failure::Unreachable(format!("no answer within {}s", CALL_TIMEOUT.as_secs()))),
     }
 }

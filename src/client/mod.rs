@@ -60,7 +60,7 @@ pub async fn health(args: HealthArgs) -> ExitCode {
         // The health protocol answers NOT_FOUND for a service name the server does not know.
         Ok(Err(status)) if status.code() == Code::NotFound => ServingStatus::ServiceUnknown,
         Ok(Err(status)) => {
-            Failure::Status(status).report();
+            Failure::from_status(status).report();
             return ExitCode::from(EXIT_UNREACHABLE);
         }
         Ok(Ok(response)) => ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown),

@@ -9,6 +9,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
 use crate::cli::MigrateArgs;
+use crate::db::connect::PgTarget;
 
 /// Every migration under `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -112,12 +113,11 @@ async fn with_connection<T: Send + 'static>(
     database_url: &str,
     work: impl FnOnce(&mut AsyncConnectionWrapper<AsyncPgConnection>) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    use diesel::Connection;
-    let database_url = database_url.to_owned();
+    let target = PgTarget::parse(database_url).context("TENANTD_MIGRATION_DATABASE_URL")?;
+    let connection = target.connect().await.context("connecting with the migration database URL")?;
     // The harness is synchronous; it drives the async connection from a blocking thread.
     tokio::task::spawn_blocking(move || {
-        let mut connection = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&database_url)
-            .context("connecting with the migration database URL")?;
+        let mut connection = AsyncConnectionWrapper::<AsyncPgConnection>::from(connection);
         work(&mut connection)
     })
     .await

@@ -11,6 +11,7 @@ use diesel_async::pooled_connection::{
 
 pub mod api_keys;
 pub mod audit;
+pub mod connect;
 pub mod documents;
 pub mod idempotency;
 pub mod identifiers;
@@ -238,11 +239,22 @@ impl bb8::ManageConnection for AppConnectionManager {
 /// request. A connection that died is detected by its first query (the request gets
 /// UNAVAILABLE) and is then discarded by the pool; a connection returned with an open or
 /// broken transaction (for example by a cancelled RPC) is discarded too, never reused.
+/// Connections are made by [`connect::PgTarget::connect`], with TLS when the URL asks for it.
 /// Every connect, failed or not, is reported to `availability`.
-pub fn build_pool(database_url: &str, max_size: u32, acquire_timeout: Duration, availability: &Availability) -> PgPool {
+pub fn build_pool(
+    target: connect::PgTarget,
+    max_size: u32,
+    acquire_timeout: Duration,
+    availability: &Availability,
+) -> PgPool {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    let inner = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    config.custom_setup = Box::new(move |_url| {
+        let target = target.clone();
+        Box::pin(async move { target.connect().await })
+    });
+    // The URL is not used: `custom_setup` connects to the parsed target.
+    let inner = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config("", config);
     bb8::Pool::builder()
         .max_size(max_size)
         .min_idle(None)

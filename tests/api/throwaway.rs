@@ -1,10 +1,11 @@
 //! Throwaway PostgreSQL and Redis servers for fault tests, on free ports, so that tests can
 //! stop and restart them. The machine's shared servers are never touched.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::certs::Leaf;
 use tenantd::devdb::{Cluster, HostAuthentication, StopMode};
 
 /// A free TCP port on loopback (free when this returns; good enough for tests).
@@ -22,10 +23,26 @@ pub struct ThrowawayPostgres {
 impl ThrowawayPostgres {
     /// Initialises and starts a cluster.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Initialises and starts a cluster with `ssl = on` serving `certificate`, that refuses
+    /// every connection without TLS (`hostnossl … reject`).
+    pub fn start_with_tls(certificate: &Leaf) -> Self {
+        Self::start_with(Some(certificate))
+    }
+
+    fn start_with(tls: Option<&Leaf>) -> Self {
         let explicit = std::env::var_os("TENANTD_TEST_PG_BINDIR").map(PathBuf::from);
         let bindir = tenantd::devdb::find_bindir(explicit.as_deref()).expect("PostgreSQL server binaries");
         let directory = std::env::temp_dir().join(format!("tenantd-pg-{}", uuid::Uuid::new_v4().simple()));
         let cluster = Cluster::init(&bindir, &directory, HostAuthentication::Trust).expect("initdb");
+        if let Some(certificate) = tls {
+            let config = cluster.directory().join("postgresql.conf");
+            let mut contents = std::fs::read_to_string(&config).expect("read postgresql.conf");
+            contents.push_str(&enable_ssl(cluster.directory(), certificate));
+            std::fs::write(&config, contents).expect("write postgresql.conf");
+        }
         let postgres = Self { cluster };
         postgres.resume();
         postgres
@@ -39,6 +56,11 @@ impl ThrowawayPostgres {
     /// Stops the server abruptly, as a crash or an outage would.
     pub fn kill(&self) {
         self.cluster.stop(StopMode::Immediate).expect("pg_ctl stop");
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.cluster.port()
     }
 
     /// A URL for `user` on `database`.
@@ -55,6 +77,26 @@ impl ThrowawayPostgres {
     }
 }
 
+/// Writes the server's certificate and key into the data directory, makes pg_hba.conf refuse
+/// connections without TLS, and returns the settings that turn TLS on.
+fn enable_ssl(directory: &Path, certificate: &Leaf) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = (directory.join("server.crt"), directory.join("server.key"));
+    std::fs::write(&cert, &certificate.cert).expect("write server.crt");
+    std::fs::write(&key, &certificate.key).expect("write server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod server.key");
+    let hba = directory.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}")).expect("write pg_hba.conf");
+    // The files belong to whoever owns the data directory (`postgres` when the tests run as root).
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(directory).expect("data directory metadata");
+    for file in [&cert, &key, &hba] {
+        std::os::unix::fs::chown(file, Some(owner.uid()), Some(owner.gid())).expect("chown");
+    }
+    format!("ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n", cert.display(), key.display())
+}
+
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         let _ = self.cluster.stop(StopMode::Immediate);
@@ -66,6 +108,9 @@ impl Drop for ThrowawayPostgres {
 pub struct ThrowawayRedis {
     pub port: u16,
     child: Option<Child>,
+    /// With TLS: the directory holding the certificate and key; Redis then listens with TLS
+    /// only (`--port 0 --tls-port`).
+    tls: Option<PathBuf>,
 }
 
 impl ThrowawayRedis {
@@ -76,20 +121,46 @@ impl ThrowawayRedis {
 
     /// Starts Redis on `port` and waits until it answers.
     pub fn start_on(port: u16) -> Self {
-        let mut redis = Self { port, child: None };
+        let mut redis = Self { port, child: None, tls: None };
         redis.resume();
         redis
     }
 
-    /// A Redis URL for it.
+    /// Starts Redis speaking only TLS, with `certificate`, on a free port (clients are not
+    /// asked for certificates).
+    pub fn start_with_tls(certificate: &Leaf) -> Self {
+        let directory = std::env::temp_dir().join(format!("tenantd-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&directory).expect("create directory");
+        std::fs::write(directory.join("server.crt"), &certificate.cert).expect("write server.crt");
+        std::fs::write(directory.join("server.key"), &certificate.key).expect("write server.key");
+        let mut redis = Self { port: free_port(), child: None, tls: Some(directory) };
+        redis.resume();
+        redis
+    }
+
+    /// A Redis URL for it (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it again on the same port.
     pub fn resume(&mut self) {
+        let port = self.port.to_string();
+        let mut arguments = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let (cert, key);
+        match &self.tls {
+            None => arguments.extend(["--port", &port]),
+            Some(directory) => {
+                cert = directory.join("server.crt").display().to_string();
+                key = directory.join("server.key").display().to_string();
+                let tls = ["--port", "0", "--tls-port", &port, "--tls-cert-file", &cert, "--tls-key-file", &key];
+                arguments.extend(tls);
+                arguments.extend(["--tls-auth-clients", "no"]);
+            }
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&arguments)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -135,5 +206,8 @@ impl ThrowawayRedis {
 impl Drop for ThrowawayRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(directory) = &self.tls {
+            let _ = std::fs::remove_dir_all(directory);
+        }
     }
 }

@@ -71,8 +71,9 @@ pub(crate) mod testing {
     pub(crate) fn unreachable_dependencies() -> (PgPool, RedisCache, Arc<TenantResolver>) {
         let timeout = Duration::from_millis(100);
         let availability = crate::db::Availability::default();
-        let pool = crate::db::build_pool("postgres://nobody@127.0.0.1:1/nowhere", 1, timeout, &availability);
-        let redis = RedisCache::new("redis://127.0.0.1:1", 1, timeout).expect("a well-formed Redis URL");
+        let target = crate::db::connect::PgTarget::parse("postgres://nobody@127.0.0.1:1/nowhere").expect("a URL");
+        let pool = crate::db::build_pool(target, 1, timeout, &availability);
+        let redis = RedisCache::new("redis://127.0.0.1:1", None, 1, timeout).expect("a well-formed Redis URL");
         let resolver = Arc::new(TenantResolver::new(
             TenantDb::new(pool.clone(), availability),
             redis.clone(),

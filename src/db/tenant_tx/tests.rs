@@ -84,8 +84,12 @@ async fn pipeline_behind(connection: &AppConnection, set_statement: &str) -> (Qu
 
 #[tokio::test]
 async fn a_failed_tenant_setting_stops_every_statement_pipelined_behind_it() {
-    let pool =
-        crate::db::build_pool(&admin_url(), 1, std::time::Duration::from_secs(5), &crate::db::Availability::default());
+    let pool = crate::db::build_pool(
+        crate::db::connect::PgTarget::parse(&admin_url()).expect("a URL"),
+        1,
+        std::time::Duration::from_secs(5),
+        &crate::db::Availability::default(),
+    );
     let pooled = pool.get().await.expect("a connection to the test cluster");
     let connection: &AppConnection = &pooled;
     let mut shared: Connection<'_> = connection;
