@@ -15,6 +15,11 @@
 //! in-process entries live at most [`DEGRADED_TTL`] and nothing is read from Redis, which
 //! bounds how stale any replica can be. On (re)subscription the in-process tier is cleared,
 //! since announcements may have been missed.
+//!
+//! Concurrent misses of one key are filled once: the first request reads PostgreSQL (or
+//! Redis) while the others wait for it and then read what it stored, so an entry expiring
+//! under load costs one query, not one per waiting request (a cache stampede would take
+//! every pooled connection).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -111,6 +116,8 @@ pub struct TenantResolver {
     redis: RedisCache,
     ttl: Duration,
     local: Mutex<HashMap<CacheKey, Entry>>,
+    /// One lock per key being filled; see [`TenantResolver::lookup`].
+    fills: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped by every invalidation; a fill that started before one is not stored.
     epoch: AtomicU64,
     subscribed: AtomicBool,
@@ -128,6 +135,7 @@ impl TenantResolver {
             redis,
             ttl,
             local: Mutex::new(HashMap::new()),
+            fills: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             local_hits: AtomicU64::new(0),
@@ -161,9 +169,10 @@ impl TenantResolver {
     /// The tenant an identifier names, in any state.
     pub async fn identify(&self, identifier: &Identifier) -> Result<Option<Uuid>> {
         let key = CacheKey::Identifier(identifier.clone());
-        if let Some(entry) = self.cached(&key) {
-            return Ok(Some(entry.tenant_id));
-        }
+        let _turn = match self.lookup(&key).await {
+            Lookup::Hit(entry) => return Ok(Some(entry.tenant_id)),
+            Lookup::Miss(turn) => turn,
+        };
         let epoch = self.epoch.load(Ordering::Acquire);
         self.misses.fetch_add(1, Ordering::Relaxed);
         let found = db::retry::read(|| {
@@ -188,9 +197,11 @@ impl TenantResolver {
     /// A tenant's state; `None` if there is no such tenant.
     pub async fn state(&self, tenant_id: Uuid) -> Result<Option<TenantState>> {
         let key = CacheKey::State(tenant_id);
-        if let Some(Entry { value: CacheValue::State(state), .. }) = self.cached(&key) {
-            return Ok(Some(state));
-        }
+        let _turn = match self.lookup(&key).await {
+            Lookup::Hit(Entry { value: CacheValue::State(state), .. }) => return Ok(Some(state)),
+            Lookup::Hit(_) => None,
+            Lookup::Miss(turn) => turn,
+        };
         let epoch = self.epoch.load(Ordering::Acquire);
         let redis_key = state_key(tenant_id);
         let shared = if self.live() { self.redis.get(&redis_key).await } else { None };
@@ -238,9 +249,13 @@ impl TenantResolver {
         let tenant_id = token.tenant_id();
         let key_id = token.key_id();
         let key = CacheKey::ApiKey(key_id);
-        if let Some(Entry { value: CacheValue::ApiKey(record), tenant_id: owner, .. }) = self.cached(&key) {
-            return Ok((owner == tenant_id).then_some(record));
-        }
+        let _turn = match self.lookup(&key).await {
+            Lookup::Hit(Entry { value: CacheValue::ApiKey(record), tenant_id: owner, .. }) => {
+                return Ok((owner == tenant_id).then_some(record));
+            }
+            Lookup::Hit(_) => None,
+            Lookup::Miss(turn) => turn,
+        };
         let epoch = self.epoch.load(Ordering::Acquire);
         let redis_key = api_key_key(tenant_id, key_id);
         if self.live() {
@@ -281,9 +296,11 @@ impl TenantResolver {
     pub async fn operator(&self, token: &OperatorKeyToken) -> Result<Option<OperatorRecord>> {
         let operator_id = token.operator_id();
         let key = CacheKey::Operator(operator_id);
-        if let Some(Entry { value: CacheValue::Operator(record), .. }) = self.cached(&key) {
-            return Ok(Some(record));
-        }
+        let _turn = match self.lookup(&key).await {
+            Lookup::Hit(Entry { value: CacheValue::Operator(record), .. }) => return Ok(Some(record)),
+            Lookup::Hit(_) => None,
+            Lookup::Miss(turn) => turn,
+        };
         let epoch = self.epoch.load(Ordering::Acquire);
         let redis_key = operator_key(operator_id);
         if self.live() {
@@ -350,6 +367,25 @@ impl TenantResolver {
         }
     }
 
+    /// The cached entry of `key`; on a miss, waits for the turn to fill it (while another
+    /// request fills it) and looks again, so that only one request per key reads the source.
+    /// A miss returns the turn (`None` if the turn could not be taken), which the caller
+    /// holds until it has stored what it read.
+    async fn lookup(&self, key: &CacheKey) -> Lookup<'_> {
+        if let Some(entry) = self.cached(key) {
+            return Lookup::Hit(entry);
+        }
+        let Some(lock) = self.fills.lock().ok().map(|mut fills| fills.entry(key.clone()).or_default().clone()) else {
+            return Lookup::Miss(None);
+        };
+        let guard = lock.lock_owned().await;
+        let turn = FillTurn { fills: &self.fills, key: key.clone(), _guard: guard };
+        match self.cached(key) {
+            Some(entry) => Lookup::Hit(entry),
+            None => Lookup::Miss(Some(turn)),
+        }
+    }
+
     fn cached(&self, key: &CacheKey) -> Option<Entry> {
         let ttl = if self.live() { self.ttl } else { DEGRADED_TTL.min(self.ttl) };
         let local = self.local.lock().ok()?;
@@ -406,6 +442,30 @@ impl TenantResolver {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
+        }
+    }
+}
+
+/// What [`TenantResolver::lookup`] found.
+enum Lookup<'r> {
+    Hit(Entry),
+    Miss(Option<FillTurn<'r>>),
+}
+
+/// The turn to fill one key; other requests missing it wait until this is dropped.
+struct FillTurn<'r> {
+    fills: &'r Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+    key: CacheKey,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for FillTurn<'_> {
+    fn drop(&mut self) {
+        // The map and this turn's guard hold the lock; anyone else holding it is waiting.
+        if let Ok(mut fills) = self.fills.lock()
+            && fills.get(&self.key).is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            fills.remove(&self.key);
         }
     }
 }

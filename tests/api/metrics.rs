@@ -85,3 +85,36 @@ async fn tenant_usage_counts_data_plane_requests_per_tenant_across_flushes() {
     crate::helpers::assert_error(unknown, tonic::Code::NotFound, "TENANT_NOT_FOUND");
     app.stop().await;
 }
+
+/// The value of an unlabelled counter in a scrape.
+fn counter(text: &str, name: &str) -> u64 {
+    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).expect("the counter is exported");
+    line[name.len() + 1..].trim().parse().expect("a count")
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_an_uncached_tenant_are_resolved_by_one_lookup_each() {
+    let app = spawn_app_with(|config| config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"))).await;
+    let port = app.metrics_port.expect("metrics are on");
+    let slug = unique_slug("herd");
+    app.create_tenant(&slug).await;
+    let users = tenantd::proto::user_service_client::UserServiceClient::with_interceptor(
+        app.channel.clone(),
+        crate::helpers::Metadata::platform().tenant_slug(&slug),
+    );
+    let before = counter(&scrape(port).await, "tenantd_resolution_cache_misses_total");
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let mut users = users.clone();
+            tokio::spawn(async move { users.list_users(ListUsersRequest::default()).await.map(|_| ()) })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("served");
+    }
+    let misses = counter(&scrape(port).await, "tenantd_resolution_cache_misses_total") - before;
+    // One lookup of the slug and at most one of the tenant's state, however many requests
+    // missed them at once (without coalescing, each concurrent request would query).
+    assert!((1..=2).contains(&misses), "200 concurrent requests made {misses} lookups");
+    app.stop().await;
+}
