@@ -11,13 +11,14 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, SettingApi, TenantApi, UserApi, gateway};
+use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, EventApi, SettingApi, TenantApi, UserApi, gateway};
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
 use crate::config::{Config, ExposeSecret};
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
+use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -45,6 +47,7 @@ pub struct Application {
     key_uses: Arc<KeyUseRecorder>,
     activity: Arc<UsageCounter>,
     database: TenantDb,
+    events: Arc<EventHub>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     config: Config,
@@ -95,6 +98,8 @@ impl Application {
 
         let metrics = Metrics::new(database.pool().clone(), redis.clone(), resolver.clone());
         let control_plane = gateway::control_plane(auth.clone(), metrics.clone());
+        let events_gateway = gateway::events(auth.clone(), resolver.clone(), metrics.clone());
+        let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
         let data_plane =
             gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), metrics.clone());
         let tenant_api = TenantApi::new(
@@ -123,6 +128,11 @@ impl Application {
                 .max_encoding_message_size(encode),
         );
         let diagnostics_service = data_plane.layer(DiagnosticsServiceServer::new(DiagnosticsApi));
+        let event_service = events_gateway.layer(
+            EventServiceServer::new(EventApi::new(events.clone()))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
         let audit_service = data_plane.layer(
             AuditServiceServer::new(AuditApi::new(database.clone()))
                 .max_decoding_message_size(decode)
@@ -147,6 +157,7 @@ impl Application {
             .add_service(document_service)
             .add_service(setting_service)
             .add_service(audit_service)
+            .add_service(event_service)
             .add_service(diagnostics_service);
 
         let prober = Prober::new(
@@ -178,6 +189,7 @@ impl Application {
             key_uses,
             activity,
             database,
+            events,
             metrics,
             metrics_listener,
             config,
@@ -192,6 +204,11 @@ impl Application {
     /// The port of the metrics endpoint, if it is on.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|address| address.port())
+    }
+
+    /// The event hub (its watcher count shows that ended streams released their place).
+    pub fn event_hub(&self) -> Arc<EventHub> {
+        self.events.clone()
     }
 
     /// The app-role pool (its statistics show how many checkouts requests made).
@@ -218,6 +235,7 @@ impl Application {
             key_uses,
             activity,
             database,
+            events,
             metrics,
             metrics_listener,
             config,
@@ -236,6 +254,11 @@ impl Application {
             })
         };
 
+        // Ends every watch stream (WATCH_INTERRUPTED, with its cursor) when the server stops
+        // accepting work, so that draining does not wait for them.
+        let stop_events = CancellationToken::new();
+        let events_task = tokio::spawn(events.run(stop_events.clone()));
+
         let stop_accepting = CancellationToken::new();
         let incoming =
             TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(config.connections.tcp_keepalive));
@@ -245,6 +268,7 @@ impl Application {
             result = &mut server => {
                 stop_probing.cancel();
                 stop_usage.cancel();
+                stop_events.cancel();
                 return result.context("gRPC server failed");
             }
             () = shutdown => {}
@@ -256,6 +280,7 @@ impl Application {
         tokio::time::sleep(config.shutdown.predrain).await;
         tracing::info!("shutdown: no longer accepting work; draining");
         stop_accepting.cancel();
+        stop_events.cancel();
         health.close_watches().await;
         match tokio::time::timeout(config.shutdown.grace, &mut server).await {
             Ok(result) => result.context("gRPC server failed while draining")?,
@@ -267,7 +292,7 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task);
+        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task);
         if let Some(task) = metrics_task {
             let _ = task.await;
         }

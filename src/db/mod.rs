@@ -12,6 +12,7 @@ use diesel_async::pooled_connection::{
 pub mod api_keys;
 pub mod audit;
 pub mod documents;
+pub mod events;
 pub mod idempotency;
 pub mod identifiers;
 pub mod migrations;

@@ -17,6 +17,8 @@ mod cli;
 mod credentials;
 mod docs;
 mod documents;
+mod events;
+mod events_faults;
 mod faults;
 mod health;
 mod idempotency;

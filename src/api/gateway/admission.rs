@@ -34,6 +34,9 @@ enum Plane {
     Control,
     /// Tenant resolution; platform callers or tenant API keys.
     Data { resolver: Arc<TenantResolver> },
+    /// The event stream: platform callers (no tenant metadata: the request names the
+    /// tenants) or tenant API keys (their own tenant).
+    Events { resolver: Arc<TenantResolver> },
 }
 
 /// Builds [`Admission`] services.
@@ -55,17 +58,25 @@ impl AdmissionLayer {
         Self { auth, plane: Plane::Data { resolver } }
     }
 
+    /// For the event stream: platform callers get a [`RequestContext`] (the request names
+    /// the tenants); tenant API keys are admitted as on the data plane, for their tenant.
+    pub fn events(auth: PlatformAuth, resolver: Arc<TenantResolver>) -> Self {
+        Self { auth, plane: Plane::Events { resolver } }
+    }
+
     async fn admit<B>(&self, request: &mut http::Request<B>) -> Result<()> {
         let headers = request.headers();
         let request_id = request_id(headers)?;
         telemetry::record_request_id(&request_id);
         let credential = credential(headers, &self.auth)?;
-        let Plane::Data { resolver } = &self.plane else {
-            if matches!(credential, Credential::ApiKey(_)) {
-                return Err(Error::new(Reason::ApiKeyNotAllowed));
+        let (resolver, credential) = match (&self.plane, credential) {
+            (Plane::Data { resolver }, credential) => (resolver, credential),
+            (Plane::Control, Credential::ApiKey(_)) => return Err(Error::new(Reason::ApiKeyNotAllowed)),
+            (Plane::Control | Plane::Events { .. }, Credential::Platform) => {
+                request.extensions_mut().insert(RequestContext::new(Actor::Platform, request_id));
+                return Ok(());
             }
-            request.extensions_mut().insert(RequestContext::new(Actor::Platform, request_id));
-            return Ok(());
+            (Plane::Events { resolver }, credential) => (resolver, credential),
         };
         let context = match credential {
             Credential::Platform => {
@@ -112,11 +123,12 @@ async fn admit_api_key(
     Ok(TenantContext::new(token.tenant_id(), RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id)))
 }
 
-/// The scope a data-plane method needs: Get, List and Ping read; everything else writes
-/// (so a method added later is a write until shown otherwise).
+/// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else
+/// writes (so a method added later is a write until shown otherwise).
 fn required_scope(path: &str) -> Scope {
     let method = path.rsplit('/').next().unwrap_or_default();
-    if method.starts_with("Get") || method.starts_with("List") || method == "Ping" { Scope::Read } else { Scope::Write }
+    let reads = ["Get", "List", "Watch"].iter().any(|prefix| method.starts_with(prefix));
+    if reads || method == "Ping" { Scope::Read } else { Scope::Write }
 }
 
 /// The caller's `x-request-id` (1 to 128 of `[A-Za-z0-9._:-]`), or a new UUIDv7.

@@ -41,6 +41,11 @@ pub fn control_plane(auth: PlatformAuth, metrics: Arc<Metrics>) -> ControlPlaneL
     Stack::new(AdmissionLayer::control_plane(auth), ObserveLayer::new(metrics))
 }
 
+/// The gateway of the event stream: platform callers, or API keys for their own tenant.
+pub fn events(auth: PlatformAuth, resolver: Arc<TenantResolver>, metrics: Arc<Metrics>) -> ControlPlaneLayers {
+    Stack::new(AdmissionLayer::events(auth, resolver), ObserveLayer::new(metrics))
+}
+
 /// The gateway of data-plane services: tenant resolution, platform or API-key callers, and
 /// usage counting.
 pub fn data_plane(
