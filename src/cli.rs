@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::{HealthArgs, KeysArgs, ResolveArgs, TenantsArgs};
+use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
     Config, ConnectionConfig, DatabaseConfig, EventsConfig, RedisConfig, ServerLimits, ShutdownConfig,
 };
@@ -42,6 +42,8 @@ pub enum Command {
     Keys(KeysArgs),
     /// Show the tenant named by an id, slug, domain, channel binding or API key.
     Resolve(ResolveArgs),
+    /// Watch tenant events (WatchEvents) as JSON lines.
+    Events(EventsArgs),
 }
 
 /// How logs are written.

@@ -41,6 +41,16 @@ pub(crate) async fn collect(stream: &mut Streaming<WatchEventsResponse>, count: 
     events
 }
 
+/// Reads events until one about `resource_id` arrived (at most 10 s).
+async fn collect_until(stream: &mut Streaming<WatchEventsResponse>, resource_id: &str) -> Vec<TenantEvent> {
+    let mut events: Vec<TenantEvent> = Vec::new();
+    while !events.iter().any(|event| event.resource_id == resource_id) {
+        let more = collect(stream, 1).await;
+        events.extend(more);
+    }
+    events
+}
+
 /// Whatever arrives within `window`.
 async fn drain_for(stream: &mut Streaming<WatchEventsResponse>, window: Duration) -> Vec<TenantEvent> {
     let mut events = Vec::new();
@@ -116,11 +126,11 @@ async fn a_tenant_key_never_sees_another_tenants_events() {
     let user_b = create_user(&app, &tenant_b.id, "b@ev.example").await;
     let user_a = create_user(&app, &tenant_a.id, "a@ev.example").await;
 
-    // Positive controls: each watcher gets its tenant's event...
-    let seen_by_a = collect(&mut own, 1).await;
-    assert_eq!(seen_by_a[0].resource_id, user_a.id);
-    let seen_by_b = collect(&mut platform, 1).await;
-    assert_eq!(seen_by_b[0].resource_id, user_b.id);
+    // Positive controls: each watcher gets its tenant's event ("now" may also include events
+    // committed just before the call, such as the key's creation)...
+    let seen_by_a = collect_until(&mut own, &user_a.id).await;
+    let seen_by_b = collect_until(&mut platform, &user_b.id).await;
+    assert!(seen_by_b.iter().all(|event| event.tenant_id == tenant_b.id), "{seen_by_b:?}");
     // ...and the key never gets B's, even later.
     let later = drain_for(&mut own, Duration::from_millis(1500)).await;
     assert!(seen_by_a.iter().chain(&later).all(|event| event.tenant_id == tenant_a.id), "{seen_by_a:?} {later:?}");
@@ -253,6 +263,9 @@ async fn append_events(app: &TestApp, tenant_id: &str, count: i64) {
         .expect("append events");
 }
 
+const TOTAL: i64 = 8000;
+const TOTAL_EVENTS: usize = 8000;
+
 #[tokio::test]
 async fn a_stalled_watcher_is_ended_with_a_resume_cursor_and_resumes_without_loss() {
     let app = spawn_app_with(|config| {
@@ -263,14 +276,15 @@ async fn a_stalled_watcher_is_ended_with_a_resume_cursor_and_resumes_without_los
     let tenant = app.create_tenant(&unique_slug("evs")).await;
     let only = || WatchEventsRequest { tenant_ids: vec![tenant.id.clone()], ..Default::default() };
     let mut stream = watch(&app, Metadata::platform(), only()).await.expect("watch");
-    // Far more than the buffer and the transport's windows hold (2,000 × 2 kB).
-    append_events(&app, &tenant.id, 2000).await;
+    // Far more than the buffer and the transport's windows hold (HTTP/2 lets the client
+    // take 2 MB per stream unread): 8,000 × 2 kB.
+    append_events(&app, &tenant.id, TOTAL).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // The stalled client now reads: what was buffered, then the error.
     let mut delivered = Vec::new();
     let error = loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the stream ends") {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next()).await.expect("the stream ends") {
             Some(Ok(message)) => delivered.extend(message.events),
             Some(Err(status)) => break status,
             None => panic!("the stream ended without an error after {} events", delivered.len()),
@@ -280,16 +294,16 @@ async fn a_stalled_watcher_is_ended_with_a_resume_cursor_and_resumes_without_los
     let info = error.get_error_details().error_info().cloned().expect("error info");
     assert_eq!(info.reason, "WATCHER_TOO_SLOW");
     let resume = info.metadata.get("resume_cursor").cloned().expect("a resume cursor");
-    assert!(delivered.len() < 2000, "the stream was cut short: {}", delivered.len());
+    assert!(delivered.len() < TOTAL_EVENTS, "the stream was cut short: {}", delivered.len());
 
     let mut resumed =
         watch(&app, Metadata::platform(), WatchEventsRequest { start: Some(Start::Cursor(resume)), ..only() })
             .await
             .expect("resume");
-    let rest = collect(&mut resumed, 2000 - delivered.len()).await;
+    let rest = collect(&mut resumed, TOTAL_EVENTS - delivered.len()).await;
     let ids: HashSet<String> = delivered.iter().chain(&rest).map(|event| event.id.clone()).collect();
-    assert_eq!(ids.len(), 2000, "nothing lost, nothing repeated");
-    assert_eq!(delivered.len() + rest.len(), 2000);
+    assert_eq!(ids.len(), TOTAL_EVENTS, "nothing lost, nothing repeated");
+    assert_eq!(delivered.len() + rest.len(), TOTAL_EVENTS);
 }
 
 #[tokio::test]
