@@ -1,7 +1,8 @@
 //! The event stream measured (decision 0015), against a running `tenantd serve`:
 //! - `latency`: CreateUser at `--rate` per second (open loop) with one platform watcher;
 //!   per event, the time from sending the CreateUser to the watcher receiving its event
-//!   (an upper bound of commit → delivery), p50/p99;
+//!   (an upper bound of commit → delivery) and from its answer to the event (a lower
+//!   bound), p50/p99;
 //! - `catchup`: `--catchup-events` events appended directly (as the superuser, `--admin-url`),
 //!   then a watcher from a cursor before them; events per second until all arrived;
 //! - `memory`: the server's VmRSS (`--pid`) idle, with `--watchers` open watchers, and with
@@ -126,17 +127,34 @@ async fn main() -> anyhow::Result<()> {
     let mut stream =
         watch(&channel, &args.token, WatchEventsRequest { tenant_ids: vec![tenant.clone()], ..Default::default() })
             .await?;
-    stream.next().await.context("bookmark")??;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut cursor = stream.next().await.context("bookmark")??.cursor;
+    // Per user: when its CreateUser was sent, and when its answer (after commit) arrived.
+    let sent: Arc<Mutex<HashMap<String, (Instant, Instant)>>> = Arc::default();
     let delivered: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let resumes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let receiver = {
-        let delivered = delivered.clone();
+        let (delivered, channel, token, tenant, resumes) =
+            (delivered.clone(), channel.clone(), args.token.clone(), tenant.clone(), resumes.clone());
         tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                let now = Instant::now();
-                let mut delivered = delivered.lock().expect("lock");
-                for event in message.events {
-                    delivered.insert(event.resource_id, now);
+            loop {
+                while let Some(Ok(message)) = stream.next().await {
+                    let now = Instant::now();
+                    let mut delivered = delivered.lock().expect("lock");
+                    for event in message.events {
+                        delivered.insert(event.resource_id, now);
+                    }
+                    cursor = message.cursor;
+                }
+                // The stream ended (an error with a resume cursor): continue from the last one.
+                resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let resume = WatchEventsRequest {
+                    tenant_ids: vec![tenant.clone()],
+                    start: Some(Start::Cursor(cursor.clone())),
+                    ..Default::default()
+                };
+                match watch(&channel, &token, resume).await {
+                    Ok(next) => stream = next,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
         })
@@ -157,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             if let Ok(user) = users.create_user(request(message, &token, Some(&tenant))).await {
-                sent.lock().expect("lock").insert(user.into_inner().id, at);
+                sent.lock().expect("lock").insert(user.into_inner().id, (at, Instant::now()));
             }
         }));
     }
@@ -168,22 +186,32 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     receiver.abort();
     let mut histogram = Histogram::<u64>::new(3)?;
+    let mut from_answer = Histogram::<u64>::new(3)?;
     let (sent, delivered) = (sent.lock().expect("lock").clone(), delivered.lock().expect("lock").clone());
     let mut missing = 0;
-    for (id, at) in &sent {
+    let failed = total as usize - sent.len();
+    for (id, (at, answered)) in &sent {
         match delivered.get(id) {
-            Some(arrived) => histogram.record(arrived.saturating_duration_since(*at).as_micros() as u64)?,
+            Some(arrived) => {
+                histogram.record(arrived.saturating_duration_since(*at).as_micros() as u64)?;
+                // Commit happened before the answer: this bounds commit -> delivery from below
+                // (0 when the event arrived before the answer did).
+                from_answer.record(arrived.saturating_duration_since(*answered).as_micros() as u64)?;
+            }
             None => missing += 1,
         }
     }
     println!(
         "{}",
         serde_json::json!({
-            "phase": "latency", "rate": args.rate, "committed": sent.len(), "missing": missing,
+            "phase": "latency", "rate": args.rate, "committed": sent.len(), "failed_writes": failed, "missing": missing,
+            "stream_resumes": resumes.load(std::sync::atomic::Ordering::Relaxed),
             "achieved_per_s": sent.len() as f64 / offered.as_secs_f64(),
             "p50_ms": histogram.value_at_quantile(0.5) as f64 / 1000.0,
             "p99_ms": histogram.value_at_quantile(0.99) as f64 / 1000.0,
             "max_ms": histogram.max() as f64 / 1000.0,
+            "after_answer_p50_ms": from_answer.value_at_quantile(0.5) as f64 / 1000.0,
+            "after_answer_p99_ms": from_answer.value_at_quantile(0.99) as f64 / 1000.0,
         })
     );
 

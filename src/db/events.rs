@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Bool};
 use diesel_async::RunQueryDsl;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
@@ -51,7 +51,15 @@ pub fn after<'c>(
         // The range first, so that the index (tenant_id, transaction_id, id) bounds the scan.
         .filter(audit_events::transaction_id.ge(after_transaction))
         .filter(audit_events::transaction_id.lt(query.below))
-        .filter(audit_events::transaction_id.gt(after_transaction).or(audit_events::id.gt(after_id)))
+        // A row comparison, so that the index bounds the scan inside one large transaction too
+        // (`transaction_id > $1 OR id > $2` would scan that transaction's events from its start).
+        .filter(
+            diesel::dsl::sql::<Bool>("(audit_events.transaction_id, audit_events.id) > (")
+                .bind::<BigInt, _>(after_transaction)
+                .sql(", ")
+                .bind::<diesel::sql_types::Uuid, _>(after_id)
+                .sql(")"),
+        )
         .order((audit_events::transaction_id.asc(), audit_events::id.asc()))
         .limit(limit)
         .select(StreamEvent::as_select())

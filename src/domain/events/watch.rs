@@ -85,6 +85,21 @@ pub async fn open(hub: &Arc<EventHub>, request: WatchRequest, deadline: Option<I
     Ok(messages.chain(end).boxed())
 }
 
+/// Reads one page of a tenant, retrying a busy or briefly unreachable database (the pool
+/// shared with requests may be exhausted for a moment) for about 5 s before giving up.
+async fn read_retrying(hub: &EventHub, tenant_id: Uuid, query: StreamQuery) -> Result<Vec<StreamEvent>> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match hub.read(tenant_id, query.clone(), PAGE_SIZE).await {
+            Err(error) if error.code() == tonic::Code::Unavailable && delay < Duration::from_secs(3) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 struct Watcher {
     hub: Arc<EventHub>,
     _registration: Registration,
@@ -176,7 +191,7 @@ impl Watcher {
             let pages: Vec<(Uuid, Vec<StreamEvent>)> = futures_util::stream::iter(pending)
                 .map(|tenant_id| {
                     let query = query.clone();
-                    async move { hub.read(tenant_id, query, PAGE_SIZE).await.map(|rows| (tenant_id, rows)) }
+                    async move { read_retrying(hub, tenant_id, query).await.map(|rows| (tenant_id, rows)) }
                 })
                 .buffer_unordered(READ_CONCURRENCY)
                 .collect::<Vec<_>>()
