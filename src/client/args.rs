@@ -364,8 +364,8 @@ pub struct WatchEventsArgs {
     /// Start with the events created at or after this RFC 3339 time.
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<String>,
-    /// Keep streaming (resuming by itself after an interruption) instead of exiting once no
-    /// event arrived for a second.
+    /// Keep streaming (resuming by itself after an interruption) instead of exiting once the
+    /// stream has caught up with what was committed before the call.
     #[arg(long, short = 'f')]
     pub follow: bool,
 }

@@ -1,4 +1,5 @@
-//! `tenantd events watch`: WatchEvents as JSON lines on stdout, one event per line. The last
+//! `tenantd events watch`: WatchEvents as JSON lines on stdout, one event per line; without
+//! `--follow` it ends once the stream says it has caught up. The last
 //! cursor received goes to stderr as `cursor: <cursor>` when the command ends, so that a
 //! later `--from-cursor` continues exactly there. With `--follow`, an interrupted stream
 //! (WATCHER_TOO_SLOW, WATCH_INTERRUPTED, UNAVAILABLE) is resumed from the last cursor.
@@ -19,8 +20,8 @@ use crate::proto::event_service_client::EventServiceClient;
 use crate::proto::watch_events_request::Start;
 use crate::proto::{TenantEvent, WatchEventsRequest};
 
-/// Without `--follow`, the command ends once no event arrived for this long.
-const IDLE_EXIT: Duration = Duration::from_secs(1);
+/// Without `--follow`, the command gives up waiting for the stream to catch up after this.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// Wait before resuming an interrupted stream.
 const RESUME_DELAY: Duration = Duration::from_millis(500);
 
@@ -64,7 +65,7 @@ async fn watch_events(args: WatchEventsArgs) -> Result<(), Failure> {
         let ended = stream_once(&args, &authorization, request.clone(), &mut last_cursor).await;
         match ended {
             Err(Failure::Status(status)) if args.follow && resumable(status.code()) => {
-                let _ = write!(std::io::stderr().lock(), "{}resuming\n", describe_status(&status));
+                let _ = writeln!(std::io::stderr().lock(), "{}resuming", describe_status(&status));
             }
             Err(Failure::Unreachable(message)) if args.follow => {
                 let _ = writeln!(std::io::stderr().lock(), "error: cannot reach the server: {message}; retrying");
@@ -99,15 +100,17 @@ async fn stream_once(
     let mut call = tonic::Request::new(request);
     call.metadata_mut().insert("authorization", authorization.clone());
     let mut stream = client.watch_events(call).await.map_err(Failure::Status)?.into_inner();
+    let mut messages = 0usize;
     loop {
         let message = if args.follow {
             stream.next().await
         } else {
-            match tokio::time::timeout(IDLE_EXIT, stream.next()).await {
+            match tokio::time::timeout(CATCH_UP_LIMIT, stream.next()).await {
                 Ok(message) => message,
-                Err(_) => return Ok(()),
+                Err(_) => return Err(Failure::Unreachable("the stream did not catch up within 30s".to_owned())),
             }
         };
+        messages += 1;
         let message = match message {
             None => return Ok(()),
             Some(Err(status)) => return Err(Failure::Status(status)),
@@ -118,7 +121,13 @@ async fn stream_once(
             let _ = writeln!(stdout, "{}", event_json(event));
         }
         let _ = stdout.flush();
+        let caught_up = message.events.is_empty() && messages > 1;
         *last_cursor = Some(message.cursor);
+        // The first message is the start's bookmark; the next one without events says the
+        // stream has caught up with everything committed before the call.
+        if caught_up && !args.follow {
+            return Ok(());
+        }
     }
 }
 

@@ -74,6 +74,7 @@ pub async fn open(hub: &Arc<EventHub>, request: WatchRequest, deadline: Option<I
         slow_after: config.slow_watcher_timeout,
         last_sent: Instant::now(),
         deadline,
+        caught_up: false,
     };
     tokio::spawn(async move {
         if let Err(error) = watcher.run(horizons).await {
@@ -111,6 +112,7 @@ struct Watcher {
     slow_after: Duration,
     last_sent: Instant,
     deadline: Option<Instant>,
+    caught_up: bool,
 }
 
 impl Watcher {
@@ -136,7 +138,15 @@ impl Watcher {
                 () = self.hub.stopping().cancelled() => return Err(ending(Reason::WatchInterrupted, self.cursor())),
                 () = tokio::time::sleep_until(bookmark_due) => self.send(Vec::new(), self.position).await?,
                 horizon = horizons.recv() => match horizon {
-                    Ok(horizon) => self.apply(&horizon).await?,
+                    Ok(horizon) => {
+                        self.apply(&horizon).await?;
+                        if !self.caught_up {
+                            // Say once that the stream has caught up: a message without events
+                            // after everything committed before the start was delivered.
+                            self.caught_up = true;
+                            self.send(Vec::new(), self.position).await?;
+                        }
+                    }
                     // Horizons were missed: the next one shows a gap, and is read for.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
