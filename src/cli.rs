@@ -430,7 +430,7 @@ mod tests {
                 checked += 1;
             }
         });
-        // 13 durations and 3 sizes.
-        assert_eq!(checked, 16);
+        // 16 durations and 3 sizes.
+        assert_eq!(checked, 19);
     }
 }
