@@ -11,10 +11,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::{HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
+use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
-    Config, ConnectionConfig, DatabaseConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig, TlsConfig,
-    TraceSampler, TracesConfig,
+    Config, ConnectionConfig, DatabaseConfig, EventsConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig,
+    TlsConfig, TraceSampler, TracesConfig,
 };
 
 /// `tenantd`: the tenant control plane.
@@ -49,6 +49,8 @@ pub enum Command {
     Operators(OperatorsArgs),
     /// Show the tenant named by an id, slug, domain, channel binding or API key.
     Resolve(ResolveArgs),
+    /// Watch tenant events (WatchEvents) as JSON lines.
+    Events(EventsArgs),
 }
 
 /// How logs are written.
@@ -220,6 +222,24 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_SHUTDOWN_GRACE_MS", default_value = "20000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub shutdown_grace: Duration,
+    /// How far back, in milliseconds, WatchEvents may start (by time or cursor); older is
+    /// FAILED_PRECONDITION `EVENT_RETENTION_EXCEEDED`. Default 7 days.
+    #[arg(long, env = "TENANTD_EVENT_RETENTION_MS", default_value = "604800000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub event_retention: Duration,
+    /// How often, in milliseconds, the event stream looks for new events when no wake-up
+    /// arrived (a lost wake-up delays delivery by at most this).
+    #[arg(long, env = "TENANTD_EVENT_POLL_MS", default_value = "1000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub event_poll: Duration,
+    /// Messages buffered per WatchEvents stream before the watcher counts as slow.
+    #[arg(long, env = "TENANTD_EVENT_WATCHER_BUFFER", default_value_t = 32)]
+    pub event_watcher_buffer: usize,
+    /// How long, in milliseconds, a watcher's buffer may stay full before its stream ends
+    /// with RESOURCE_EXHAUSTED `WATCHER_TOO_SLOW` (carrying the cursor to resume from).
+    #[arg(long, env = "TENANTD_EVENT_SLOW_WATCHER_MS", default_value = "10000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub event_slow_watcher: Duration,
     /// OpenTelemetry traces, from the standard `OTEL_*` variables.
     #[command(flatten)]
     pub traces: TracesArgs,
@@ -433,6 +453,12 @@ impl From<ServeArgs> for Config {
             health_interval: args.health_interval,
             shutdown: ShutdownConfig { predrain: args.shutdown_predrain, grace: args.shutdown_grace },
             traces: args.traces.into(),
+            events: EventsConfig {
+                retention: args.event_retention,
+                poll_interval: args.event_poll,
+                watcher_buffer: args.event_watcher_buffer.max(1),
+                slow_watcher_timeout: args.event_slow_watcher,
+            },
         }
     }
 }
@@ -489,6 +515,10 @@ mod tests {
             "--health-interval=20",
             "--shutdown-predrain=21",
             "--shutdown-grace=22",
+            "--event-retention=23",
+            "--event-poll=24",
+            "--event-watcher-buffer=25",
+            "--event-slow-watcher=26",
         ]));
         let millis = Duration::from_millis;
         assert_eq!(config.listen_addr, "127.0.0.1:1001".parse().expect("address"));
@@ -528,6 +558,10 @@ mod tests {
         assert_eq!(config.health_interval, millis(20));
         assert_eq!(config.shutdown.predrain, millis(21));
         assert_eq!(config.shutdown.grace, millis(22));
+        assert_eq!(config.events.retention, millis(23));
+        assert_eq!(config.events.poll_interval, millis(24));
+        assert_eq!(config.events.watcher_buffer, 25);
+        assert_eq!(config.events.slow_watcher_timeout, millis(26));
         assert!(config.traces.is_none(), "traces are off unless the exporter is otlp");
     }
 
@@ -734,7 +768,7 @@ mod tests {
                 checked += 1;
             }
         });
-        // 14 durations and 3 sizes.
-        assert_eq!(checked, 17);
+        // 17 durations and 3 sizes.
+        assert_eq!(checked, 20);
     }
 }

@@ -51,6 +51,8 @@ pub struct Config {
     pub health_interval: Duration,
     /// What happens between the shutdown signal and the server stopping.
     pub shutdown: ShutdownConfig,
+    /// The WatchEvents stream.
+    pub events: EventsConfig,
     /// OpenTelemetry traces exported over OTLP/gRPC; `None` (the default) turns them off.
     pub traces: Option<TracesConfig>,
 }
@@ -180,4 +182,17 @@ pub enum RootSampler {
     AlwaysOff,
     /// Record this fraction (0 to 1) of traces, chosen by trace id.
     TraceIdRatio(f64),
+}
+
+/// The WatchEvents stream (decision 0015).
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// How far back a watcher may start, by time or cursor; older is FAILED_PRECONDITION.
+    pub retention: Duration,
+    /// How often the event hub looks for new events when no wake-up arrived.
+    pub poll_interval: Duration,
+    /// Messages buffered per watcher before it counts as slow (at least 1).
+    pub watcher_buffer: usize,
+    /// How long a watcher's buffer may stay full before its stream ends with WATCHER_TOO_SLOW.
+    pub slow_watcher_timeout: Duration,
 }

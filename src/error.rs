@@ -50,6 +50,7 @@ pub struct Error {
     reason: Reason,
     violations: Vec<FieldViolation>,
     taken_field: Option<&'static str>,
+    metadata: Vec<(&'static str, String)>,
     source: Option<anyhow::Error>,
 }
 
@@ -59,7 +60,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error whose reason says it all (NOT_FOUND, FAILED_PRECONDITION, ...).
     pub fn new(reason: Reason) -> Self {
-        Self { reason, violations: Vec::new(), taken_field: None, source: None }
+        Self { reason, violations: Vec::new(), taken_field: None, metadata: Vec::new(), source: None }
     }
 
     /// An INVALID_ARGUMENT error about one field.
@@ -81,6 +82,13 @@ impl Error {
     /// A bug or an unexpected failure (INTERNAL); `source` is logged, never sent.
     pub fn internal(source: anyhow::Error) -> Self {
         Self { source: Some(source), ..Self::new(Reason::Internal) }
+    }
+
+    /// Adds an entry to the ErrorInfo metadata the client receives (e.g. `resume_cursor`);
+    /// the value must be safe to show the caller.
+    pub fn with_metadata(mut self, key: &'static str, value: String) -> Self {
+        self.metadata.push((key, value));
+        self
     }
 
     /// The error for an etag that does not match the stored one.
@@ -203,6 +211,9 @@ impl From<Error> for Status {
         let mut metadata = HashMap::new();
         if let Some(field) = error.taken_field {
             metadata.insert("field".to_owned(), field.to_owned());
+        }
+        for (key, value) in &error.metadata {
+            metadata.insert((*key).to_owned(), value.clone());
         }
         let mut details = ErrorDetails::with_error_info(error.reason.as_str(), ERROR_DOMAIN, metadata);
         for violation in &error.violations {

@@ -21,5 +21,6 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Keys(args) => Ok(tenantd::client::keys(args).await),
         Command::Operators(args) => Ok(tenantd::client::operators(args).await),
         Command::Resolve(args) => Ok(tenantd::client::resolve(args).await),
+        Command::Events(args) => Ok(tenantd::client::events::run(args).await),
     }
 }

@@ -12,7 +12,9 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
-use crate::api::{AuditApi, DiagnosticsApi, DocumentApi, OperatorApi, SettingApi, TenantApi, UserApi, gateway};
+use crate::api::{
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, SettingApi, TenantApi, UserApi, gateway,
+};
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
 use crate::config::{Config, ExposeSecret};
@@ -20,6 +22,7 @@ use crate::db::connect::PgTarget;
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
+use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::operators::Operators;
 use crate::domain::settings::Settings;
@@ -31,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::operator_service_server::OperatorServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
@@ -53,6 +57,7 @@ pub struct Application {
     key_uses: Arc<KeyUseRecorder>,
     activity: Arc<UsageCounter>,
     database: TenantDb,
+    events: Arc<EventHub>,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -120,6 +125,8 @@ impl Application {
         let traces = config.traces.as_ref().map(Traces::start).transpose()?;
         let observe = gateway::ObserveLayer::new(metrics.clone(), traces.as_ref().map(Traces::tracer));
         let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), observe.clone());
+        let events_gateway = gateway::events(auth.clone(), resolver.clone(), observe.clone());
+        let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
         let data_plane = gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), observe);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone()),
@@ -152,6 +159,11 @@ impl Application {
                 .max_encoding_message_size(encode),
         );
         let diagnostics_service = data_plane.layer(DiagnosticsServiceServer::new(DiagnosticsApi));
+        let event_service = events_gateway.layer(
+            EventServiceServer::new(EventApi::new(events.clone()))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
         let audit_service = data_plane.layer(
             AuditServiceServer::new(AuditApi::new(database.clone()))
                 .max_decoding_message_size(decode)
@@ -177,6 +189,7 @@ impl Application {
             .add_service(document_service)
             .add_service(setting_service)
             .add_service(audit_service)
+            .add_service(event_service)
             .add_service(diagnostics_service);
 
         let prober = Prober::new(
@@ -230,6 +243,7 @@ impl Application {
             key_uses,
             activity,
             database,
+            events,
             metrics,
             metrics_listener,
             traces,
@@ -256,6 +270,11 @@ impl Application {
     /// The port of the metrics endpoint, if it is on.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|address| address.port())
+    }
+
+    /// The event hub (its watcher count shows that ended streams released their place).
+    pub fn event_hub(&self) -> Arc<EventHub> {
+        self.events.clone()
     }
 
     /// The app-role pool (its statistics show how many checkouts requests made).
@@ -285,6 +304,7 @@ impl Application {
             key_uses,
             activity,
             database,
+            events,
             metrics,
             metrics_listener,
             traces,
@@ -303,6 +323,11 @@ impl Application {
                 tokio::join!(key_uses.run(database, interval, stop.clone()), activity.run(interval, stop));
             })
         };
+
+        // Ends every watch stream (WATCH_INTERRUPTED, with its cursor) when the server stops
+        // accepting work, so that draining does not wait for them.
+        let stop_events = CancellationToken::new();
+        let events_task = tokio::spawn(events.run(stop_events.clone()));
 
         let stop_accepting = CancellationToken::new();
         let incoming =
@@ -326,6 +351,7 @@ impl Application {
                 stop_probing.cancel();
                 stop_usage.cancel();
                 stop_accepting.cancel();
+                stop_events.cancel();
                 if let Some(traces) = traces {
                     traces.shutdown().await;
                 }
@@ -340,6 +366,7 @@ impl Application {
         tokio::time::sleep(config.shutdown.predrain).await;
         tracing::info!("shutdown: no longer accepting work; draining");
         stop_accepting.cancel();
+        stop_events.cancel();
         health.close_watches().await;
         match tokio::time::timeout(config.shutdown.grace, &mut server).await {
             Ok(result) => result.context("gRPC server failed while draining")?,
@@ -351,7 +378,7 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task);
+        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task);
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }

@@ -17,6 +17,9 @@ It checks, against a running tenantd:
     a cross-tenant GetDocument answers NOT_FOUND (DOCUMENT_NOT_FOUND);
   - an API key: created for Acme, it alone (no x-tenant-* metadata) lists Acme's users only;
     once revoked, the same call answers UNAUTHENTICATED (API_KEY_REVOKED);
+  - events: WatchEvents replays Acme's events from the walkthrough's start, a stream resumed
+    from an event's cursor continues exactly after it, and a damaged cursor answers
+    INVALID_ARGUMENT (EVENT_CURSOR_INVALID);
   - clean-up: both tenants are soft-deleted, after which their data plane answers NOT_FOUND.
 
 Each check prints one line; the exit status is 0 only if every check passed.
@@ -30,12 +33,14 @@ import hashlib
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gen"))
 
 import grpc  # noqa: E402
 from google.protobuf import descriptor_pool  # noqa: E402
+from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
 from google.rpc import error_details_pb2  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: E402
@@ -47,6 +52,8 @@ from grpc_status import rpc_status  # noqa: E402
 try:
     from tenantd.v1 import document_service_pb2 as documents_pb  # noqa: E402
     from tenantd.v1 import document_service_pb2_grpc as documents_grpc  # noqa: E402
+    from tenantd.v1 import event_service_pb2 as events_pb  # noqa: E402
+    from tenantd.v1 import event_service_pb2_grpc as events_grpc  # noqa: E402
     from tenantd.v1 import operator_service_pb2 as operators_pb  # noqa: E402
     from tenantd.v1 import operator_service_pb2_grpc as operators_grpc  # noqa: E402
     from tenantd.v1 import tenant_service_pb2 as tenants_pb  # noqa: E402
@@ -68,6 +75,7 @@ class Walkthrough:
         self.operators = operators_grpc.OperatorServiceStub(channel)
         self.bootstrap = not token.startswith("tdo_")
         self.failures: list[str] = []
+        self.started = Timestamp(seconds=int(time.time()) - 2)
 
     # Reporting -------------------------------------------------------------------------
 
@@ -243,6 +251,7 @@ class Walkthrough:
 
         self.documents_step(acme, alice, globex, globex_slug, bob)
         self.api_key_step(acme)
+        self.events_step(acme)
 
         print("== Clean-up: soft-delete both tenants")
         for tenant in (acme, globex):
@@ -346,6 +355,47 @@ class Walkthrough:
             grpc.StatusCode.UNAUTHENTICATED,
             "API_KEY_REVOKED",
             "the revoked key answers UNAUTHENTICATED / API_KEY_REVOKED",
+        )
+
+
+    def read_events(self, request, count: int) -> list:
+        """The first `count` events of a WatchEvents stream; the stream is then cancelled."""
+        call = events_grpc.EventServiceStub(self.channel).WatchEvents(
+            request, metadata=self.platform(), timeout=TIMEOUT_SECONDS
+        )
+        events = []
+        try:
+            for message in call:
+                events.extend(message.events)
+                if len(events) >= count:
+                    break
+        finally:
+            call.cancel()
+        return events[:count]
+
+    def events_step(self, acme) -> None:
+        print("== Events: replay, then resume from a cursor")
+        since = events_pb.WatchEventsRequest(tenant_ids=[acme.id], start_time=self.started)
+        first = self.read_events(since, 4)
+        types = [event.event_type for event in first]
+        self.check(
+            len(first) == 4 and types[0] == "tenant.create" and all(e.tenant_id == acme.id for e in first),
+            "WatchEvents replays Acme's events from the start",
+            ", ".join(types),
+        )
+        # A client that went away after the second event comes back with its cursor.
+        resume = events_pb.WatchEventsRequest(tenant_ids=[acme.id], cursor=first[1].cursor)
+        resumed = self.read_events(resume, 2)
+        self.check(
+            [event.id for event in resumed] == [event.id for event in first[2:4]],
+            "a stream resumed from a cursor continues exactly after it",
+        )
+        damaged = events_pb.WatchEventsRequest(cursor=first[1].cursor[:-4] + "AAAA")
+        self.expect_error(
+            lambda: self.read_events(damaged, 1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "EVENT_CURSOR_INVALID",
+            "a damaged cursor answers INVALID_ARGUMENT / EVENT_CURSOR_INVALID",
         )
 
 

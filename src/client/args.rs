@@ -398,3 +398,49 @@ fn parse_channel(value: &str) -> Result<ChannelArg, String> {
 fn parse_timestamp(value: &str) -> Result<prost_types::Timestamp, String> {
     value.parse().map_err(|_| format!("`{value}` is not an RFC 3339 time such as 2030-01-01T00:00:00Z"))
 }
+
+/// `tenantd events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+/// The `tenantd events` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventsCommand {
+    /// Print tenant events as JSON lines (one event per line, each with its `cursor`).
+    Watch(WatchEventsArgs),
+}
+
+/// `tenantd events watch`.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("start").args(["from_cursor", "since"])))]
+pub struct WatchEventsArgs {
+    /// Server and platform token (`--output` is ignored: the output is JSON lines).
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Watch with this tenant API key (its own tenant) instead of the platform token.
+    #[arg(long, env = "TENANTD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<SecretString>,
+    /// Only this tenant (repeatable; platform token only); none means every tenant.
+    #[arg(long = "tenant", value_name = "TENANT_ID")]
+    pub tenants: Vec<String>,
+    /// Only events of this type, e.g. `tenant.suspend` (repeatable).
+    #[arg(long = "event-type", value_name = "TYPE")]
+    pub event_types: Vec<String>,
+    /// Only events about resources of this type, e.g. `user` (repeatable).
+    #[arg(long = "resource-type", value_name = "TYPE")]
+    pub resource_types: Vec<String>,
+    /// Continue after this cursor (a printed event's `cursor`, or the last `cursor:` line on stderr).
+    #[arg(long)]
+    pub from_cursor: Option<String>,
+    /// Start with the events created at or after this RFC 3339 time.
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+    /// Keep streaming (resuming by itself after an interruption) instead of exiting once the
+    /// stream has caught up with what was committed before the call.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}

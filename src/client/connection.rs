@@ -21,6 +21,15 @@ use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE};
 use crate::proto::operator_service_client::OperatorServiceClient;
 use crate::proto::tenant_service_client::TenantServiceClient;
 
+/// The `authorization` value of a bearer credential, marked sensitive (never printed).
+pub(super) fn authorization(credential: &str) -> Result<MetadataValue<Ascii>, Failure> {
+    let mut value: MetadataValue<Ascii> = format!("Bearer {credential}")
+        .parse()
+        .map_err(|_| Failure::Usage("the credential has characters a header cannot carry".to_owned()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// How long establishing the connection may take: short, so `health` suits a healthcheck.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one API call may take once connected (also sent to the server as `grpc-timeout`).
@@ -79,7 +88,7 @@ pub(super) fn finish(result: Result<Shown, Failure>, format: args::OutputFormat)
 
 /// `error: CODE: message`, then the ErrorInfo reason and metadata and any field violations,
 /// one per line.
-fn describe_status(status: &Status) -> String {
+pub(super) fn describe_status(status: &Status) -> String {
     let mut text = format!("error: {}: {}\n", code_name(status.code()), status.message());
     let details = status.get_error_details();
     if let Some(info) = details.error_info() {
@@ -199,10 +208,7 @@ async fn authorized(args: &ClientArgs) -> Result<(Channel, Bearer), Failure> {
     let token = args.token.as_ref().ok_or_else(|| {
         Failure::Usage("no platform credential: pass --token or set TENANTD_PLATFORM_TOKEN".to_owned())
     })?;
-    let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", token.expose_secret())
-        .parse()
-        .map_err(|_| Failure::Usage("the platform credential has characters a header cannot carry".to_owned()))?;
-    authorization.set_sensitive(true);
+    let authorization = authorization(token.expose_secret())?;
     let channel = connect(&args.server).await?;
     Ok((channel, Bearer(authorization)))
 }

@@ -14,6 +14,7 @@
 
 pub mod args;
 mod connection;
+pub mod events;
 mod output;
 
 use std::future::Future;

@@ -72,6 +72,7 @@ pub async fn insert(transaction: &mut TenantTx<'_>, event: NewAuditEvent<'_>) ->
         ))
         .execute(transaction.connection())
         .await?;
+    transaction.note_event_recorded();
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod connect;
 pub mod documents;
+pub mod events;
 pub mod idempotency;
 pub mod identifiers;
 pub mod migrations;

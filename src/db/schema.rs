@@ -113,6 +113,7 @@ diesel::table! {
         resource_id -> Text,
         request_id -> Text,
         details -> Jsonb,
+        transaction_id -> Int8,
     }
 }
 

@@ -87,6 +87,7 @@ pub struct TenantTx<'c> {
     connection: Connection<'c>,
     tenant_id: Uuid,
     actor: AuditActor,
+    events_recorded: bool,
 }
 
 impl<'c> TenantTx<'c> {
@@ -103,6 +104,12 @@ impl<'c> TenantTx<'c> {
     /// The underlying connection, for repositories of tenant tables.
     pub(crate) fn connection(&mut self) -> &mut Connection<'c> {
         &mut self.connection
+    }
+
+    /// Notes that this transaction wrote an audit event, so that its commit wakes the
+    /// event stream (see [`run`]).
+    pub(crate) fn note_event_recorded(&mut self) {
+        self.events_recorded = true;
     }
 }
 
@@ -241,6 +248,9 @@ impl QueryFragment<Pg> for Commit {
 /// runs the rest of the work, and commits (or rolls back if anything failed). The checkout
 /// fails at once while `availability` says PostgreSQL is down (see [`checkout`]).
 ///
+/// Returns whether the committed work recorded an audit event (see
+/// [`TenantTx::note_event_recorded`]) with its value.
+///
 /// Cancellation: if this future is dropped (the client cancelled, or a deadline passed)
 /// while the transaction is open, the connection stays marked open and the pool discards
 /// it instead of reusing it; PostgreSQL rolls the transaction back when the connection
@@ -251,7 +261,7 @@ pub async fn run<R, F>(
     tenant_id: Uuid,
     actor: AuditActor,
     work: F,
-) -> Result<R>
+) -> Result<(R, bool)>
 where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
@@ -266,7 +276,7 @@ async fn run_untraced<R, F>(
     tenant_id: Uuid,
     actor: AuditActor,
     work: F,
-) -> Result<R>
+) -> Result<(R, bool)>
 where
     R: Send,
     F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
@@ -275,10 +285,11 @@ where
     let outcome = {
         let connection: &AppConnection = &pooled;
         connection.mark_transaction_open();
-        let mut transaction = TenantTx { connection, tenant_id, actor };
+        let mut transaction = TenantTx { connection, tenant_id, actor, events_recorded: false };
         let set_tenant = set_tenant_statement(tenant_id);
         let (begun, worked) = join!(begin(connection, &set_tenant), work(&mut transaction));
-        end(connection, begun.map_err(Error::from).and(worked)).await
+        let events_recorded = transaction.events_recorded;
+        end(connection, begun.map_err(Error::from).and(worked)).await.map(|value| (value, events_recorded))
     };
     outcome.map_err(|error| classify(&mut pooled, error))
 }

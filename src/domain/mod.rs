@@ -8,6 +8,7 @@ use crate::error::{Error, Reason, Result, Violations};
 pub mod api_keys;
 pub mod audit;
 pub mod documents;
+pub mod events;
 pub mod idempotency;
 pub mod key_uses;
 pub mod operators;

@@ -69,6 +69,8 @@ reasons! {
     PageTokenInvalid = "PAGE_TOKEN_INVALID", InvalidArgument, "the page token is not from this list";
     UpdateMaskRequired = "UPDATE_MASK_REQUIRED", InvalidArgument, "the update mask is required";
     UpdateMaskInvalid = "UPDATE_MASK_INVALID", InvalidArgument, "the update mask names a field that cannot be updated";
+    EventCursorInvalid = "EVENT_CURSOR_INVALID", InvalidArgument, "the cursor is not from this event stream";
+    EventFilterInvalid = "EVENT_FILTER_INVALID", InvalidArgument, "an event filter is invalid";
 
     // UNAUTHENTICATED: no valid credentials. The messages say which case, never anything
     // about a valid credential.
@@ -119,15 +121,24 @@ reasons! {
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";
     TenantDeleted = "TENANT_DELETED", FailedPrecondition, "the tenant is deleted";
     UserHasDocuments = "USER_HAS_DOCUMENTS", FailedPrecondition, "the user owns documents; delete them or give them another owner first";
+    EventRetentionExceeded = "EVENT_RETENTION_EXCEEDED", FailedPrecondition, "the cursor or start time is older than the event retention window; start from a time within it";
+
+    // RESOURCE_EXHAUSTED: the caller used more than its share; ErrorInfo metadata
+    // `resume_cursor` says where to continue.
+    WatcherTooSlow = "WATCHER_TOO_SLOW", ResourceExhausted, "the watcher fell too far behind; resume from the cursor in the error details";
 
     // ABORTED: a concurrency check failed.
     EtagMismatch = "ETAG_MISMATCH", Aborted, "the resource changed since it was read; read it again and retry";
+
+    // DEADLINE_EXCEEDED: the call's own deadline (`grpc-timeout`) passed.
+    WatchDeadlineExceeded = "WATCH_DEADLINE_EXCEEDED", DeadlineExceeded, "the call's deadline passed; resume from the cursor in the error details";
 
     // UNAVAILABLE: a dependency is down; retry later.
     DatabaseUnavailable = "DATABASE_UNAVAILABLE", Unavailable, "the database is unavailable; retry later";
     DatabasePoolExhausted = "DATABASE_POOL_EXHAUSTED", Unavailable, "every database connection is busy; retry later";
     DatabaseNotMigrated = "DATABASE_NOT_MIGRATED", Unavailable, "the database is not migrated: run tenantd migrate";
     RedisUnavailable = "REDIS_UNAVAILABLE", Unavailable, "Redis is unavailable; retry later";
+    WatchInterrupted = "WATCH_INTERRUPTED", Unavailable, "the watch was interrupted (server shutdown or database outage); resume from the cursor in the error details";
 
     // INTERNAL: a bug; details are in the server log only.
     Internal = "INTERNAL", Internal, "internal error";

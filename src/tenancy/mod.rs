@@ -15,4 +15,4 @@ mod transaction;
 
 pub use context::{Actor, OperatorRole, Permission, RequestContext, Scope, TenantContext};
 pub use state::TenantState;
-pub use transaction::TenantDb;
+pub use transaction::{EventsCommitted, TenantDb};

@@ -1,6 +1,8 @@
 //! The door to tenant data for a request: [`TenantDb`] opens the tenant transaction of
 //! [`crate::db::tenant_tx`] for a [`TenantContext`]'s tenant, and records who acts.
 
+use std::sync::{Arc, OnceLock};
+
 use uuid::Uuid;
 
 use super::TenantContext;
@@ -9,24 +11,35 @@ use crate::db::tenant_tx::{self, AsyncWork, TenantRead, TenantTx};
 use crate::db::{Availability, Connection, PgPool, SchemaGate};
 use crate::error::Result;
 
+/// What is called, with the tenant's id, after a transaction that recorded audit events
+/// has committed: the event stream's wake-up (decision 0015). It must not block.
+pub type EventsCommitted = Arc<dyn Fn(Uuid) + Send + Sync>;
+
 /// Runs work against tenant tables.
 #[derive(Clone)]
 pub struct TenantDb {
     pool: PgPool,
     availability: Availability,
     schema: SchemaGate,
+    events_committed: Arc<OnceLock<EventsCommitted>>,
 }
 
 impl TenantDb {
     /// Wraps the app-role pool, built with `availability` (see [`crate::db::build_pool`]).
     pub fn new(pool: PgPool, availability: Availability) -> Self {
-        Self { pool, availability, schema: SchemaGate::default() }
+        Self { pool, availability, schema: SchemaGate::default(), events_committed: Arc::default() }
     }
 
     /// What the health probe reports reachability to: while PostgreSQL is known to be down,
     /// every transaction fails at once with UNAVAILABLE (`DATABASE_UNAVAILABLE`).
     pub fn availability(&self) -> Availability {
         self.availability.clone()
+    }
+
+    /// Sets what is called after a transaction that recorded audit events commits (once;
+    /// later calls are ignored). Every clone of this `TenantDb` shares it.
+    pub fn on_events_committed(&self, signal: EventsCommitted) {
+        let _ = self.events_committed.set(signal);
     }
 
     /// What the health probe reports the schema state to: while the database is known to
@@ -48,7 +61,12 @@ impl TenantDb {
         F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
     {
         self.schema.check()?;
-        tenant_tx::run(&self.pool, &self.availability, context.tenant_id(), actor(context), work).await
+        let (value, events_recorded) =
+            tenant_tx::run(&self.pool, &self.availability, context.tenant_id(), actor(context), work).await?;
+        if events_recorded && let Some(signal) = self.events_committed.get() {
+            signal(context.tenant_id());
+        }
+        Ok(value)
     }
 
     /// Runs a read of one statement in one tenant transaction, in one round trip (see

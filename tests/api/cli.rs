@@ -451,3 +451,35 @@ async fn an_operator_is_created_used_as_the_credential_listed_and_revoked_throug
     assert!(refused.stderr.contains("OPERATOR_KEY_REVOKED"), "{refused:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn events_watch_prints_json_lines_and_continues_exactly_from_its_last_cursor() {
+    let server = CliServer::ready().await;
+    let since = chrono::Utc::now().to_rfc3339();
+    let created = server.json(&["tenants", "create", "--slug", &unique_slug("clev"), "--display-name", "Ev"]).await;
+    let tenant = string(&created, "id").to_owned();
+    let run = server.run(&["events", "watch", "--since", &since, "--tenant", &tenant]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<Value> = run.stdout.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 1, "{run:?}");
+    assert_eq!(string(&lines[0], "eventType"), "tenant.create");
+    assert_eq!(string(&lines[0], "tenantId"), tenant);
+    let cursor = run.stderr.lines().find_map(|line| line.strip_prefix("cursor: ")).expect("the last cursor").to_owned();
+
+    // From that cursor: only what happened since.
+    server.run(&["tenants", "suspend", &tenant]).await;
+    let run = server.run(&["events", "watch", "--from-cursor", &cursor, "--tenant", &tenant]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let types: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|line| string(&serde_json::from_str::<Value>(line).expect("JSON"), "eventType").to_owned())
+        .collect();
+    assert_eq!(types, ["tenant.suspend"], "{run:?}");
+
+    // A damaged cursor is refused with its field.
+    let run = server.run(&["events", "watch", "--from-cursor", "garbage"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("EVENT_CURSOR_INVALID") && run.stderr.contains("field cursor"), "{run:?}");
+    server.stop().await;
+}

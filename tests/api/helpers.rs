@@ -13,6 +13,7 @@ use tenantd::cli::{Cli, Command};
 use tenantd::config::Config;
 use tenantd::proto::audit_service_client::AuditServiceClient;
 use tenantd::proto::document_service_client::DocumentServiceClient;
+use tenantd::proto::event_service_client::EventServiceClient;
 use tenantd::proto::setting_service_client::SettingServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::user_service_client::UserServiceClient;
@@ -122,6 +123,7 @@ pub struct TestApp {
     pub tenants: TenantServiceClient<InterceptedService<Channel, Metadata>>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<anyhow::Result<()>>,
+    pub events: std::sync::Arc<tenantd::domain::events::EventHub>,
 }
 
 /// Server logs go to the test's captured output (shown when a test fails); the level
@@ -158,12 +160,13 @@ pub async fn start(database: String, config: Config) -> TestApp {
     let pool = application.database_pool();
     let port = application.port();
     let metrics_port = application.metrics_port();
+    let events = application.event_hub();
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(application.run_until(shutdown.clone().cancelled_owned()));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect_lazy();
     let tenants = TenantServiceClient::with_interceptor(channel.clone(), Metadata::platform());
-    TestApp { database, port, metrics_port, pool, channel, tenants, shutdown, server }
+    TestApp { database, port, metrics_port, pool, channel, tenants, shutdown, server, events }
 }
 
 impl TestApp {
@@ -190,6 +193,11 @@ impl TestApp {
     /// An audit client with exactly the metadata given.
     pub fn audit_with(&self, metadata: Metadata) -> AuditServiceClient<InterceptedService<Channel, Metadata>> {
         AuditServiceClient::with_interceptor(self.channel.clone(), metadata)
+    }
+
+    /// An event client with exactly the metadata given.
+    pub fn events_with(&self, metadata: Metadata) -> EventServiceClient<InterceptedService<Channel, Metadata>> {
+        EventServiceClient::with_interceptor(self.channel.clone(), metadata)
     }
 
     /// How many times requests have checked out a database connection so far.

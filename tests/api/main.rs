@@ -19,6 +19,8 @@ mod credentials;
 mod dev;
 mod docs;
 mod documents;
+mod events;
+mod events_faults;
 mod faults;
 mod health;
 mod idempotency;

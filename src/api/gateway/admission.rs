@@ -36,6 +36,9 @@ enum Plane {
     Control,
     /// Tenant resolution; platform callers or tenant API keys.
     Data,
+    /// The event stream: platform callers (no tenant metadata: the request names the
+    /// tenants) or tenant API keys (their own tenant).
+    Events,
 }
 
 /// Builds [`Admission`] services.
@@ -59,6 +62,12 @@ impl AdmissionLayer {
         Self { auth, resolver, plane: Plane::Data }
     }
 
+    /// For the event stream: platform callers get a [`RequestContext`] (the request names
+    /// the tenants); tenant API keys are admitted as on the data plane, for their tenant.
+    pub fn events(auth: PlatformAuth, resolver: Arc<TenantResolver>) -> Self {
+        Self { auth, resolver, plane: Plane::Events }
+    }
+
     async fn admit<B>(&self, request: &mut http::Request<B>) -> Result<()> {
         let headers = request.headers();
         let request_id = request_id(headers)?;
@@ -66,7 +75,11 @@ impl AdmissionLayer {
         let credential = credential(headers, &self.auth)?;
         let path = request.uri().path();
         let resolver = &self.resolver;
-        let Plane::Data = self.plane else {
+        let platform_without_tenant = match (self.plane, &credential) {
+            (Plane::Data, _) | (Plane::Events, Credential::ApiKey(_)) => false,
+            (Plane::Control | Plane::Events, _) => true,
+        };
+        if platform_without_tenant {
             let actor = match credential {
                 Credential::ApiKey(_) => return Err(Error::new(Reason::ApiKeyNotAllowed)),
                 Credential::Bootstrap => Actor::Bootstrap,
@@ -74,7 +87,7 @@ impl AdmissionLayer {
             };
             request.extensions_mut().insert(RequestContext::new(actor, request_id));
             return Ok(());
-        };
+        }
         let context = match credential {
             Credential::Bootstrap => {
                 let selector = selector::parse(headers)?;
@@ -108,14 +121,15 @@ async fn admit_operator(resolver: &TenantResolver, token: &OperatorKeyToken, nee
     Ok(Actor::Operator { operator_id: token.operator_id(), role })
 }
 
-/// What a control-plane method needs. Reads (Get, List, ResolveTenant) are for every role;
+/// What a control-plane method needs. Reads (Get, List, Watch, ResolveTenant) are for every role;
 /// the tenant lifecycle is named one by one; everything else, API keys and operators
 /// included, is credential management, so a method added later is admin-only until shown
 /// otherwise.
 fn control_permission(path: &str) -> Permission {
     const LIFECYCLE: [&str; 5] = ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant"];
     let method = path.rsplit('/').next().unwrap_or_default();
-    if method.starts_with("Get") || method.starts_with("List") || method == "ResolveTenant" {
+    let reads = ["Get", "List", "Watch"].iter().any(|prefix| method.starts_with(prefix));
+    if reads || method == "ResolveTenant" {
         Permission::Read
     } else if LIFECYCLE.contains(&method) && path.starts_with("/tenantd.v1.TenantService/") {
         Permission::Lifecycle
@@ -161,11 +175,12 @@ async fn admit_api_key(
     Ok(TenantContext::new(token.tenant_id(), RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id)))
 }
 
-/// The scope a data-plane method needs: Get, List and Ping read; everything else writes
-/// (so a method added later is a write until shown otherwise).
+/// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else
+/// writes (so a method added later is a write until shown otherwise).
 fn required_scope(path: &str) -> Scope {
     let method = path.rsplit('/').next().unwrap_or_default();
-    if method.starts_with("Get") || method.starts_with("List") || method == "Ping" { Scope::Read } else { Scope::Write }
+    let reads = ["Get", "List", "Watch"].iter().any(|prefix| method.starts_with(prefix));
+    if reads || method == "Ping" { Scope::Read } else { Scope::Write }
 }
 
 /// The caller's `x-request-id` (1 to 128 of `[A-Za-z0-9._:-]`), or a new UUIDv7.

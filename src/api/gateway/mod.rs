@@ -41,6 +41,11 @@ pub fn control_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, observe:
     Stack::new(AdmissionLayer::control_plane(auth, resolver), observe)
 }
 
+/// The gateway of the event stream: platform callers, or API keys for their own tenant.
+pub fn events(auth: PlatformAuth, resolver: Arc<TenantResolver>, observe: ObserveLayer) -> ControlPlaneLayers {
+    Stack::new(AdmissionLayer::events(auth, resolver), observe)
+}
+
 /// The gateway of data-plane services: tenant resolution, platform or API-key callers, and
 /// usage counting.
 pub fn data_plane(
