@@ -32,6 +32,10 @@ from pathlib import Path
 
 BEGIN = "<!-- readme-run: begin -->"
 END = "<!-- readme-run: end -->"
+# Between these two lines (inside the walkthrough) blocks are shown, not run: ones that need
+# what the live server does not have (TLS certificates) or never end (a watch stream).
+PAUSE = "<!-- readme-run: pause -->"
+RESUME = "<!-- readme-run: resume -->"
 ADDRESS = "localhost:50051"
 ANY = "…"
 SESSION_TIMEOUT_SECONDS = 300
@@ -63,6 +67,15 @@ def walkthrough_blocks(readme: str) -> list[Block]:
     index = begin + 1
     while index < end:
         line = lines[index]
+        if line == PAUSE:
+            try:
+                index = lines.index(RESUME, index) + 1
+            except ValueError:
+                sys.exit(f"readme-run: line {index + 1}: {PAUSE!r} without {RESUME!r}")
+            if index > end:
+                sys.exit(f"readme-run: line {index}: {RESUME!r} after {END!r}")
+            previous_was_sh = False
+            continue
         if not line.startswith("```"):
             if line.strip():
                 previous_was_sh = False
