@@ -44,6 +44,12 @@ live_remove_on_exit=() # paths a sourcing script wants removed on exit
 
 live_say() { echo "$live_name: $*"; }
 
+# A free loopback port. (Another process could take it before tenantd binds it; tenantd then
+# exits and the readiness wait says so.)
+live_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 live_psql_admin() {
   psql -h "$live_pg_host" -p "$live_pg_port" -U "$live_pg_admin" -d postgres -v ON_ERROR_STOP=1 -Atq "$@"
 }
@@ -96,16 +102,12 @@ live_tenantd_start() {
     || { cat "$live_workdir/migrate.log" >&2; live_tenantd_fail "tenantd migrate failed"; }
   live_say "migrated"
 
-  # A free port. (Another process could take it between this probe and tenantd binding it;
-  # tenantd then exits and the wait below says so.)
-  local port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  live_addr="127.0.0.1:$port"
+  live_addr="127.0.0.1:$(live_free_port)"
   local health_addr=$live_addr
   local -a extra_env=()
   read -r -a extra_env <<<"${LIVE_TENANTD_ENV:-}"
   if [[ " ${LIVE_TENANTD_ENV:-} " == *" TENANTD_TLS_CERT_FILE="* ]]; then
-    health_addr="127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    health_addr="127.0.0.1:$(live_free_port)"
     extra_env+=("TENANTD_HEALTH_LISTEN_ADDR=$health_addr")
   fi
   env TENANTD_DATABASE_URL="postgres://tenantd_app@$live_pg_host:$live_pg_port/$live_db" \

@@ -267,31 +267,20 @@ where
     F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
 {
     let span = trace("tenant transaction", Some(tenant_id));
-    span.end_with(run_untraced(pool, availability, tenant_id, actor, work).await)
-}
-
-async fn run_untraced<R, F>(
-    pool: &PgPool,
-    availability: &Availability,
-    tenant_id: Uuid,
-    actor: AuditActor,
-    work: F,
-) -> Result<(R, bool)>
-where
-    R: Send,
-    F: for<'t, 'c> AsyncWork<&'t mut TenantTx<'c>, Result<R>, Future: Send> + Send,
-{
-    let mut pooled = checkout(pool, availability).await?;
-    let outcome = {
-        let connection: &AppConnection = &pooled;
-        connection.mark_transaction_open();
-        let mut transaction = TenantTx { connection, tenant_id, actor, events_recorded: false };
-        let set_tenant = set_tenant_statement(tenant_id);
-        let (begun, worked) = join!(begin(connection, &set_tenant), work(&mut transaction));
-        let events_recorded = transaction.events_recorded;
-        end(connection, begun.map_err(Error::from).and(worked)).await.map(|value| (value, events_recorded))
+    let outcome = async {
+        let mut pooled = checkout(pool, availability).await?;
+        let outcome = {
+            let connection: &AppConnection = &pooled;
+            connection.mark_transaction_open();
+            let mut transaction = TenantTx { connection, tenant_id, actor, events_recorded: false };
+            let set_tenant = set_tenant_statement(tenant_id);
+            let (begun, worked) = join!(begin(connection, &set_tenant), work(&mut transaction));
+            let events_recorded = transaction.events_recorded;
+            end(connection, begun.map_err(Error::from).and(worked)).await.map(|value| (value, events_recorded))
+        };
+        outcome.map_err(|error| classify(&mut pooled, error))
     };
-    outcome.map_err(|error| classify(&mut pooled, error))
+    span.end_with(outcome.await)
 }
 
 /// Runs a read of one statement in one transaction scoped to `tenant_id`, in one round
@@ -302,25 +291,20 @@ where
     F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
 {
     let span = trace("tenant read", Some(tenant_id));
-    span.end_with(read_untraced(pool, availability, tenant_id, work).await)
-}
-
-async fn read_untraced<R, F>(pool: &PgPool, availability: &Availability, tenant_id: Uuid, work: F) -> Result<R>
-where
-    R: Send,
-    F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
-{
-    let mut pooled = checkout(pool, availability).await?;
-    let outcome = {
-        let connection: &AppConnection = &pooled;
-        connection.mark_transaction_open();
-        let set_tenant = set_tenant_statement(tenant_id);
-        let (begun, worked) = join!(begin(connection, &set_tenant), work(TenantRead { connection, tenant_id }));
-        let outcome = begun.map_err(Error::from).and(worked);
-        // Still open when the work sent no statement, or failed before sending it.
-        if connection.transaction_open() { end(connection, outcome).await } else { outcome }
+    let outcome = async {
+        let mut pooled = checkout(pool, availability).await?;
+        let outcome = {
+            let connection: &AppConnection = &pooled;
+            connection.mark_transaction_open();
+            let set_tenant = set_tenant_statement(tenant_id);
+            let (begun, worked) = join!(begin(connection, &set_tenant), work(TenantRead { connection, tenant_id }));
+            let outcome = begun.map_err(Error::from).and(worked);
+            // Still open when the work sent no statement, or failed before sending it.
+            if connection.transaction_open() { end(connection, outcome).await } else { outcome }
+        };
+        outcome.map_err(|error| classify(&mut pooled, error))
     };
-    outcome.map_err(|error| classify(&mut pooled, error))
+    span.end_with(outcome.await)
 }
 
 /// Runs work on the registry's global tables (`tenants` and its identifiers), which have

@@ -8,8 +8,7 @@ use prost_types::FieldMask;
 use tenantd::domain::events::{Cursor, Position};
 use tenantd::proto::watch_events_request::Start;
 use tenantd::proto::{
-    CreateUserRequest, TenantEvent, UpdateTenantRequest, UpdateUserRequest, User, WatchEventsRequest,
-    WatchEventsResponse,
+    TenantEvent, UpdateTenantRequest, UpdateUserRequest, User, WatchEventsRequest, WatchEventsResponse,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Streaming};
@@ -61,17 +60,6 @@ async fn drain_for(stream: &mut Streaming<WatchEventsResponse>, window: Duration
     events
 }
 
-async fn create_user(app: &TestApp, tenant_id: &str, email: &str) -> User {
-    app.users(tenant_id)
-        .create_user(CreateUserRequest {
-            user: Some(User { email: email.to_owned(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .expect("create user")
-        .into_inner()
-}
-
 fn from_now() -> WatchEventsRequest {
     WatchEventsRequest::default()
 }
@@ -98,7 +86,7 @@ async fn a_platform_watcher_receives_every_committed_change_in_order_without_sec
         .await
         .expect("update tenant");
     let (key_id, secret) = app.create_api_key(&tenant.id, &[ApiKeyScope::Read, ApiKeyScope::Write]).await;
-    let user = create_user(&app, &tenant.id, "watched@ev.example").await;
+    let user = app.create_user(&tenant.id, "watched@ev.example").await;
 
     let events = collect(&mut stream, 4).await;
     let types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
@@ -124,8 +112,8 @@ async fn a_tenant_key_never_sees_another_tenants_events() {
         watch(&app, Metadata::platform(), WatchEventsRequest { tenant_ids: vec![tenant_b.id.clone()], ..from_now() })
             .await
             .expect("the platform watches a chosen tenant");
-    let user_b = create_user(&app, &tenant_b.id, "b@ev.example").await;
-    let user_a = create_user(&app, &tenant_a.id, "a@ev.example").await;
+    let user_b = app.create_user(&tenant_b.id, "b@ev.example").await;
+    let user_a = app.create_user(&tenant_a.id, "a@ev.example").await;
 
     // Positive controls: each watcher gets its tenant's event ("now" may also include events
     // committed just before the call, such as the key's creation)...
@@ -157,7 +145,7 @@ async fn resuming_from_a_cursor_yields_exactly_the_events_after_it() {
     let tenant = app.create_tenant(&unique_slug("evr")).await;
     let start = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 5, nanos: 0 };
     for index in 0..24 {
-        create_user(&app, &tenant.id, &format!("u{index}@evr.example")).await;
+        app.create_user(&tenant.id, &format!("u{index}@evr.example")).await;
     }
     let since = WatchEventsRequest {
         tenant_ids: vec![tenant.id.clone()],
@@ -193,7 +181,7 @@ async fn filters_select_event_and_resource_types() {
         ..Default::default()
     };
     let mut stream = watch(&app, Metadata::platform(), request).await.expect("watch");
-    let user = create_user(&app, &tenant.id, "f@evf.example").await;
+    let user = app.create_user(&tenant.id, "f@evf.example").await;
     app.users(&tenant.id)
         .update_user(UpdateUserRequest {
             user: Some(User { id: user.id.clone(), display_name: "F".into(), ..Default::default() }),
