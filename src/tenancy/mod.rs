@@ -8,11 +8,13 @@
 //!   tenant: the only way to reach tenant tables.
 
 mod context;
+mod limits;
 pub mod resolver;
 pub mod selector;
 mod state;
 mod transaction;
 
 pub use context::{Actor, OperatorRole, Permission, RequestContext, Scope, TenantContext};
+pub use limits::{RateLimit, RateLimits};
 pub use state::TenantState;
 pub use transaction::{EventsCommitted, TenantDb};

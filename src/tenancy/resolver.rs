@@ -4,7 +4,7 @@
 //! Two cache tiers sit in front of PostgreSQL:
 //! - in-process, per replica: identifier → tenant id, tenant id → state, key → key record,
 //!   operator id → operator record;
-//! - Redis, shared by replicas: tenant state (`t:{<id>}:state`), key records
+//! - Redis, shared by replicas: tenant records (`t:{<id>}:record`: state and what admission routes by), key records
 //!   (`t:{<id>}:api_key:<key-id>`) and operator records (`p:operator:<id>`).
 //!
 //! Every change to a tenant or key deletes its Redis keys and publishes the tenant id on
@@ -32,9 +32,9 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::TenantState;
 use super::selector::TenantSelector;
 use super::{OperatorRole, RequestContext, Scope, TenantContext, TenantDb};
+use super::{RateLimits, TenantState};
 use crate::auth::api_key::ApiKeyToken;
 use crate::auth::operator_key::OperatorKeyToken;
 use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
@@ -75,6 +75,17 @@ pub struct KeyRecord {
     pub revoked: bool,
 }
 
+/// What admission needs to know about a tenant, cached per replica and in Redis: everything a
+/// data-plane request is checked or routed by, so that admitting it costs no query.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TenantRecord {
+    /// Lifecycle state.
+    pub state: TenantState,
+    /// Request-rate limits (unlimited in records cached before limits existed).
+    #[serde(default)]
+    pub limits: RateLimits,
+}
+
 /// What tenantd needs to know about an operator to authenticate its key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OperatorRecord {
@@ -89,15 +100,15 @@ pub struct OperatorRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Identifier(Identifier),
-    State(Uuid),
+    Record(Uuid),
     ApiKey(Uuid),
     Operator(Uuid),
 }
 
 #[derive(Debug, Clone)]
 enum CacheValue {
-    Tenant,
-    State(TenantState),
+    Identified,
+    Tenant(TenantRecord),
     ApiKey(KeyRecord),
     Operator(OperatorRecord),
 }
@@ -189,26 +200,31 @@ impl TenantResolver {
         })
         .await?;
         if let Some(tenant_id) = found {
-            self.store(epoch, key, tenant_id, CacheValue::Tenant);
+            self.store(epoch, key, tenant_id, CacheValue::Identified);
         }
         Ok(found)
     }
 
     /// A tenant's state; `None` if there is no such tenant.
     pub async fn state(&self, tenant_id: Uuid) -> Result<Option<TenantState>> {
-        let key = CacheKey::State(tenant_id);
+        Ok(self.record(tenant_id).await?.map(|record| record.state))
+    }
+
+    /// What admission needs to know about a tenant; `None` if there is no such tenant.
+    pub async fn record(&self, tenant_id: Uuid) -> Result<Option<TenantRecord>> {
+        let key = CacheKey::Record(tenant_id);
         let _turn = match self.lookup(&key).await {
-            Lookup::Hit(Entry { value: CacheValue::State(state), .. }) => return Ok(Some(state)),
+            Lookup::Hit(Entry { value: CacheValue::Tenant(record), .. }) => return Ok(Some(record)),
             Lookup::Hit(_) => None,
             Lookup::Miss(turn) => turn,
         };
         let epoch = self.epoch.load(Ordering::Acquire);
-        let redis_key = state_key(tenant_id);
+        let redis_key = record_key(tenant_id);
         let shared = if self.live() { self.redis.get(&redis_key).await } else { None };
-        if let Some(state) = shared.as_deref().and_then(TenantState::parse) {
+        if let Some(record) = shared.and_then(|json| serde_json::from_str::<TenantRecord>(&json).ok()) {
             self.redis_hits.fetch_add(1, Ordering::Relaxed);
-            self.store(epoch, key, tenant_id, CacheValue::State(state));
-            return Ok(Some(state));
+            self.store(epoch, key, tenant_id, CacheValue::Tenant(record.clone()));
+            return Ok(Some(record));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let stored = db::retry::read(|| {
@@ -220,11 +236,15 @@ impl TenantResolver {
         };
         let state = TenantState::parse(&stored)
             .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
-        if self.live() && self.epoch.load(Ordering::Acquire) == epoch {
-            self.redis.set(&redis_key, state.as_str(), self.ttl).await;
+        let record = TenantRecord { state, limits: RateLimits::default() };
+        if self.live()
+            && self.epoch.load(Ordering::Acquire) == epoch
+            && let Ok(json) = serde_json::to_string(&record)
+        {
+            self.redis.set(&redis_key, &json, self.ttl).await;
         }
-        self.store(epoch, key, tenant_id, CacheValue::State(state));
-        Ok(Some(state))
+        self.store(epoch, key, tenant_id, CacheValue::Tenant(record.clone()));
+        Ok(Some(record))
     }
 
     /// Resolves a data-plane selector to an ACTIVE tenant: unknown and DELETED tenants are
@@ -235,12 +255,13 @@ impl TenantResolver {
         Ok(TenantContext::new(tenant_id, request))
     }
 
-    /// Fails unless the tenant exists and is ACTIVE.
-    pub async fn require_active(&self, tenant_id: Uuid) -> Result<()> {
-        match self.state(tenant_id).await? {
-            Some(TenantState::Active) => Ok(()),
-            Some(TenantState::Suspended) => Err(Error::new(Reason::TenantSuspended)),
-            Some(TenantState::Deleted) | None => Err(tenant_not_found()),
+    /// The tenant's record, unless the tenant does not exist or is not ACTIVE.
+    pub async fn require_active(&self, tenant_id: Uuid) -> Result<TenantRecord> {
+        let record = self.record(tenant_id).await?.ok_or_else(tenant_not_found)?;
+        match record.state {
+            TenantState::Active => Ok(record),
+            TenantState::Suspended => Err(Error::new(Reason::TenantSuspended)),
+            TenantState::Deleted => Err(tenant_not_found()),
         }
     }
 
@@ -346,7 +367,7 @@ impl TenantResolver {
     /// Call after a change to the tenant, its identifiers or its keys has committed.
     pub async fn invalidate(&self, tenant_id: Uuid, api_key: Option<Uuid>) {
         self.evict(tenant_id);
-        self.redis.delete(&state_key(tenant_id)).await;
+        self.redis.delete(&record_key(tenant_id)).await;
         if let Some(key_id) = api_key {
             self.redis.delete(&api_key_key(tenant_id, key_id)).await;
         }
@@ -470,8 +491,8 @@ impl Drop for FillTurn<'_> {
     }
 }
 
-fn state_key(tenant_id: Uuid) -> RedisKey {
-    RedisKey::for_tenant(tenant_id, &["state"])
+fn record_key(tenant_id: Uuid) -> RedisKey {
+    RedisKey::for_tenant(tenant_id, &["record"])
 }
 
 fn api_key_key(tenant_id: Uuid, key_id: Uuid) -> RedisKey {

@@ -212,16 +212,16 @@ async fn when_redis_stops_under_load_the_data_plane_keeps_answering_and_caching_
     // Caching works again: a resolution fills the shared cache. The entry the replica
     // resolved while Redis was down lives in its own cache for at most 1 s (the TTL while
     // invalidations cannot flow), so within that bound a read fills Redis again.
-    let state_key = tenantd::cache::RedisKey::for_tenant(tenant.parse().expect("uuid"), &["state"]);
+    let record_key = tenantd::cache::RedisKey::for_tenant(tenant.parse().expect("uuid"), &["record"]);
     let refill_started = Instant::now();
     loop {
         second.users(&tenant).get_user(GetUserRequest { id: seed.clone() }).await.expect("read");
         let cached: bool =
-            redis::cmd("EXISTS").arg(state_key.as_str()).query_async(&mut connection).await.expect("exists");
+            redis::cmd("EXISTS").arg(record_key.as_str()).query_async(&mut connection).await.expect("exists");
         if cached {
             break;
         }
-        assert!(refill_started.elapsed() < Duration::from_secs(2), "the tenant's state is cached in Redis again");
+        assert!(refill_started.elapsed() < Duration::from_secs(2), "the tenant record is cached in Redis again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
