@@ -20,7 +20,7 @@ use crate::error::{Error, Reason, Result, Violations};
 use crate::proto::event_service_server::EventService;
 use crate::proto::watch_events_request::Start as ProtoStart;
 use crate::proto::{self};
-use crate::tenancy::{RequestContext, TenantContext};
+use crate::tenancy::{Readmission, RequestContext, TenantContext};
 
 /// The adapter of the event stream.
 pub struct EventApi {
@@ -118,8 +118,9 @@ impl EventService for EventApi {
             Err(_) => RequestContext::from_request(&request).map(|_| None)?,
         };
         let deadline = deadline(request.metadata());
+        let readmission = Readmission::from_request(&request);
         let watch = watch_request(request.into_inner(), key_tenant)?;
-        let stream = watch::open(&self.hub, watch, deadline).await?;
+        let stream = watch::open(&self.hub, watch, deadline, readmission).await?;
         Ok(Response::new(stream.map(|message| message.map(to_proto).map_err(Status::from)).boxed()))
     }
 }

@@ -112,3 +112,8 @@ pub async fn snapshot_bounds(connection: &mut Connection<'_>) -> QueryResult<Sna
 pub async fn tenant_ids(connection: &mut Connection<'_>) -> QueryResult<Vec<Uuid>> {
     tenants::table.select(tenants::id).order(tenants::id.asc()).load(connection).await
 }
+
+/// Which of `ids` are in the registry (in any state).
+pub async fn known_tenants(connection: &mut Connection<'_>, ids: &[Uuid]) -> QueryResult<Vec<Uuid>> {
+    tenants::table.filter(tenants::id.eq_any(ids)).select(tenants::id).load(connection).await
+}

@@ -2,6 +2,9 @@
 //! gateway puts these values in the request extensions, and code below a handler receives
 //! them as arguments.
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -197,4 +200,39 @@ impl TenantContext {
 
 fn missing_gateway() -> Error {
     Error::internal(anyhow::anyhow!("service called without the gateway layer"))
+}
+
+/// For a long-lived call (the event stream), checks again that the credential it was
+/// admitted with still admits it: a key revoked or expired, a tenant suspended or deleted,
+/// an operator revoked must end the call, not only refuse the next one. The gateway builds
+/// it with the same checks as admission (through the resolver's caches, so a check costs no
+/// query while nothing changed).
+#[derive(Clone)]
+pub struct Readmission(Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>);
+
+impl Readmission {
+    /// A readmission that runs `check`.
+    pub(crate) fn new<F>(check: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, Result<()>> + Send + Sync + 'static,
+    {
+        Self(Arc::new(check))
+    }
+
+    /// Whether the credential still admits the call; the error says why not.
+    pub async fn check(&self) -> Result<()> {
+        (self.0)().await
+    }
+
+    /// The readmission the gateway put into a request's extensions, if any (a credential
+    /// that cannot change, the bootstrap token, has none).
+    pub fn from_request<T>(request: &tonic::Request<T>) -> Option<Self> {
+        request.extensions().get::<Self>().cloned()
+    }
+}
+
+impl std::fmt::Debug for Readmission {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Readmission")
+    }
 }

@@ -14,7 +14,7 @@ pub mod selector;
 mod state;
 mod transaction;
 
-pub use context::{Actor, OperatorRole, Permission, RequestContext, Scope, TenantContext};
+pub use context::{Actor, OperatorRole, Permission, Readmission, RequestContext, Scope, TenantContext};
 pub use limits::{RateLimit, RateLimits};
 pub use state::TenantState;
 pub use transaction::{EventsCommitted, TenantDb};

@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
-use crate::helpers::{ApiKeyScope, Metadata, TestApp, connect, spawn_app, spawn_app_with, unique_slug};
+use crate::helpers::{ApiKeyScope, Metadata, TestApp, connect, reason, spawn_app, spawn_app_with, unique_slug};
 
 /// Opens a stream with `metadata`.
 pub(crate) async fn watch(
@@ -339,4 +339,118 @@ async fn a_cancelled_watch_releases_its_place() {
         assert!(tokio::time::Instant::now() < deadline, "the deadline did not free the watcher");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Reads the stream until it ends with an error (at most 5 s), collecting events.
+async fn until_ended(stream: &mut Streaming<WatchEventsResponse>) -> (Vec<TenantEvent>, tonic::Status) {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await.expect("the stream ends within 5 s") {
+            Some(Ok(message)) => events.extend(message.events),
+            Some(Err(status)) => return (events, status),
+            None => panic!("the stream ended without an error"),
+        }
+    }
+}
+
+/// The resume cursor an ending carries.
+fn resume_cursor(status: &tonic::Status) -> String {
+    let info = status.get_error_details().error_info().cloned().expect("error info");
+    info.metadata.get("resume_cursor").cloned().expect("a resume cursor")
+}
+
+#[tokio::test]
+async fn an_open_stream_ends_when_its_key_is_revoked_or_its_tenant_suspended() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("evr")).await;
+    let (revoked_id, revoked) = app.create_api_key(&tenant.id, &[ApiKeyScope::Read]).await;
+    let (_, kept) = app.create_api_key(&tenant.id, &[ApiKeyScope::Read]).await;
+    let mut doomed = watch(&app, Metadata::bearer(&revoked), from_now()).await.expect("watch");
+    let mut surviving = watch(&app, Metadata::bearer(&kept), from_now()).await.expect("watch");
+    // Positive control: both streams deliver while their keys are good.
+    let user = app.create_user(&tenant.id, "before@evr.example").await;
+    collect_until(&mut doomed, &user.id).await;
+    collect_until(&mut surviving, &user.id).await;
+
+    app.tenants
+        .clone()
+        .revoke_api_key(tenantd::proto::RevokeApiKeyRequest { tenant_id: tenant.id.clone(), id: revoked_id })
+        .await
+        .expect("revoke");
+    let (_, ended) = until_ended(&mut doomed).await;
+    assert_eq!((ended.code(), reason(&ended)), (Code::Unauthenticated, "API_KEY_REVOKED".to_owned()));
+    let resume = resume_cursor(&ended);
+    // The other key's stream goes on.
+    let after = app.create_user(&tenant.id, "after@evr.example").await;
+    collect_until(&mut surviving, &after.id).await;
+    // The revoked key cannot reopen it, from its resume cursor or otherwise.
+    let reopened = watch(
+        &app,
+        Metadata::bearer(&revoked),
+        WatchEventsRequest { start: Some(Start::Cursor(resume)), ..from_now() },
+    )
+    .await
+    .expect_err("a revoked key");
+    assert_eq!(reason(&reopened), "API_KEY_REVOKED");
+
+    // Suspending the tenant ends the remaining key's stream; a platform watcher of the
+    // tenant is not a tenant credential, and goes on to see the suspension.
+    let only = WatchEventsRequest { tenant_ids: vec![tenant.id.clone()], ..from_now() };
+    let mut platform = watch(&app, Metadata::platform(), only).await.expect("watch");
+    app.tenants
+        .clone()
+        .suspend_tenant(tenantd::proto::SuspendTenantRequest { id: tenant.id.clone(), etag: String::new() })
+        .await
+        .expect("suspend");
+    let (_, ended) = until_ended(&mut surviving).await;
+    assert_eq!((ended.code(), reason(&ended)), (Code::FailedPrecondition, "TENANT_SUSPENDED".to_owned()));
+    let seen = collect(&mut platform, 1).await;
+    assert_eq!(seen[0].event_type, "tenant.suspend");
+}
+
+#[tokio::test]
+async fn an_open_stream_ends_when_its_operator_is_revoked() {
+    let app = spawn_app().await;
+    let (operator_id, key) =
+        crate::operators::create_operator(&app, "watcher", tenantd::proto::operator::Role::Viewer).await;
+    let (_, other_key) = crate::operators::create_operator(&app, "other", tenantd::proto::operator::Role::Viewer).await;
+    let mut doomed = watch(&app, Metadata::bearer(&key), from_now()).await.expect("watch");
+    let mut surviving = watch(&app, Metadata::bearer(&other_key), from_now()).await.expect("watch");
+    let tenant = app.create_tenant(&unique_slug("evo")).await;
+    collect_until(&mut doomed, &tenant.id).await;
+    collect_until(&mut surviving, &tenant.id).await;
+
+    tenantd::proto::operator_service_client::OperatorServiceClient::with_interceptor(
+        app.channel.clone(),
+        Metadata::platform(),
+    )
+    .revoke_operator(tenantd::proto::RevokeOperatorRequest { id: operator_id })
+    .await
+    .expect("revoke");
+    let (_, ended) = until_ended(&mut doomed).await;
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    let second = app.create_tenant(&unique_slug("evo")).await;
+    collect_until(&mut surviving, &second.id).await;
+}
+
+#[tokio::test]
+async fn watching_a_tenant_that_does_not_exist_is_not_found() {
+    let app = spawn_app().await;
+    let known = app.create_tenant(&unique_slug("evn")).await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    // Control: a known tenant is watched.
+    watch(&app, Metadata::platform(), WatchEventsRequest { tenant_ids: vec![known.id.clone()], ..from_now() })
+        .await
+        .expect("a known tenant");
+    let error = watch(
+        &app,
+        Metadata::platform(),
+        WatchEventsRequest { tenant_ids: vec![known.id.clone(), unknown.clone()], ..from_now() },
+    )
+    .await
+    .expect_err("an unknown tenant");
+    assert_eq!((error.code(), reason(&error)), (Code::NotFound, "TENANT_NOT_FOUND".to_owned()));
+    let info = error.get_error_details().error_info().cloned().expect("error info");
+    assert_eq!(info.metadata.get("tenant_id"), Some(&unknown), "the error names the unknown id");
 }

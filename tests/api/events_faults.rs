@@ -1,6 +1,7 @@
 //! The event stream under faults: two replicas taking writes, a watcher on each, one watcher
-//! dropped and resumed mid-stream, Redis stopped and restarted, PostgreSQL restarted; what
-//! each watcher saw equals the committed events, in stream order, none lost or repeated.
+//! dropped and resumed mid-stream, Redis stopped and restarted, PostgreSQL restarted, one
+//! replica restarted; what each watcher saw equals the committed events, in stream order,
+//! none lost or repeated.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,11 +21,19 @@ use crate::throwaway::{ThrowawayPostgres, ThrowawayRedis};
 /// What a watcher saw: (tenant id, event id), in arrival order, over all its streams.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
+/// A replica as its clients reach it: replaced when the replica restarts (as a load
+/// balancer would send reconnecting clients to the new process).
+type Replica = Arc<Mutex<Arc<TestApp>>>;
+
+fn current(replica: &Replica) -> Arc<TestApp> {
+    replica.lock().expect("lock").clone()
+}
+
 /// Watches every tenant from `cursor` on `app` until `stop`, resuming from the last cursor
 /// received whenever a stream ends; drops its stream on purpose once after `drop_after`
 /// events. Returns what it saw and how many streams it opened.
 fn watcher(
-    app: Arc<TestApp>,
+    replica: Replica,
     cursor: String,
     drop_after: Option<usize>,
     stop: CancellationToken,
@@ -37,6 +46,7 @@ fn watcher(
         let mut drop_after = drop_after;
         while !stop.is_cancelled() {
             let request = WatchEventsRequest { start: Some(Start::Cursor(cursor.clone())), ..Default::default() };
+            let app = current(&replica);
             let Ok(response) = app.events_with(Metadata::platform()).watch_events(request).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -67,7 +77,7 @@ fn watcher(
 /// Creates users in `tenants`, round robin, on `app` until `stop`; failures are expected
 /// during the outages (the truth is read from the database afterwards).
 fn writer(
-    app: Arc<TestApp>,
+    replica: Replica,
     tenants: Vec<String>,
     name: &'static str,
     stop: CancellationToken,
@@ -80,7 +90,7 @@ fn writer(
                 user: Some(User { email: format!("{name}-{index}@faults.example"), ..Default::default() }),
                 ..Default::default()
             };
-            if app.users(tenant).create_user(request).await.is_err() {
+            if current(&replica).users(tenant).create_user(request).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             index += 1;
@@ -89,18 +99,19 @@ fn writer(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_replicas_a_resumed_watcher_and_redis_and_postgres_restarts_every_watcher_sees_exactly_the_committed_events()
+async fn under_replicas_a_resumed_watcher_and_redis_postgres_and_tenantd_restarts_every_watcher_sees_exactly_the_committed_events()
  {
     let postgres = ThrowawayPostgres::start();
     let mut redis = ThrowawayRedis::start();
     let admin = postgres.connect("postgres", "postgres").await;
     admin.batch_execute("CREATE DATABASE tenantd").await.expect("create database");
     tenantd::db::migrations::run_pending(&postgres.url("postgres", "tenantd")).await.expect("migrate");
+    let redis_url = redis.url();
     let configure = || {
         let mut config = test_config("unused");
         config.database.url = SecretString::from(postgres.url("tenantd_app", "tenantd"));
         config.database.acquire_timeout = Duration::from_millis(500);
-        config.redis.url = SecretString::from(redis.url());
+        config.redis.url = SecretString::from(redis_url.clone());
         config.events.poll_interval = Duration::from_millis(300);
         config
     };
@@ -119,6 +130,8 @@ async fn under_replicas_a_resumed_watcher_and_redis_and_postgres_restarts_every_
     drop(opening);
     let start_position = Cursor::decode("cursor", &start_cursor).expect("a cursor").position;
 
+    let first: Replica = Arc::new(Mutex::new(first));
+    let second: Replica = Arc::new(Mutex::new(second));
     let stop_watching = CancellationToken::new();
     let (seen_first, watching_first) = watcher(first.clone(), start_cursor.clone(), Some(40), stop_watching.clone());
     let (seen_second, watching_second) = watcher(second.clone(), start_cursor, None, stop_watching.clone());
@@ -136,7 +149,14 @@ async fn under_replicas_a_resumed_watcher_and_redis_and_postgres_restarts_every_
     postgres.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     postgres.resume();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // The second replica restarts: its streams end (WATCH_INTERRUPTED with a resume cursor),
+    // its writes in flight finish or fail, and its clients come back to the new process.
+    let stopping = current(&second);
+    stopping.shutdown.cancel();
+    let restarted = Arc::new(start("unused".into(), configure()).await);
+    *second.lock().expect("lock") = restarted.clone();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     stop_writing.cancel();
     for writer in writers {
         writer.await.expect("writer");
@@ -172,8 +192,11 @@ async fn under_replicas_a_resumed_watcher_and_redis_and_postgres_restarts_every_
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_watching.cancel();
     let streams_first = watching_first.await.expect("watcher");
-    watching_second.await.expect("watcher");
+    let streams_second = watching_second.await.expect("watcher");
     assert!(streams_first >= 2, "the first watcher was resumed ({streams_first} streams)");
+    assert!(streams_second >= 2, "the second watcher reconnected after the restart ({streams_second} streams)");
+    let stopped = Arc::into_inner(stopping).expect("no client holds the stopped replica");
+    stopped.server.await.expect("server task").expect("the stopped replica shut down cleanly");
 
     let expected: Vec<(String, String)> =
         committed.iter().map(|(tenant, id, _)| (tenant.clone(), id.clone())).collect();

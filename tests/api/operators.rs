@@ -33,7 +33,7 @@ fn tenants(app: &TestApp, credential: &str) -> Tenants {
 }
 
 /// Creates an operator with the bootstrap token; returns (operator id, key).
-async fn create_operator(app: &TestApp, name: &str, role: Role) -> (String, String) {
+pub(crate) async fn create_operator(app: &TestApp, name: &str, role: Role) -> (String, String) {
     let response = operators(app, PLATFORM_TOKEN)
         .create_operator(CreateOperatorRequest {
             operator: Some(proto::Operator { display_name: name.to_owned(), role: role as i32, ..Default::default() }),

@@ -24,7 +24,7 @@ use crate::error::{Error, Reason, Result};
 use crate::telemetry;
 use crate::tenancy::resolver::TenantResolver;
 use crate::tenancy::selector::{self, TenantSelector};
-use crate::tenancy::{Actor, Permission, RequestContext, Scope, TenantContext};
+use crate::tenancy::{Actor, Permission, Readmission, RequestContext, Scope, TenantContext};
 
 /// Metadata key of the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -80,11 +80,19 @@ impl AdmissionLayer {
             (Plane::Control | Plane::Events, _) => true,
         };
         if platform_without_tenant {
-            let actor = match credential {
+            let permission = control_permission(path);
+            let actor = match &credential {
                 Credential::ApiKey(_) => return Err(Error::new(Reason::ApiKeyNotAllowed)),
                 Credential::Bootstrap => Actor::Bootstrap,
-                Credential::Operator(token) => admit_operator(resolver, &token, control_permission(path)).await?,
+                Credential::Operator(token) => admit_operator(resolver, token, permission).await?,
             };
+            if let (Plane::Events, Credential::Operator(token)) = (self.plane, credential) {
+                let resolver = resolver.clone();
+                request.extensions_mut().insert(Readmission::new(move || {
+                    let (resolver, token) = (resolver.clone(), token.clone());
+                    Box::pin(async move { admit_operator(&resolver, &token, permission).await.map(drop) })
+                }));
+            }
             request.extensions_mut().insert(RequestContext::new(actor, request_id));
             return Ok(());
         }
@@ -102,7 +110,17 @@ impl AdmissionLayer {
             Credential::ApiKey(token) => {
                 let selector = selector::parse_optional(headers)?;
                 let required = required_scope(path);
-                admit_api_key(resolver, &token, selector, required, request_id).await?
+                let context = admit_api_key(resolver, &token, selector.clone(), required, request_id).await?;
+                if let Plane::Events = self.plane {
+                    let resolver = resolver.clone();
+                    request.extensions_mut().insert(Readmission::new(move || {
+                        let (resolver, token, selector) = (resolver.clone(), token.clone(), selector.clone());
+                        Box::pin(async move {
+                            admit_api_key(&resolver, &token, selector, required, String::new()).await.map(drop)
+                        })
+                    }));
+                }
+                context
             }
         };
         telemetry::record_tenant_id(context.tenant_id());

@@ -25,7 +25,7 @@ use super::{Position, TenantSet};
 use crate::cache::RedisCache;
 use crate::config::EventsConfig;
 use crate::db::events::{SnapshotBounds, StreamEvent, StreamQuery};
-use crate::error::Result;
+use crate::error::{Error, Reason, Result};
 use crate::tenancy::{EventsCommitted, RequestContext, TenantContext, TenantDb};
 
 /// The Redis channel on which replicas announce commits that recorded events.
@@ -240,6 +240,22 @@ impl EventHub {
             TenantSet::All => {
                 self.database.global(async |connection| Ok(crate::db::events::tenant_ids(connection).await?)).await
             }
+        }
+    }
+
+    /// Fails with TENANT_NOT_FOUND (naming the first unknown id) unless every tenant of the
+    /// set is in the registry, in any state: a watch of a tenant that does not exist would
+    /// silently receive nothing.
+    pub(super) async fn require_tenants(&self, tenants: &TenantSet) -> Result<()> {
+        let TenantSet::Only(tenants) = tenants else { return Ok(()) };
+        let wanted: Vec<Uuid> = tenants.iter().copied().collect();
+        let known = self
+            .database
+            .global(async |connection| Ok(crate::db::events::known_tenants(connection, &wanted).await?))
+            .await?;
+        match wanted.iter().find(|id| !known.contains(id)) {
+            Some(unknown) => Err(Error::new(Reason::TenantNotFound).with_metadata("tenant_id", unknown.to_string())),
+            None => Ok(()),
         }
     }
 

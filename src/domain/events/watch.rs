@@ -21,6 +21,7 @@ use super::hub::{Horizon, READ_CONCURRENCY, Registration};
 use super::{Cursor, EventBatch, EventFilter, EventHub, Position, Start, TenantSet, WatchRequest, ending, position_of};
 use crate::db::events::{StreamEvent, StreamQuery};
 use crate::error::{Error, Reason, Result};
+use crate::tenancy::Readmission;
 
 /// Events per message at most.
 pub const BATCH_SIZE: usize = 100;
@@ -28,17 +29,28 @@ pub const BATCH_SIZE: usize = 100;
 const PAGE_SIZE: i64 = 500;
 /// An idle stream gets a bookmark (a message without events) this often.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a stream checks that its credential still admits it (through the resolver's
+/// caches, which invalidations evict within milliseconds).
+pub const READMISSION_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The messages of one stream; ends with the error that ended the watch, if any.
 pub type EventStream = BoxStream<'static, Result<EventBatch>>;
 
 /// Validates where `request` starts, registers the watcher and starts its task. Errors
-/// about the request (a cursor from the future, a start beyond retention) are returned
-/// here, before the stream starts.
-pub async fn open(hub: &Arc<EventHub>, request: WatchRequest, deadline: Option<Instant>) -> Result<EventStream> {
+/// about the request (a tenant that does not exist, a cursor from the future, a start
+/// beyond retention) are returned here, before the stream starts. While the stream runs,
+/// `readmission` (if any) is checked every [`READMISSION_INTERVAL`]; when it fails, the
+/// stream ends with its error and a resume cursor.
+pub async fn open(
+    hub: &Arc<EventHub>,
+    request: WatchRequest,
+    deadline: Option<Instant>,
+    readmission: Option<Readmission>,
+) -> Result<EventStream> {
     let config = hub.config().clone();
     let oldest = Utc::now() - chrono::Duration::from_std(config.retention).unwrap_or(chrono::TimeDelta::MAX);
     let beyond_retention = || Error::new(Reason::EventRetentionExceeded);
+    hub.require_tenants(&request.tenants).await?;
     let bounds = hub.snapshot_bounds().await?;
     let now = Position::before_transaction(bounds.xmin);
     let position = match request.start {
@@ -75,6 +87,8 @@ pub async fn open(hub: &Arc<EventHub>, request: WatchRequest, deadline: Option<I
         last_sent: Instant::now(),
         deadline,
         caught_up: false,
+        readmission,
+        readmit_at: Instant::now() + READMISSION_INTERVAL,
     };
     tokio::spawn(async move {
         if let Err(error) = watcher.run(horizons).await {
@@ -113,6 +127,9 @@ struct Watcher {
     last_sent: Instant,
     deadline: Option<Instant>,
     caught_up: bool,
+    readmission: Option<Readmission>,
+    /// When the credential is checked next.
+    readmit_at: Instant,
 }
 
 impl Watcher {
@@ -133,8 +150,10 @@ impl Watcher {
     async fn follow(&mut self, horizons: &mut broadcast::Receiver<Arc<Horizon>>) -> Result<()> {
         loop {
             let bookmark_due = self.last_sent + BOOKMARK_INTERVAL;
+            let readmit_at = self.readmit_at;
             tokio::select! {
                 () = self.sender.closed() => return Ok(()),
+                () = tokio::time::sleep_until(readmit_at), if self.readmission.is_some() => self.readmit().await?,
                 () = self.hub.stopping().cancelled() => return Err(ending(Reason::WatchInterrupted, self.cursor())),
                 () = tokio::time::sleep_until(bookmark_due) => self.send(Vec::new(), self.position).await?,
                 horizon = horizons.recv() => match horizon {
@@ -251,8 +270,20 @@ impl Watcher {
         Ok(())
     }
 
-    /// Buffers one message whose cursor is `after`, waiting at most `slow_after` for room.
+    /// Ends the stream, with a resume cursor, once its credential no longer admits it.
+    async fn readmit(&mut self) -> Result<()> {
+        let Some(readmission) = &self.readmission else { return Ok(()) };
+        if Instant::now() < self.readmit_at {
+            return Ok(());
+        }
+        self.readmit_at = Instant::now() + READMISSION_INTERVAL;
+        readmission.check().await.map_err(|error| self.resumable(error))
+    }
+
+    /// Buffers one message whose cursor is `after`, waiting at most `slow_after` for room;
+    /// first, when due, checks that the credential still admits the stream.
     async fn send(&mut self, events: Vec<StreamEvent>, after: Position) -> Result<()> {
+        self.readmit().await?;
         let cursor = Cursor { position: after, time: Utc::now() };
         match self.sender.send_timeout(EventBatch { events, cursor }, self.slow_after).await {
             Ok(()) => {
