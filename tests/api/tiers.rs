@@ -200,3 +200,40 @@ async fn a_schema_tenant_whose_schema_is_behind_is_unavailable_until_migrated() 
     assert_eq!((rerun.migrated, rerun.current), (0, 2), "idempotent: {rerun:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_schema_that_fails_to_migrate_is_reported_by_name_and_does_not_block_the_others() {
+    let app = spawn_app_in(IsolationTier::Schema, |_| {}).await;
+    let healthy = app.create_tenant(&unique_slug("ok")).await.id;
+    let broken = app.create_tenant(&unique_slug("bad")).await.id;
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .execute(
+            "UPDATE tenants SET schema_version = '20261203000013' WHERE id IN ($1::text::uuid, $2::text::uuid)",
+            &[&healthy, &broken],
+        )
+        .await
+        .expect("mark both behind");
+    admin
+        .batch_execute(&format!("DROP TABLE {}.tenant_settings", quote_identifier(&schema_of(&broken))))
+        .await
+        .expect("break one schema");
+    let url = crate::helpers::database_url(&pg_admin(), &app.database);
+    let report = tenantd::db::migrations::migrate_tenant_schemas(&url, 2).await.expect("the run completes");
+    assert_eq!(report.migrated, 1, "the healthy schema was migrated: {report:?}");
+    let failed: Vec<&str> = report.failed.iter().map(|(schema, _)| schema.as_str()).collect();
+    assert_eq!(failed, [schema_of(&broken).as_str()], "the broken one is named");
+    let versions = admin
+        .query(
+            "SELECT id::text, schema_version FROM tenants WHERE id IN ($1::text::uuid, $2::text::uuid)",
+            &[&healthy, &broken],
+        )
+        .await
+        .expect("versions");
+    for row in versions {
+        let (id, version): (String, Option<String>) = (row.get(0), row.get(1));
+        let expected = if id == healthy { latest_schema_version() } else { "20261203000013" };
+        assert_eq!(version.as_deref(), Some(expected), "{id}: the failed schema rolled back to where it was");
+    }
+    app.stop().await;
+}
