@@ -87,6 +87,7 @@ pub async fn open(
         last_sent: Instant::now(),
         deadline,
         caught_up: false,
+        caught_up_at: bounds.xmax,
         readmission,
         readmit_at: Instant::now() + READMISSION_INTERVAL,
     };
@@ -127,6 +128,9 @@ struct Watcher {
     last_sent: Instant,
     deadline: Option<Instant>,
     caught_up: bool,
+    /// The open snapshot's xmax: every transaction that had committed when the stream
+    /// opened is below it, so the stream has caught up once its position reaches it.
+    caught_up_at: i64,
     readmission: Option<Readmission>,
     /// When the credential is checked next.
     readmit_at: Instant,
@@ -155,13 +159,18 @@ impl Watcher {
                 () = self.sender.closed() => return Ok(()),
                 () = tokio::time::sleep_until(readmit_at), if self.readmission.is_some() => self.readmit().await?,
                 () = self.hub.stopping().cancelled() => return Err(ending(Reason::WatchInterrupted, self.cursor())),
-                () = tokio::time::sleep_until(bookmark_due) => self.send(Vec::new(), self.position).await?,
+                // Idle bookmarks only once caught up: before that, a message without events
+                // is the caught-up signal.
+                () = tokio::time::sleep_until(bookmark_due), if self.caught_up => {
+                    self.send(Vec::new(), self.position).await?;
+                }
                 horizon = horizons.recv() => match horizon {
                     Ok(horizon) => {
                         self.apply(&horizon).await?;
-                        if !self.caught_up {
+                        if !self.caught_up && self.position.transaction_id >= self.caught_up_at {
                             // Say once that the stream has caught up: a message without events
-                            // after everything committed before the start was delivered.
+                            // after everything committed before the stream opened was delivered
+                            // (a transaction still running elsewhere in the cluster may delay it).
                             self.caught_up = true;
                             self.send(Vec::new(), self.position).await?;
                         }
