@@ -13,7 +13,8 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{
-    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, PlanApi, SettingApi, TenantApi, UserApi, gateway,
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, PlanApi, QuotaApi, SettingApi, TenantApi, UserApi,
+    gateway,
 };
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
@@ -38,6 +39,7 @@ use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::operator_service_server::OperatorServiceServer;
 use crate::proto::plan_service_server::PlanServiceServer;
+use crate::proto::quota_service_server::QuotaServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -161,10 +163,11 @@ impl Application {
                 .max_encoding_message_size(encode),
         );
         let setting_service = data_plane.layer(
-            SettingServiceServer::new(SettingApi(Settings::new(database.clone())))
+            SettingServiceServer::new(SettingApi(Settings::new(database.clone()), database.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(encode),
         );
+        let quota_service = data_plane.layer(QuotaServiceServer::new(QuotaApi::new(database.clone())));
         let diagnostics_service = data_plane.layer(DiagnosticsServiceServer::new(DiagnosticsApi));
         let event_service = events_gateway.layer(
             EventServiceServer::new(EventApi::new(events.clone()))
@@ -196,6 +199,7 @@ impl Application {
             .add_service(user_service)
             .add_service(document_service)
             .add_service(setting_service)
+            .add_service(quota_service)
             .add_service(audit_service)
             .add_service(event_service)
             .add_service(diagnostics_service);

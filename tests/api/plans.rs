@@ -304,3 +304,86 @@ async fn a_plan_change_on_one_replica_reaches_another_within_a_second() {
     second.server.await.expect("task").expect("clean stop");
     first.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_reads_its_effective_settings_and_its_own_quota_usage_over_the_data_plane() {
+    use tenantd::proto::effective_setting::Source;
+    use tenantd::proto::quota_service_client::QuotaServiceClient;
+    use tenantd::proto::setting_service_client::SettingServiceClient;
+    use tenantd::proto::{CreateSettingRequest, GetEffectiveSettingsRequest, GetQuotaUsageRequest, Setting};
+
+    let app = spawn_app().await;
+    let name = unique_slug("flags");
+    let value = |kind| Some(prost_types::Value { kind: Some(kind) });
+    use prost_types::value::Kind;
+    let mut plan = plan_with_users(&name, 4);
+    plan.settings.insert("beta".into(), value(Kind::BoolValue(false)).expect("value"));
+    plan.settings.insert("max_upload_mb".into(), value(Kind::NumberValue(10.0)).expect("value"));
+    let plan = create_plan(&app, plan).await;
+    let tenant = create_tenant_on(&app, &name, None).await.id;
+    let other = create_tenant_on(&app, "", None).await.id;
+    app.settings(&tenant)
+        .create_setting(CreateSettingRequest {
+            setting: Some(Setting { key: "beta".into(), value: value(Kind::BoolValue(true)), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("override beta");
+    app.settings(&tenant)
+        .create_setting(CreateSettingRequest {
+            setting: Some(Setting {
+                key: "theme".into(),
+                value: value(Kind::StringValue("dark".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("own setting");
+
+    // With the tenant's own READ key: one call, every value with its source.
+    let (_, key) = app.create_api_key(&tenant, &[crate::helpers::ApiKeyScope::Read]).await;
+    let mut settings = SettingServiceClient::with_interceptor(app.channel.clone(), Metadata::bearer(&key));
+    let effective =
+        settings.get_effective_settings(GetEffectiveSettingsRequest {}).await.expect("effective").into_inner();
+    assert_eq!(effective.plan, name);
+    let seen: Vec<(String, String, i32)> = effective
+        .settings
+        .iter()
+        .map(|setting| (setting.key.clone(), format!("{:?}", setting.value), setting.source))
+        .collect();
+    assert_eq!(seen.len(), 3);
+    assert_eq!((seen[0].0.as_str(), seen[0].2), ("beta", Source::TenantOverride as i32));
+    assert!(seen[0].1.contains("true"));
+    assert_eq!((seen[1].0.as_str(), seen[1].2), ("max_upload_mb", Source::PlanDefault as i32));
+    assert_eq!((seen[2].0.as_str(), seen[2].2), ("theme", Source::TenantOverride as i32));
+    // Another tenant (no plan) sees none of it: positive control of isolation.
+    let theirs = app.settings(&other).get_effective_settings(GetEffectiveSettingsRequest {}).await.expect("other");
+    assert!(theirs.into_inner().settings.is_empty());
+
+    // A plan default changed is seen at once.
+    let mut changed = Plan { name: name.clone(), etag: plan.etag.clone(), ..Default::default() };
+    changed.settings.insert("max_upload_mb".into(), value(Kind::NumberValue(50.0)).expect("value"));
+    plans(&app, PLATFORM_TOKEN)
+        .update_plan(UpdatePlanRequest {
+            plan: Some(changed),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["settings".into()] }),
+        })
+        .await
+        .expect("update defaults");
+    let effective = settings.get_effective_settings(GetEffectiveSettingsRequest {}).await.expect("again").into_inner();
+    let upload = effective.settings.iter().find(|setting| setting.key == "max_upload_mb").expect("default");
+    assert!(format!("{:?}", upload.value).contains("50"));
+    assert_eq!(effective.settings.len(), 3, "beta and theme stay the tenant's");
+
+    // The tenant's own usage, with its READ key.
+    app.create_user(&tenant, "u@e.example").await;
+    let mut quotas = QuotaServiceClient::with_interceptor(app.channel.clone(), Metadata::bearer(&key));
+    let usage = quotas.get_quota_usage(GetQuotaUsageRequest {}).await.expect("usage").into_inner();
+    assert_eq!(usage.plan, name);
+    let users = usage.quotas.iter().find(|usage| usage.quota == "users").expect("users");
+    assert_eq!((users.used, users.limit), (1, Some(4)));
+    let keys = usage.quotas.iter().find(|usage| usage.quota == "api_keys").expect("api keys");
+    assert_eq!((keys.used, keys.limit), (1, None));
+    app.stop().await;
+}
