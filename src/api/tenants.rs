@@ -24,7 +24,7 @@ use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{self};
 use crate::tenancy::resolver::Identifier;
 use crate::tenancy::selector::TenantSelector;
-use crate::tenancy::{RequestContext, Scope};
+use crate::tenancy::{Limits, RequestContext, Scope};
 
 /// The control-plane adapter.
 pub struct TenantApi {
@@ -64,7 +64,9 @@ fn to_proto(tenant: Tenant) -> proto::Tenant {
         delete_time: tenant.delete_time.map(timestamp),
         etag: tenant.etag,
         plan: tenant.plan.unwrap_or_default(),
-        limit_overrides: Some(super::plans::limits_to_proto(tenant.limit_overrides)),
+        // Unset when there are none, so a tenant without overrides reads as before they existed.
+        limit_overrides: (tenant.limit_overrides != Limits::default())
+            .then(|| super::plans::limits_to_proto(tenant.limit_overrides)),
         domains: tenant.domains,
         channel_bindings: tenant
             .channel_bindings
