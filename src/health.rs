@@ -27,6 +27,7 @@ use crate::db::connect::PgTarget;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::quota_service_server::QuotaServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -41,7 +42,7 @@ pub const POSTGRES: &str = "postgres";
 pub const REDIS: &str = "redis";
 
 /// Names that report readiness.
-fn readiness_names() -> [&'static str; 7] {
+fn readiness_names() -> [&'static str; 8] {
     [
         READINESS,
         <TenantServiceServer<crate::api::TenantApi> as NamedService>::NAME,
@@ -50,6 +51,7 @@ fn readiness_names() -> [&'static str; 7] {
         <SettingServiceServer<crate::api::SettingApi> as NamedService>::NAME,
         <AuditServiceServer<crate::api::AuditApi> as NamedService>::NAME,
         <DiagnosticsServiceServer<crate::api::DiagnosticsApi> as NamedService>::NAME,
+        <QuotaServiceServer<crate::api::QuotaApi> as NamedService>::NAME,
     ]
 }
 
