@@ -51,6 +51,7 @@ pub struct Error {
     violations: Vec<FieldViolation>,
     taken_field: Option<&'static str>,
     metadata: Vec<(&'static str, String)>,
+    quota_failure: Option<(&'static str, String)>,
     source: Option<anyhow::Error>,
 }
 
@@ -60,7 +61,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error whose reason says it all (NOT_FOUND, FAILED_PRECONDITION, ...).
     pub fn new(reason: Reason) -> Self {
-        Self { reason, violations: Vec::new(), taken_field: None, metadata: Vec::new(), source: None }
+        Self {
+            reason,
+            violations: Vec::new(),
+            taken_field: None,
+            metadata: Vec::new(),
+            quota_failure: None,
+            source: None,
+        }
     }
 
     /// An INVALID_ARGUMENT error about one field.
@@ -88,6 +96,12 @@ impl Error {
     /// the value must be safe to show the caller.
     pub fn with_metadata(mut self, key: &'static str, value: String) -> Self {
         self.metadata.push((key, value));
+        self
+    }
+
+    /// Adds a `google.rpc.QuotaFailure` violation: the quota (`subject`) that refused the call.
+    pub fn with_quota_failure(mut self, subject: &'static str, description: String) -> Self {
+        self.quota_failure = Some((subject, description));
         self
     }
 
@@ -218,6 +232,9 @@ impl From<Error> for Status {
         let mut details = ErrorDetails::with_error_info(error.reason.as_str(), ERROR_DOMAIN, metadata);
         for violation in &error.violations {
             details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+        }
+        if let Some((subject, description)) = &error.quota_failure {
+            details.add_quota_failure_violation(*subject, description.clone());
         }
         Status::with_error_details(error.code(), error.message(), details)
     }

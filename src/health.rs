@@ -31,6 +31,7 @@ use crate::db::connect::PgTarget;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
+use crate::proto::quota_service_server::QuotaServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -47,7 +48,7 @@ pub const REDIS: &str = "redis";
 pub const TENANT_SCHEMAS: &str = "tenant_schemas";
 
 /// Names that report readiness.
-fn readiness_names() -> [&'static str; 7] {
+fn readiness_names() -> [&'static str; 8] {
     [
         READINESS,
         <TenantServiceServer<crate::api::TenantApi> as NamedService>::NAME,
@@ -56,6 +57,7 @@ fn readiness_names() -> [&'static str; 7] {
         <SettingServiceServer<crate::api::SettingApi> as NamedService>::NAME,
         <AuditServiceServer<crate::api::AuditApi> as NamedService>::NAME,
         <DiagnosticsServiceServer<crate::api::DiagnosticsApi> as NamedService>::NAME,
+        <QuotaServiceServer<crate::api::QuotaApi> as NamedService>::NAME,
     ]
 }
 

@@ -109,6 +109,7 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
                         args::TierArg::Pooled => proto::tenant::IsolationTier::Pooled,
                         args::TierArg::Schema => proto::tenant::IsolationTier::Schema,
                     } as i32,
+                    plan: create.plan.unwrap_or_default(),
                     ..Default::default()
                 }),
                 request_id: create.request_id.unwrap_or_default(),
@@ -155,6 +156,10 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
             if !update.channels.is_empty() || update.clear_channels {
                 tenant.channel_bindings = update.channels.into_iter().map(channel_binding).collect();
                 paths.push("channel_bindings");
+            }
+            if update.plan.is_some() || update.clear_plan {
+                tenant.plan = update.plan.unwrap_or_default();
+                paths.push("plan");
             }
             let update_mask = prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() };
             call(

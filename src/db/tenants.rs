@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use super::Connection;
 use uuid::Uuid;
 
-use super::schema::tenants;
+use super::schema::{plans, tenants};
 
 /// A stored tenant.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -37,6 +37,10 @@ pub struct TenantRow {
     /// The tenant-schema migration a schema tenant's schema has reached; `None` while it
     /// has none.
     pub schema_version: Option<String>,
+    /// The plan's name; `None`: no plan (unlimited).
+    pub plan: Option<String>,
+    /// Overrides of the plan's limits, a JSON object.
+    pub limit_overrides: serde_json::Value,
 }
 
 /// A tenant to insert.
@@ -55,6 +59,10 @@ pub struct NewTenantRow<'a> {
     pub labels: serde_json::Value,
     /// `pooled` or `schema`.
     pub isolation_tier: &'a str,
+    /// Plan.
+    pub plan: Option<&'a str>,
+    /// Overrides of the plan's limits.
+    pub limit_overrides: serde_json::Value,
 }
 
 /// The mutable columns of a tenant, written together by [`save`].
@@ -69,6 +77,10 @@ pub struct TenantChanges {
     pub labels: serde_json::Value,
     /// Deletion time.
     pub delete_time: Option<DateTime<Utc>>,
+    /// Plan.
+    pub plan: Option<String>,
+    /// Overrides of the plan's limits.
+    pub limit_overrides: serde_json::Value,
 }
 
 /// Inserts a tenant.
@@ -92,22 +104,45 @@ pub async fn lock_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResul
     tenants::table.find(id).select(TenantRow::as_select()).for_update().first(connection).await.optional()
 }
 
-/// What resolution needs of a tenant, read in one query.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = tenants, check_for_backend(diesel::pg::Pg))]
+/// What resolution reads of a tenant, in one query: its state, tier and schema version, its
+/// plan's name and limits, and its overrides.
+#[derive(Debug, Clone, Queryable)]
 pub struct ResolvedRow {
-    /// Lifecycle state.
+    /// `active`, `suspended`, `deleted` or `provisioning`.
     pub state: String,
     /// `pooled` or `schema`.
     pub isolation_tier: String,
     /// The version a schema tenant's schema has reached.
     pub schema_version: Option<String>,
+    /// The plan's name.
+    pub plan: Option<String>,
+    /// The plan's limits (`None` without a plan).
+    pub plan_limits: Option<serde_json::Value>,
+    /// The tenant's overrides of them.
+    pub limit_overrides: serde_json::Value,
 }
 
-/// What resolution needs of a tenant (state, tier, schema version): `None` if there is no
-/// such tenant.
-pub async fn state_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<ResolvedRow>> {
-    tenants::table.find(id).select(ResolvedRow::as_select()).first(connection).await.optional()
+/// What resolution needs of a tenant: `None` if there is no such tenant.
+pub async fn resolved_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<ResolvedRow>> {
+    tenants::table
+        .left_join(plans::table.on(plans::name.nullable().eq(tenants::plan)))
+        .filter(tenants::id.eq(id))
+        .select((
+            tenants::state,
+            tenants::isolation_tier,
+            tenants::schema_version,
+            tenants::plan,
+            plans::limits.nullable(),
+            tenants::limit_overrides,
+        ))
+        .first(connection)
+        .await
+        .optional()
+}
+
+/// The ids of the tenants on a plan (deleted ones too: their records may be cached).
+pub async fn ids_on_plan(connection: &mut Connection<'_>, plan: &str) -> QueryResult<Vec<Uuid>> {
+    tenants::table.filter(tenants::plan.eq(plan)).select(tenants::id).load(connection).await
 }
 
 /// Sets a tenant's state from `from` to `to`; `None` if it was not in `from` (or does not

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::db::tenant_schema::IsolationTier;
+use super::Quotas;
 use crate::error::{Error, Result};
 
 /// What an API key may do.
@@ -179,20 +180,39 @@ pub struct TenantContext {
     tenant_id: Uuid,
     tier: IsolationTier,
     request: RequestContext,
+    plan: Option<String>,
+    quotas: Quotas,
 }
 
 impl TenantContext {
     /// A context for work on the shared tenant tables only (API keys, audit events,
     /// idempotency records, the registry): its transactions are not routed to a tenant
     /// schema. Work that reaches users, documents or settings needs [`TenantContext::routed`].
-    /// Only the gateway and the control plane create contexts.
+    /// A new context has no plan and no quotas: creates that count against a quota get the
+    /// context from [`super::resolver::TenantResolver`], which adds them
+    /// ([`TenantContext::with_plan`]). Only the gateway and the control plane create contexts.
     pub(crate) fn new(tenant_id: Uuid, request: RequestContext) -> Self {
-        Self { tenant_id, tier: IsolationTier::Pooled, request }
+        Self { tenant_id, tier: IsolationTier::Pooled, request, plan: None, quotas: Quotas::default() }
     }
 
     /// A context whose transactions are routed by the tenant's `tier` (from its record).
     pub(crate) fn routed(tenant_id: Uuid, tier: IsolationTier, request: RequestContext) -> Self {
-        Self { tenant_id, tier, request }
+        Self { tier, ..Self::new(tenant_id, request) }
+    }
+
+    /// The context with the tenant's plan and its effective quotas, as its cached record has them.
+    pub(crate) fn with_plan(self, plan: Option<String>, quotas: Quotas) -> Self {
+        Self { plan, quotas, ..self }
+    }
+
+    /// The tenant's plan's name, if it has one.
+    pub fn plan(&self) -> Option<&str> {
+        self.plan.as_deref()
+    }
+
+    /// The caps on the tenant's counted resources (its plan's, with its overrides).
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// The tenant's id.

@@ -199,9 +199,11 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("documents", "tenant"),
         ("idempotency_records", "tenant"),
         ("operators", "reference"),
+        ("plans", "reference"),
         ("platform_idempotency_records", "reference"),
         ("tenant_channel_bindings", "reference"),
         ("tenant_domains", "reference"),
+        ("tenant_quota_usage", "tenant"),
         ("tenant_settings", "tenant"),
         ("tenants", "reference"),
         ("users", "tenant"),
@@ -257,6 +259,8 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("idempotency_records", domain::idempotency::constraint_error),
     ("platform_idempotency_records", domain::idempotency::constraint_error),
     ("operators", domain::operators::constraint_error),
+    ("plans", domain::plans::constraint_error),
+    ("tenant_quota_usage", domain::quotas::constraint_error),
     ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
 ];
 

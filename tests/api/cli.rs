@@ -483,3 +483,33 @@ async fn events_watch_prints_json_lines_and_continues_exactly_from_its_last_curs
     assert!(run.stderr.contains("EVENT_CURSOR_INVALID") && run.stderr.contains("field cursor"), "{run:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tenants_are_put_on_a_plan_and_taken_off_it_through_the_cli() {
+    use tenantd::proto::plan_service_client::PlanServiceClient;
+    let server = CliServer::ready().await;
+    let channel = Channel::from_shared(server.address.clone()).expect("uri").connect_lazy();
+    let plan = unique_slug("cliplan");
+    PlanServiceClient::with_interceptor(channel, crate::helpers::Metadata::platform())
+        .create_plan(tenantd::proto::CreatePlanRequest {
+            plan: Some(crate::plans::plan_with_users(&plan, 3)),
+            ..Default::default()
+        })
+        .await
+        .expect("create plan");
+    let unknown = server
+        .run(&["tenants", "create", "--slug", &unique_slug("cli"), "--display-name", "P", "--plan", &unique_slug("no")])
+        .await;
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("PLAN_UNKNOWN"), "{unknown:?}");
+    let created = server
+        .json(&["tenants", "create", "--slug", &unique_slug("cli"), "--display-name", "P", "--plan", &plan])
+        .await;
+    assert_eq!(string(&created, "plan"), plan);
+    let id = string(&created, "id").to_owned();
+    let shown = server.run(&["tenants", "get", &id]).await;
+    assert!(shown.stdout.lines().any(|line| line.contains("plan") && line.contains(&plan)), "{shown:?}");
+    let off = server.json(&["tenants", "update", &id, "--clear-plan"]).await;
+    assert_eq!(string(&off, "plan"), "");
+    server.stop().await;
+}

@@ -4,15 +4,17 @@ use tenantd::db::migrations::{revert_all, run_pending};
 
 use crate::helpers::{connect, create_database, database_url, drop_database, pg_admin};
 
-const ALL_TABLES: [&str; 12] = [
+const ALL_TABLES: [&str; 14] = [
     "api_keys",
     "audit_events",
     "documents",
     "idempotency_records",
     "operators",
+    "plans",
     "platform_idempotency_records",
     "tenant_channel_bindings",
     "tenant_domains",
+    "tenant_quota_usage",
     "tenant_settings",
     "tenantd_table_distribution",
     "tenants",

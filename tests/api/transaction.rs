@@ -91,9 +91,10 @@ async fn a_write_sends_begin_the_tenant_and_its_first_statement_in_one_flight() 
     assert_eq!(first[..2], ["BEGIN".to_owned(), format!("SET LOCAL app.tenant_id = '{tenant}'")]);
     assert!(first.len() == 3 && first[2].starts_with("INSERT INTO \"users\""), "the insert rides along: {flights:?}");
     let rest: Vec<Vec<&str>> = flights[1..].iter().map(|flight| sqls(flight)).collect();
-    assert_eq!(rest.len(), 2, "then the audit insert, then COMMIT: 3 round trips in all: {flights:?}");
-    assert!(rest[0].len() == 1 && rest[0][0].starts_with("INSERT INTO \"audit_events\""), "{rest:?}");
-    assert_eq!(rest[1], ["COMMIT"]);
+    assert_eq!(rest.len(), 3, "then the quota counter, the audit insert, COMMIT: 4 round trips in all: {flights:?}");
+    assert!(rest[0].len() == 1 && rest[0][0].starts_with("INSERT INTO tenant_quota_usage"), "prepared once: {rest:?}");
+    assert!(rest[1].len() == 1 && rest[1][0].starts_with("INSERT INTO \"audit_events\""), "{rest:?}");
+    assert_eq!(rest[2], ["COMMIT"]);
     app.stop().await;
 }
 
