@@ -49,8 +49,8 @@ ALTER TABLE tenant_quota_usage OWNER TO tenantd_owner;
 ALTER TABLE tenant_quota_usage ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenant_quota_usage FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON tenant_quota_usage
-    USING (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid)
-    WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid);
+    USING (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid))
+    WITH CHECK (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid));
 
 GRANT SELECT, INSERT, UPDATE ON tenant_quota_usage TO tenantd_app;
 

@@ -431,7 +431,16 @@ async fn the_cli_calls_a_mutual_tls_server_with_its_ca_and_client_certificate() 
     // Positive control: health over TLS (liveness needs no token).
     let health = vec!["health".to_owned(), format!("--server={https}"), flag("tls-ca-file", &ca_file)];
     let health = [health, vec![flag("tls-cert-file", &cert_file), flag("tls-key-file", &key_file)]].concat();
-    let (status, stderr) = run(health).await;
-    assert_eq!(status, Some(0), "{stderr}");
+    // A loaded machine (the whole suite at once) can make one call time out or see readiness
+    // flap; a broken handshake fails every attempt.
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let (status, stderr) = run(health.clone()).await;
+        if status == Some(0) {
+            break;
+        }
+        attempts.push(format!("{status:?}: {stderr}"));
+    }
+    assert!(attempts.len() < 3, "health over mutual TLS: {attempts:?}");
     server.stop().await;
 }
