@@ -39,6 +39,9 @@ pub struct Config {
     /// How long a tenant's resolved state may be cached; bounds staleness when an invalidation
     /// is lost (for example while Redis is down).
     pub tenant_cache_ttl: Duration,
+    /// How many replicas share each rate limit while Redis is unavailable: each replica's
+    /// local fallback then admits its share, the limit divided by this (decision 0017).
+    pub rate_limit_fallback_replicas: u32,
     /// Per-connection and per-request limits of the gRPC transport.
     pub limits: ServerLimits,
     /// Keepalive and maximum age of client connections.

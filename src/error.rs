@@ -51,6 +51,8 @@ pub struct Error {
     violations: Vec<FieldViolation>,
     taken_field: Option<&'static str>,
     metadata: Vec<(&'static str, String)>,
+    quota_violation: Option<(String, String)>,
+    retry_delay: Option<std::time::Duration>,
     source: Option<anyhow::Error>,
 }
 
@@ -60,7 +62,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error whose reason says it all (NOT_FOUND, FAILED_PRECONDITION, ...).
     pub fn new(reason: Reason) -> Self {
-        Self { reason, violations: Vec::new(), taken_field: None, metadata: Vec::new(), source: None }
+        Self {
+            reason,
+            violations: Vec::new(),
+            taken_field: None,
+            metadata: Vec::new(),
+            quota_violation: None,
+            retry_delay: None,
+            source: None,
+        }
+    }
+
+    /// A RESOURCE_EXHAUSTED error: the quota `subject` (e.g. `tenant:<id>`), described for
+    /// people, is used up; a retry may succeed after `retry_delay`, if given. Both are sent
+    /// as google.rpc.QuotaFailure and google.rpc.RetryInfo.
+    pub fn quota_exceeded(
+        reason: Reason,
+        subject: String,
+        description: String,
+        retry_delay: Option<std::time::Duration>,
+    ) -> Self {
+        Self { quota_violation: Some((subject, description)), retry_delay, ..Self::new(reason) }
     }
 
     /// An INVALID_ARGUMENT error about one field.
@@ -218,6 +240,12 @@ impl From<Error> for Status {
         let mut details = ErrorDetails::with_error_info(error.reason.as_str(), ERROR_DOMAIN, metadata);
         for violation in &error.violations {
             details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+        }
+        if let Some((subject, description)) = &error.quota_violation {
+            details.add_quota_failure_violation(subject.clone(), description.clone());
+        }
+        if let Some(delay) = error.retry_delay {
+            details.set_retry_info(Some(delay));
         }
         Status::with_error_details(error.code(), error.message(), details)
     }

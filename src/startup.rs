@@ -41,6 +41,7 @@ use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::telemetry::traces::Traces;
 use crate::tenancy::TenantDb;
+use crate::tenancy::rate_limiter::RateLimiter;
 use crate::tenancy::resolver::TenantResolver;
 use crate::tls::server::ReloadingTls;
 
@@ -125,9 +126,11 @@ impl Application {
         let traces = config.traces.as_ref().map(Traces::start).transpose()?;
         let observe = gateway::ObserveLayer::new(metrics.clone(), traces.as_ref().map(Traces::tracer));
         let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), observe.clone());
-        let events_gateway = gateway::events(auth.clone(), resolver.clone(), observe.clone());
+        let limiter = Arc::new(RateLimiter::new(redis.clone(), config.rate_limit_fallback_replicas));
+        let events_gateway = gateway::events(auth.clone(), resolver.clone(), limiter.clone(), observe.clone());
         let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
-        let data_plane = gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), observe);
+        let usage = (key_uses.clone(), activity.clone());
+        let data_plane = gateway::data_plane(auth, resolver.clone(), limiter, usage, observe);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone()),
             ApiKeys::new(database.clone(), resolver.clone()),

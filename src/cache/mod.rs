@@ -11,8 +11,10 @@ use anyhow::Context;
 use redis::{RedisError, aio::MultiplexedConnection};
 
 mod keys;
+mod script;
 
 pub use keys::{INVALIDATION_CHANNEL, RedisKey};
+pub use script::Script;
 
 /// A pooled Redis connection that remembers whether it failed. A multiplexed connection
 /// never reports itself broken, so a connection that lost its socket would stay in the pool
@@ -143,6 +145,38 @@ impl RedisCache {
         self.execute(command).await
     }
 
+    /// Runs a Lua script on `keys` (all of one tenant, so one slot) with `args`: EVALSHA, and
+    /// EVAL when the server does not know the script (after a restart or a failover), which
+    /// also caches it there. `None` when Redis is unavailable or the script fails.
+    pub async fn eval<T: redis::FromRedisValue>(&self, script: &Script, keys: &[RedisKey], args: &[u64]) -> Option<T> {
+        if !self.is_available() {
+            return None;
+        }
+        let span = crate::telemetry::traces::child_span("redis", || {
+            vec![
+                opentelemetry::KeyValue::new("db.system.name", "redis"),
+                opentelemetry::KeyValue::new("db.operation.name", "EVALSHA"),
+            ]
+        });
+        let outcome = async {
+            if !script.is_learnt() {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(script.source());
+                script.learn(self.try_execute::<String>(load).await?);
+            }
+            match self.try_execute(script.command(keys, args, script::Invocation::BySha)).await {
+                Err(Failure::Redis(error)) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    self.try_execute(script.command(keys, args, script::Invocation::BySource)).await
+                }
+                other => other,
+            }
+        };
+        match span.end_with(outcome.await) {
+            Ok(value) => Some(value),
+            Err(failure) => self.failed(&failure),
+        }
+    }
+
     /// Announces on `channel`; dropped when Redis is unavailable.
     pub async fn publish(&self, channel: &str, message: &str) {
         if !self.is_available() {
@@ -183,22 +217,28 @@ impl RedisCache {
     }
 
     async fn execute_untraced<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
-        let mut connection = match self.pool.get().await {
-            Ok(connection) => connection,
-            Err(error) => return self.failed(&error),
-        };
+        match self.try_execute(command).await {
+            Ok(value) => Some(value),
+            Err(failure) => self.failed(&failure),
+        }
+    }
+
+    /// Runs `command` on a pooled connection, marking the connection broken when it lost its
+    /// socket or timed out; does not touch the availability flag.
+    async fn try_execute<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, Failure> {
+        let mut connection = self.pool.get().await.map_err(|error| Failure::Pool(error.to_string()))?;
         let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection.connection)).await;
         match outcome {
-            Ok(Ok(value)) => Some(value),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 connection.broken =
                     error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error();
-                self.failed(&error)
+                Err(Failure::Redis(error))
             }
             Err(_elapsed) => {
                 // The reply may still arrive on this multiplexed connection; do not reuse it.
                 connection.broken = true;
-                self.failed(&"timed out")
+                Err(Failure::TimedOut)
             }
         }
     }
@@ -208,5 +248,22 @@ impl RedisCache {
             tracing::warn!(error = %error, "redis unavailable; serving without the cache");
         }
         None
+    }
+}
+
+/// Why one Redis operation failed (for the log; never sent to clients).
+enum Failure {
+    Pool(String),
+    Redis(RedisError),
+    TimedOut,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pool(error) => write!(formatter, "{error}"),
+            Self::Redis(error) => write!(formatter, "{error}"),
+            Self::TimedOut => write!(formatter, "timed out"),
+        }
     }
 }

@@ -123,9 +123,11 @@ reasons! {
     UserHasDocuments = "USER_HAS_DOCUMENTS", FailedPrecondition, "the user owns documents; delete them or give them another owner first";
     EventRetentionExceeded = "EVENT_RETENTION_EXCEEDED", FailedPrecondition, "the cursor or start time is older than the event retention window; start from a time within it";
 
-    // RESOURCE_EXHAUSTED: the caller used more than its share; ErrorInfo metadata
-    // `resume_cursor` says where to continue.
+    // RESOURCE_EXHAUSTED: the caller used more than its share. WATCHER_TOO_SLOW: ErrorInfo
+    // metadata `resume_cursor` says where to continue. RATE_LIMITED: google.rpc.QuotaFailure
+    // names the limit and google.rpc.RetryInfo says when to retry.
     WatcherTooSlow = "WATCHER_TOO_SLOW", ResourceExhausted, "the watcher fell too far behind; resume from the cursor in the error details";
+    RateLimited = "RATE_LIMITED", ResourceExhausted, "the request rate limit is exceeded; retry after the delay in the error details";
 
     // ABORTED: a concurrency check failed.
     EtagMismatch = "ETAG_MISMATCH", Aborted, "the resource changed since it was read; read it again and retry";

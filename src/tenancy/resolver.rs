@@ -247,12 +247,16 @@ impl TenantResolver {
         Ok(Some(record))
     }
 
-    /// Resolves a data-plane selector to an ACTIVE tenant: unknown and DELETED tenants are
-    /// NOT_FOUND, SUSPENDED ones FAILED_PRECONDITION.
-    pub async fn resolve(&self, selector: &TenantSelector, request: RequestContext) -> Result<TenantContext> {
+    /// Resolves a data-plane selector to an ACTIVE tenant, with its record: unknown and
+    /// DELETED tenants are NOT_FOUND, SUSPENDED ones FAILED_PRECONDITION.
+    pub async fn resolve(
+        &self,
+        selector: &TenantSelector,
+        request: RequestContext,
+    ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
-        self.require_active(tenant_id).await?;
-        Ok(TenantContext::new(tenant_id, request))
+        let record = self.require_active(tenant_id).await?;
+        Ok((TenantContext::new(tenant_id, request), record))
     }
 
     /// The tenant's record, unless the tenant does not exist or is not ACTIVE.
