@@ -165,7 +165,9 @@ impl RedisCache {
                 script.learn(self.try_execute::<String>(load).await?);
             }
             match self.try_execute(script.command(keys, args, script::Invocation::BySha)).await {
-                Err(Failure::Redis(error)) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                Err(Failure::Redis(error))
+                    if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
                     self.try_execute(script.command(keys, args, script::Invocation::BySource)).await
                 }
                 other => other,

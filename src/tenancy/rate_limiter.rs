@@ -101,19 +101,16 @@ impl RateLimiter {
 
     /// Counts one request of `tenant_id` (made with `api_key`, if by a key) against `limits`.
     /// One Redis round trip when any limit applies, none otherwise.
-    pub async fn check(
-        &self,
-        tenant_id: Uuid,
-        api_key: Option<Uuid>,
-        limits: &RateLimits,
-    ) -> Result<Counted, Refusal> {
+    pub async fn check(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Result<Counted, Refusal> {
         let applied = applied_limits(tenant_id, api_key, limits);
         if applied.is_empty() {
             return Ok(Counted::Unlimited);
         }
         let keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
-        let args: Vec<u64> =
-            applied.iter().flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)]).collect();
+        let args: Vec<u64> = applied
+            .iter()
+            .flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)])
+            .collect();
         let Some(reply) = self.redis.eval::<Vec<i64>>(&GCRA, &keys, &args).await else {
             return self.check_locally(&applied);
         };
@@ -175,7 +172,11 @@ impl LocalLimits {
 }
 
 /// The limits that apply to a request, tenant first, each with its Redis key.
-fn applied_limits(tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Vec<(LimitedBy, RedisKey, RateLimit)> {
+fn applied_limits(
+    tenant_id: Uuid,
+    api_key: Option<Uuid>,
+    limits: &RateLimits,
+) -> Vec<(LimitedBy, RedisKey, RateLimit)> {
     let mut applied = Vec::with_capacity(2);
     if let Some(limit) = limits.tenant {
         applied.push((LimitedBy::Tenant, RedisKey::for_tenant(tenant_id, &["rate", "tenant"]), limit));

@@ -31,6 +31,7 @@ mod metrics;
 mod migrations;
 mod operators;
 mod pool;
+mod rate_limits;
 mod rls;
 mod roles;
 mod settings;
