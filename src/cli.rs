@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// default: the system's CA certificates.
     #[arg(long, env = "TENANTD_REDIS_TLS_CA_FILE")]
     pub redis_tls_ca_file: Option<PathBuf>,
+    /// TENANTD_REDIS_URL names a Redis Cluster: a comma-separated list of seed nodes'
+    /// `redis://` URLs (one is enough; more survive a seed being down).
+    #[arg(long, env = "TENANTD_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, env = "TENANTD_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -436,6 +440,7 @@ impl From<ServeArgs> for Config {
             redis: RedisConfig {
                 url: args.redis_url,
                 tls_ca_file: args.redis_tls_ca_file,
+                cluster: args.redis_cluster,
                 pool_size: args.redis_pool_size,
                 operation_timeout: args.redis_timeout,
             },
@@ -527,6 +532,7 @@ mod tests {
             "--event-watcher-buffer=25",
             "--event-slow-watcher=26",
             "--rate-limit-fallback-replicas=27",
+            "--redis-cluster",
         ]));
         let millis = Duration::from_millis;
         assert_eq!(config.listen_addr, "127.0.0.1:1001".parse().expect("address"));
@@ -552,6 +558,7 @@ mod tests {
         assert_eq!(config.redis.operation_timeout, millis(6));
         assert_eq!(config.tenant_cache_ttl, millis(7));
         assert_eq!(config.rate_limit_fallback_replicas, 27);
+        assert!(config.redis.cluster);
         assert_eq!(config.limits.max_concurrent_streams, 8);
         assert_eq!(config.limits.http2_max_pending_reset_streams, 9);
         assert_eq!(config.limits.max_header_list_bytes, 10);

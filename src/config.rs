@@ -100,6 +100,8 @@ pub struct RedisConfig {
     /// CA certificates that sign the Redis server's certificate (with `rediss://`); without
     /// it, the system's CA certificates.
     pub tls_ca_file: Option<PathBuf>,
+    /// Whether `url` names a Redis Cluster (comma-separated seed nodes' URLs).
+    pub cluster: bool,
     /// Maximum number of connections in the Redis pool.
     pub pool_size: u32,
     /// Timeout of one Redis operation; past it the cache is skipped for that request.

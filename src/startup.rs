@@ -94,12 +94,20 @@ impl Application {
             config.database.acquire_timeout,
             &availability,
         );
-        let redis = RedisCache::new(
-            config.redis.url.expose_secret(),
-            config.redis.tls_ca_file.as_deref(),
-            config.redis.pool_size,
-            config.redis.operation_timeout,
-        )?;
+        let redis = if config.redis.cluster {
+            anyhow::ensure!(
+                config.redis.tls_ca_file.is_none(),
+                "TENANTD_REDIS_TLS_CA_FILE is not supported with a cluster"
+            );
+            RedisCache::cluster(config.redis.url.expose_secret(), config.redis.operation_timeout)?
+        } else {
+            RedisCache::new(
+                config.redis.url.expose_secret(),
+                config.redis.tls_ca_file.as_deref(),
+                config.redis.pool_size,
+                config.redis.operation_timeout,
+            )?
+        };
         let auth = PlatformAuth::new(config.platform_token.clone())?;
         if !auth.bootstrap_enabled() {
             tracing::info!("no bootstrap platform token configured: platform calls need an operator key");

@@ -32,6 +32,7 @@ mod migrations;
 mod operators;
 mod pool;
 mod rate_limits;
+mod redis_cluster;
 mod rls;
 mod roles;
 mod settings;
