@@ -231,9 +231,12 @@ impl ThrowawayRedisCluster {
         let mut children = Vec::new();
         for port in &ports {
             let config = directory.join(format!("nodes-{port}.conf")).display().to_string();
+            // The bus port is given too: its default, port + 10000, may be past 65535.
+            let bus_port = free_port().to_string();
             let child = Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", &config, "--cluster-node-timeout", "2000"])
+                .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port, "--cluster-config-file", &config])
+                .args(["--cluster-node-timeout", "2000"])
                 .current_dir(&directory)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
