@@ -51,9 +51,17 @@ pub struct Error {
     violations: Vec<FieldViolation>,
     taken_field: Option<&'static str>,
     metadata: Vec<(&'static str, String)>,
-    quota_violation: Option<(String, String)>,
-    retry_delay: Option<std::time::Duration>,
+    quota: Option<Box<QuotaExceeded>>,
     source: Option<anyhow::Error>,
+}
+
+/// The google.rpc.QuotaFailure and RetryInfo of a RESOURCE_EXHAUSTED error (boxed: rare, and
+/// it keeps [`Error`] small).
+#[derive(Debug)]
+struct QuotaExceeded {
+    subject: String,
+    description: String,
+    retry_delay: Option<std::time::Duration>,
 }
 
 /// Result alias for the request path.
@@ -62,15 +70,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error whose reason says it all (NOT_FOUND, FAILED_PRECONDITION, ...).
     pub fn new(reason: Reason) -> Self {
-        Self {
-            reason,
-            violations: Vec::new(),
-            taken_field: None,
-            metadata: Vec::new(),
-            quota_violation: None,
-            retry_delay: None,
-            source: None,
-        }
+        Self { reason, violations: Vec::new(), taken_field: None, metadata: Vec::new(), quota: None, source: None }
     }
 
     /// A RESOURCE_EXHAUSTED error: the quota `subject` (e.g. `tenant:<id>`), described for
@@ -82,7 +82,7 @@ impl Error {
         description: String,
         retry_delay: Option<std::time::Duration>,
     ) -> Self {
-        Self { quota_violation: Some((subject, description)), retry_delay, ..Self::new(reason) }
+        Self { quota: Some(Box::new(QuotaExceeded { subject, description, retry_delay })), ..Self::new(reason) }
     }
 
     /// An INVALID_ARGUMENT error about one field.
@@ -241,11 +241,11 @@ impl From<Error> for Status {
         for violation in &error.violations {
             details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
         }
-        if let Some((subject, description)) = &error.quota_violation {
-            details.add_quota_failure_violation(subject.clone(), description.clone());
-        }
-        if let Some(delay) = error.retry_delay {
-            details.set_retry_info(Some(delay));
+        if let Some(quota) = &error.quota {
+            details.add_quota_failure_violation(quota.subject.clone(), quota.description.clone());
+            if let Some(delay) = quota.retry_delay {
+                details.set_retry_info(Some(delay));
+            }
         }
         Status::with_error_details(error.code(), error.message(), details)
     }

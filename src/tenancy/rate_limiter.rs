@@ -26,7 +26,7 @@ use crate::cache::{RedisCache, RedisKey, Script};
 /// The GCRA over one or two limits, all or nothing. `KEYS[i]` is a limit's key, `ARGV[2i-1]`
 /// its emission interval and `ARGV[2i]` its burst, in microseconds and requests. Answers
 /// `{1, 0, 0}` when admitted, else `{0, retry_after_micros, i}` for the limit `i` that refused.
-const GCRA: Script = Script::new(
+static GCRA: Script = Script::new(
     r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])

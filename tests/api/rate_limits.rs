@@ -209,10 +209,7 @@ async fn with_redis_stopped_each_replica_limits_its_share_locally_and_counts_in_
     let limiter = RateLimiter::new(cache.clone(), 2);
     let tenant = Uuid::now_v7();
     let limits = RateLimits { tenant: Some(RateLimit { per_second: 10, burst: 10 }), api_key: None };
-    let counted = |outcome| match outcome {
-        Ok(counted) => Some(counted),
-        Err(_) => None,
-    };
+    let counted = |outcome: Result<Counted, _>| outcome.ok();
     // Shared: the whole burst of 10, then a refusal.
     for _ in 0..10 {
         assert_eq!(counted(limiter.check(tenant, None, &limits).await), Some(Counted::Shared));

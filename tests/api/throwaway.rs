@@ -303,7 +303,7 @@ impl ThrowawayRedisCluster {
         };
         let master = lines
             .iter()
-            .find(|fields| fields[2].contains("master") && fields.iter().skip(8).any(|range| serves(range)))
+            .find(|fields| fields[2].contains("master") && fields.iter().skip(8).any(&serves))
             .expect("a master serves the slot");
         let replica = lines.iter().find(|fields| fields[3] == master[0]).expect("the master has a replica");
         (port_of(master), port_of(replica))
