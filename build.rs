@@ -4,12 +4,14 @@ use std::path::PathBuf;
 
 use prost_build::{Service, ServiceGenerator};
 
-const PROTOS: [&str; 8] = [
+const PROTOS: [&str; 10] = [
     "proto/tenantd/v1/audit.proto",
     "proto/tenantd/v1/diagnostics_service.proto",
     "proto/tenantd/v1/document_service.proto",
     "proto/tenantd/v1/event_service.proto",
     "proto/tenantd/v1/operator_service.proto",
+    "proto/tenantd/v1/plan_service.proto",
+    "proto/tenantd/v1/quota_service.proto",
     "proto/tenantd/v1/setting_service.proto",
     "proto/tenantd/v1/tenant_service.proto",
     "proto/tenantd/v1/user_service.proto",

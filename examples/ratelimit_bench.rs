@@ -73,7 +73,12 @@ async fn create_tenant(channel: &Channel, token: &str, slug: &str) -> anyhow::Re
 }
 
 async fn set_limits(redis_url: &str, tenant: &str, limit: Option<RateLimit>) -> anyhow::Result<()> {
-    let record = TenantRecord { state: TenantState::Active, limits: RateLimits { tenant: limit, api_key: None } };
+    let record = TenantRecord {
+        state: TenantState::Active,
+        limits: RateLimits { tenant: limit, api_key: None },
+        plan: None,
+        quotas: Default::default(),
+    };
     let mut connection = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
     let key = format!("t:{{{tenant}}}:record");
     let () = redis::cmd("SET")

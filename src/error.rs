@@ -113,6 +113,12 @@ impl Error {
         self
     }
 
+    /// Adds a `google.rpc.QuotaFailure` violation: the quota (`subject`) that refused the call.
+    pub fn with_quota_failure(mut self, subject: &'static str, description: String) -> Self {
+        self.quota = Some(Box::new(QuotaExceeded { subject: subject.to_owned(), description, retry_delay: None }));
+        self
+    }
+
     /// The error for an etag that does not match the stored one.
     pub fn etag_mismatch() -> Self {
         Self::new(Reason::EtagMismatch)

@@ -32,6 +32,30 @@ struct RpcLabels {
     code: String,
 }
 
+/// Labels of the quota warnings: the plan (bounded: plans are the platform's), the quota and
+/// the threshold crossed. Never the tenant.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaWarningLabels {
+    plan: String,
+    quota: String,
+    threshold_percent: String,
+}
+
+/// Quota warnings of the process, counted wherever a create crosses a threshold and
+/// exposed by every [`Metrics`] of the process.
+static QUOTA_WARNINGS: std::sync::LazyLock<Family<QuotaWarningLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Counts one crossing of `threshold_percent` of a `quota` by a tenant on `plan`.
+pub fn record_quota_warning(plan: &str, quota: &str, threshold_percent: i64) {
+    let labels = QuotaWarningLabels {
+        plan: plan.to_owned(),
+        quota: quota.to_owned(),
+        threshold_percent: threshold_percent.to_string(),
+    };
+    QUOTA_WARNINGS.get_or_create(&labels).inc();
+}
+
 fn latency_histogram() -> Histogram {
     // 250 µs to about 8 s.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -61,6 +85,11 @@ impl Metrics {
             "tenantd_rpc_duration_seconds",
             "RPC latency, by service, method and gRPC code",
             latency.clone(),
+        );
+        registry.register(
+            "tenantd_quota_warnings",
+            "Creates that crossed 80% or 100% of a quota, by plan (`none`: no plan), quota and threshold",
+            QUOTA_WARNINGS.clone(),
         );
         registry.register_collector(Box::new(Dependencies { pool, redis, resolver }));
         Arc::new(Self { registry, requests, latency })

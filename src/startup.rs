@@ -13,7 +13,8 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{
-    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, SettingApi, TenantApi, UserApi, gateway,
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, PlanApi, QuotaApi, SettingApi, TenantApi, UserApi,
+    gateway,
 };
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
@@ -25,6 +26,7 @@ use crate::domain::documents::Documents;
 use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::operators::Operators;
+use crate::domain::plans::Plans;
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
@@ -36,6 +38,8 @@ use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::operator_service_server::OperatorServiceServer;
+use crate::proto::plan_service_server::PlanServiceServer;
+use crate::proto::quota_service_server::QuotaServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
@@ -154,6 +158,11 @@ impl Application {
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(encode),
         );
+        let plan_service = control_plane.layer(
+            PlanServiceServer::new(PlanApi::new(Plans::new(database.clone(), resolver.clone())))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
         let user_service = data_plane.layer(
             UserServiceServer::new(UserApi::new(Users::new(database.clone())))
                 .max_decoding_message_size(decode)
@@ -165,10 +174,11 @@ impl Application {
                 .max_encoding_message_size(encode),
         );
         let setting_service = data_plane.layer(
-            SettingServiceServer::new(SettingApi(Settings::new(database.clone())))
+            SettingServiceServer::new(SettingApi(Settings::new(database.clone()), database.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(encode),
         );
+        let quota_service = data_plane.layer(QuotaServiceServer::new(QuotaApi::new(database.clone())));
         let diagnostics_service = data_plane.layer(DiagnosticsServiceServer::new(DiagnosticsApi));
         let event_service = events_gateway.layer(
             EventServiceServer::new(EventApi::new(events.clone()))
@@ -196,9 +206,11 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(tenant_service)
             .add_service(operator_service)
+            .add_service(plan_service)
             .add_service(user_service)
             .add_service(document_service)
             .add_service(setting_service)
+            .add_service(quota_service)
             .add_service(audit_service)
             .add_service(event_service)
             .add_service(diagnostics_service);

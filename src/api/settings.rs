@@ -4,16 +4,19 @@ use tonic::{Request, Response, Status};
 
 use super::resource::{self, Fields, identified};
 use super::{json_to_value, required, timestamp, value_to_json};
-use crate::domain::settings::{Setting, SettingPatch, Settings, parse_key, parse_value};
+use crate::domain::settings::{Setting, SettingPatch, Settings, Source, effective, parse_key, parse_value};
 use crate::domain::{UpdateMask, etag, parse_text};
 use crate::error::{Reason, Violations};
+use crate::proto::effective_setting::Source as ProtoSource;
 use crate::proto::setting_service_server::SettingService;
 use crate::proto::{self, ListSettingsResponse, Setting as Message};
+use crate::tenancy::{TenantContext, TenantDb};
 
 identified!(Message);
 
-/// The data-plane adapter for settings.
-pub struct SettingApi(pub Settings);
+/// The data-plane adapter for settings: the kit's resource, and the database the
+/// effective read (plan defaults beneath the tenant's settings) goes through.
+pub struct SettingApi(pub Settings, pub TenantDb);
 
 const FIELDS: Fields<Message, SettingPatch> =
     Fields { name: "setting", updatable: SettingPatch::UPDATABLE_FIELDS, patch };
@@ -71,5 +74,26 @@ impl SettingService for SettingApi {
 
     async fn delete_setting(&self, request: Request<proto::DeleteSettingRequest>) -> Result<Response<()>, Status> {
         resource::delete(&self.0, request, |request| (request.id, request.etag)).await
+    }
+
+    async fn get_effective_settings(
+        &self,
+        request: Request<proto::GetEffectiveSettingsRequest>,
+    ) -> Result<Response<proto::EffectiveSettings>, Status> {
+        let context = TenantContext::from_request(&request)?;
+        let effective = effective(&self.1, &context).await?;
+        let settings = effective
+            .settings
+            .into_iter()
+            .map(|(key, value, source)| proto::EffectiveSetting {
+                key,
+                value: Some(json_to_value(value)),
+                source: match source {
+                    Source::PlanDefault => ProtoSource::PlanDefault,
+                    Source::TenantOverride => ProtoSource::TenantOverride,
+                } as i32,
+            })
+            .collect();
+        Ok(Response::new(proto::EffectiveSettings { plan: effective.plan.unwrap_or_default(), settings }))
     }
 }

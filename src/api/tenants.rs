@@ -7,6 +7,8 @@ use tonic::{Request, Response, Status};
 use super::{required, time, timestamp, update_mask};
 use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
+use crate::domain::plans::parse_name as parse_plan_name;
+use crate::domain::quotas::QuotaUsage;
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
     parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains,
@@ -61,6 +63,8 @@ fn to_proto(tenant: Tenant) -> proto::Tenant {
         update_time: Some(timestamp(tenant.update_time)),
         delete_time: tenant.delete_time.map(timestamp),
         etag: tenant.etag,
+        plan: tenant.plan.unwrap_or_default(),
+        limit_overrides: Some(super::plans::limits_to_proto(tenant.limit_overrides)),
         domains: tenant.domains,
         channel_bindings: tenant
             .channel_bindings
@@ -115,6 +119,16 @@ fn slug(field: &str, value: &str) -> Result<Slug> {
     Slug::parse(value).map_err(|description| Error::invalid(Reason::TenantSlugMalformed, field, description))
 }
 
+/// The message of a tenant's use of one quota.
+pub(super) fn quota_usage_to_proto(usage: QuotaUsage) -> proto::QuotaUsage {
+    proto::QuotaUsage { quota: usage.quota.as_str().to_owned(), used: usage.used, limit: usage.limit }
+}
+
+/// A tenant's plan field: empty is no plan.
+fn plan_name(value: &str) -> Result<Option<String>> {
+    if value.is_empty() { Ok(None) } else { parse_plan_name("tenant.plan", value).map(Some) }
+}
+
 fn bindings(bindings: Vec<proto::ChannelBinding>) -> Vec<ChannelBinding> {
     bindings
         .into_iter()
@@ -156,6 +170,9 @@ impl TenantService for TenantApi {
         let domains = checks.check(parse_domains("tenant.domains", tenant.domains));
         let channel_bindings =
             checks.check(parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings)));
+        let plan = checks.check(plan_name(&tenant.plan));
+        let limit_overrides =
+            checks.check(super::plans::limits_from_proto("tenant.limit_overrides", tenant.limit_overrides));
         let new = checks.finish(|| {
             Some(NewTenant {
                 slug: slug?.as_str().to_owned(),
@@ -163,6 +180,8 @@ impl TenantService for TenantApi {
                 labels: labels?,
                 domains: domains?,
                 channel_bindings: channel_bindings?,
+                plan: plan?,
+                limit_overrides: limit_overrides?,
             })
         })?;
         Ok(Response::new(to_proto(self.registry.create(context, new, &request.request_id).await?)))
@@ -213,6 +232,13 @@ impl TenantService for TenantApi {
         if mask.contains("channel_bindings") {
             patch.channel_bindings =
                 Some(parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings))?);
+        }
+        if mask.contains("plan") {
+            patch.plan = Some(plan_name(&tenant.plan)?);
+        }
+        if mask.contains("limit_overrides") {
+            patch.limit_overrides =
+                Some(super::plans::limits_from_proto("tenant.limit_overrides", tenant.limit_overrides)?);
         }
         Ok(Response::new(to_proto(self.registry.update(context, id, expected_revision, patch).await?)))
     }
@@ -350,13 +376,16 @@ impl TenantService for TenantApi {
         &self,
         request: Request<proto::GetTenantUsageRequest>,
     ) -> Result<Response<proto::TenantUsage>, Status> {
+        let context = RequestContext::from_request(&request)?;
         let tenant_id = parse_id("tenant_id", &request.into_inner().tenant_id)?;
         self.registry.get(&TenantSelector::Id(tenant_id)).await?;
         let usage = self.usage.usage(tenant_id).await?;
+        let quotas = self.registry.quota_usage(context, tenant_id).await?;
         Ok(Response::new(proto::TenantUsage {
             tenant_id: tenant_id.to_string(),
             request_count: i64::try_from(usage.request_count).unwrap_or(i64::MAX),
             last_active_time: usage.last_active_time.map(timestamp),
+            quotas: quotas.into_iter().map(quota_usage_to_proto).collect(),
         }))
     }
 }

@@ -88,14 +88,15 @@ pub fn list<'c>(
     )
 }
 
-/// Marks a key revoked now, if it is not already; returns the key as stored afterwards.
-pub async fn revoke(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<Option<ApiKeyRow>> {
+/// Marks a key revoked now, if it is not already; returns whether this call revoked it, and
+/// the key as stored afterwards.
+pub async fn revoke(transaction: &mut TenantTx<'_>, id: Uuid) -> QueryResult<(bool, Option<ApiKeyRow>)> {
     let tenant_id = transaction.tenant_id();
-    diesel::update(api_keys::table.find((tenant_id, id)).filter(api_keys::revoke_time.is_null()))
+    let changed = diesel::update(api_keys::table.find((tenant_id, id)).filter(api_keys::revoke_time.is_null()))
         .set(api_keys::revoke_time.eq(diesel::dsl::now))
         .execute(transaction.connection())
         .await?;
-    find(transaction, id).await
+    Ok((changed > 0, find(transaction, id).await?))
 }
 
 /// Records when keys were last used (never moving the time backwards).

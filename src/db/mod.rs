@@ -18,6 +18,8 @@ pub mod idempotency;
 pub mod identifiers;
 pub mod migrations;
 pub mod operators;
+pub mod plans;
+pub mod quotas;
 pub mod resource;
 pub mod retry;
 pub(crate) mod schema;

@@ -13,6 +13,33 @@ diesel::table! {
         update_time -> Timestamptz,
         delete_time -> Nullable<Timestamptz>,
         revision -> Int8,
+        plan -> Nullable<Text>,
+        limit_overrides -> Jsonb,
+    }
+}
+
+diesel::table! {
+    /// Plans: named sets of limits and setting defaults (global, no RLS).
+    plans (id) {
+        id -> Uuid,
+        name -> Text,
+        display_name -> Text,
+        limits -> Jsonb,
+        settings -> Jsonb,
+        create_time -> Timestamptz,
+        created_by -> Text,
+        update_time -> Timestamptz,
+        updated_by -> Text,
+        revision -> Int8,
+    }
+}
+
+diesel::table! {
+    /// Quota counters, one per tenant and counted resource (RLS).
+    tenant_quota_usage (tenant_id, quota) {
+        tenant_id -> Uuid,
+        quota -> Text,
+        used -> Int8,
     }
 }
 
@@ -154,4 +181,4 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(tenants, users, tenant_domains, tenant_channel_bindings);
+diesel::allow_tables_to_appear_in_same_query!(tenants, plans, users, tenant_domains, tenant_channel_bindings);

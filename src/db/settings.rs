@@ -5,7 +5,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::schema::tenant_settings;
+use futures_util::future::BoxFuture;
+
+use super::schema::{plans, tenant_settings, tenants};
+use super::tenant_tx::{TenantQuery, TenantTx};
 
 /// A stored setting (also the domain's: a setting has no invariant beyond its columns).
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize, Deserialize)]
@@ -47,4 +50,28 @@ crate::writable_fields! {
 crate::tenant_repository! {
     /// The queries on `tenant_settings`.
     pub struct SettingRepository for tenant_settings { row: SettingRow, fields: SettingFields, }
+}
+
+/// The transaction's tenant's first `limit` settings in key order, as `(key, value)`.
+pub fn all<'c>(on: impl TenantQuery<'c>, limit: i64) -> BoxFuture<'c, QueryResult<Vec<(String, serde_json::Value)>>> {
+    let tenant_id = on.tenant_id();
+    on.load(
+        tenant_settings::table
+            .filter(tenant_settings::tenant_id.eq(tenant_id))
+            .order(tenant_settings::key.asc())
+            .limit(limit)
+            .select((tenant_settings::key, tenant_settings::value)),
+    )
+}
+
+/// The transaction's tenant's plan's name and setting defaults (`None`: no such tenant).
+pub fn plan_defaults<'t>(
+    transaction: &'t mut TenantTx<'_>,
+) -> BoxFuture<'t, QueryResult<Option<(Option<String>, Option<serde_json::Value>)>>> {
+    let tenant_id = transaction.tenant_id();
+    let query = tenants::table
+        .left_join(plans::table.on(plans::name.nullable().eq(tenants::plan)))
+        .filter(tenants::id.eq(tenant_id))
+        .select((tenants::plan, plans::settings.nullable()));
+    transaction.optional(query)
 }

@@ -8,7 +8,7 @@ use diesel_async::RunQueryDsl;
 use super::Connection;
 use uuid::Uuid;
 
-use super::schema::tenants;
+use super::schema::{plans, tenants};
 
 /// A stored tenant.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -32,6 +32,10 @@ pub struct TenantRow {
     pub delete_time: Option<DateTime<Utc>>,
     /// Revision, the source of the etag.
     pub revision: i64,
+    /// The plan's name; `None`: no plan (unlimited).
+    pub plan: Option<String>,
+    /// Overrides of the plan's limits, a JSON object.
+    pub limit_overrides: serde_json::Value,
 }
 
 /// A tenant to insert.
@@ -48,6 +52,10 @@ pub struct NewTenantRow<'a> {
     pub state: &'a str,
     /// Labels.
     pub labels: serde_json::Value,
+    /// Plan.
+    pub plan: Option<&'a str>,
+    /// Overrides of the plan's limits.
+    pub limit_overrides: serde_json::Value,
 }
 
 /// The mutable columns of a tenant, written together by [`save`].
@@ -62,6 +70,10 @@ pub struct TenantChanges {
     pub labels: serde_json::Value,
     /// Deletion time.
     pub delete_time: Option<DateTime<Utc>>,
+    /// Plan.
+    pub plan: Option<String>,
+    /// Overrides of the plan's limits.
+    pub limit_overrides: serde_json::Value,
 }
 
 /// Inserts a tenant.
@@ -85,9 +97,34 @@ pub async fn lock_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResul
     tenants::table.find(id).select(TenantRow::as_select()).for_update().first(connection).await.optional()
 }
 
-/// The state of a tenant, for resolution: `None` if there is no such tenant.
-pub async fn state_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<String>> {
-    tenants::table.find(id).select(tenants::state).first(connection).await.optional()
+/// What resolution reads of a tenant, in one query: its state, its plan's name and limits,
+/// and its overrides.
+#[derive(Debug, Clone, Queryable)]
+pub struct ResolvedRow {
+    /// `active`, `suspended` or `deleted`.
+    pub state: String,
+    /// The plan's name.
+    pub plan: Option<String>,
+    /// The plan's limits (`None` without a plan).
+    pub plan_limits: Option<serde_json::Value>,
+    /// The tenant's overrides of them.
+    pub limit_overrides: serde_json::Value,
+}
+
+/// What resolution needs of a tenant: `None` if there is no such tenant.
+pub async fn resolved_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<ResolvedRow>> {
+    tenants::table
+        .left_join(plans::table.on(plans::name.nullable().eq(tenants::plan)))
+        .filter(tenants::id.eq(id))
+        .select((tenants::state, tenants::plan, plans::limits.nullable(), tenants::limit_overrides))
+        .first(connection)
+        .await
+        .optional()
+}
+
+/// The ids of the tenants on a plan (deleted ones too: their records may be cached).
+pub async fn ids_on_plan(connection: &mut Connection<'_>, plan: &str) -> QueryResult<Vec<Uuid>> {
+    tenants::table.filter(tenants::plan.eq(plan)).select(tenants::id).load(connection).await
 }
 
 /// The id of the tenant with a slug, for resolution.

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::audit;
 use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
+use super::quotas::{self, Quota, QuotaScope};
 use super::tenants::TenantState;
 use crate::auth::api_key::ApiKeyToken;
 use crate::db::api_keys::{ApiKeyRow, NewApiKey};
@@ -123,7 +124,8 @@ impl ApiKeys {
     ) -> Result<CreatedKey> {
         self.require_not_deleted(tenant_id).await?;
         let key = RequestKey::new(idempotency::Scope::Tenant, "CreateApiKey", request_id, &new)?;
-        let context = TenantContext::new(tenant_id, request);
+        let context = self.resolver.context(tenant_id, request).await?;
+        let scope = QuotaScope::of(&context);
         self.database
             .run(&context, async move |transaction| {
                 if let Some(replay) = idempotency::begin::<ApiKey>(transaction, &key).await? {
@@ -142,6 +144,7 @@ impl ApiKeys {
                 )
                 .await
                 .map_err(|error| crate::error::from_database(error, constraint_error))?;
+                quotas::charge(transaction, &scope, Quota::ApiKeys, 1).await?;
                 let created = ApiKey::from(row);
                 let details = serde_json::json!({ "scopes": created.scopes, "expire_time": created.expire_time });
                 audit::record(transaction, "api_key.create", "api_key", created.id, details).await?;
@@ -213,7 +216,13 @@ async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<(ApiK
     if before.revoke_time.is_some() {
         return Ok((before.into(), false));
     }
-    let after = crate::db::api_keys::revoke(transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
+    let (revoked, after) = crate::db::api_keys::revoke(transaction, key_id).await?;
+    let after = after.ok_or(Error::new(Reason::ApiKeyNotFound))?;
+    if !revoked {
+        // A concurrent revocation got there first: it released the slot and audited.
+        return Ok((after.into(), false));
+    }
+    quotas::release(transaction, Quota::ApiKeys, 1).await?;
     audit::record(transaction, "api_key.revoke", "api_key", key_id, serde_json::json!({})).await?;
     Ok((after.into(), true))
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::idempotency::{self, RequestKey};
 use super::page::{PageToken, fingerprint};
+use super::quotas::{self, Quota, QuotaScope};
 use super::{audit, check_etag, etag};
 use crate::db::documents::{DocumentFields, DocumentRow};
 use crate::error::{self, Error, Reason, Result};
@@ -167,6 +168,7 @@ impl Documents {
     /// Creates a document, exactly once per `request_id`.
     pub async fn create(&self, context: &TenantContext, input: DocumentInput, request_id: &str) -> Result<Document> {
         let key = RequestKey::new(idempotency::Scope::Tenant, "CreateDocument", request_id, &input)?;
+        let scope = QuotaScope::of(context);
         self.database
             .run(context, async move |transaction| {
                     if let Some(replay) = idempotency::begin::<Document>(transaction, &key).await? {
@@ -175,6 +177,8 @@ impl Documents {
                     let row = crate::db::documents::insert(transaction, Uuid::now_v7(), input.into_fields())
                         .await
                         .map_err(map_database_error)?;
+                    quotas::charge(transaction, &scope, Quota::Documents, 1).await?;
+                    quotas::charge(transaction, &scope, Quota::DocumentBytes, content_bytes(&row.content)).await?;
                     let document = Document::from(row);
                     let details = serde_json::json!({ "owner_user_id": document.owner_user_id, "content_sha256": document.content_sha256 });
                     audit::record(transaction, "document.create", "document", document.id, details).await?;
@@ -227,10 +231,12 @@ impl Documents {
         expected_revision: Option<i64>,
         patch: DocumentPatch,
     ) -> Result<Document> {
+        let scope = QuotaScope::of(context);
         let row = self
             .database
             .run(context, async move |transaction| {
                 let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
+                let size_before = content_bytes(&current.content);
                 check_etag(expected_revision, current.revision)?;
                 let mut changed = Vec::new();
                 for (name, present) in [
@@ -252,6 +258,8 @@ impl Documents {
                 let row = crate::db::documents::save(transaction, id, input.into_fields())
                     .await
                     .map_err(map_database_error)?;
+                let growth = content_bytes(&row.content) - size_before;
+                quotas::adjust(transaction, &scope, Quota::DocumentBytes, growth).await?;
                 audit::record(transaction, "document.update", "document", id, audit::changed_fields(&changed)).await?;
                 Ok(row)
             })
@@ -266,6 +274,8 @@ impl Documents {
                 let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
                 check_etag(expected_revision, current.revision)?;
                 crate::db::documents::delete(transaction, id).await?;
+                quotas::release(transaction, Quota::Documents, 1).await?;
+                quotas::release(transaction, Quota::DocumentBytes, content_bytes(&current.content)).await?;
                 audit::record(transaction, "document.delete", "document", id, serde_json::json!({})).await?;
                 Ok(())
             })
@@ -289,6 +299,11 @@ fn fit_page(sizes: &[(Uuid, i32)], page_size: i64, budget: i64) -> (Vec<Uuid>, b
     }
     let more = sizes.len() > ids.len();
     (ids, more)
+}
+
+/// The size of content as the `document_bytes` quota counts it.
+fn content_bytes(content: &[u8]) -> i64 {
+    i64::try_from(content.len()).unwrap_or(i64::MAX)
 }
 
 fn document_not_found() -> Error {

@@ -13,6 +13,8 @@ pub mod idempotency;
 pub mod key_uses;
 pub mod operators;
 pub mod page;
+pub mod plans;
+pub mod quotas;
 pub mod resource;
 pub mod settings;
 pub mod tenants;

@@ -177,7 +177,7 @@ impl Operators {
 
 /// How an operator row records who acted: `bootstrap` or `operator:<id>`. Only platform
 /// callers reach the control plane; anyone else here is a bug, refused.
-fn actor_label(actor: &Actor) -> Result<String> {
+pub(crate) fn actor_label(actor: &Actor) -> Result<String> {
     match actor {
         Actor::Bootstrap => Ok("bootstrap".to_owned()),
         Actor::Operator { operator_id, .. } => Ok(format!("operator:{operator_id}")),

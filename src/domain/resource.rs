@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
+use super::quotas::{self, Quota, QuotaScope};
 use super::{audit, check_etag};
 use crate::db::resource::{Patch, Repository};
 use crate::error::{self, Error, Reason, Result};
@@ -32,6 +33,9 @@ pub trait Resource: Serialize + DeserializeOwned + Send + Sync + 'static {
     const CREATE_METHOD: &'static str;
     /// The reason when it does not exist, or is another tenant's.
     const NOT_FOUND: Reason;
+    /// The quota each one counts against (`None`: not counted): a create charges one in its
+    /// transaction, a delete releases it.
+    const QUOTA: Option<Quota> = None;
 
     /// The resource of a stored row (INTERNAL if the row holds what it cannot represent).
     fn from_row(row: RowOf<Self>) -> Result<Self>;
@@ -81,6 +85,7 @@ impl<R: Resource> Resources<R> {
         I: Serialize + Into<FieldsOf<R>> + Send + 'static,
     {
         let key = RequestKey::new(idempotency::Scope::Tenant, R::CREATE_METHOD, request_id, &input)?;
+        let scope = QuotaScope::of(context);
         let (resource, replayed) = self
             .database
             .run(context, async move |transaction| {
@@ -90,6 +95,9 @@ impl<R: Resource> Resources<R> {
                 let row = R::Repository::insert(transaction, Uuid::now_v7(), input.into())
                     .await
                     .map_err(|error| error::from_database(error, R::constraint_error))?;
+                if let Some(quota) = R::QUOTA {
+                    quotas::charge(transaction, &scope, quota, 1).await?;
+                }
                 let id = R::Repository::id(&row);
                 let resource = R::from_row(row)?;
                 audit::record(transaction, &format!("{}.create", R::KIND), R::KIND, id, resource.created_details())
@@ -159,9 +167,12 @@ impl<R: Resource> Resources<R> {
             .run(context, async move |transaction| {
                 let current = R::Repository::lock(transaction, id).await?.ok_or(Error::new(R::NOT_FOUND))?;
                 check_etag(expected_revision, R::Repository::revision(&current))?;
-                R::Repository::delete(transaction, id)
+                let deleted = R::Repository::delete(transaction, id)
                     .await
                     .map_err(|error| error::from_database(error, R::constraint_error))?;
+                if let Some(quota) = R::QUOTA.filter(|_| deleted) {
+                    quotas::release(transaction, quota, 1).await?;
+                }
                 audit::record(transaction, &format!("{}.delete", R::KIND), R::KIND, id, json!({})).await?;
                 Ok(())
             })

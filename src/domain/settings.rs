@@ -1,12 +1,16 @@
 //! Tenant settings: typed values (flags, numbers, text) a tenant's services read, a
 //! resource of the kit.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::resource::{Resource, Resources};
+use crate::db;
 use crate::db::settings::SettingRepository;
 pub use crate::db::settings::{SettingPatch, SettingRow as Setting};
 use crate::error::{Error, Reason, Result};
+use crate::tenancy::{TenantContext, TenantDb};
 
 /// Validates a key: `^[a-z][a-z0-9_.-]{0,62}$`.
 pub fn parse_key(field: &str, key: &str) -> Result<String> {
@@ -53,3 +57,46 @@ impl Resource for Setting {
 
 /// The settings of tenants.
 pub type Settings = Resources<Setting>;
+
+/// Most of a tenant's own settings an effective read considers.
+pub const MAX_EFFECTIVE_OVERRIDES: i64 = 1000;
+
+/// Where an effective setting's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The tenant's plan's default.
+    PlanDefault,
+    /// The tenant's own setting.
+    TenantOverride,
+}
+
+/// A tenant's effective settings: its plan's defaults beneath its own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectiveSettings {
+    /// The plan's name.
+    pub plan: Option<String>,
+    /// Key, value and source, in key order.
+    pub settings: Vec<(String, Value, Source)>,
+}
+
+/// Reads the context's tenant's effective settings (one transaction of two statements).
+pub async fn effective(database: &TenantDb, context: &TenantContext) -> Result<EffectiveSettings> {
+    let (plan, defaults, own) = database
+        .read_steps(context, async move |transaction| {
+            let (plan, defaults) =
+                db::settings::plan_defaults(transaction).await?.ok_or(Error::new(Reason::TenantNotFound))?;
+            let own = db::settings::all(&mut *transaction, MAX_EFFECTIVE_OVERRIDES).await?;
+            Ok((plan, defaults, own))
+        })
+        .await?;
+    let defaults: BTreeMap<String, Value> = match defaults {
+        Some(defaults) => serde_json::from_value(defaults)
+            .map_err(|error| Error::internal(anyhow::Error::new(error).context("plan settings are not an object")))?,
+        None => BTreeMap::new(),
+    };
+    let mut merged: BTreeMap<String, (Value, Source)> =
+        defaults.into_iter().map(|(key, value)| (key, (value, Source::PlanDefault))).collect();
+    merged.extend(own.into_iter().map(|(key, value)| (key, (value, Source::TenantOverride))));
+    let settings = merged.into_iter().map(|(key, (value, source))| (key, value, source)).collect();
+    Ok(EffectiveSettings { plan, settings })
+}

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use self::rows::{assemble, changes_of, labels_json, load, lock, write_identifiers};
 use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
+use super::quotas::{self, QuotaUsage};
 use super::{Slug, audit};
 use crate::db::tenant_tx::{AsyncWork, TenantTx};
 use crate::db::tenants::{NewTenantRow, TenantRow};
@@ -20,7 +21,7 @@ use crate::db::{self};
 use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
-use crate::tenancy::{RequestContext, TenantContext, TenantDb};
+use crate::tenancy::{Limits, RequestContext, TenantContext, TenantDb};
 
 pub use self::validate::{MAX_IDENTIFIERS, parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains};
 pub use crate::tenancy::TenantState;
@@ -62,6 +63,10 @@ pub struct Tenant {
     pub delete_time: Option<DateTime<Utc>>,
     /// Etag.
     pub etag: String,
+    /// The plan's name; `None`: no plan (unlimited).
+    pub plan: Option<String>,
+    /// Overrides of the plan's limits.
+    pub limit_overrides: Limits,
 }
 
 /// A validated tenant to create.
@@ -77,6 +82,10 @@ pub struct NewTenant {
     pub domains: Vec<String>,
     /// Channel bindings.
     pub channel_bindings: Vec<ChannelBinding>,
+    /// Plan (`None`: none, unlimited).
+    pub plan: Option<String>,
+    /// Overrides of the plan's limits.
+    pub limit_overrides: Limits,
 }
 
 /// New values for the fields an update names; `None` leaves a field as it is.
@@ -90,10 +99,15 @@ pub struct TenantPatch {
     pub domains: Option<Vec<String>>,
     /// New channel bindings (replacing all).
     pub channel_bindings: Option<Vec<ChannelBinding>>,
+    /// New plan (`Some(None)`: no plan).
+    pub plan: Option<Option<String>>,
+    /// New overrides of the plan's limits (replacing all).
+    pub limit_overrides: Option<Limits>,
 }
 
 /// Fields `UpdateTenant` may change.
-pub const UPDATABLE_FIELDS: &[&str] = &["display_name", "labels", "domains", "channel_bindings"];
+pub const UPDATABLE_FIELDS: &[&str] =
+    &["display_name", "labels", "domains", "channel_bindings", "plan", "limit_overrides"];
 /// A lifecycle transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -159,13 +173,15 @@ impl TenantRegistry {
                         display_name: &new.display_name,
                         state: TenantState::Active.as_str(),
                         labels,
+                        plan: new.plan.as_deref(),
+                        limit_overrides: new.limit_overrides.to_json(),
                     },
                 )
                 .await
                 .map_err(map_database_error)?;
                 write_identifiers(transaction, Some(&new.domains), Some(&new.channel_bindings)).await?;
-                audit::record(transaction, "tenant.create", "tenant", id, serde_json::json!({ "slug": new.slug }))
-                    .await?;
+                let details = serde_json::json!({ "slug": new.slug, "plan": new.plan });
+                audit::record(transaction, "tenant.create", "tenant", id, details).await?;
                 let tenant = load(transaction, row).await?;
                 idempotency::finish(transaction, &key, &tenant).await?;
                 Ok((tenant, false))
@@ -247,6 +263,12 @@ impl TenantRegistry {
         if patch.channel_bindings.is_some() {
             changed.push("channel_bindings");
         }
+        if patch.plan.is_some() {
+            changed.push("plan");
+        }
+        if patch.limit_overrides.is_some() {
+            changed.push("limit_overrides");
+        }
         self.change(request, id, expected_revision, async move |(transaction, row)| {
             if row.state == TenantState::Deleted.as_str() {
                 return Err(tenant_deleted());
@@ -258,9 +280,18 @@ impl TenantRegistry {
             if let Some(labels) = &patch.labels {
                 changes.labels = labels_json(labels)?;
             }
-            let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
+            let mut details = audit::changed_fields(&changed);
+            if let Some(plan) = patch.plan {
+                // A change of plan says from what to what: `plan.changed` is this event.
+                details["plan"] = serde_json::json!({ "from": changes.plan, "to": plan });
+                changes.plan = plan;
+            }
+            if let Some(overrides) = &patch.limit_overrides {
+                changes.limit_overrides = overrides.to_json();
+            }
+            let row = db::tenants::save(transaction.connection(), row.id, changes).await.map_err(map_database_error)?;
             write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
-            audit::record(transaction, "tenant.update", "tenant", row.id, audit::changed_fields(&changed)).await?;
+            audit::record(transaction, "tenant.update", "tenant", row.id, details).await?;
             load(transaction, row).await
         })
         .await
@@ -300,6 +331,12 @@ impl TenantRegistry {
             .await?;
         tracing::info!(tenant.id = %id, state = tenant.state.as_str(), "tenant state changed");
         Ok(tenant)
+    }
+
+    /// A tenant's use of each quota against its caps (the platform's view).
+    pub async fn quota_usage(&self, request: RequestContext, tenant_id: Uuid) -> Result<Vec<QuotaUsage>> {
+        let context = self.resolver.context(tenant_id, request).await?;
+        quotas::usage(&self.database, &context).await
     }
 
     /// Lists one tenant's audit events (the platform's view).
@@ -366,6 +403,13 @@ pub fn constraint_error(constraint: &str) -> Option<Error> {
         "tenant_domains_pkey" => (Reason::TenantDomainAlreadyExists, "tenant.domains"),
         "tenant_channel_bindings_pkey" => (Reason::TenantChannelBindingAlreadyExists, "tenant.channel_bindings"),
         "tenant_domains_tenant_id_fkey" | "tenant_channel_bindings_tenant_id_fkey" => return Some(tenant_not_found()),
+        "tenants_plan_fkey" => {
+            return Some(Error::invalid(
+                Reason::PlanUnknown,
+                "tenant.plan",
+                "names no plan; create it with CreatePlan",
+            ));
+        }
         _ => return None,
     };
     Some(Error::already_exists(reason, field))

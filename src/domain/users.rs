@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::etag;
+use super::quotas::Quota;
 use super::resource::{Resource, Resources};
 pub use crate::db::users::UserPatch;
 use crate::db::users::{UserFields, UserRepository, UserRow};
@@ -125,6 +126,7 @@ impl Resource for User {
     const KIND: &'static str = "user";
     const CREATE_METHOD: &'static str = "CreateUser";
     const NOT_FOUND: Reason = Reason::UserNotFound;
+    const QUOTA: Option<Quota> = Some(Quota::Users);
 
     fn from_row(row: UserRow) -> Result<Self> {
         row.try_into()

@@ -71,6 +71,9 @@ reasons! {
     UpdateMaskInvalid = "UPDATE_MASK_INVALID", InvalidArgument, "the update mask names a field that cannot be updated";
     EventCursorInvalid = "EVENT_CURSOR_INVALID", InvalidArgument, "the cursor is not from this event stream";
     EventFilterInvalid = "EVENT_FILTER_INVALID", InvalidArgument, "an event filter is invalid";
+    PlanNameMalformed = "PLAN_NAME_MALFORMED", InvalidArgument, "the plan name is malformed";
+    LimitsInvalid = "LIMITS_INVALID", InvalidArgument, "a limit is invalid";
+    PlanUnknown = "PLAN_UNKNOWN", InvalidArgument, "the named plan does not exist";
 
     // UNAUTHENTICATED: no valid credentials. The messages say which case, never anything
     // about a valid credential.
@@ -101,6 +104,7 @@ reasons! {
     ApiKeyNotFound = "API_KEY_NOT_FOUND", NotFound, "api key not found";
     SettingNotFound = "SETTING_NOT_FOUND", NotFound, "setting not found";
     OperatorNotFound = "OPERATOR_NOT_FOUND", NotFound, "operator not found";
+    PlanNotFound = "PLAN_NOT_FOUND", NotFound, "plan not found";
 
     // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
     TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
@@ -116,6 +120,8 @@ reasons! {
     SettingAlreadyExists = "SETTING_ALREADY_EXISTS", AlreadyExists, "the setting already exists";
     SettingKeyAlreadyExists = "SETTING_KEY_ALREADY_EXISTS", AlreadyExists, "the key is taken";
     OperatorAlreadyExists = "OPERATOR_ALREADY_EXISTS", AlreadyExists, "the operator already exists";
+    PlanAlreadyExists = "PLAN_ALREADY_EXISTS", AlreadyExists, "the plan already exists";
+    PlanNameAlreadyExists = "PLAN_NAME_ALREADY_EXISTS", AlreadyExists, "the plan name is taken";
 
     // FAILED_PRECONDITION: the system is not in a state that allows the call.
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";
@@ -123,10 +129,11 @@ reasons! {
     UserHasDocuments = "USER_HAS_DOCUMENTS", FailedPrecondition, "the user owns documents; delete them or give them another owner first";
     EventRetentionExceeded = "EVENT_RETENTION_EXCEEDED", FailedPrecondition, "the cursor or start time is older than the event retention window; start from a time within it";
 
-    // RESOURCE_EXHAUSTED: the caller used more than its share. WATCHER_TOO_SLOW: ErrorInfo
-    // metadata `resume_cursor` says where to continue. RATE_LIMITED: google.rpc.QuotaFailure
-    // names the limit and google.rpc.RetryInfo says when to retry.
+    // RESOURCE_EXHAUSTED: the caller used more than its share. A slow watcher's ErrorInfo
+    // metadata `resume_cursor` says where to continue; a quota's google.rpc.QuotaFailure
+    // names the quota; RATE_LIMITED's names the limit, and google.rpc.RetryInfo says when to retry.
     WatcherTooSlow = "WATCHER_TOO_SLOW", ResourceExhausted, "the watcher fell too far behind; resume from the cursor in the error details";
+    QuotaExceeded = "QUOTA_EXCEEDED", ResourceExhausted, "the tenant's plan allows no more of this resource; delete some or change the plan (google.rpc.QuotaFailure names the quota)";
     RateLimited = "RATE_LIMITED", ResourceExhausted, "the request rate limit is exceeded; retry after the delay in the error details";
 
     // ABORTED: a concurrency check failed.

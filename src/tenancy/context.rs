@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use super::Quotas;
 use crate::error::{Error, Result};
 
 /// What an API key may do.
@@ -171,12 +172,31 @@ impl RequestContext {
 pub struct TenantContext {
     tenant_id: Uuid,
     request: RequestContext,
+    plan: Option<String>,
+    quotas: Quotas,
 }
 
 impl TenantContext {
-    /// Only the gateway and the control plane create contexts.
+    /// Only the gateway and the control plane create contexts. A new context has no plan
+    /// and no quotas: creates that count against a quota get the context from
+    /// [`super::resolver::TenantResolver`], which adds them ([`TenantContext::with_plan`]).
     pub(crate) fn new(tenant_id: Uuid, request: RequestContext) -> Self {
-        Self { tenant_id, request }
+        Self { tenant_id, request, plan: None, quotas: Quotas::default() }
+    }
+
+    /// The context with the tenant's plan and its effective quotas, as its cached record has them.
+    pub(crate) fn with_plan(self, plan: Option<String>, quotas: Quotas) -> Self {
+        Self { plan, quotas, ..self }
+    }
+
+    /// The tenant's plan's name, if it has one.
+    pub fn plan(&self) -> Option<&str> {
+        self.plan.as_deref()
+    }
+
+    /// The caps on the tenant's counted resources (its plan's, with its overrides).
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// The tenant's id.

@@ -16,6 +16,6 @@ mod state;
 mod transaction;
 
 pub use context::{Actor, OperatorRole, Permission, RequestContext, Scope, TenantContext};
-pub use limits::{RateLimit, RateLimits};
+pub use limits::{Limits, Quota, Quotas, RateLimit, RateLimits};
 pub use state::TenantState;
 pub use transaction::{EventsCommitted, TenantDb};

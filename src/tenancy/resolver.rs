@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::selector::TenantSelector;
+use super::{Limits, Quotas, RateLimits, TenantState};
 use super::{OperatorRole, RequestContext, Scope, TenantContext, TenantDb};
-use super::{RateLimits, TenantState};
 use crate::auth::api_key::ApiKeyToken;
 use crate::auth::operator_key::OperatorKeyToken;
 use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
@@ -84,6 +84,13 @@ pub struct TenantRecord {
     /// Request-rate limits (unlimited in records cached before limits existed).
     #[serde(default)]
     pub limits: RateLimits,
+    /// The tenant's plan's name; `None`: no plan.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Caps on counted resources, enforced by the creates (unlimited in records cached
+    /// before quotas existed).
+    #[serde(default)]
+    pub quotas: Quotas,
 }
 
 /// What tenantd needs to know about an operator to authenticate its key.
@@ -228,15 +235,13 @@ impl TenantResolver {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let stored = db::retry::read(|| {
-            self.database.global(async move |connection| Ok(db::tenants::state_by_id(connection, tenant_id).await?))
+            self.database.global(async move |connection| Ok(db::tenants::resolved_by_id(connection, tenant_id).await?))
         })
         .await?;
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let state = TenantState::parse(&stored)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
-        let record = TenantRecord { state, limits: RateLimits::default() };
+        let record = record_of(tenant_id, stored)?;
         if self.live()
             && self.epoch.load(Ordering::Acquire) == epoch
             && let Ok(json) = serde_json::to_string(&record)
@@ -256,7 +261,14 @@ impl TenantResolver {
     ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
         let record = self.require_active(tenant_id).await?;
-        Ok((TenantContext::new(tenant_id, request), record))
+        let context = TenantContext::new(tenant_id, request).with_plan(record.plan.clone(), record.quotas);
+        Ok((context, record))
+    }
+
+    /// A context for work on a tenant that exists (in any state), with its plan and quotas.
+    pub async fn context(&self, tenant_id: Uuid, request: RequestContext) -> Result<TenantContext> {
+        let record = self.record(tenant_id).await?.ok_or_else(tenant_not_found)?;
+        Ok(TenantContext::new(tenant_id, request).with_plan(record.plan, record.quotas))
     }
 
     /// The tenant's record, unless the tenant does not exist or is not ACTIVE.
@@ -378,6 +390,14 @@ impl TenantResolver {
         self.redis.publish(INVALIDATION_CHANNEL, &tenant_id.to_string()).await;
     }
 
+    /// [`TenantResolver::invalidate`] for many tenants (those of a changed plan): every
+    /// record deleted from Redis and announced, one tenant after the other.
+    pub async fn invalidate_all(&self, tenant_ids: &[Uuid]) {
+        for tenant_id in tenant_ids {
+            self.invalidate(*tenant_id, None).await;
+        }
+    }
+
     fn evict(&self, tenant_id: Uuid) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut local) = self.local.lock() {
@@ -493,6 +513,21 @@ impl Drop for FillTurn<'_> {
             fills.remove(&self.key);
         }
     }
+}
+
+/// The record of a tenant from what [`db::tenants::resolved_by_id`] read: the plan's limits
+/// with the tenant's overrides.
+fn record_of(tenant_id: Uuid, stored: db::tenants::ResolvedRow) -> Result<TenantRecord> {
+    let state = TenantState::parse(&stored.state)
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {:?}", stored.state)))?;
+    let unreadable = || Error::internal(anyhow::anyhow!("tenant {tenant_id} has limits tenantd cannot read"));
+    let plan = match &stored.plan_limits {
+        Some(limits) => Limits::from_json(limits).ok_or_else(unreadable)?,
+        None => Limits::default(),
+    };
+    let overrides = Limits::from_json(&stored.limit_overrides).ok_or_else(unreadable)?;
+    let limits = plan.overridden_by(&overrides);
+    Ok(TenantRecord { state, limits: limits.rate_limits(), plan: stored.plan, quotas: limits.quotas })
 }
 
 fn record_key(tenant_id: Uuid) -> RedisKey {

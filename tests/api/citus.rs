@@ -257,6 +257,8 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("idempotency_records", domain::idempotency::constraint_error),
     ("platform_idempotency_records", domain::idempotency::constraint_error),
     ("operators", domain::operators::constraint_error),
+    ("plans", domain::plans::constraint_error),
+    ("tenant_quota_usage", domain::quotas::constraint_error),
     ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
 ];
 

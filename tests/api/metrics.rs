@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::{spawn_app_with, unique_slug};
 
 /// `GET /metrics` over a plain TCP connection.
-async fn scrape(port: u16) -> String {
+pub async fn scrape(port: u16) -> String {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("metrics port");
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: tenantd\r\nConnection: close\r\n\r\n").await.expect("request");
     let mut response = String::new();

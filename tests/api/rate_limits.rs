@@ -26,9 +26,13 @@ use uuid::Uuid;
 use crate::helpers::{ApiKeyScope, Metadata, TestApp, spawn_app_with, start, test_config, unique_slug};
 use crate::throwaway::ThrowawayRedis;
 
+type UsersClient = tenantd::proto::user_service_client::UserServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Metadata>,
+>;
+
 /// Gives `tenant_id` the rate limits `limits` on every server using `redis`.
 async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits) {
-    let record = TenantRecord { state: TenantState::Active, limits };
+    let record = TenantRecord { state: TenantState::Active, limits, plan: None, quotas: Default::default() };
     let client = redis::Client::open(redis.url()).expect("url");
     let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
     let key = format!("t:{{{tenant_id}}}:record");
@@ -235,4 +239,61 @@ async fn with_redis_stopped_each_replica_limits_its_share_locally_and_counts_in_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(counted(limiter.check(tenant, None, &limits).await), Some(Counted::Shared));
+}
+
+#[tokio::test]
+async fn a_plans_rate_is_enforced_through_redis_then_locally_while_redis_is_down_then_through_redis_again() {
+    let mut redis = ThrowawayRedis::start();
+    let app = server_on(&redis, None, 1).await;
+    let name = unique_slug("rated");
+    let rate = tenantd::proto::RequestRate { per_second: 1, burst: 3 };
+    let limits = tenantd::proto::PlanLimits { tenant_rate: Some(rate), ..Default::default() };
+    let plan = tenantd::proto::Plan {
+        name: name.clone(),
+        display_name: name.clone(),
+        limits: Some(limits),
+        ..Default::default()
+    };
+    crate::plans::create_plan(&app, plan).await;
+    let tenant = crate::plans::create_tenant_on(&app, &name, None).await.id;
+    let free = app.create_tenant(&unique_slug("unplanned")).await.id;
+    let mut users = app.users(&tenant);
+    let burst_then_refusal = async |users: &mut UsersClient| {
+        for attempt in 0..3 {
+            users.list_users(ListUsersRequest::default()).await.unwrap_or_else(|s| panic!("burst {attempt}: {s:?}"));
+        }
+        let status = users.list_users(ListUsersRequest::default()).await.expect_err("past the plan's burst");
+        refusal(&status)
+    };
+
+    // Redis up: the plan's limit, counted in Redis, refused before PostgreSQL.
+    let (subject, _) = burst_then_refusal(&mut users).await;
+    assert_eq!(subject, format!("tenant:{tenant}"));
+    let checkouts = app.pool_checkouts();
+    users.list_users(ListUsersRequest::default()).await.expect_err("still refused");
+    assert_eq!(app.pool_checkouts(), checkouts, "a refused request checked out no connection");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    let rate_key = format!("t:{{{tenant}}}:rate:tenant");
+    let exists: i64 = redis::cmd("EXISTS").arg(&rate_key).query_async(&mut connection).await.expect("exists");
+    assert_eq!(exists, 1, "counted in Redis");
+
+    // Redis down: the record now comes from PostgreSQL, with the plan's limits, and the local
+    // fallback (one replica: the whole limit) enforces them: neither unlimited nor refusing all.
+    redis.kill();
+    app.wait_for_status("redis", ServingStatus::NotServing).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await; // the burst refills at 1/s
+    burst_then_refusal(&mut users).await;
+    app.users(&free).list_users(ListUsersRequest::default()).await.expect("control: a tenant without a plan");
+
+    // Redis back: counted there again (its keys died with it: a fresh burst).
+    redis.resume();
+    app.wait_for_status("redis", ServingStatus::Serving).await;
+    redis.wait_for_subscribers(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    burst_then_refusal(&mut users).await;
+    let mut connection = client.get_multiplexed_async_connection().await.expect("reconnect");
+    let exists: i64 = redis::cmd("EXISTS").arg(&rate_key).query_async(&mut connection).await.expect("exists");
+    assert_eq!(exists, 1, "counted in Redis again");
+    app.stop().await;
 }

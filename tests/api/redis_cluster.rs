@@ -55,7 +55,13 @@ async fn tenantd_limits_caches_and_invalidates_on_a_redis_cluster_through_a_mast
     // first seed (tenantd subscribes to the first that answers): the announcement reaches it
     // because a cluster broadcasts PUBLISH.
     let limits = RateLimits { tenant: Some(RateLimit { per_second: 1, burst: 3 }), api_key: None };
-    let json = serde_json::to_string(&TenantRecord { state: TenantState::Active, limits }).expect("json");
+    let json = serde_json::to_string(&TenantRecord {
+        state: TenantState::Active,
+        limits,
+        plan: None,
+        quotas: Default::default(),
+    })
+    .expect("json");
     assert_eq!(cluster.cli(master, &["SET", &record_key, &json, "EX", "600"]).trim(), "OK");
     let announcer = *cluster.ports.last().expect("nodes");
     let mut ping =

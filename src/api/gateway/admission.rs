@@ -129,11 +129,14 @@ async fn admit_operator(resolver: &TenantResolver, token: &OperatorKeyToken, nee
 /// otherwise.
 fn control_permission(path: &str) -> Permission {
     const LIFECYCLE: [&str; 5] = ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant"];
+    const PLANS: [&str; 2] = ["CreatePlan", "UpdatePlan"];
     let method = path.rsplit('/').next().unwrap_or_default();
     let reads = ["Get", "List", "Watch"].iter().any(|prefix| method.starts_with(prefix));
     if reads || method == "ResolveTenant" {
         Permission::Read
-    } else if LIFECYCLE.contains(&method) && path.starts_with("/tenantd.v1.TenantService/") {
+    } else if LIFECYCLE.contains(&method) && path.starts_with("/tenantd.v1.TenantService/")
+        || PLANS.contains(&method) && path.starts_with("/tenantd.v1.PlanService/")
+    {
         Permission::Lifecycle
     } else {
         Permission::Credentials
@@ -175,7 +178,8 @@ async fn admit_api_key(
     }
     let record = resolver.require_active(token.tenant_id()).await?;
     let request = RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id);
-    Ok((TenantContext::new(token.tenant_id(), request), record))
+    let context = TenantContext::new(token.tenant_id(), request).with_plan(record.plan.clone(), record.quotas);
+    Ok((context, record))
 }
 
 /// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else
@@ -419,6 +423,10 @@ mod tests {
         assert_eq!(control_permission("/tenantd.v1.OperatorService/CreateOperator"), Permission::Credentials);
         assert_eq!(control_permission("/tenantd.v1.OperatorService/RevokeOperator"), Permission::Credentials);
         assert_eq!(control_permission("/tenantd.v1.OperatorService/ListOperators"), Permission::Read);
+        assert_eq!(control_permission("/tenantd.v1.PlanService/CreatePlan"), Permission::Lifecycle);
+        assert_eq!(control_permission("/tenantd.v1.PlanService/UpdatePlan"), Permission::Lifecycle);
+        assert_eq!(control_permission("/tenantd.v1.PlanService/ListPlans"), Permission::Read);
+        assert_eq!(control_permission("/tenantd.v1.OperatorService/UpdatePlan"), Permission::Credentials);
         assert_eq!(data_permission("/tenantd.v1.UserService/CreateUser"), Permission::Lifecycle);
         assert_eq!(data_permission("/tenantd.v1.UserService/GetUser"), Permission::Read);
     }

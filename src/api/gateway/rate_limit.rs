@@ -135,7 +135,12 @@ mod tests {
         let request = |actor: Actor, limits: RateLimits| {
             let mut request = http::Request::new(());
             request.extensions_mut().insert(TenantContext::new(tenant, RequestContext::new(actor, "r".to_owned())));
-            request.extensions_mut().insert(TenantRecord { state: TenantState::Active, limits });
+            request.extensions_mut().insert(TenantRecord {
+                state: TenantState::Active,
+                limits,
+                plan: None,
+                quotas: Default::default(),
+            });
             request
         };
         let mut statuses = Vec::new();

@@ -12,6 +12,7 @@ use crate::db::tenants::{TenantChanges, TenantRow};
 use crate::db::{self, Connection};
 use crate::domain::{check_etag, etag};
 use crate::error::{Error, Result};
+use crate::tenancy::Limits;
 
 /// Locks the transaction's tenant's row and checks the etag.
 pub(super) async fn lock(transaction: &mut TenantTx<'_>, expected_revision: Option<i64>) -> Result<TenantRow> {
@@ -64,6 +65,8 @@ pub(super) async fn assemble(connection: &mut Connection<'_>, rows: Vec<TenantRo
             let labels = serde_json::from_value(row.labels).map_err(|error| {
                 Error::internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
             })?;
+            let limit_overrides = Limits::from_json(&row.limit_overrides)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {} has unreadable limit overrides", row.id)))?;
             Ok(Tenant {
                 id: row.id,
                 slug: row.slug,
@@ -76,6 +79,8 @@ pub(super) async fn assemble(connection: &mut Connection<'_>, rows: Vec<TenantRo
                 update_time: row.update_time,
                 delete_time: row.delete_time,
                 etag: etag(row.revision),
+                plan: row.plan,
+                limit_overrides,
             })
         })
         .collect()
@@ -88,6 +93,8 @@ pub(super) fn changes_of(row: &TenantRow) -> TenantChanges {
         state: row.state.clone(),
         labels: row.labels.clone(),
         delete_time: row.delete_time,
+        plan: row.plan.clone(),
+        limit_overrides: row.limit_overrides.clone(),
     }
 }
 
