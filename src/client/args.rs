@@ -86,7 +86,7 @@ pub enum TenantsCommand {
     Get(GetTenantArgs),
     /// List tenants in creation order.
     List(ListTenantsArgs),
-    /// Change a tenant's display name, labels, domains or channel bindings.
+    /// Change a tenant's display name, labels, domains, channel bindings or plan.
     Update(UpdateTenantArgs),
     /// Suspend a tenant: its data plane answers FAILED_PRECONDITION.
     Suspend(TenantLifecycleArgs),
@@ -114,6 +114,9 @@ pub struct CreateTenantArgs {
     /// A channel binding `TYPE:EXTERNAL_ID`, e.g. `slack:T024BE7LD`; repeat for several.
     #[arg(long = "channel", value_name = "TYPE:EXTERNAL_ID", value_parser = parse_channel)]
     pub channels: Vec<ChannelArg>,
+    /// The tenant's plan, by name (see PlanService); without it the tenant has no plan and no limits.
+    #[arg(long)]
+    pub plan: Option<String>,
     /// Idempotency key (a UUID): a retry with the same key creates nothing more.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -172,7 +175,10 @@ pub enum TenantStateArg {
     ArgGroup::new("fields")
         .required(true)
         .multiple(true)
-        .args(["display_name", "labels", "clear_labels", "domains", "clear_domains", "channels", "clear_channels"])
+        .args([
+            "display_name", "labels", "clear_labels", "domains", "clear_domains", "channels", "clear_channels", "plan",
+            "clear_plan",
+        ])
 ))]
 pub struct UpdateTenantArgs {
     /// The tenant's id.
@@ -198,6 +204,12 @@ pub struct UpdateTenantArgs {
     /// Remove every channel binding.
     #[arg(long, conflicts_with = "channels")]
     pub clear_channels: bool,
+    /// Move the tenant to this plan, by name.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Take the tenant off its plan: no limits.
+    #[arg(long, conflicts_with = "plan")]
+    pub clear_plan: bool,
     /// Update only if the tenant's etag is still this one (else ABORTED).
     #[arg(long)]
     pub etag: Option<String>,

@@ -105,6 +105,7 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
                     labels: create.labels.into_iter().collect(),
                     domains: create.domains,
                     channel_bindings: create.channels.into_iter().map(channel_binding).collect(),
+                    plan: create.plan.unwrap_or_default(),
                     ..Default::default()
                 }),
                 request_id: create.request_id.unwrap_or_default(),
@@ -151,6 +152,10 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
             if !update.channels.is_empty() || update.clear_channels {
                 tenant.channel_bindings = update.channels.into_iter().map(channel_binding).collect();
                 paths.push("channel_bindings");
+            }
+            if update.plan.is_some() || update.clear_plan {
+                tenant.plan = update.plan.unwrap_or_default();
+                paths.push("plan");
             }
             let update_mask = prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() };
             call(

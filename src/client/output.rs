@@ -133,6 +133,7 @@ fn tenant_json(tenant: &Tenant) -> Value {
         "updateTime": timestamp_json(tenant.update_time.as_ref()),
         "deleteTime": timestamp_json(tenant.delete_time.as_ref()),
         "etag": tenant.etag,
+        "plan": tenant.plan,
     })
 }
 
@@ -245,6 +246,7 @@ fn tenant_fields(tenant: &Tenant) -> Vec<(&'static str, String)> {
         ("labels", list_cell(&labels)),
         ("domains", list_cell(&tenant.domains)),
         ("channels", list_cell(&channels)),
+        ("plan", if tenant.plan.is_empty() { "-".to_owned() } else { tenant.plan.clone() }),
         ("created", time_cell(tenant.create_time.as_ref())),
         ("updated", time_cell(tenant.update_time.as_ref())),
         ("deleted", time_cell(tenant.delete_time.as_ref())),

@@ -64,10 +64,11 @@ pub fn all<'c>(on: impl TenantQuery<'c>, limit: i64) -> BoxFuture<'c, QueryResul
     )
 }
 
+/// A tenant's plan's name and setting defaults (both `None` without a plan).
+pub type PlanDefaults = (Option<String>, Option<serde_json::Value>);
+
 /// The transaction's tenant's plan's name and setting defaults (`None`: no such tenant).
-pub fn plan_defaults<'t>(
-    transaction: &'t mut TenantTx<'_>,
-) -> BoxFuture<'t, QueryResult<Option<(Option<String>, Option<serde_json::Value>)>>> {
+pub fn plan_defaults<'t>(transaction: &'t mut TenantTx<'_>) -> BoxFuture<'t, QueryResult<Option<PlanDefaults>>> {
     let tenant_id = transaction.tenant_id();
     let query = tenants::table
         .left_join(plans::table.on(plans::name.nullable().eq(tenants::plan)))
