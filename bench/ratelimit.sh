@@ -42,4 +42,4 @@ done
 sleep 1
 echo "# bench/ratelimit.sh --profile $profile $*  ($(nproc) cores, $(date -u +%FT%TZ))"
 "$dir/examples/ratelimit_bench" --server "http://127.0.0.1:$port" --token "$token" \
-  --redis-url "redis://127.0.0.1:$redis_port" "$@"
+  "$@"

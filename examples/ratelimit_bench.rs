@@ -7,9 +7,7 @@
 //! - `noisy`: a quiet tenant at half its limit (open loop), alone, then beside a noisy tenant
 //!   offering 10× its own limit; the quiet tenant's p99 in both runs and their ratio.
 //!
-//! Limits are set by writing each tenant's record where the resolver caches it
-//! (`t:{<id>}:record`) and announcing it on the invalidation channel, since plans are not
-//! on this branch. One JSON line per phase goes to stdout. A benchmark, not a test: it
+//! Limits come from real plans (PlanService), one per limited tenant. One JSON line per phase goes to stdout. A benchmark, not a test: it
 //! asserts no speed. See bench/ratelimit.sh for the exact command.
 
 use std::sync::Arc;
@@ -19,10 +17,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use tenantd::proto::diagnostics_service_client::DiagnosticsServiceClient;
+use tenantd::proto::plan_service_client::PlanServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
-use tenantd::proto::{CreateTenantRequest, PingRequest, Tenant};
-use tenantd::tenancy::resolver::TenantRecord;
-use tenantd::tenancy::{RateLimit, RateLimits, TenantState};
+use tenantd::proto::{CreatePlanRequest, CreateTenantRequest, PingRequest, Plan, PlanLimits, RequestRate, Tenant};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -34,9 +31,6 @@ struct Args {
     /// The platform token.
     #[arg(long)]
     token: String,
-    /// tenantd's Redis.
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
     /// Concurrent callers in the cost phase.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -63,37 +57,31 @@ fn ping_request(token: &str, tenant: &str) -> tonic::Request<PingRequest> {
     request
 }
 
-async fn create_tenant(channel: &Channel, token: &str, slug: &str) -> anyhow::Result<String> {
-    let mut request = tonic::Request::new(CreateTenantRequest {
-        tenant: Some(Tenant { slug: slug.to_owned(), display_name: slug.to_owned(), ..Default::default() }),
-        ..Default::default()
-    });
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+/// Creates a tenant on a new plan with `limit` as its tenant rate (`None`: no plan, unlimited).
+async fn create_tenant(
+    channel: &Channel,
+    token: &str,
+    slug: &str,
+    limit: Option<RequestRate>,
+) -> anyhow::Result<String> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let mut plan_name = String::new();
+    if let Some(rate) = limit {
+        plan_name = format!("{slug}-plan");
+        let plan = Plan {
+            name: plan_name.clone(),
+            display_name: plan_name.clone(),
+            limits: Some(PlanLimits { tenant_rate: Some(rate), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut request = tonic::Request::new(CreatePlanRequest { plan: Some(plan), ..Default::default() });
+        request.metadata_mut().insert("authorization", bearer.clone());
+        PlanServiceClient::new(channel.clone()).create_plan(request).await?;
+    }
+    let tenant = Tenant { slug: slug.to_owned(), display_name: slug.to_owned(), plan: plan_name, ..Default::default() };
+    let mut request = tonic::Request::new(CreateTenantRequest { tenant: Some(tenant), ..Default::default() });
+    request.metadata_mut().insert("authorization", bearer);
     Ok(TenantServiceClient::new(channel.clone()).create_tenant(request).await?.into_inner().id)
-}
-
-async fn set_limits(redis_url: &str, tenant: &str, limit: Option<RateLimit>) -> anyhow::Result<()> {
-    let record = TenantRecord {
-        state: TenantState::Active,
-        limits: RateLimits { tenant: limit, api_key: None },
-        plan: None,
-        quotas: Default::default(),
-    };
-    let mut connection = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
-    let key = format!("t:{{{tenant}}}:record");
-    let () = redis::cmd("SET")
-        .arg(key)
-        .arg(serde_json::to_string(&record)?)
-        .arg("EX")
-        .arg(3600)
-        .query_async(&mut connection)
-        .await?;
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(tenantd::cache::INVALIDATION_CHANNEL)
-        .arg(tenant)
-        .query_async(&mut connection)
-        .await?;
-    Ok(())
 }
 
 /// What a closed-loop run measured.
@@ -205,11 +193,9 @@ async fn main() -> anyhow::Result<()> {
     let slug = |name: &str| format!("rl-{name}-{}", &suffix[..8]);
 
     // cost: no limits vs a limit never reached.
-    let unlimited = create_tenant(&channel, token, &slug("free")).await?;
-    let limited = create_tenant(&channel, token, &slug("high")).await?;
-    set_limits(&args.redis_url, &unlimited, None).await?;
-    set_limits(&args.redis_url, &limited, Some(RateLimit { per_second: 1_000_000, burst: 1_000_000 })).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let unlimited = create_tenant(&channel, token, &slug("free"), None).await?;
+    let never_reached = RequestRate { per_second: 1_000_000, burst: 1_000_000 };
+    let limited = create_tenant(&channel, token, &slug("high"), Some(never_reached)).await?;
     let _ = closed_loop(&channel, token, &unlimited, args.concurrency, Duration::from_secs(1)).await;
     let _ = closed_loop(&channel, token, &limited, args.concurrency, Duration::from_secs(1)).await;
     let (mut without, mut with) = (Vec::new(), Vec::new());
@@ -240,10 +226,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // overshoot: many callers against one limit.
-    let hammered = create_tenant(&channel, token, &slug("hammered")).await?;
-    let limit = RateLimit { per_second: args.rate, burst: args.burst };
-    set_limits(&args.redis_url, &hammered, Some(limit)).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let limit = RequestRate { per_second: args.rate, burst: args.burst };
+    let hammered = create_tenant(&channel, token, &slug("hammered"), Some(limit)).await?;
     let run = closed_loop(&channel, token, &hammered, args.concurrency * 4, duration).await;
     let allowed = f64::from(args.rate) * run.elapsed.as_secs_f64() + f64::from(args.burst);
     println!(
@@ -256,11 +240,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // noisy neighbour: the quiet tenant at half its limit, alone and beside a noisy one at 10×.
-    let quiet = create_tenant(&channel, token, &slug("quiet")).await?;
-    let noisy = create_tenant(&channel, token, &slug("noisy")).await?;
-    set_limits(&args.redis_url, &quiet, Some(limit)).await?;
-    set_limits(&args.redis_url, &noisy, Some(limit)).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = create_tenant(&channel, token, &slug("quiet"), Some(limit)).await?;
+    let noisy = create_tenant(&channel, token, &slug("noisy"), Some(limit)).await?;
     let quiet_rate = (args.rate / 2).max(1);
     let alone = open_loop(&channel, token, &quiet, quiet_rate, duration).await;
     let noise = open_loop(&channel, token, &noisy, args.rate * 10, duration);

@@ -90,13 +90,23 @@ pub struct RateLimiter {
     redis: RedisCache,
     fallback_replicas: u32,
     local: Mutex<LocalLimits>,
+    /// Until when each limit is known to refuse, from Redis's last refusal: a request within
+    /// that time is refused without a Redis call (Redis would refuse it too: a refusal
+    /// changes no state, and no replica can make the limit admit sooner). This keeps a noisy
+    /// tenant from costing a Redis round trip per refused request.
+    refusing: Mutex<HashMap<String, (Instant, Refusal)>>,
 }
 
 impl RateLimiter {
     /// A limiter sharing its counts through `redis`; while Redis is unavailable each limit is
     /// divided by `fallback_replicas` (at least 1) in every replica.
     pub fn new(redis: RedisCache, fallback_replicas: u32) -> Self {
-        Self { redis, fallback_replicas: fallback_replicas.max(1), local: Mutex::new(LocalLimits::default()) }
+        Self {
+            redis,
+            fallback_replicas: fallback_replicas.max(1),
+            local: Mutex::new(LocalLimits::default()),
+            refusing: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts one request of `tenant_id` (made with `api_key`, if by a key) against `limits`.
@@ -105,6 +115,9 @@ impl RateLimiter {
         let applied = applied_limits(tenant_id, api_key, limits);
         if applied.is_empty() {
             return Ok(Counted::Unlimited);
+        }
+        if let Some(refusal) = self.known_refusal(&applied) {
+            return Err(refusal);
         }
         let keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
         let args: Vec<u64> = applied
@@ -123,9 +136,34 @@ impl RateLimiter {
                     return Ok(Counted::Unlimited);
                 };
                 let retry_after = Duration::from_micros(u64::try_from(*retry_after).unwrap_or(0));
-                Err(Refusal { limited_by: *limited_by, limit: *limit, retry_after })
+                let refusal = Refusal { limited_by: *limited_by, limit: *limit, retry_after };
+                if let Some((_, key, _)) = refused.and_then(|index| applied.get(index)) {
+                    self.remember_refusal(key, refusal);
+                }
+                Err(refusal)
             }
             _ => self.check_locally(&applied),
+        }
+    }
+
+    /// A refusal Redis gave for one of `applied` that still holds, with its remaining delay.
+    fn known_refusal(&self, applied: &[(LimitedBy, RedisKey, RateLimit)]) -> Option<Refusal> {
+        let now = Instant::now();
+        let refusing = self.refusing.lock().ok()?;
+        applied.iter().find_map(|(_, key, limit)| {
+            let (until, refusal) = refusing.get(key.as_str())?;
+            // A changed limit (a new plan) is asked of Redis again.
+            (*until > now && refusal.limit == *limit).then(|| Refusal { retry_after: *until - now, ..*refusal })
+        })
+    }
+
+    fn remember_refusal(&self, key: &RedisKey, refusal: Refusal) {
+        let now = Instant::now();
+        if let Ok(mut refusing) = self.refusing.lock() {
+            if refusing.len() >= MAX_LOCAL_LIMITS {
+                refusing.retain(|_, (until, _)| *until > now);
+            }
+            refusing.insert(key.as_str().to_owned(), (now + refusal.retry_after, refusal));
         }
     }
 

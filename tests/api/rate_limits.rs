@@ -220,6 +220,10 @@ async fn with_redis_stopped_each_replica_limits_its_share_locally_and_counts_in_
     }
     let refusal = limiter.check(tenant, None, &limits).await.expect_err("past the shared burst");
     assert_eq!(refusal.limited_by, LimitedBy::Tenant);
+    // Within the delay the refusal is remembered (no Redis call); wait it out.
+    let again = limiter.check(tenant, None, &limits).await.expect_err("still refused");
+    assert!(again.retry_after <= refusal.retry_after);
+    tokio::time::sleep(refusal.retry_after).await;
 
     // Redis down: this replica's share (one of two), a burst of 5, neither unlimited nor nothing.
     redis.kill();
