@@ -150,6 +150,10 @@ pub struct ServeArgs {
     /// default: the system's CA certificates.
     #[arg(long, env = "TENANTD_REDIS_TLS_CA_FILE")]
     pub redis_tls_ca_file: Option<PathBuf>,
+    /// TENANTD_REDIS_URL names a Redis Cluster: a comma-separated list of seed nodes'
+    /// `redis://` URLs (one is enough; more survive a seed being down).
+    #[arg(long, env = "TENANTD_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, env = "TENANTD_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -169,6 +173,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_TENANT_CACHE_TTL_MS", default_value = "30000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub tenant_cache_ttl: Duration,
+    /// While Redis is unavailable, each replica enforces every rate limit divided by this
+    /// (rounded up): set it to the number of replicas, so that together they admit about the
+    /// shared limit (1: each replica admits the whole limit).
+    #[arg(long, env = "TENANTD_RATE_LIMIT_FALLBACK_REPLICAS", default_value_t = 1)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_fallback_replicas: u32,
     /// Maximum concurrent HTTP/2 streams (in-flight RPCs) per connection.
     #[arg(long, env = "TENANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
@@ -439,10 +449,12 @@ impl From<ServeArgs> for Config {
             redis: RedisConfig {
                 url: args.redis_url,
                 tls_ca_file: args.redis_tls_ca_file,
+                cluster: args.redis_cluster,
                 pool_size: args.redis_pool_size,
                 operation_timeout: args.redis_timeout,
             },
             tenant_cache_ttl: args.tenant_cache_ttl,
+            rate_limit_fallback_replicas: args.rate_limit_fallback_replicas,
             limits: ServerLimits {
                 max_concurrent_streams: args.max_concurrent_streams,
                 http2_max_pending_reset_streams: args.http2_max_pending_reset_streams,
@@ -528,6 +540,8 @@ mod tests {
             "--event-poll=24",
             "--event-watcher-buffer=25",
             "--event-slow-watcher=26",
+            "--rate-limit-fallback-replicas=27",
+            "--redis-cluster",
         ]));
         let millis = Duration::from_millis;
         assert_eq!(config.listen_addr, "127.0.0.1:1001".parse().expect("address"));
@@ -552,6 +566,8 @@ mod tests {
         assert_eq!(config.redis.pool_size, 5);
         assert_eq!(config.redis.operation_timeout, millis(6));
         assert_eq!(config.tenant_cache_ttl, millis(7));
+        assert_eq!(config.rate_limit_fallback_replicas, 27);
+        assert!(config.redis.cluster);
         assert_eq!(config.limits.max_concurrent_streams, 8);
         assert_eq!(config.limits.http2_max_pending_reset_streams, 9);
         assert_eq!(config.limits.max_header_list_bytes, 10);

@@ -39,6 +39,9 @@ pub struct Config {
     /// How long a tenant's resolved state may be cached; bounds staleness when an invalidation
     /// is lost (for example while Redis is down).
     pub tenant_cache_ttl: Duration,
+    /// How many replicas share each rate limit while Redis is unavailable: each replica's
+    /// local fallback then admits its share, the limit divided by this (decision 0017).
+    pub rate_limit_fallback_replicas: u32,
     /// Per-connection and per-request limits of the gRPC transport.
     pub limits: ServerLimits,
     /// Keepalive and maximum age of client connections.
@@ -100,6 +103,8 @@ pub struct RedisConfig {
     /// CA certificates that sign the Redis server's certificate (with `rediss://`); without
     /// it, the system's CA certificates.
     pub tls_ca_file: Option<PathBuf>,
+    /// Whether `url` names a Redis Cluster (comma-separated seed nodes' URLs).
+    pub cluster: bool,
     /// Maximum number of connections in the Redis pool.
     pub pool_size: u32,
     /// Timeout of one Redis operation; past it the cache is skipped for that request.

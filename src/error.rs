@@ -51,8 +51,17 @@ pub struct Error {
     violations: Vec<FieldViolation>,
     taken_field: Option<&'static str>,
     metadata: Vec<(&'static str, String)>,
-    quota_failure: Option<(&'static str, String)>,
+    quota: Option<Box<QuotaExceeded>>,
     source: Option<anyhow::Error>,
+}
+
+/// The google.rpc.QuotaFailure and RetryInfo of a RESOURCE_EXHAUSTED error (boxed: rare, and
+/// it keeps [`Error`] small).
+#[derive(Debug)]
+struct QuotaExceeded {
+    subject: String,
+    description: String,
+    retry_delay: Option<std::time::Duration>,
 }
 
 /// Result alias for the request path.
@@ -61,14 +70,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error whose reason says it all (NOT_FOUND, FAILED_PRECONDITION, ...).
     pub fn new(reason: Reason) -> Self {
-        Self {
-            reason,
-            violations: Vec::new(),
-            taken_field: None,
-            metadata: Vec::new(),
-            quota_failure: None,
-            source: None,
-        }
+        Self { reason, violations: Vec::new(), taken_field: None, metadata: Vec::new(), quota: None, source: None }
+    }
+
+    /// A RESOURCE_EXHAUSTED error: the quota `subject` (e.g. `tenant:<id>`), described for
+    /// people, is used up; a retry may succeed after `retry_delay`, if given. Both are sent
+    /// as google.rpc.QuotaFailure and google.rpc.RetryInfo.
+    pub fn quota_exceeded(
+        reason: Reason,
+        subject: String,
+        description: String,
+        retry_delay: Option<std::time::Duration>,
+    ) -> Self {
+        Self { quota: Some(Box::new(QuotaExceeded { subject, description, retry_delay })), ..Self::new(reason) }
     }
 
     /// An INVALID_ARGUMENT error about one field.
@@ -101,7 +115,7 @@ impl Error {
 
     /// Adds a `google.rpc.QuotaFailure` violation: the quota (`subject`) that refused the call.
     pub fn with_quota_failure(mut self, subject: &'static str, description: String) -> Self {
-        self.quota_failure = Some((subject, description));
+        self.quota = Some(Box::new(QuotaExceeded { subject: subject.to_owned(), description, retry_delay: None }));
         self
     }
 
@@ -233,8 +247,11 @@ impl From<Error> for Status {
         for violation in &error.violations {
             details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
         }
-        if let Some((subject, description)) = &error.quota_failure {
-            details.add_quota_failure_violation(*subject, description.clone());
+        if let Some(quota) = &error.quota {
+            details.add_quota_failure_violation(quota.subject.clone(), quota.description.clone());
+            if let Some(delay) = quota.retry_delay {
+                details.set_retry_info(Some(delay));
+            }
         }
         Status::with_error_details(error.code(), error.message(), details)
     }

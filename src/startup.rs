@@ -45,6 +45,7 @@ use crate::proto::tenant_service_server::TenantServiceServer;
 use crate::proto::user_service_server::UserServiceServer;
 use crate::telemetry::traces::Traces;
 use crate::tenancy::TenantDb;
+use crate::tenancy::rate_limiter::RateLimiter;
 use crate::tenancy::resolver::TenantResolver;
 use crate::tls::server::ReloadingTls;
 
@@ -105,12 +106,20 @@ impl Application {
             config.database.acquire_timeout,
             &availability,
         );
-        let redis = RedisCache::new(
-            config.redis.url.expose_secret(),
-            config.redis.tls_ca_file.as_deref(),
-            config.redis.pool_size,
-            config.redis.operation_timeout,
-        )?;
+        let redis = if config.redis.cluster {
+            anyhow::ensure!(
+                config.redis.tls_ca_file.is_none(),
+                "TENANTD_REDIS_TLS_CA_FILE is not supported with a cluster"
+            );
+            RedisCache::cluster(config.redis.url.expose_secret(), config.redis.operation_timeout)?
+        } else {
+            RedisCache::new(
+                config.redis.url.expose_secret(),
+                config.redis.tls_ca_file.as_deref(),
+                config.redis.pool_size,
+                config.redis.operation_timeout,
+            )?
+        };
         let auth = PlatformAuth::new(config.platform_token.clone())?;
         if !auth.bootstrap_enabled() {
             tracing::info!("no bootstrap platform token configured: platform calls need an operator key");
@@ -137,9 +146,11 @@ impl Application {
         let traces = config.traces.as_ref().map(Traces::start).transpose()?;
         let observe = gateway::ObserveLayer::new(metrics.clone(), traces.as_ref().map(Traces::tracer));
         let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), observe.clone());
-        let events_gateway = gateway::events(auth.clone(), resolver.clone(), observe.clone());
+        let limiter = Arc::new(RateLimiter::new(redis.clone(), config.rate_limit_fallback_replicas));
+        let events_gateway = gateway::events(auth.clone(), resolver.clone(), limiter.clone(), observe.clone());
         let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
-        let data_plane = gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), observe);
+        let usage = (key_uses.clone(), activity.clone());
+        let data_plane = gateway::data_plane(auth, resolver.clone(), limiter, usage, observe);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),

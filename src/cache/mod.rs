@@ -1,6 +1,14 @@
 //! Redis: state shared across replicas. tenantd degrades without it and never fails
 //! because of it: every operation has a timeout, an unavailable Redis is skipped (reads
 //! miss, writes are dropped), and the health task brings it back when it answers again.
+//!
+//! One Redis server is reached through a bb8 pool of multiplexed connections (decision 0002);
+//! a Redis Cluster through the redis crate's cluster client, one multiplexed connection that
+//! routes each command by its key's slot and follows MOVED/ASK and failovers (decision 0017).
+//! Every key comes from [`RedisKey`], whose tenant keys carry the tenant id as a hash tag, so
+//! a command or script over several keys of one tenant stays on one slot. Pub/sub uses a
+//! dedicated connection to one node (on a cluster, to the first seed node that answers):
+//! a cluster broadcasts PUBLISH to every node, so a subscriber on any node hears all.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, aio::MultiplexedConnection};
 
 mod keys;
+mod script;
 
 pub use keys::{INVALIDATION_CHANNEL, RedisKey};
+pub use script::Script;
 
 /// A pooled Redis connection that remembers whether it failed. A multiplexed connection
 /// never reports itself broken, so a connection that lost its socket would stay in the pool
@@ -73,10 +84,27 @@ fn client(url: &str, tls_ca_file: Option<&Path>) -> anyhow::Result<redis::Client
 /// A Redis client that never fails a request.
 #[derive(Clone)]
 pub struct RedisCache {
-    client: redis::Client,
-    pool: bb8::Pool<TrackedManager>,
+    /// The nodes a subscription may use, tried in turn.
+    subscribers: Vec<redis::Client>,
+    backend: Backend,
     timeout: Duration,
     available: Arc<AtomicBool>,
+}
+
+/// Where commands go.
+#[derive(Clone)]
+enum Backend {
+    /// One Redis server.
+    Single(bb8::Pool<TrackedManager>),
+    /// A Redis Cluster.
+    Cluster(Arc<ClusterBackend>),
+}
+
+/// The cluster client and its one multiplexed connection, made on first use and again after
+/// it failed.
+struct ClusterBackend {
+    client: redis::cluster::ClusterClient,
+    connection: tokio::sync::Mutex<Option<ClusterConnection>>,
 }
 
 impl RedisCache {
@@ -92,7 +120,27 @@ impl RedisCache {
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(TrackedManager { client: client.clone() });
-        Ok(Self { client, pool, timeout, available: Arc::new(AtomicBool::new(false)) })
+        Ok(Self { subscribers: vec![client], backend: Backend::Single(pool), timeout, available: Arc::default() })
+    }
+
+    /// A client of the Redis Cluster whose seed nodes `urls` lists (comma-separated
+    /// `redis://host:port` URLs, each of a cluster node), built without connecting. TLS
+    /// (`rediss://`) is not supported with a cluster yet.
+    pub fn cluster(urls: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let urls: Vec<&str> = urls.split(',').map(str::trim).filter(|url| !url.is_empty()).collect();
+        anyhow::ensure!(!urls.is_empty(), "TENANTD_REDIS_URL lists no cluster node");
+        anyhow::ensure!(
+            urls.iter().all(|url| url.starts_with("redis://")),
+            "with TENANTD_REDIS_CLUSTER, TENANTD_REDIS_URL is a comma-separated list of redis:// URLs (no TLS yet)"
+        );
+        let subscribers = urls.iter().map(|url| client(url, None)).collect::<anyhow::Result<Vec<_>>>()?;
+        let client = redis::cluster::ClusterClient::builder(urls.iter().copied())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(|_| anyhow::anyhow!("TENANTD_REDIS_URL is not a valid list of Redis URLs"))?;
+        let backend = Backend::Cluster(Arc::new(ClusterBackend { client, connection: tokio::sync::Mutex::default() }));
+        Ok(Self { subscribers, backend, timeout, available: Arc::default() })
     }
 
     /// Whether the last probe or operation succeeded. While false, operations are skipped.
@@ -143,6 +191,40 @@ impl RedisCache {
         self.execute(command).await
     }
 
+    /// Runs a Lua script on `keys` (all of one tenant, so one slot) with `args`: EVALSHA, and
+    /// EVAL when the server does not know the script (after a restart or a failover), which
+    /// also caches it there. `None` when Redis is unavailable or the script fails.
+    pub async fn eval<T: redis::FromRedisValue>(&self, script: &Script, keys: &[RedisKey], args: &[u64]) -> Option<T> {
+        if !self.is_available() {
+            return None;
+        }
+        let span = crate::telemetry::traces::child_span("redis", || {
+            vec![
+                opentelemetry::KeyValue::new("db.system.name", "redis"),
+                opentelemetry::KeyValue::new("db.operation.name", "EVALSHA"),
+            ]
+        });
+        let outcome = async {
+            if !script.is_learnt() {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(script.source());
+                script.learn(self.try_execute::<String>(load).await?);
+            }
+            match self.try_execute(script.command(keys, args, script::Invocation::BySha)).await {
+                Err(Failure::Redis(error))
+                    if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.try_execute(script.command(keys, args, script::Invocation::BySource)).await
+                }
+                other => other,
+            }
+        };
+        match span.end_with(outcome.await) {
+            Ok(value) => Some(value),
+            Err(failure) => self.failed(&failure),
+        }
+    }
+
     /// Announces on `channel`; dropped when Redis is unavailable.
     pub async fn publish(&self, channel: &str, message: &str) {
         if !self.is_available() {
@@ -153,18 +235,23 @@ impl RedisCache {
         let _: Option<i64> = self.execute(command).await;
     }
 
-    /// Subscribes to `channel` on a dedicated connection (pub/sub cannot share one).
+    /// Subscribes to `channel` on a dedicated connection (pub/sub cannot share one), to the
+    /// first node that answers.
     pub async fn subscribe(&self, channel: &str) -> Option<redis::aio::PubSubStream> {
-        let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, RedisError>(pubsub.into_on_message())
-        };
-        match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(stream)) => Some(stream),
-            Ok(Err(error)) => self.failed(&error),
-            Err(_elapsed) => self.failed(&"timed out subscribing"),
+        let mut last_error = String::from("no node");
+        for client in &self.subscribers {
+            let connect = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok::<_, RedisError>(pubsub.into_on_message())
+            };
+            match tokio::time::timeout(self.timeout, connect).await {
+                Ok(Ok(stream)) => return Some(stream),
+                Ok(Err(error)) => last_error = error.to_string(),
+                Err(_elapsed) => last_error = "timed out subscribing".to_owned(),
+            }
         }
+        self.failed(&last_error)
     }
 
     /// Runs `command` (a child span of the request's, when it is traced).
@@ -183,22 +270,70 @@ impl RedisCache {
     }
 
     async fn execute_untraced<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
-        let mut connection = match self.pool.get().await {
-            Ok(connection) => connection,
-            Err(error) => return self.failed(&error),
+        match self.try_execute(command).await {
+            Ok(value) => Some(value),
+            Err(failure) => self.failed(&failure),
+        }
+    }
+
+    /// Runs `command` on a pooled connection, marking the connection broken when it lost its
+    /// socket or timed out; does not touch the availability flag.
+    async fn try_execute<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, Failure> {
+        let cluster = match &self.backend {
+            Backend::Single(pool) => return self.try_execute_single(pool, command).await,
+            Backend::Cluster(cluster) => cluster,
         };
+        let mut connection = {
+            let mut held = cluster.connection.lock().await;
+            match held.as_ref() {
+                Some(connection) => connection.clone(),
+                None => {
+                    let connect = cluster.client.get_async_connection();
+                    let connection = match tokio::time::timeout(self.timeout, connect).await {
+                        Ok(Ok(connection)) => connection,
+                        Ok(Err(error)) => return Err(Failure::Redis(error)),
+                        Err(_elapsed) => return Err(Failure::TimedOut),
+                    };
+                    held.replace(connection.clone());
+                    connection
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        let failure = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error))
+                if !(error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()) =>
+            {
+                return Err(Failure::Redis(error));
+            }
+            Ok(Err(error)) => Failure::Redis(error),
+            Err(_elapsed) => Failure::TimedOut,
+        };
+        // The cluster client reconnects to nodes itself; a fresh one also refreshes the slots.
+        cluster.connection.lock().await.take();
+        Err(failure)
+    }
+
+    /// Runs `command` on a pooled connection to the one server.
+    async fn try_execute_single<T: redis::FromRedisValue>(
+        &self,
+        pool: &bb8::Pool<TrackedManager>,
+        command: redis::Cmd,
+    ) -> Result<T, Failure> {
+        let mut connection = pool.get().await.map_err(|error| Failure::Pool(error.to_string()))?;
         let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection.connection)).await;
         match outcome {
-            Ok(Ok(value)) => Some(value),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 connection.broken =
                     error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error();
-                self.failed(&error)
+                Err(Failure::Redis(error))
             }
             Err(_elapsed) => {
                 // The reply may still arrive on this multiplexed connection; do not reuse it.
                 connection.broken = true;
-                self.failed(&"timed out")
+                Err(Failure::TimedOut)
             }
         }
     }
@@ -208,5 +343,22 @@ impl RedisCache {
             tracing::warn!(error = %error, "redis unavailable; serving without the cache");
         }
         None
+    }
+}
+
+/// Why one Redis operation failed (for the log; never sent to clients).
+enum Failure {
+    Pool(String),
+    Redis(RedisError),
+    TimedOut,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pool(error) => write!(formatter, "{error}"),
+            Self::Redis(error) => write!(formatter, "{error}"),
+            Self::TimedOut => write!(formatter, "timed out"),
+        }
     }
 }

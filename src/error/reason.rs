@@ -132,9 +132,10 @@ reasons! {
 
     // RESOURCE_EXHAUSTED: the caller used more than its share. A slow watcher's ErrorInfo
     // metadata `resume_cursor` says where to continue; a quota's google.rpc.QuotaFailure
-    // names the quota.
+    // names the quota; RATE_LIMITED's names the limit, and google.rpc.RetryInfo says when to retry.
     WatcherTooSlow = "WATCHER_TOO_SLOW", ResourceExhausted, "the watcher fell too far behind; resume from the cursor in the error details";
     QuotaExceeded = "QUOTA_EXCEEDED", ResourceExhausted, "the tenant's plan allows no more of this resource; delete some or change the plan (google.rpc.QuotaFailure names the quota)";
+    RateLimited = "RATE_LIMITED", ResourceExhausted, "the request rate limit is exceeded; retry after the delay in the error details";
 
     // ABORTED: a concurrency check failed.
     EtagMismatch = "ETAG_MISMATCH", Aborted, "the resource changed since it was read; read it again and retry";

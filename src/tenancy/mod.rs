@@ -9,6 +9,7 @@
 
 mod context;
 mod limits;
+pub mod rate_limiter;
 pub mod resolver;
 pub mod selector;
 mod state;

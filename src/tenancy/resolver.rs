@@ -264,12 +264,17 @@ impl TenantResolver {
         Ok(Some(record))
     }
 
-    /// Resolves a data-plane selector to an ACTIVE tenant: unknown and DELETED tenants are
-    /// NOT_FOUND, SUSPENDED ones FAILED_PRECONDITION.
-    pub async fn resolve(&self, selector: &TenantSelector, request: RequestContext) -> Result<TenantContext> {
+    /// Resolves a data-plane selector to an ACTIVE tenant, with its record: unknown and
+    /// DELETED tenants are NOT_FOUND, SUSPENDED ones FAILED_PRECONDITION.
+    pub async fn resolve(
+        &self,
+        selector: &TenantSelector,
+        request: RequestContext,
+    ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
         let record = self.require_active(tenant_id).await?;
-        Ok(TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan, record.quotas))
+        let context = TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan.clone(), record.quotas);
+        Ok((context, record))
     }
 
     /// A context for work on a tenant that exists (in any state), routed by its tier, with its

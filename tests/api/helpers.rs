@@ -3,7 +3,8 @@
 //!
 //! Settings (all optional): `TENANTD_TEST_PG_HOST` (127.0.0.1), `TENANTD_TEST_PG_PORT`
 //! (5432), `TENANTD_TEST_PG_ADMIN` (postgres: a superuser reachable with trust or
-//! `PGPASSWORD`), `TENANTD_TEST_REDIS_URL` (redis://127.0.0.1:6379).
+//! `PGPASSWORD`), `TENANTD_TEST_REDIS_URL` (redis://127.0.0.1:6379), `TENANTD_TEST_REDIS_CLUSTER`
+//! (set: the URL is a comma-separated list of Redis Cluster nodes; scripts/redis-cluster-tests.sh).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -111,7 +112,9 @@ pub fn test_config(database: &str) -> Config {
     ])
     .expect("test settings parse");
     let Command::Serve(args) = cli.command else { unreachable!("parsed `serve`") };
-    Config::from(*args)
+    let mut config = Config::from(*args);
+    config.redis.cluster = std::env::var_os("TENANTD_TEST_REDIS_CLUSTER").is_some();
+    config
 }
 
 /// A running server and its clients.

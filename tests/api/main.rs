@@ -33,6 +33,8 @@ mod operators;
 mod plans;
 mod pool;
 mod quotas;
+mod rate_limits;
+mod redis_cluster;
 mod rls;
 mod roles;
 mod schema_tier;

@@ -211,3 +211,111 @@ impl Drop for ThrowawayRedis {
         }
     }
 }
+
+/// A Redis Cluster of its own: three masters, each with one replica, on free ports, so that a
+/// master can be failed over to its replica.
+pub struct ThrowawayRedisCluster {
+    /// Ports of every node, masters first (as created).
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    directory: PathBuf,
+}
+
+impl ThrowawayRedisCluster {
+    /// Starts six nodes, creates the cluster with `redis-cli --cluster create` and waits until
+    /// every node reports `cluster_state:ok`.
+    pub fn start() -> Self {
+        let directory = std::env::temp_dir().join(format!("tenantd-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&directory).expect("create directory");
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let mut children = Vec::new();
+        for port in &ports {
+            let config = directory.join(format!("nodes-{port}.conf")).display().to_string();
+            // The bus port is given too: its default, port + 10000, may be past 65535.
+            let bus_port = free_port().to_string();
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port, "--cluster-config-file", &config])
+                .args(["--cluster-node-timeout", "2000"])
+                .current_dir(&directory)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            children.push(child);
+        }
+        let started = Instant::now();
+        for port in &ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(started.elapsed() < Duration::from_secs(10), "a cluster node did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let nodes: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self { ports, children, directory };
+        for port in &cluster.ports {
+            while !cluster.cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(started.elapsed() < Duration::from_secs(30), "the cluster never became ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    /// The comma-separated seed URLs tenantd is given (every node).
+    pub fn urls(&self) -> String {
+        self.ports.iter().map(|port| format!("redis://127.0.0.1:{port}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs a `redis-cli` command against the node on `port`; its output.
+    pub fn cli(&self, port: u16, arguments: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(arguments)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The port of the master serving `key`'s slot, and of its replica.
+    pub fn master_and_replica_of(&self, key: &str) -> (u16, u16) {
+        let slot: u16 = self.cli(self.ports[0], &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("a slot");
+        let nodes = self.cli(self.ports[0], &["CLUSTER", "NODES"]);
+        // <id> <ip:port@bus> <flags> <master-id|-> <ping> <pong> <epoch> <state> <slots...>
+        let lines: Vec<Vec<&str>> = nodes.lines().map(|line| line.split_whitespace().collect()).collect();
+        let port_of = |fields: &[&str]| -> u16 {
+            fields[1].split(['@', ':']).nth(1).and_then(|port| port.parse().ok()).expect("a port")
+        };
+        let serves = |range: &&str| match range.split_once('-') {
+            Some((low, high)) => {
+                low.parse::<u16>().is_ok_and(|low| low <= slot) && high.parse::<u16>().is_ok_and(|high| slot <= high)
+            }
+            None => range.parse::<u16>().is_ok_and(|only| only == slot),
+        };
+        let master = lines
+            .iter()
+            .find(|fields| fields[2].contains("master") && fields.iter().skip(8).any(&serves))
+            .expect("a master serves the slot");
+        let replica = lines.iter().find(|fields| fields[3] == master[0]).expect("the master has a replica");
+        (port_of(master), port_of(replica))
+    }
+}
+
+impl Drop for ThrowawayRedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}

@@ -1,7 +1,8 @@
 //! Authentication and tenant admission. The control plane admits platform callers (operator
 //! keys within their role, and the bootstrap token) and hands handlers a [`RequestContext`];
 //! the data plane admits platform callers and tenant API keys, resolves the tenant and hands
-//! handlers a [`TenantContext`], both in the request extensions. An operator acting for a
+//! handlers a [`TenantContext`] (and the tenant's [`TenantRecord`], for the layers behind it),
+//! in the request extensions. An operator acting for a
 //! tenant is the actor of that tenant's audit events (the impersonation trail).
 //!
 //! Everything that can be checked without I/O is checked first: the request id, the
@@ -22,7 +23,7 @@ use crate::auth::{Credential, PlatformAuth, credential};
 use crate::domain::{api_keys, operators};
 use crate::error::{Error, Reason, Result};
 use crate::telemetry;
-use crate::tenancy::resolver::TenantResolver;
+use crate::tenancy::resolver::{TenantRecord, TenantResolver};
 use crate::tenancy::selector::{self, TenantSelector};
 use crate::tenancy::{Actor, Permission, Readmission, RequestContext, Scope, TenantContext};
 
@@ -96,7 +97,7 @@ impl AdmissionLayer {
             request.extensions_mut().insert(RequestContext::new(actor, request_id));
             return Ok(());
         }
-        let context = match credential {
+        let (context, record) = match credential {
             Credential::Bootstrap => {
                 let selector = selector::parse(headers)?;
                 resolver.resolve(&selector, RequestContext::new(Actor::Bootstrap, request_id)).await?
@@ -125,6 +126,7 @@ impl AdmissionLayer {
         };
         telemetry::record_tenant_id(context.tenant_id());
         request.extensions_mut().insert(context);
+        request.extensions_mut().insert(record);
         Ok(())
     }
 }
@@ -175,7 +177,7 @@ async fn admit_api_key(
     selector: Option<TenantSelector>,
     required: Scope,
     request_id: String,
-) -> Result<TenantContext> {
+) -> Result<(TenantContext, TenantRecord)> {
     let mismatch = || Error::new(Reason::TenantMismatch);
     // A tenant named in metadata must be the key's: by id, with no I/O.
     if let Some(TenantSelector::Id(named)) = &selector
@@ -194,7 +196,9 @@ async fn admit_api_key(
     }
     let record = resolver.require_active(token.tenant_id()).await?;
     let request = RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id);
-    Ok(TenantContext::routed(token.tenant_id(), record.tier, request).with_plan(record.plan, record.quotas))
+    let context =
+        TenantContext::routed(token.tenant_id(), record.tier, request).with_plan(record.plan.clone(), record.quotas);
+    Ok((context, record))
 }
 
 /// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else

@@ -6,6 +6,8 @@
 //! - [`admission`]: authentication and tenant admission, I/O-free checks first; it puts a
 //!   [`RequestContext`](crate::tenancy::RequestContext) (control plane) or a
 //!   [`TenantContext`](crate::tenancy::TenantContext) (data plane) in the request extensions.
+//! - [`rate_limit`] (data plane and the event stream): the tenant's and the API key's request
+//!   rates, one Redis call; a refused request goes no further, so it never reaches PostgreSQL.
 //! - [`usage`] (data plane): counts tenant activity and notes API key use, in memory.
 //!   Innermost, so that only admitted requests are counted.
 //!
@@ -14,6 +16,7 @@
 
 pub mod admission;
 pub mod observe;
+pub mod rate_limit;
 pub mod usage;
 
 use std::sync::Arc;
@@ -22,18 +25,23 @@ use tower::layer::util::Stack;
 
 pub use admission::{AdmissionLayer, REQUEST_ID_HEADER};
 pub use observe::ObserveLayer;
+pub use rate_limit::RateLimitLayer;
 pub use usage::UsageLayer;
 
 use crate::auth::PlatformAuth;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::usage::UsageCounter;
+use crate::tenancy::rate_limiter::RateLimiter;
 use crate::tenancy::resolver::TenantResolver;
 
 /// The layers of a control-plane service: observe, then admission.
 pub type ControlPlaneLayers = Stack<AdmissionLayer, ObserveLayer>;
 
-/// The layers of a data-plane service: observe, then admission, then usage.
-pub type DataPlaneLayers = Stack<UsageLayer, Stack<AdmissionLayer, ObserveLayer>>;
+/// The layers of the event stream: observe, then admission, then rate limits.
+pub type EventsLayers = Stack<RateLimitLayer, Stack<AdmissionLayer, ObserveLayer>>;
+
+/// The layers of a data-plane service: observe, then admission, then rate limits, then usage.
+pub type DataPlaneLayers = Stack<UsageLayer, EventsLayers>;
 
 /// The gateway of control-plane services: platform callers only (operator keys, whose
 /// records `resolver` finds, and the bootstrap token).
@@ -41,22 +49,30 @@ pub fn control_plane(auth: PlatformAuth, resolver: Arc<TenantResolver>, observe:
     Stack::new(AdmissionLayer::control_plane(auth, resolver), observe)
 }
 
-/// The gateway of the event stream: platform callers, or API keys for their own tenant.
-pub fn events(auth: PlatformAuth, resolver: Arc<TenantResolver>, observe: ObserveLayer) -> ControlPlaneLayers {
-    Stack::new(AdmissionLayer::events(auth, resolver), observe)
+/// The gateway of the event stream: platform callers, or API keys for their own tenant
+/// (whose stream opens count against the tenant's and the key's rate limits).
+pub fn events(
+    auth: PlatformAuth,
+    resolver: Arc<TenantResolver>,
+    limiter: Arc<RateLimiter>,
+    observe: ObserveLayer,
+) -> EventsLayers {
+    let admitted = Stack::new(AdmissionLayer::events(auth, resolver), observe);
+    Stack::new(RateLimitLayer::new(limiter), admitted)
 }
 
-/// The gateway of data-plane services: tenant resolution, platform or API-key callers, and
-/// usage counting.
+/// The gateway of data-plane services: tenant resolution, platform or API-key callers, rate
+/// limits and usage counting.
 pub fn data_plane(
     auth: PlatformAuth,
     resolver: Arc<TenantResolver>,
-    key_uses: Arc<KeyUseRecorder>,
-    activity: Arc<UsageCounter>,
+    limiter: Arc<RateLimiter>,
+    usage: (Arc<KeyUseRecorder>, Arc<UsageCounter>),
     observe: ObserveLayer,
 ) -> DataPlaneLayers {
     let admitted = Stack::new(AdmissionLayer::data_plane(auth, resolver), observe);
-    Stack::new(UsageLayer::new(key_uses, activity), admitted)
+    let limited = Stack::new(RateLimitLayer::new(limiter), admitted);
+    Stack::new(UsageLayer::new(usage.0, usage.1), limited)
 }
 
 /// What the layers' unit tests share.

@@ -1,0 +1,310 @@
+//! Rate limits at the boundary (decision 0017): a tenant's and an API key's request rates,
+//! shared by replicas through Redis, refused with RESOURCE_EXHAUSTED `RATE_LIMITED` before any
+//! database work, and limited per replica while Redis is down.
+//!
+//! Each test runs its servers on a Redis of its own, so that it can wait for them to
+//! subscribe to invalidations (a resolver reads tenant records from Redis only then) and
+//! count keys without other tests' traffic. The limits are set by writing the tenant's
+//! record where the resolver caches it (`t:{<id>}:record`) and announcing the change, as
+//! an invalidation does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tenantd::cache::{INVALIDATION_CHANNEL, RedisCache};
+use tenantd::proto::diagnostics_service_client::DiagnosticsServiceClient;
+use tenantd::proto::{ListUsersRequest, PingRequest, WatchEventsRequest};
+use tenantd::tenancy::rate_limiter::{Counted, LimitedBy, RateLimiter};
+use tenantd::tenancy::resolver::TenantRecord;
+use tenantd::tenancy::{RateLimit, RateLimits, TenantState};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+use crate::helpers::{ApiKeyScope, Metadata, TestApp, spawn_app_with, start, test_config, unique_slug};
+use crate::throwaway::ThrowawayRedis;
+
+type UsersClient = tenantd::proto::user_service_client::UserServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Metadata>,
+>;
+
+/// Gives `tenant_id` the rate limits `limits` on every server using `redis`.
+async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits) {
+    let record = TenantRecord {
+        state: TenantState::Active,
+        limits,
+        tier: Default::default(),
+        schema_current: true,
+        plan: None,
+        quotas: Default::default(),
+    };
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    let key = format!("t:{{{tenant_id}}}:record");
+    let json = serde_json::to_string(&record).expect("json");
+    let () = redis::cmd("SET").arg(&key).arg(json).arg("EX").arg(600).query_async(&mut connection).await.expect("set");
+    let _: i64 =
+        redis::cmd("PUBLISH").arg(INVALIDATION_CHANNEL).arg(tenant_id).query_async(&mut connection).await.expect("pub");
+}
+
+/// A server on `redis`, subscribed to its invalidations (`replicas` servers in all so far).
+async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64) -> TestApp {
+    let url = redis.url();
+    let app = match database {
+        None => spawn_app_with(|config| config.redis.url = url.into()).await,
+        Some(database) => {
+            let mut config = test_config(database);
+            config.redis.url = url.into();
+            let app = start(database.to_owned(), config).await;
+            app.wait_for_status("", ServingStatus::Serving).await;
+            app
+        }
+    };
+    app.wait_for_status("redis", ServingStatus::Serving).await;
+    redis.wait_for_subscribers(replicas, Duration::from_secs(10)).await;
+    app
+}
+
+fn ping_client(
+    app: &TestApp,
+    metadata: Metadata,
+) -> DiagnosticsServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Metadata>> {
+    DiagnosticsServiceClient::with_interceptor(app.channel.clone(), metadata)
+}
+
+/// The QuotaFailure subject and RetryInfo delay of a RATE_LIMITED refusal.
+fn refusal(status: &tonic::Status) -> (String, Duration) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let details = status.get_error_details();
+    assert_eq!(details.error_info().map(|info| info.reason.as_str()), Some("RATE_LIMITED"));
+    let subject = details.quota_failure().and_then(|failure| failure.violations.first()).map(|v| v.subject.clone());
+    let delay = details.retry_info().and_then(|info| info.retry_delay);
+    (subject.expect("a QuotaFailure violation"), delay.expect("a RetryInfo delay"))
+}
+
+#[tokio::test]
+async fn a_tenant_past_its_rate_is_refused_with_quota_failure_and_retry_info_and_never_reaches_postgresql() {
+    let redis = ThrowawayRedis::start();
+    let app = server_on(&redis, None, 1).await;
+    let limited = app.create_tenant(&unique_slug("rl")).await.id;
+    let unlimited = app.create_tenant(&unique_slug("rl-free")).await.id;
+    set_limits(&redis, &limited, RateLimits { tenant: Some(RateLimit { per_second: 1, burst: 3 }), api_key: None })
+        .await;
+
+    let mut users = app.users(&limited);
+    let before = app.pool_checkouts();
+    for attempt in 0..3 {
+        users
+            .list_users(ListUsersRequest::default())
+            .await
+            .unwrap_or_else(|s| panic!("within the burst {attempt}: {s:?}"));
+    }
+    let admitted = app.pool_checkouts();
+    assert!(admitted >= before + 3, "admitted requests read PostgreSQL ({before} -> {admitted})");
+
+    for _ in 0..5 {
+        let status = users.list_users(ListUsersRequest::default()).await.expect_err("past the burst");
+        let (subject, delay) = refusal(&status);
+        assert_eq!(subject, format!("tenant:{limited}"));
+        assert!(delay > Duration::ZERO && delay <= Duration::from_secs(1), "{delay:?}");
+    }
+    assert_eq!(app.pool_checkouts(), admitted, "refused requests checked out no database connection");
+
+    // Controls: another tenant is served meanwhile, and the limited one again after the delay.
+    app.users(&unlimited).list_users(ListUsersRequest::default()).await.expect("an unlimited tenant is served");
+    let status = users.list_users(ListUsersRequest::default()).await.expect_err("still past the burst");
+    tokio::time::sleep(refusal(&status).1 + Duration::from_millis(20)).await;
+    users.list_users(ListUsersRequest::default()).await.expect("admitted again after the retry delay");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_keys_limit_refuses_its_requests_and_its_event_stream_opens_but_not_another_keys() {
+    let redis = ThrowawayRedis::start();
+    let app = server_on(&redis, None, 1).await;
+    let tenant = app.create_tenant(&unique_slug("rl-key")).await.id;
+    let (first_id, first) = app.create_api_key(&tenant, &[ApiKeyScope::Read]).await;
+    let (_, second) = app.create_api_key(&tenant, &[ApiKeyScope::Read]).await;
+    let limits = RateLimits {
+        tenant: Some(RateLimit { per_second: 1000, burst: 1000 }),
+        api_key: Some(RateLimit { per_second: 1, burst: 2 }),
+    };
+    set_limits(&redis, &tenant, limits).await;
+
+    let mut by_first = ping_client(&app, Metadata::bearer(&first));
+    by_first.ping(PingRequest {}).await.expect("the key's burst of 2: first");
+    by_first.ping(PingRequest {}).await.expect("the key's burst of 2: second");
+    let (subject, _) = refusal(&by_first.ping(PingRequest {}).await.expect_err("past the key's burst"));
+    assert_eq!(subject, format!("api_key:{first_id}"));
+    let opened = app.events_with(Metadata::bearer(&first)).watch_events(WatchEventsRequest::default()).await;
+    let (subject, _) = refusal(&opened.expect_err("the stream's open counts too"));
+    assert_eq!(subject, format!("api_key:{first_id}"));
+
+    // Controls: another key of the tenant, and the platform acting for it, are served.
+    let mut by_second = ping_client(&app, Metadata::bearer(&second));
+    by_second.ping(PingRequest {}).await.expect("another key has its own limit");
+    let stream = app.events_with(Metadata::bearer(&second)).watch_events(WatchEventsRequest::default()).await;
+    drop(stream.expect("another key opens the stream"));
+    ping_client(&app, Metadata::platform().tenant_id(&tenant)).ping(PingRequest {}).await.expect("the platform");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_admit_the_shared_rate_within_five_percent_over_ten_seconds() {
+    const RATE: u32 = 50;
+    const BURST: u32 = 5;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let redis = ThrowawayRedis::start();
+    let first = server_on(&redis, None, 1).await;
+    let second = server_on(&redis, Some(&first.database), 2).await;
+    let tenant = first.create_tenant(&unique_slug("rl-acc")).await.id;
+    set_limits(
+        &redis,
+        &tenant,
+        RateLimits { tenant: Some(RateLimit { per_second: RATE, burst: BURST }), api_key: None },
+    )
+    .await;
+    // Both replicas must have read the limits before counting starts: each is seen refusing.
+    for app in [&first, &second] {
+        let mut ping = ping_client(app, Metadata::platform().tenant_id(&tenant));
+        let started = Instant::now();
+        while ping.ping(PingRequest {}).await.is_ok() {
+            assert!(started.elapsed() < Duration::from_secs(10), "the replica never applied the limit");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // the burst refills
+
+    let admitted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for app in [&first, &second] {
+        for _ in 0..3 {
+            let mut ping = ping_client(app, Metadata::platform().tenant_id(&tenant));
+            let (admitted, refused) = (admitted.clone(), refused.clone());
+            workers.push(tokio::spawn(async move {
+                while started.elapsed() < WINDOW {
+                    match ping.ping(PingRequest {}).await {
+                        Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(status) => panic!("unexpected {status:?}"),
+                    };
+                }
+            }));
+        }
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let admitted = admitted.load(Ordering::Relaxed);
+    let refused = refused.load(Ordering::Relaxed);
+    let expected = u64::from(RATE) * WINDOW.as_secs();
+    println!("admitted {admitted} (expected {expected} + a burst of {BURST}), refused {refused}");
+    assert!(refused > admitted, "the replicas offered well over the limit ({refused} refused)");
+    let tolerance = expected / 20;
+    assert!(admitted.abs_diff(expected) <= tolerance, "admitted {admitted}, expected {expected} ± {tolerance}");
+    second.shutdown.cancel();
+    second.server.await.expect("task").expect("clean stop");
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_stopped_each_replica_limits_its_share_locally_and_counts_in_redis_again_when_it_returns() {
+    let mut redis = ThrowawayRedis::start();
+    let cache = RedisCache::new(&redis.url(), None, 2, Duration::from_millis(500)).expect("url");
+    assert!(cache.probe().await, "Redis answers");
+    let limiter = RateLimiter::new(cache.clone(), 2);
+    let tenant = Uuid::now_v7();
+    let limits = RateLimits { tenant: Some(RateLimit { per_second: 10, burst: 10 }), api_key: None };
+    let counted = |outcome: Result<Counted, _>| outcome.ok();
+    // Shared: the whole burst of 10, then a refusal.
+    for _ in 0..10 {
+        assert_eq!(counted(limiter.check(tenant, None, &limits).await), Some(Counted::Shared));
+    }
+    let refusal = limiter.check(tenant, None, &limits).await.expect_err("past the shared burst");
+    assert_eq!(refusal.limited_by, LimitedBy::Tenant);
+    // Within the delay the refusal is remembered (no Redis call); wait it out.
+    let again = limiter.check(tenant, None, &limits).await.expect_err("still refused");
+    assert!(again.retry_after <= refusal.retry_after);
+    tokio::time::sleep(refusal.retry_after).await;
+
+    // Redis down: this replica's share (one of two), a burst of 5, neither unlimited nor nothing.
+    redis.kill();
+    let outcomes: Vec<_> = futures_util::future::join_all((0..8).map(|_| limiter.check(tenant, None, &limits))).await;
+    let local = outcomes.iter().filter(|outcome| **outcome == Ok(Counted::Locally)).count();
+    // The first calls wait for the refused connection; one more may have accrued (at 5/s).
+    assert!((5..=6).contains(&local), "{outcomes:?}");
+    assert!(outcomes.iter().all(|outcome| outcome.is_err() || *outcome == Ok(Counted::Locally)), "{outcomes:?}");
+    assert!(!cache.is_available());
+
+    // Redis back: once a probe succeeds, requests are counted in Redis again (its keys
+    // died with it, so the tenant starts with a full shared burst).
+    redis.resume();
+    let started = Instant::now();
+    while !cache.probe().await {
+        assert!(started.elapsed() < Duration::from_secs(10), "Redis never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted(limiter.check(tenant, None, &limits).await), Some(Counted::Shared));
+}
+
+#[tokio::test]
+async fn a_plans_rate_is_enforced_through_redis_then_locally_while_redis_is_down_then_through_redis_again() {
+    let mut redis = ThrowawayRedis::start();
+    let app = server_on(&redis, None, 1).await;
+    let name = unique_slug("rated");
+    let rate = tenantd::proto::RequestRate { per_second: 1, burst: 3 };
+    let limits = tenantd::proto::PlanLimits { tenant_rate: Some(rate), ..Default::default() };
+    let plan = tenantd::proto::Plan {
+        name: name.clone(),
+        display_name: name.clone(),
+        limits: Some(limits),
+        ..Default::default()
+    };
+    crate::plans::create_plan(&app, plan).await;
+    let tenant = crate::plans::create_tenant_on(&app, &name, None).await.id;
+    let free = app.create_tenant(&unique_slug("unplanned")).await.id;
+    let mut users = app.users(&tenant);
+    let burst_then_refusal = async |users: &mut UsersClient| {
+        for attempt in 0..3 {
+            users.list_users(ListUsersRequest::default()).await.unwrap_or_else(|s| panic!("burst {attempt}: {s:?}"));
+        }
+        let status = users.list_users(ListUsersRequest::default()).await.expect_err("past the plan's burst");
+        refusal(&status)
+    };
+
+    // Redis up: the plan's limit, counted in Redis, refused before PostgreSQL.
+    let (subject, _) = burst_then_refusal(&mut users).await;
+    assert_eq!(subject, format!("tenant:{tenant}"));
+    let checkouts = app.pool_checkouts();
+    users.list_users(ListUsersRequest::default()).await.expect_err("still refused");
+    assert_eq!(app.pool_checkouts(), checkouts, "a refused request checked out no connection");
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    let rate_key = format!("t:{{{tenant}}}:rate:tenant");
+    let exists: i64 = redis::cmd("EXISTS").arg(&rate_key).query_async(&mut connection).await.expect("exists");
+    assert_eq!(exists, 1, "counted in Redis");
+
+    // Redis down: the record now comes from PostgreSQL, with the plan's limits, and the local
+    // fallback (one replica: the whole limit) enforces them: neither unlimited nor refusing all.
+    redis.kill();
+    app.wait_for_status("redis", ServingStatus::NotServing).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await; // the burst refills at 1/s
+    burst_then_refusal(&mut users).await;
+    app.users(&free).list_users(ListUsersRequest::default()).await.expect("control: a tenant without a plan");
+
+    // Redis back: counted there again (its keys died with it: a fresh burst).
+    redis.resume();
+    app.wait_for_status("redis", ServingStatus::Serving).await;
+    redis.wait_for_subscribers(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    burst_then_refusal(&mut users).await;
+    let mut connection = client.get_multiplexed_async_connection().await.expect("reconnect");
+    let exists: i64 = redis::cmd("EXISTS").arg(&rate_key).query_async(&mut connection).await.expect("exists");
+    assert_eq!(exists, 1, "counted in Redis again");
+    app.stop().await;
+}
