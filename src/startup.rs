@@ -13,7 +13,8 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{
-    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, SettingApi, TenantApi, UserApi, gateway,
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, SettingApi, TenantApi, UserApi,
+    gateway,
 };
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
@@ -24,6 +25,7 @@ use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
 use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
+use crate::domain::operations::{OperationWorker, Operations};
 use crate::domain::operators::Operators;
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
@@ -35,6 +37,7 @@ use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
+use crate::proto::longrunning::operations_server::OperationsServer;
 use crate::proto::operator_service_server::OperatorServiceServer;
 use crate::proto::setting_service_server::SettingServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
@@ -58,6 +61,7 @@ pub struct Application {
     activity: Arc<UsageCounter>,
     database: TenantDb,
     events: Arc<EventHub>,
+    operation_worker: OperationWorker,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -138,6 +142,16 @@ impl Application {
         let tenant_service = control_plane.layer(
             TenantServiceServer::new(tenant_api).max_decoding_message_size(decode).max_encoding_message_size(encode),
         );
+        let operation_wake = Arc::new(tokio::sync::Notify::new());
+        let operations = Operations::new(database.clone(), operation_wake.clone());
+        let max_wait = limits.rpc_timeout.saturating_sub(Duration::from_millis(500));
+        let operation_service = control_plane.layer(
+            OperationsServer::new(OperationApi::new(operations.clone(), max_wait))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
+        );
+        let operation_worker =
+            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, Vec::new());
         let operator_service = control_plane.layer(
             OperatorServiceServer::new(OperatorApi::new(Operators::new(database.clone(), resolver.clone())))
                 .max_decoding_message_size(decode)
@@ -185,6 +199,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(tenant_service)
             .add_service(operator_service)
+            .add_service(operation_service)
             .add_service(user_service)
             .add_service(document_service)
             .add_service(setting_service)
@@ -244,6 +259,7 @@ impl Application {
             activity,
             database,
             events,
+            operation_worker,
             metrics,
             metrics_listener,
             traces,
@@ -305,6 +321,7 @@ impl Application {
             activity,
             database,
             events,
+            operation_worker,
             metrics,
             metrics_listener,
             traces,
@@ -328,6 +345,9 @@ impl Application {
         // accepting work, so that draining does not wait for them.
         let stop_events = CancellationToken::new();
         let events_task = tokio::spawn(events.run(stop_events.clone()));
+        // Operations stop with the server's work; one left running is released for the
+        // next claim.
+        let operations_task = tokio::spawn(operation_worker.run(stop_events.clone()));
 
         let stop_accepting = CancellationToken::new();
         let incoming =
@@ -378,7 +398,7 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task);
+        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task);
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }

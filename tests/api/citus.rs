@@ -198,6 +198,7 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("audit_events", "tenant"),
         ("documents", "tenant"),
         ("idempotency_records", "tenant"),
+        ("operations", "reference"),
         ("operators", "reference"),
         ("platform_idempotency_records", "reference"),
         ("tenant_channel_bindings", "reference"),
@@ -257,6 +258,7 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("idempotency_records", domain::idempotency::constraint_error),
     ("platform_idempotency_records", domain::idempotency::constraint_error),
     ("operators", domain::operators::constraint_error),
+    ("operations", domain::operations::constraint_error),
     ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
 ];
 

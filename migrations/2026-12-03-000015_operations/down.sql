@@ -1,0 +1,2 @@
+DELETE FROM tenantd_table_distribution WHERE table_name = 'operations'::regclass;
+DROP TABLE operations;
