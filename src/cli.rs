@@ -69,6 +69,9 @@ pub struct MigrateArgs {
     /// the database and may set citus.propagate_set_commands (README, "Migration role").
     #[arg(long, env = "TENANTD_MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: SecretString,
+    /// How many tenant schemas are migrated at once, each on its own connection.
+    #[arg(long, env = "TENANTD_MIGRATE_SCHEMA_PARALLELISM", default_value_t = 4)]
+    pub schema_parallelism: usize,
 }
 
 /// Settings of `tenantd dev`. Everything else is `serve`'s default.
@@ -105,6 +108,11 @@ pub struct ServeArgs {
     /// PostgreSQL URL of the migration role; required with `--migrate`.
     #[arg(long, env = "TENANTD_MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: Option<SecretString>,
+    /// PostgreSQL URL of the provisioning role (`tenantd_provisioner`), which creates schema
+    /// tenants' schemas; without it, CreateTenant with isolation tier SCHEMA is UNAVAILABLE
+    /// (SCHEMA_TIER_UNAVAILABLE) and pooled tenants work as before.
+    #[arg(long, env = "TENANTD_PROVISIONING_DATABASE_URL", hide_env_values = true)]
+    pub provisioning_database_url: Option<SecretString>,
     /// Apply pending migrations before serving.
     #[arg(long, env = "TENANTD_MIGRATE", default_value_t = false)]
     pub migrate: bool,
@@ -437,6 +445,7 @@ impl From<ServeArgs> for Config {
             database: DatabaseConfig {
                 url: args.database_url,
                 migration_url: args.migration_database_url,
+                provisioning_url: args.provisioning_database_url,
                 migrate: args.migrate,
                 pool_size: args.db_pool_size,
                 acquire_timeout: args.db_acquire_timeout,

@@ -83,6 +83,9 @@ pub struct DatabaseConfig {
     /// URL of the migration role (a superuser, or a CREATEROLE owner of the database); needed
     /// when `migrate` is set.
     pub migration_url: Option<SecretString>,
+    /// URL of the provisioning role (`tenantd_provisioner`: may only become `tenantd_owner`),
+    /// which creates schema tenants' schemas; `None` disables the schema tier.
+    pub provisioning_url: Option<SecretString>,
     /// Whether pending migrations are applied, with `migration_url`, before serving.
     pub migrate: bool,
     /// Maximum number of connections in the app-role pool.

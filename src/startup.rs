@@ -90,6 +90,14 @@ impl Application {
             let applied = migrations::run_pending(url.expose_secret()).await?;
             tracing::info!(applied, "migrations are current");
         }
+        let provisioning_target = config
+            .database
+            .provisioning_url
+            .as_ref()
+            .map(|url| PgTarget::parse(url.expose_secret()))
+            .transpose()
+            .context("TENANTD_PROVISIONING_DATABASE_URL")?;
+        let provisioner = db::tenant_schema::Provisioner::new(provisioning_target);
         let availability = db::Availability::default();
         let pool = db::build_pool(
             database_target.clone(),
@@ -133,7 +141,7 @@ impl Application {
         let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
         let data_plane = gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), observe);
         let tenant_api = TenantApi::new(
-            TenantRegistry::new(database.clone(), resolver.clone()),
+            TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
         );

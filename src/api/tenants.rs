@@ -17,12 +17,12 @@ use crate::error::{Error, Reason, Result, Violations};
 use crate::proto::api_key::Scope as ProtoScope;
 use crate::proto::get_tenant_request::Selector;
 use crate::proto::resolve_tenant_request::Identifier as ProtoIdentifier;
-use crate::proto::tenant::State;
+use crate::proto::tenant::{IsolationTier as ProtoTier, State};
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{self};
 use crate::tenancy::resolver::Identifier;
 use crate::tenancy::selector::TenantSelector;
-use crate::tenancy::{RequestContext, Scope};
+use crate::tenancy::{IsolationTier, RequestContext, Scope};
 
 /// The control-plane adapter.
 pub struct TenantApi {
@@ -56,6 +56,7 @@ fn to_proto(tenant: Tenant) -> proto::Tenant {
         slug: tenant.slug,
         display_name: tenant.display_name,
         state: state_to_proto(tenant.state) as i32,
+        isolation_tier: tier_to_proto(tenant.isolation_tier) as i32,
         labels: tenant.labels,
         create_time: Some(timestamp(tenant.create_time)),
         update_time: Some(timestamp(tenant.update_time)),
@@ -95,15 +96,37 @@ fn key_to_proto(key: ApiKey) -> proto::ApiKey {
 
 fn state_to_proto(state: TenantState) -> State {
     match state {
+        TenantState::Provisioning => State::Provisioning,
         TenantState::Active => State::Active,
         TenantState::Suspended => State::Suspended,
         TenantState::Deleted => State::Deleted,
     }
 }
 
+fn tier_to_proto(tier: IsolationTier) -> ProtoTier {
+    match tier {
+        IsolationTier::Pooled => ProtoTier::Pooled,
+        IsolationTier::Schema => ProtoTier::Schema,
+    }
+}
+
+/// The tier a CreateTenant asks for: unset is pooled.
+fn tier_from_proto(value: i32) -> Result<IsolationTier> {
+    match ProtoTier::try_from(value) {
+        Ok(ProtoTier::Unspecified | ProtoTier::Pooled) => Ok(IsolationTier::Pooled),
+        Ok(ProtoTier::Schema) => Ok(IsolationTier::Schema),
+        Err(_) => Err(Error::invalid(
+            Reason::IsolationTierInvalid,
+            "tenant.isolation_tier",
+            "is not a Tenant.IsolationTier value",
+        )),
+    }
+}
+
 fn state_filter(value: i32) -> Result<Option<TenantState>> {
     match State::try_from(value) {
         Ok(State::Unspecified) => Ok(None),
+        Ok(State::Provisioning) => Ok(Some(TenantState::Provisioning)),
         Ok(State::Active) => Ok(Some(TenantState::Active)),
         Ok(State::Suspended) => Ok(Some(TenantState::Suspended)),
         Ok(State::Deleted) => Ok(Some(TenantState::Deleted)),
@@ -156,6 +179,7 @@ impl TenantService for TenantApi {
         let domains = checks.check(parse_domains("tenant.domains", tenant.domains));
         let channel_bindings =
             checks.check(parse_channel_bindings("tenant.channel_bindings", bindings(tenant.channel_bindings)));
+        let isolation_tier = checks.check(tier_from_proto(tenant.isolation_tier));
         let new = checks.finish(|| {
             Some(NewTenant {
                 slug: slug?.as_str().to_owned(),
@@ -163,6 +187,7 @@ impl TenantService for TenantApi {
                 labels: labels?,
                 domains: domains?,
                 channel_bindings: channel_bindings?,
+                isolation_tier: isolation_tier?,
             })
         })?;
         Ok(Response::new(to_proto(self.registry.create(context, new, &request.request_id).await?)))

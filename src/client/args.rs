@@ -114,9 +114,22 @@ pub struct CreateTenantArgs {
     /// A channel binding `TYPE:EXTERNAL_ID`, e.g. `slack:T024BE7LD`; repeat for several.
     #[arg(long = "channel", value_name = "TYPE:EXTERNAL_ID", value_parser = parse_channel)]
     pub channels: Vec<ChannelArg>,
+    /// Where the tenant's data is stored: `pooled` (shared tables) or `schema` (a PostgreSQL
+    /// schema of its own; the server needs TENANTD_PROVISIONING_DATABASE_URL).
+    #[arg(long, value_enum, default_value = "pooled")]
+    pub isolation_tier: TierArg,
     /// Idempotency key (a UUID): a retry with the same key creates nothing more.
     #[arg(long)]
     pub request_id: Option<String>,
+}
+
+/// An isolation tier on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    /// The shared tables.
+    Pooled,
+    /// A schema of the tenant's own.
+    Schema,
 }
 
 /// `tenantd tenants get`.

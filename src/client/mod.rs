@@ -105,6 +105,10 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
                     labels: create.labels.into_iter().collect(),
                     domains: create.domains,
                     channel_bindings: create.channels.into_iter().map(channel_binding).collect(),
+                    isolation_tier: match create.isolation_tier {
+                        args::TierArg::Pooled => proto::tenant::IsolationTier::Pooled,
+                        args::TierArg::Schema => proto::tenant::IsolationTier::Schema,
+                    } as i32,
                     ..Default::default()
                 }),
                 request_id: create.request_id.unwrap_or_default(),

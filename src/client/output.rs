@@ -123,6 +123,7 @@ fn tenant_json(tenant: &Tenant) -> Value {
         "slug": tenant.slug,
         "displayName": tenant.display_name,
         "state": tenant.state().as_str_name(),
+        "isolationTier": tenant.isolation_tier().as_str_name(),
         "labels": labels,
         "domains": tenant.domains,
         "channelBindings": tenant.channel_bindings.iter().map(|binding| json!({
@@ -242,6 +243,7 @@ fn tenant_fields(tenant: &Tenant) -> Vec<(&'static str, String)> {
         ("slug", tenant.slug.clone()),
         ("display name", tenant.display_name.clone()),
         ("state", tenant.state().as_str_name().to_owned()),
+        ("isolation tier", tenant.isolation_tier().as_str_name().to_owned()),
         ("labels", list_cell(&labels)),
         ("domains", list_cell(&tenant.domains)),
         ("channels", list_cell(&channels)),

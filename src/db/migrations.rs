@@ -1,4 +1,6 @@
-//! Embedded migrations, run by `tenantd migrate` and `tenantd serve --migrate`.
+//! Embedded migrations, run by `tenantd migrate` and `tenantd serve --migrate`: the
+//! diesel migrations of the shared tables, then the tenant-schema migrations of every schema
+//! tenant ([`migrate_tenant_schemas`]).
 
 use anyhow::Context;
 use diesel::migration::MigrationSource;
@@ -8,8 +10,12 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use crate::cli::MigrateArgs;
 use crate::db::connect::PgTarget;
+use crate::db::tenant_schema::{self, SchemaMigrated};
 
 /// Every migration under `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -124,9 +130,120 @@ async fn with_connection<T: Send + 'static>(
     .context("migration task panicked")?
 }
 
-/// `tenantd migrate`.
+/// What [`migrate_tenant_schemas`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaReport {
+    /// Schemas that had migrations applied.
+    pub migrated: usize,
+    /// Schemas that were already current.
+    pub current: usize,
+    /// Schemas that failed, by name, with the error (each rolled back to where it was).
+    pub failed: Vec<(String, String)>,
+}
+
+/// Brings every provisioned tenant schema to the latest tenant-schema migration
+/// ([`tenant_schema::migrate_schema`]), `parallelism` schemas at a time, each on its own
+/// connection of the migration role and in its own transaction. Idempotent and resumable:
+/// a schema's version is stamped in the transaction that migrates it, so a rerun after a
+/// crash skips every schema that committed. A failing schema is reported by name and does
+/// not stop the others. Progress is logged (counts) every second and at the end.
+pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> anyhow::Result<SchemaReport> {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct SchemaTenant {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+    }
+    let target = PgTarget::parse(database_url).context("TENANTD_MIGRATION_DATABASE_URL")?;
+    let mut listing = target.connect().await.context("connecting with the migration database URL")?;
+    let tenants: Vec<SchemaTenant> = diesel::sql_query(
+        "SELECT id FROM tenants WHERE isolation_tier = 'schema' AND schema_version IS NOT NULL ORDER BY id",
+    )
+    .load(&mut listing)
+    .await
+    .context("listing schema tenants")?;
+    drop(listing);
+    let total = tenants.len();
+    let queue = Arc::new(Mutex::new(tenants.into_iter().map(|tenant| tenant.id).collect::<VecDeque<_>>()));
+    let report = Arc::new(Mutex::new(SchemaReport::default()));
+    let progress = tokio_util::sync::CancellationToken::new();
+    let reporter = tokio::spawn({
+        let (report, progress) = (report.clone(), progress.clone());
+        async move {
+            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+            ticks.tick().await;
+            loop {
+                tokio::select! {
+                    () = progress.cancelled() => return,
+                    _ = ticks.tick() => log_progress(&report, total),
+                }
+            }
+        }
+    });
+    let workers = (0..parallelism.clamp(1, 64)).map(|_| {
+        let (queue, report, target) = (queue.clone(), report.clone(), target.clone());
+        async move {
+            let mut connection = None;
+            loop {
+                let Some(tenant_id) = queue.lock().ok().and_then(|mut queue| queue.pop_front()) else { return };
+                let outcome = match &mut connection {
+                    Some(connection) => Ok(connection),
+                    None => target.connect().await.map(|opened| connection.insert(opened)),
+                };
+                let outcome = match outcome {
+                    Ok(connection) => {
+                        tenant_schema::migrate_schema(connection, tenant_id).await.map_err(|error| error.to_string())
+                    }
+                    Err(error) => Err(format!("connecting: {error}")),
+                };
+                let Ok(mut report) = report.lock() else { return };
+                match outcome {
+                    Ok(SchemaMigrated::Applied(_)) => report.migrated += 1,
+                    Ok(SchemaMigrated::Current | SchemaMigrated::NoSchema) => report.current += 1,
+                    Err(error) => {
+                        let schema = tenant_schema::schema_name(tenant_id);
+                        tracing::error!(schema = %schema, error = %error, "tenant schema migration failed");
+                        report.failed.push((schema, error));
+                        // The connection may be broken; the next schema opens a fresh one.
+                        connection = None;
+                    }
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+    progress.cancel();
+    let _ = reporter.await;
+    log_progress(&report, total);
+    let report = report.lock().map_err(|_| anyhow::anyhow!("a migration worker panicked"))?.clone();
+    Ok(report)
+}
+
+fn log_progress(report: &Mutex<SchemaReport>, total: usize) {
+    if let Ok(report) = report.lock() {
+        let done = report.migrated + report.current + report.failed.len();
+        tracing::info!(
+            done,
+            total,
+            migrated = report.migrated,
+            current = report.current,
+            failed = report.failed.len(),
+            "migrating tenant schemas"
+        );
+    }
+}
+
+/// `tenantd migrate`: the shared tables, then every tenant schema. Fails (after trying every
+/// schema) if any schema failed, naming each.
 pub async fn run_command(args: MigrateArgs) -> anyhow::Result<()> {
-    let applied = run_pending(args.migration_database_url.expose_secret()).await?;
+    let url = args.migration_database_url.expose_secret();
+    let applied = run_pending(url).await?;
     tracing::info!(applied, "migrations are current");
+    let report = migrate_tenant_schemas(url, args.schema_parallelism).await?;
+    if !report.failed.is_empty() {
+        let names: Vec<&str> = report.failed.iter().map(|(schema, _)| schema.as_str()).collect();
+        anyhow::bail!("{} tenant schema(s) failed to migrate: {}", names.len(), names.join(", "));
+    }
+    tracing::info!(migrated = report.migrated, current = report.current, "tenant schemas are current");
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod resource;
 pub mod retry;
 pub(crate) mod schema;
 pub mod settings;
+pub mod tenant_schema;
 pub mod tenant_tx;
 pub mod tenants;
 pub mod users;

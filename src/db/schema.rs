@@ -13,6 +13,8 @@ diesel::table! {
         update_time -> Timestamptz,
         delete_time -> Nullable<Timestamptz>,
         revision -> Int8,
+        isolation_tier -> Text,
+        schema_version -> Nullable<Text>,
     }
 }
 

@@ -20,6 +20,12 @@
 //! through the same lock) can never overtake the statement it follows. The tenant tables
 //! use only built-in SQL types, so no type lookup runs before the cache lock is taken.
 //! `a_read_on_a_fresh_connection_runs_inside_its_tenant` proves it on an empty cache.
+//!
+//! A schema tenant's transaction sends a third statement of its own between the tenant
+//! setting and the work: `SET LOCAL search_path = "tenant_<hex>", public` (see
+//! [`set_search_path_statement`]), in the same write, so routing costs no round trip. It
+//! is pipelined like the tenant setting and just as fail-closed: if it fails, nothing behind
+//! it runs. The tier comes from the caller (the cached tenant record), never from a query.
 
 use std::future::Future;
 
@@ -33,6 +39,7 @@ use futures_util::future::BoxFuture;
 use futures_util::join;
 use uuid::Uuid;
 
+use super::tenant_schema::{IsolationTier, set_search_path_statement};
 use super::{AppConnection, Availability, Connection, PgPool, checkout};
 use crate::error::{Error, Result};
 use crate::telemetry::traces::{self, ChildSpan};
@@ -259,6 +266,7 @@ pub async fn run<R, F>(
     pool: &PgPool,
     availability: &Availability,
     tenant_id: Uuid,
+    tier: IsolationTier,
     actor: AuditActor,
     work: F,
 ) -> Result<(R, bool)>
@@ -273,8 +281,8 @@ where
             let connection: &AppConnection = &pooled;
             connection.mark_transaction_open();
             let mut transaction = TenantTx { connection, tenant_id, actor, events_recorded: false };
-            let set_tenant = set_tenant_statement(tenant_id);
-            let (begun, worked) = join!(begin(connection, &set_tenant), work(&mut transaction));
+            let scope = scope_statements(tenant_id, tier);
+            let (begun, worked) = join!(begin(connection, &scope), work(&mut transaction));
             let events_recorded = transaction.events_recorded;
             end(connection, begun.map_err(Error::from).and(worked)).await.map(|value| (value, events_recorded))
         };
@@ -285,7 +293,13 @@ where
 
 /// Runs a read of one statement in one transaction scoped to `tenant_id`, in one round
 /// trip (see [`TenantRead`]).
-pub async fn read<R, F>(pool: &PgPool, availability: &Availability, tenant_id: Uuid, work: F) -> Result<R>
+pub async fn read<R, F>(
+    pool: &PgPool,
+    availability: &Availability,
+    tenant_id: Uuid,
+    tier: IsolationTier,
+    work: F,
+) -> Result<R>
 where
     R: Send,
     F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Send,
@@ -296,8 +310,8 @@ where
         let outcome = {
             let connection: &AppConnection = &pooled;
             connection.mark_transaction_open();
-            let set_tenant = set_tenant_statement(tenant_id);
-            let (begun, worked) = join!(begin(connection, &set_tenant), work(TenantRead { connection, tenant_id }));
+            let scope = scope_statements(tenant_id, tier);
+            let (begun, worked) = join!(begin(connection, &scope), work(TenantRead { connection, tenant_id }));
             let outcome = begun.map_err(Error::from).and(worked);
             // Still open when the work sent no statement, or failed before sending it.
             if connection.transaction_open() { end(connection, outcome).await } else { outcome }
@@ -336,17 +350,39 @@ fn trace(name: &'static str, tenant_id: Option<Uuid>) -> ChildSpan {
     })
 }
 
-/// Sends BEGIN and the tenant setting, each a statement of its own, without waiting for
-/// either: whatever the caller polls next is written behind them.
+/// The statements that scope a transaction, after BEGIN: the tenant setting, and for a
+/// schema tenant the search path to its schema.
+struct Scope {
+    set_tenant: String,
+    set_search_path: Option<String>,
+}
+
+fn scope_statements(tenant_id: Uuid, tier: IsolationTier) -> Scope {
+    Scope {
+        set_tenant: set_tenant_statement(tenant_id),
+        set_search_path: (tier == IsolationTier::Schema).then(|| set_search_path_statement(tenant_id)),
+    }
+}
+
+/// Sends BEGIN, the tenant setting and (for a schema tenant) the search path, each a
+/// statement of its own, without waiting for any: whatever the caller polls next is written
+/// behind them.
 ///
 /// diesel-async's transaction manager does not see this BEGIN (it would await BEGIN alone).
 /// The transaction is tracked instead by [`AppConnection`]'s flag, which every caller raises
 /// with `mark_transaction_open` before calling this and lowers only after COMMIT or
 /// ROLLBACK was answered, so the pool discards a connection left inside it.
-async fn begin(connection: &AppConnection, set_tenant: &str) -> QueryResult<()> {
-    let (mut first, mut second): (Connection<'_>, Connection<'_>) = (connection, connection);
-    let (begun, set) = join!(first.batch_execute("BEGIN"), second.batch_execute(set_tenant));
-    begun.and(set)
+async fn begin(connection: &AppConnection, scope: &Scope) -> QueryResult<()> {
+    let (mut first, mut second, mut third): (Connection<'_>, Connection<'_>, Connection<'_>) =
+        (connection, connection, connection);
+    let route = async {
+        match &scope.set_search_path {
+            Some(statement) => third.batch_execute(statement).await,
+            None => Ok(()),
+        }
+    };
+    let (begun, set, routed) = join!(first.batch_execute("BEGIN"), second.batch_execute(&scope.set_tenant), route);
+    begun.and(set).and(routed)
 }
 
 /// Ends the transaction: COMMIT after success, ROLLBACK after a failure. The connection is

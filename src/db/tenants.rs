@@ -32,6 +32,11 @@ pub struct TenantRow {
     pub delete_time: Option<DateTime<Utc>>,
     /// Revision, the source of the etag.
     pub revision: i64,
+    /// `pooled` or `schema`.
+    pub isolation_tier: String,
+    /// The tenant-schema migration a schema tenant's schema has reached; `None` while it
+    /// has none.
+    pub schema_version: Option<String>,
 }
 
 /// A tenant to insert.
@@ -48,6 +53,8 @@ pub struct NewTenantRow<'a> {
     pub state: &'a str,
     /// Labels.
     pub labels: serde_json::Value,
+    /// `pooled` or `schema`.
+    pub isolation_tier: &'a str,
 }
 
 /// The mutable columns of a tenant, written together by [`save`].
@@ -85,9 +92,42 @@ pub async fn lock_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResul
     tenants::table.find(id).select(TenantRow::as_select()).for_update().first(connection).await.optional()
 }
 
-/// The state of a tenant, for resolution: `None` if there is no such tenant.
-pub async fn state_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<String>> {
-    tenants::table.find(id).select(tenants::state).first(connection).await.optional()
+/// What resolution needs of a tenant, read in one query.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = tenants, check_for_backend(diesel::pg::Pg))]
+pub struct ResolvedRow {
+    /// Lifecycle state.
+    pub state: String,
+    /// `pooled` or `schema`.
+    pub isolation_tier: String,
+    /// The version a schema tenant's schema has reached.
+    pub schema_version: Option<String>,
+}
+
+/// What resolution needs of a tenant (state, tier, schema version): `None` if there is no
+/// such tenant.
+pub async fn state_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryResult<Option<ResolvedRow>> {
+    tenants::table.find(id).select(ResolvedRow::as_select()).first(connection).await.optional()
+}
+
+/// Sets a tenant's state from `from` to `to`; `None` if it was not in `from` (or does not
+/// exist). Bumps its revision and update time.
+pub async fn transition(
+    connection: &mut Connection<'_>,
+    id: Uuid,
+    from: &str,
+    to: &str,
+) -> QueryResult<Option<TenantRow>> {
+    diesel::update(tenants::table.find(id).filter(tenants::state.eq(from)))
+        .set((
+            tenants::state.eq(to),
+            tenants::revision.eq(tenants::revision + 1),
+            tenants::update_time.eq(diesel::dsl::now),
+        ))
+        .returning(TenantRow::as_returning())
+        .get_result(connection)
+        .await
+        .optional()
 }
 
 /// The id of the tenant with a slug, for resolution.

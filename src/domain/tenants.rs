@@ -14,13 +14,14 @@ use self::rows::{assemble, changes_of, labels_json, load, lock, write_identifier
 use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
 use super::{Slug, audit};
+use crate::db::tenant_schema::Provisioner;
 use crate::db::tenant_tx::{AsyncWork, TenantTx};
 use crate::db::tenants::{NewTenantRow, TenantRow};
 use crate::db::{self};
 use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
-use crate::tenancy::{RequestContext, TenantContext, TenantDb};
+use crate::tenancy::{IsolationTier, RequestContext, TenantContext, TenantDb};
 
 pub use self::validate::{MAX_IDENTIFIERS, parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains};
 pub use crate::tenancy::TenantState;
@@ -48,6 +49,9 @@ pub struct Tenant {
     pub display_name: String,
     /// State.
     pub state: TenantState,
+    /// Where its data lives (pooled in replays recorded before tiers existed).
+    #[serde(default)]
+    pub isolation_tier: IsolationTier,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Domains, sorted.
@@ -77,6 +81,14 @@ pub struct NewTenant {
     pub domains: Vec<String>,
     /// Channel bindings.
     pub channel_bindings: Vec<ChannelBinding>,
+    /// Where its data lives. Left out of the idempotency fingerprint when pooled, so that a
+    /// pooled create fingerprints as it did before tiers existed.
+    #[serde(skip_serializing_if = "is_pooled")]
+    pub isolation_tier: IsolationTier,
+}
+
+fn is_pooled(tier: &IsolationTier) -> bool {
+    *tier == IsolationTier::Pooled
 }
 
 /// New values for the fields an update names; `None` leaves a field as it is.
@@ -129,20 +141,33 @@ pub struct TenantPage {
 pub struct TenantRegistry {
     database: TenantDb,
     resolver: Arc<TenantResolver>,
+    provisioner: Provisioner,
 }
 
 impl TenantRegistry {
-    /// A registry over `database`; changes invalidate `resolver`'s caches.
-    pub fn new(database: TenantDb, resolver: Arc<TenantResolver>) -> Self {
-        Self { database, resolver }
+    /// A registry over `database`; changes invalidate `resolver`'s caches; schema tenants'
+    /// schemas are created through `provisioner`.
+    pub fn new(database: TenantDb, resolver: Arc<TenantResolver>, provisioner: Provisioner) -> Self {
+        Self { database, resolver, provisioner }
     }
 
-    /// Creates an ACTIVE tenant, exactly once per `request_id`.
+    /// Creates a tenant, exactly once per `request_id`: a pooled tenant ACTIVE at once; a
+    /// schema tenant PROVISIONING, then ACTIVE once its schema is complete. If provisioning
+    /// fails (UNAVAILABLE, `TENANT_PROVISIONING`), the tenant stays PROVISIONING, is not
+    /// served, and a retry with the same `request_id` finishes it.
     pub async fn create(&self, request: RequestContext, new: NewTenant, request_id: &str) -> Result<Tenant> {
         Slug::parse(&new.slug)
             .map_err(|description| Error::invalid(Reason::TenantSlugMalformed, "tenant.slug", description))?;
+        let tier = new.isolation_tier;
+        if tier == IsolationTier::Schema && !self.provisioner.is_configured() {
+            return Err(Error::new(Reason::SchemaTierUnavailable));
+        }
+        let initial = match tier {
+            IsolationTier::Pooled => TenantState::Active,
+            IsolationTier::Schema => TenantState::Provisioning,
+        };
         let key = RequestKey::new(idempotency::Scope::Platform, "CreateTenant", request_id, &new)?;
-        let context = TenantContext::new(Uuid::now_v7(), request);
+        let context = TenantContext::new(Uuid::now_v7(), request.clone());
         let (tenant, replayed) = self
             .database
             .run(&context, async move |transaction| {
@@ -157,15 +182,16 @@ impl TenantRegistry {
                         id,
                         slug: &new.slug,
                         display_name: &new.display_name,
-                        state: TenantState::Active.as_str(),
+                        state: initial.as_str(),
                         labels,
+                        isolation_tier: tier.as_str(),
                     },
                 )
                 .await
                 .map_err(map_database_error)?;
                 write_identifiers(transaction, Some(&new.domains), Some(&new.channel_bindings)).await?;
-                audit::record(transaction, "tenant.create", "tenant", id, serde_json::json!({ "slug": new.slug }))
-                    .await?;
+                let details = serde_json::json!({ "slug": new.slug, "isolation_tier": tier.as_str() });
+                audit::record(transaction, "tenant.create", "tenant", id, details).await?;
                 let tenant = load(transaction, row).await?;
                 idempotency::finish(transaction, &key, &tenant).await?;
                 Ok((tenant, false))
@@ -174,8 +200,43 @@ impl TenantRegistry {
         if replayed {
             tracing::info!(tenant.id = %tenant.id, idempotency.request_id = %request_id, "tenant create replayed");
         } else {
-            tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, "tenant created");
+            tracing::info!(tenant.id = %tenant.id, tenant.slug = %tenant.slug, tier = tier.as_str(), "tenant created");
         }
+        if tenant.isolation_tier == IsolationTier::Schema && tenant.state == TenantState::Provisioning {
+            return self.finish_provisioning(request, tenant.id).await;
+        }
+        Ok(tenant)
+    }
+
+    /// Creates a PROVISIONING schema tenant's schema (if a previous attempt did not) and makes
+    /// the tenant ACTIVE; safe to repeat. A tenant that is no longer PROVISIONING is returned
+    /// as it is.
+    pub async fn finish_provisioning(&self, request: RequestContext, tenant_id: Uuid) -> Result<Tenant> {
+        let current = self.get(&TenantSelector::Id(tenant_id)).await?;
+        if current.state != TenantState::Provisioning {
+            return Ok(current);
+        }
+        let provisioned = self.provisioner.provision(tenant_id).await?;
+        let context = TenantContext::new(tenant_id, request);
+        let from = TenantState::Provisioning.as_str();
+        let to = TenantState::Active.as_str();
+        let tenant = self
+            .database
+            .run(&context, async move |transaction| {
+                let Some(row) = db::tenants::transition(transaction.connection(), tenant_id, from, to).await? else {
+                    let row = db::tenants::find_by_id(transaction.connection(), tenant_id)
+                        .await?
+                        .ok_or_else(tenant_not_found)?;
+                    return load(transaction, row).await;
+                };
+                let details =
+                    serde_json::json!({ "from": from, "to": to, "schema": db::tenant_schema::schema_name(tenant_id) });
+                audit::record(transaction, "tenant.provision", "tenant", tenant_id, details).await?;
+                load(transaction, row).await
+            })
+            .await?;
+        self.resolver.invalidate(tenant_id, None).await;
+        tracing::info!(tenant.id = %tenant_id, outcome = ?provisioned, "tenant schema provisioned");
         Ok(tenant)
     }
 
@@ -282,6 +343,11 @@ impl TenantRegistry {
                 let target = match (transition, current) {
                     (Transition::Delete, TenantState::Deleted) => return load(transaction, row).await,
                     (_, TenantState::Deleted) => return Err(tenant_deleted()),
+                    // Deleting an unfinished tenant is the way to abandon it; nothing else
+                    // may skip its provisioning.
+                    (Transition::Suspend | Transition::Resume, TenantState::Provisioning) => {
+                        return Err(Error::new(Reason::TenantProvisioning));
+                    }
                     (Transition::Suspend, _) => TenantState::Suspended,
                     (Transition::Resume, _) => TenantState::Active,
                     (Transition::Delete, _) => TenantState::Deleted,

@@ -55,6 +55,7 @@ reasons! {
     EmailMalformed = "EMAIL_MALFORMED", InvalidArgument, "an email address is malformed";
     RoleInvalid = "ROLE_INVALID", InvalidArgument, "the role is not one of the known roles";
     StateInvalid = "STATE_INVALID", InvalidArgument, "the state is not one of the known states";
+    IsolationTierInvalid = "ISOLATION_TIER_INVALID", InvalidArgument, "the isolation tier is not one of the known tiers";
     LabelsInvalid = "LABELS_INVALID", InvalidArgument, "the labels are invalid";
     DomainsInvalid = "DOMAINS_INVALID", InvalidArgument, "a domain is invalid";
     ChannelBindingsInvalid = "CHANNEL_BINDINGS_INVALID", InvalidArgument, "a channel binding is invalid";
@@ -145,6 +146,9 @@ reasons! {
     DatabasePoolExhausted = "DATABASE_POOL_EXHAUSTED", Unavailable, "every database connection is busy; retry later";
     DatabaseNotMigrated = "DATABASE_NOT_MIGRATED", Unavailable, "the database is not migrated: run tenantd migrate";
     RedisUnavailable = "REDIS_UNAVAILABLE", Unavailable, "Redis is unavailable; retry later";
+    TenantProvisioning = "TENANT_PROVISIONING", Unavailable, "the tenant's schema is still being provisioned; retry later";
+    TenantSchemaBehind = "TENANT_SCHEMA_BEHIND", Unavailable, "the tenant's schema is behind its migrations: run tenantd migrate";
+    SchemaTierUnavailable = "SCHEMA_TIER_UNAVAILABLE", Unavailable, "schema tenants need a provisioning database URL (TENANTD_PROVISIONING_DATABASE_URL), which this server was not given";
     WatchInterrupted = "WATCH_INTERRUPTED", Unavailable, "the watch was interrupted (server shutdown or database outage); resume from the cursor in the error details";
 
     // INTERNAL: a bug; details are in the server log only.

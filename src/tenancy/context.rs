@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use crate::db::tenant_schema::IsolationTier;
 use crate::error::{Error, Result};
 
 /// What an API key may do.
@@ -167,21 +168,38 @@ impl RequestContext {
 /// The tenant a request acts for, with the request's context. For the data plane the
 /// gateway creates it after checking the tenant is ACTIVE; the control plane creates one
 /// for the tenant an operation concerns.
+///
+/// It carries the tenant's isolation tier, from the cached tenant record, so that the tenant
+/// transaction routes to a schema tenant's schema without a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantContext {
     tenant_id: Uuid,
+    tier: IsolationTier,
     request: RequestContext,
 }
 
 impl TenantContext {
+    /// A context for work on the shared tenant tables only (API keys, audit events,
+    /// idempotency records, the registry): its transactions are not routed to a tenant
+    /// schema. Work that reaches users, documents or settings needs [`TenantContext::routed`].
     /// Only the gateway and the control plane create contexts.
     pub(crate) fn new(tenant_id: Uuid, request: RequestContext) -> Self {
-        Self { tenant_id, request }
+        Self { tenant_id, tier: IsolationTier::Pooled, request }
+    }
+
+    /// A context whose transactions are routed by the tenant's `tier` (from its record).
+    pub(crate) fn routed(tenant_id: Uuid, tier: IsolationTier, request: RequestContext) -> Self {
+        Self { tenant_id, tier, request }
     }
 
     /// The tenant's id.
     pub fn tenant_id(&self) -> Uuid {
         self.tenant_id
+    }
+
+    /// Where the tenant's data lives, as its cached record said when the request was admitted.
+    pub fn tier(&self) -> IsolationTier {
+        self.tier
     }
 
     /// The request's context.

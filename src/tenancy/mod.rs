@@ -14,6 +14,7 @@ pub mod selector;
 mod state;
 mod transaction;
 
+pub use crate::db::tenant_schema::IsolationTier;
 pub use context::{Actor, OperatorRole, Permission, RequestContext, Scope, TenantContext};
 pub use limits::{RateLimit, RateLimits};
 pub use state::TenantState;

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::selector::TenantSelector;
+use super::{IsolationTier, RateLimits, TenantState};
 use super::{OperatorRole, RequestContext, Scope, TenantContext, TenantDb};
-use super::{RateLimits, TenantState};
 use crate::auth::api_key::ApiKeyToken;
 use crate::auth::operator_key::OperatorKeyToken;
 use crate::cache::{INVALIDATION_CHANNEL, RedisCache, RedisKey};
@@ -84,6 +84,18 @@ pub struct TenantRecord {
     /// Request-rate limits (unlimited in records cached before limits existed).
     #[serde(default)]
     pub limits: RateLimits,
+    /// Where the tenant's data lives (pooled in records cached before tiers existed).
+    #[serde(default)]
+    pub tier: IsolationTier,
+    /// Whether a schema tenant's schema has reached the tenant-schema migrations this build
+    /// expects (always true for a pooled tenant). A tenant whose schema is behind is not
+    /// served: UNAVAILABLE with `TENANT_SCHEMA_BEHIND`.
+    #[serde(default = "schema_current_default")]
+    pub schema_current: bool,
+}
+
+fn schema_current_default() -> bool {
+    true
 }
 
 /// What tenantd needs to know about an operator to authenticate its key.
@@ -234,9 +246,15 @@ impl TenantResolver {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let state = TenantState::parse(&stored)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {stored:?}")))?;
-        let record = TenantRecord { state, limits: RateLimits::default() };
+        let state = TenantState::parse(&stored.state).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown state {:?}", stored.state))
+        })?;
+        let tier = IsolationTier::parse(&stored.isolation_tier).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("tenant {tenant_id} has unknown tier {:?}", stored.isolation_tier))
+        })?;
+        let schema_current = tier == IsolationTier::Pooled
+            || stored.schema_version.as_deref() == Some(db::tenant_schema::latest_schema_version());
+        let record = TenantRecord { state, limits: RateLimits::default(), tier, schema_current };
         if self.live()
             && self.epoch.load(Ordering::Acquire) == epoch
             && let Ok(json) = serde_json::to_string(&record)
@@ -251,15 +269,18 @@ impl TenantResolver {
     /// NOT_FOUND, SUSPENDED ones FAILED_PRECONDITION.
     pub async fn resolve(&self, selector: &TenantSelector, request: RequestContext) -> Result<TenantContext> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
-        self.require_active(tenant_id).await?;
-        Ok(TenantContext::new(tenant_id, request))
+        let record = self.require_active(tenant_id).await?;
+        Ok(TenantContext::routed(tenant_id, record.tier, request))
     }
 
-    /// The tenant's record, unless the tenant does not exist or is not ACTIVE.
+    /// The tenant's record, unless the tenant does not exist or is not ACTIVE, or its schema
+    /// is not ready (still provisioning, or behind its migrations: UNAVAILABLE).
     pub async fn require_active(&self, tenant_id: Uuid) -> Result<TenantRecord> {
         let record = self.record(tenant_id).await?.ok_or_else(tenant_not_found)?;
         match record.state {
+            TenantState::Active if !record.schema_current => Err(Error::new(Reason::TenantSchemaBehind)),
             TenantState::Active => Ok(record),
+            TenantState::Provisioning => Err(Error::new(Reason::TenantProvisioning)),
             TenantState::Suspended => Err(Error::new(Reason::TenantSuspended)),
             TenantState::Deleted => Err(tenant_not_found()),
         }

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {
+    /// A schema tenant whose schema is being created: not served yet (UNAVAILABLE,
+    /// `TENANT_PROVISIONING`); a retry of its creation finishes it.
+    Provisioning,
     /// Served normally.
     Active,
     /// Data plane answers FAILED_PRECONDITION.
@@ -18,6 +21,7 @@ impl TenantState {
     /// The stored form.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Provisioning => "provisioning",
             Self::Active => "active",
             Self::Suspended => "suspended",
             Self::Deleted => "deleted",
@@ -27,6 +31,7 @@ impl TenantState {
     /// Parses the stored form.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
+            "provisioning" => Some(Self::Provisioning),
             "active" => Some(Self::Active),
             "suspended" => Some(Self::Suspended),
             "deleted" => Some(Self::Deleted),

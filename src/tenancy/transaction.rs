@@ -62,7 +62,8 @@ impl TenantDb {
     {
         self.schema.check()?;
         let (value, events_recorded) =
-            tenant_tx::run(&self.pool, &self.availability, context.tenant_id(), actor(context), work).await?;
+            tenant_tx::run(&self.pool, &self.availability, context.tenant_id(), context.tier(), actor(context), work)
+                .await?;
         if events_recorded && let Some(signal) = self.events_committed.get() {
             signal(context.tenant_id());
         }
@@ -78,8 +79,8 @@ impl TenantDb {
         F: for<'c> AsyncWork<TenantRead<'c>, Result<R>, Future: Send> + Clone + Send,
     {
         self.schema.check()?;
-        let tenant_id: Uuid = context.tenant_id();
-        crate::db::retry::read(|| tenant_tx::read(&self.pool, &self.availability, tenant_id, work.clone())).await
+        let (tenant_id, tier): (Uuid, _) = (context.tenant_id(), context.tier());
+        crate::db::retry::read(|| tenant_tx::read(&self.pool, &self.availability, tenant_id, tier, work.clone())).await
     }
 
     /// Runs a read of several statements like [`TenantDb::run`], retried like

@@ -8,7 +8,7 @@ use tenantd::proto::{
 };
 use tonic::Code;
 
-use crate::helpers::{assert_error, spawn_app, unique_slug};
+use super::helpers::{assert_error, spawn_app, unique_slug};
 
 fn new_document(title: &str, owner: &str, content: &[u8]) -> CreateDocumentRequest {
     CreateDocumentRequest {

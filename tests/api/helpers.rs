@@ -99,6 +99,7 @@ pub fn test_config(database: &str) -> Config {
         "serve",
         "--listen-addr=127.0.0.1:0",
         &format!("--database-url={}", database_url("tenantd_app", database)),
+        &format!("--provisioning-database-url={}", database_url("tenantd_provisioner", database)),
         &format!("--redis-url={}", redis_url()),
         &format!("--platform-token={PLATFORM_TOKEN}"),
         "--db-pool-size=8",
@@ -124,6 +125,9 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub server: JoinHandle<anyhow::Result<()>>,
     pub events: std::sync::Arc<tenantd::domain::events::EventHub>,
+    /// The isolation tier of the tenants [`TestApp::create_tenant`] creates (the data-plane
+    /// suites run once pooled and once in the schema tier: tests/api/schema_tier.rs).
+    pub tier: IsolationTier,
 }
 
 /// Server logs go to the test's captured output (shown when a test fails); the level
@@ -144,11 +148,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_in(IsolationTier::Pooled, configure).await
+}
+
+/// Like [`spawn_app_with`], creating tenants in `tier`.
+pub async fn spawn_app_in(tier: IsolationTier, configure: impl FnOnce(&mut Config)) -> TestApp {
     let database = create_database().await;
     migrate(&database).await;
     let mut config = test_config(&database);
     configure(&mut config);
-    let app = start(database, config).await;
+    let mut app = start(database, config).await;
+    app.tier = tier;
     app.wait_for_status("", ServingStatus::Serving).await;
     app
 }
@@ -166,7 +176,8 @@ pub async fn start(database: String, config: Config) -> TestApp {
     let server = tokio::spawn(application.run_until(shutdown.clone().cancelled_owned()));
     let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect_lazy();
     let tenants = TenantServiceClient::with_interceptor(channel.clone(), Metadata::platform());
-    TestApp { database, port, metrics_port, pool, channel, tenants, shutdown, server, events }
+    let tier = IsolationTier::Pooled;
+    TestApp { database, port, metrics_port, pool, channel, tenants, shutdown, server, events, tier }
 }
 
 impl TestApp {
@@ -255,14 +266,20 @@ impl TestApp {
         }
     }
 
-    /// Creates an active tenant with `slug`.
+    /// Creates an active tenant with `slug`, in this app's [`TestApp::tier`].
     pub async fn create_tenant(&self, slug: &str) -> Tenant {
+        self.create_tenant_in(slug, self.tier).await
+    }
+
+    /// Creates an active tenant with `slug` in `tier`.
+    pub async fn create_tenant_in(&self, slug: &str, tier: IsolationTier) -> Tenant {
         self.tenants
             .clone()
             .create_tenant(CreateTenantRequest {
                 tenant: Some(Tenant {
                     slug: slug.to_owned(),
                     display_name: format!("Tenant {slug}"),
+                    isolation_tier: tier as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -364,6 +381,7 @@ pub fn assert_error<T: std::fmt::Debug>(
 }
 
 pub use proto::api_key::Scope as ApiKeyScope;
+pub use proto::tenant::IsolationTier;
 pub use proto::tenant::State;
 
 /// Scopes the open transaction of a raw client to `tenant`, with the exact statement

@@ -9,7 +9,7 @@ use tenantd::proto::{
 };
 use tonic::Code;
 
-use crate::helpers::{Metadata, TestApp, assert_error, assert_isolated, spawn_app, unique_slug};
+use super::helpers::{Metadata, TestApp, assert_error, assert_isolated, spawn_app, unique_slug};
 
 fn value(kind: Kind) -> Option<Value> {
     Some(Value { kind: Some(kind) })

@@ -9,7 +9,7 @@ use tenantd::proto::{
 };
 use tonic::Code;
 
-use crate::helpers::{assert_error, spawn_app, unique_slug};
+use super::helpers::{assert_error, spawn_app, unique_slug};
 
 #[tokio::test]
 async fn a_tenant_cannot_see_or_touch_another_tenants_users() {

@@ -177,8 +177,9 @@ async fn admit_api_key(
     if !scopes.contains(&required) {
         return Err(Error::new(Reason::ApiKeyScopeInsufficient));
     }
-    resolver.require_active(token.tenant_id()).await?;
-    Ok(TenantContext::new(token.tenant_id(), RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id)))
+    let record = resolver.require_active(token.tenant_id()).await?;
+    let request = RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id);
+    Ok(TenantContext::routed(token.tenant_id(), record.tier, request))
 }
 
 /// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else

@@ -68,7 +68,8 @@ async fn pipeline_behind(connection: &AppConnection, set_statement: &str) -> (Qu
          WHERE nextval('pipelined_calls') > 0",
     )
     .execute(&mut work);
-    let (begun, inserted) = join!(begin(connection, set_statement), insert);
+    let scope = Scope { set_tenant: set_statement.to_owned(), set_search_path: None };
+    let (begun, inserted) = join!(begin(connection, &scope), insert);
     let succeeded = match (&begun, &inserted) {
         (Ok(()), Ok(count)) => Ok(*count),
         _ => Err(Error::internal(anyhow::anyhow!("the pipeline failed"))),

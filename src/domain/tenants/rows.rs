@@ -12,6 +12,7 @@ use crate::db::tenants::{TenantChanges, TenantRow};
 use crate::db::{self, Connection};
 use crate::domain::{check_etag, etag};
 use crate::error::{Error, Result};
+use crate::tenancy::IsolationTier;
 
 /// Locks the transaction's tenant's row and checks the etag.
 pub(super) async fn lock(transaction: &mut TenantTx<'_>, expected_revision: Option<i64>) -> Result<TenantRow> {
@@ -61,6 +62,9 @@ pub(super) async fn assemble(connection: &mut Connection<'_>, rows: Vec<TenantRo
             let state = TenantState::parse(&row.state).ok_or_else(|| {
                 Error::internal(anyhow::anyhow!("tenant {} has unknown state {:?}", row.id, row.state))
             })?;
+            let isolation_tier = IsolationTier::parse(&row.isolation_tier).ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("tenant {} has unknown tier {:?}", row.id, row.isolation_tier))
+            })?;
             let labels = serde_json::from_value(row.labels).map_err(|error| {
                 Error::internal(anyhow::Error::new(error).context("tenant labels are not a string map"))
             })?;
@@ -69,6 +73,7 @@ pub(super) async fn assemble(connection: &mut Connection<'_>, rows: Vec<TenantRo
                 slug: row.slug,
                 display_name: row.display_name,
                 state,
+                isolation_tier,
                 labels,
                 domains: domains.remove(&row.id).unwrap_or_default(),
                 channel_bindings: bindings.remove(&row.id).unwrap_or_default(),

@@ -1,0 +1,198 @@
+//! Isolation tiers (decision 0018): schema tenants provisioned into a schema of their own,
+//! routed there by the tenant transaction, isolated at the SQL level as the app role, and
+//! not served while their schema is unfinished or behind its migrations.
+
+use std::time::Duration;
+
+use tenantd::db::tenant_schema::{latest_schema_version, quote_identifier, schema_name};
+use tenantd::proto::{CreateTenantRequest, GetTenantRequest, GetUserRequest, ListUsersRequest, Tenant};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::helpers::{
+    IsolationTier, State, TestApp, assert_error, connect, pg_admin, set_tenant, spawn_app, spawn_app_in, start,
+    test_config, unique_slug,
+};
+
+fn schema_of(tenant_id: &str) -> String {
+    schema_name(Uuid::parse_str(tenant_id).expect("a tenant id"))
+}
+
+#[tokio::test]
+async fn a_schema_tenant_gets_a_schema_of_its_own_and_its_rows_live_there() {
+    let app = spawn_app().await;
+    let schema_tenant = app.create_tenant_in(&unique_slug("sch"), IsolationTier::Schema).await;
+    let pooled_tenant = app.create_tenant_in(&unique_slug("poo"), IsolationTier::Pooled).await;
+    assert_eq!(schema_tenant.isolation_tier(), IsolationTier::Schema);
+    assert_eq!(schema_tenant.state(), State::Active, "active once its schema is complete");
+    assert_eq!(pooled_tenant.isolation_tier(), IsolationTier::Pooled, "control: the default tier");
+    let selector = Some(tenantd::proto::get_tenant_request::Selector::Id(schema_tenant.id.clone()));
+    let fetched = app.tenants.clone().get_tenant(GetTenantRequest { selector }).await.expect("get").into_inner();
+    assert_eq!(fetched.isolation_tier(), IsolationTier::Schema);
+
+    app.create_user(&schema_tenant.id, "s@s.example").await;
+    app.create_user(&pooled_tenant.id, "p@p.example").await;
+    let admin = connect(&pg_admin(), &app.database).await;
+    let schema = schema_of(&schema_tenant.id);
+    let owner: String = admin
+        .query_one("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .expect("the schema exists")
+        .get(0);
+    assert_eq!(owner, "tenantd_owner");
+    let in_schema: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {}.users", quote_identifier(&schema)), &[])
+        .await
+        .expect("count")
+        .get(0);
+    let in_shared: i64 = admin
+        .query_one("SELECT count(*) FROM public.users WHERE tenant_id = $1::text::uuid", &[&schema_tenant.id])
+        .await
+        .expect("count")
+        .get(0);
+    let pooled_in_shared: i64 = admin
+        .query_one("SELECT count(*) FROM public.users WHERE tenant_id = $1::text::uuid", &[&pooled_tenant.id])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!((in_schema, in_shared), (1, 0), "the schema tenant's user is in its schema only");
+    assert_eq!(pooled_in_shared, 1, "control: the pooled tenant's user is in the shared table");
+    let version: Option<String> = admin
+        .query_one("SELECT schema_version FROM tenants WHERE id = $1::text::uuid", &[&schema_tenant.id])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version.as_deref(), Some(latest_schema_version()));
+    app.stop().await;
+}
+
+/// Counts the users of `schema` that the app role sees with `tenant` set.
+async fn visible_in(client: &tokio_postgres::Client, schema: &str, tenant: Option<&str>) -> i64 {
+    client.batch_execute("BEGIN").await.expect("begin");
+    if let Some(tenant) = tenant {
+        set_tenant(client, tenant).await;
+    }
+    let count = client
+        .query_one(&format!("SELECT count(*) FROM {}.users", quote_identifier(schema)), &[])
+        .await
+        .expect("select as the app role")
+        .get(0);
+    client.batch_execute("COMMIT").await.expect("commit");
+    count
+}
+
+#[tokio::test]
+async fn as_the_app_role_one_schema_tenant_sees_nothing_of_another_tenants_schema() {
+    let app = spawn_app_in(IsolationTier::Schema, |_| {}).await;
+    let tenant_a = app.create_tenant(&unique_slug("a")).await.id;
+    let tenant_b = app.create_tenant(&unique_slug("b")).await.id;
+    app.create_user(&tenant_a, "a@a.example").await;
+    app.create_user(&tenant_b, "b@b.example").await;
+    let (schema_a, schema_b) = (schema_of(&tenant_a), schema_of(&tenant_b));
+    let app_role = connect("tenantd_app", &app.database).await;
+
+    assert_eq!(visible_in(&app_role, &schema_a, Some(&tenant_a)).await, 1, "control: A sees its own row");
+    assert_eq!(visible_in(&app_role, &schema_b, Some(&tenant_b)).await, 1, "control: B sees its own row");
+    assert_eq!(visible_in(&app_role, &schema_a, Some(&tenant_b)).await, 0, "schema A's tables with B set");
+    assert_eq!(visible_in(&app_role, &schema_b, Some(&tenant_a)).await, 0, "schema B's tables with A set");
+    assert_eq!(visible_in(&app_role, &schema_a, None).await, 0, "no tenant set: fail closed");
+
+    // Writing another tenant's row into A's schema is refused, even with that tenant set.
+    app_role.batch_execute("BEGIN").await.expect("begin");
+    set_tenant(&app_role, &tenant_b).await;
+    let insert = format!(
+        "INSERT INTO {}.users (tenant_id, id, email, role) VALUES ($1::text::uuid, $2::text::uuid, 'x@x.example', 'member')",
+        quote_identifier(&schema_a)
+    );
+    let refused = app_role.execute(&insert, &[&tenant_b, &Uuid::now_v7().to_string()]).await;
+    assert!(refused.is_err(), "a row of B cannot enter A's schema");
+    app_role.batch_execute("ROLLBACK").await.expect("rollback");
+
+    // And the app role can create nothing in a tenant schema.
+    let create = format!("CREATE TABLE {}.planted (id int)", quote_identifier(&schema_a));
+    let denied = app_role.batch_execute(&create).await.expect_err("the app role cannot create in a tenant schema");
+    assert_eq!(denied.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_schema_tenant_whose_provisioning_failed_is_not_served_and_a_retry_finishes_it() {
+    let database = crate::helpers::create_database().await;
+    crate::helpers::migrate(&database).await;
+    let mut config = test_config(&database);
+    // A role that does not exist: every provisioning attempt fails.
+    config.database.provisioning_url = Some(crate::helpers::database_url("tenantd_no_such_role", &database).into());
+    let broken = start(database.clone(), config).await;
+    broken.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let slug = unique_slug("prov");
+    let request_id = Uuid::now_v7().to_string();
+    let request = || CreateTenantRequest {
+        tenant: Some(Tenant {
+            slug: slug.clone(),
+            display_name: "Provisioned".to_owned(),
+            isolation_tier: IsolationTier::Schema as i32,
+            ..Default::default()
+        }),
+        request_id: request_id.clone(),
+    };
+    let failed = broken.tenants.clone().create_tenant(request()).await;
+    assert_error(failed, Code::Unavailable, "TENANT_PROVISIONING");
+    let stuck = broken
+        .tenants
+        .clone()
+        .get_tenant(GetTenantRequest {
+            selector: Some(tenantd::proto::get_tenant_request::Selector::Slug(slug.clone())),
+        })
+        .await
+        .expect("the tenant exists")
+        .into_inner();
+    assert_eq!(stuck.state(), State::Provisioning);
+    let served = broken.users(&stuck.id).list_users(ListUsersRequest::default()).await;
+    assert_error(served, Code::Unavailable, "TENANT_PROVISIONING");
+    broken.shutdown.cancel();
+    let _ = broken.server.await;
+
+    let fixed = start(database.clone(), test_config(&database)).await;
+    fixed.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let finished = fixed.tenants.clone().create_tenant(request()).await.expect("the retry finishes").into_inner();
+    assert_eq!((finished.id.clone(), finished.state()), (stuck.id.clone(), State::Active));
+    fixed.users(&finished.id).list_users(ListUsersRequest::default()).await.expect("served once provisioned");
+    let again = fixed.tenants.clone().create_tenant(request()).await.expect("a second retry").into_inner();
+    assert_eq!((again.state(), again.id), (State::Active, finished.id), "a retry of a finished create changes nothing");
+    fixed.stop().await;
+}
+
+#[tokio::test]
+async fn a_schema_tenant_whose_schema_is_behind_is_unavailable_until_migrated() {
+    let app: TestApp =
+        spawn_app_in(IsolationTier::Schema, |config| config.tenant_cache_ttl = Duration::from_millis(100)).await;
+    let behind = app.create_tenant(&unique_slug("behind")).await.id;
+    let current = app.create_tenant(&unique_slug("current")).await.id;
+    let user = app.create_user(&behind, "u@u.example").await;
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .execute("UPDATE tenants SET schema_version = '20261203000013' WHERE id = $1::text::uuid", &[&behind])
+        .await
+        .expect("mark the schema behind");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = app.users(&behind).get_user(GetUserRequest { id: user.id.clone() }).await;
+    assert_error(refused, Code::Unavailable, "TENANT_SCHEMA_BEHIND");
+    app.users(&current)
+        .list_users(ListUsersRequest::default())
+        .await
+        .expect("control: another schema tenant is served");
+
+    let report =
+        tenantd::db::migrations::migrate_tenant_schemas(&crate::helpers::database_url(&pg_admin(), &app.database), 4)
+            .await
+            .expect("migrate the tenant schemas");
+    assert_eq!((report.migrated, report.failed.len()), (1, 0), "{report:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.users(&behind).get_user(GetUserRequest { id: user.id }).await.expect("served again once migrated");
+    let rerun =
+        tenantd::db::migrations::migrate_tenant_schemas(&crate::helpers::database_url(&pg_admin(), &app.database), 4)
+            .await
+            .expect("migrate again");
+    assert_eq!((rerun.migrated, rerun.current), (0, 2), "idempotent: {rerun:?}");
+    app.stop().await;
+}
