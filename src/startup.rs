@@ -25,6 +25,7 @@ use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
 use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
+use crate::domain::moves::{MoveHandler, Moves};
 use crate::domain::operations::{OperationWorker, Operations};
 use crate::domain::operators::Operators;
 use crate::domain::settings::Settings;
@@ -140,26 +141,29 @@ impl Application {
         let events_gateway = gateway::events(auth.clone(), resolver.clone(), observe.clone());
         let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
         let data_plane = gateway::data_plane(auth, resolver.clone(), key_uses.clone(), activity.clone(), observe);
+        let operation_wake = Arc::new(tokio::sync::Notify::new());
+        let operations = Operations::new(database.clone(), operation_wake.clone());
+        let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
+        let move_handler = Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+        let operation_worker =
+            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
+            moves,
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
         let tenant_service = control_plane.layer(
             TenantServiceServer::new(tenant_api).max_decoding_message_size(decode).max_encoding_message_size(encode),
         );
-        let operation_wake = Arc::new(tokio::sync::Notify::new());
-        let operations = Operations::new(database.clone(), operation_wake.clone());
         let max_wait = limits.rpc_timeout.saturating_sub(Duration::from_millis(500));
         let operation_service = control_plane.layer(
             OperationsServer::new(OperationApi::new(operations.clone(), max_wait))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(encode),
         );
-        let operation_worker =
-            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, Vec::new());
         let operator_service = control_plane.layer(
             OperatorServiceServer::new(OperatorApi::new(Operators::new(database.clone(), resolver.clone())))
                 .max_decoding_message_size(decode)

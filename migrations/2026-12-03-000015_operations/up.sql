@@ -41,3 +41,36 @@ ALTER TABLE operations OWNER TO tenantd_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON operations TO tenantd_app;
 
 SELECT tenantd_distribute_registry_table('operations');
+
+-- Moving a tenant between tiers (decision 0019) pauses that tenant's writes, and only its
+-- writes, for the cutover: every write transaction of a tenant first calls
+-- tenantd_route_write, which takes the tenant's move lock shared (writes never wait for each
+-- other) and routes the rest of the transaction by the tier the registry records *now*, so a
+-- write that waited out a cutover lands on the new tier, never the old one. The cutover takes
+-- the lock exclusively. The key is the tenant id's last 64 bits (random in a UUIDv7).
+CREATE FUNCTION tenantd_move_lock_key(tenant uuid) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ('x' || right(replace(tenant::text, '-', ''), 16))::bit(64)::bigint;
+
+-- The schema name is built as tenantd's schema_name() builds it (`tenant_` and 32 hex
+-- digits; tests/api/moves.rs checks they agree), quoted with %I. set_config(..., true) is
+-- transaction-local, exactly like SET LOCAL.
+CREATE FUNCTION tenantd_route_write(tenant uuid) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    tier text;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(public.tenantd_move_lock_key(tenant));
+    SELECT t.isolation_tier INTO tier FROM public.tenants t WHERE t.id = tenant;
+    IF tier = 'schema' THEN
+        PERFORM set_config('search_path', format('%I, public', 'tenant_' || replace(tenant::text, '-', '')), true);
+    ELSE
+        PERFORM set_config('search_path', 'public', true);
+    END IF;
+END
+$fn$;
+
+ALTER FUNCTION tenantd_move_lock_key(uuid) OWNER TO tenantd_owner;
+ALTER FUNCTION tenantd_route_write(uuid) OWNER TO tenantd_owner;
+REVOKE EXECUTE ON FUNCTION tenantd_route_write(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantd_route_write(uuid) TO tenantd_app;
