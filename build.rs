@@ -66,7 +66,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service_generator(Box::new(generator()))
         // Generated once, below, as crate::proto::longrunning.
         .extern_path(".google.longrunning", "crate::proto::longrunning")
-        .compile_protos(&PROTOS.map(PathBuf::from), &[PathBuf::from("proto"), google.clone(), well_known_types.clone()])?;
+        .compile_protos(
+            &PROTOS.map(PathBuf::from),
+            &[PathBuf::from("proto"), google.clone(), well_known_types.clone()],
+        )?;
     prost_build::Config::new()
         .btree_map(["."])
         .service_generator(Box::new(generator()))

@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
-    Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig,
-    TlsConfig, TraceSampler, TracesConfig,
+    Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig, RootSampler, ServerLimits,
+    ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
 };
 
 /// `tenantd`: the tenant control plane.

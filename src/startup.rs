@@ -13,8 +13,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{
-    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, SettingApi, TenantApi, UserApi,
-    gateway,
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, SettingApi, TenantApi, UserApi, gateway,
 };
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
@@ -144,7 +143,8 @@ impl Application {
         let operation_wake = Arc::new(tokio::sync::Notify::new());
         let operations = Operations::new(database.clone(), operation_wake.clone());
         let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
-        let move_handler = Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+        let move_handler =
+            Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
         let operation_worker =
             OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
         let tenant_api = TenantApi::new(
@@ -359,7 +359,7 @@ impl Application {
         let events_task = tokio::spawn(events.run(stop_events.clone()));
         // Operations stop with the server's work; one left running is released for the
         // next claim.
-        let operations_task = tokio::spawn(operation_worker.run(stop_events.clone()));
+        let operations_task = AbortOnDrop(tokio::spawn(operation_worker.run(stop_events.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =
@@ -410,7 +410,7 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task);
+        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task.join());
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }
@@ -422,6 +422,23 @@ impl Application {
         }
         tracing::info!("shutdown: complete");
         Ok(())
+    }
+}
+
+/// A task that ends with the server future: when that future is dropped without a graceful
+/// stop (as a crashed replica's would be), its operation worker stops at once too, leaving
+/// its lease to expire, so that tests can kill a replica mid-operation in-process.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn join(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{required, time, timestamp, update_mask};
 use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
+use crate::domain::moves::Moves;
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
     parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains,
@@ -22,7 +23,6 @@ use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{self};
 use crate::tenancy::resolver::Identifier;
 use crate::tenancy::selector::TenantSelector;
-use crate::domain::moves::Moves;
 use crate::tenancy::{IsolationTier, RequestContext, Scope};
 
 /// The control-plane adapter.
@@ -285,9 +285,11 @@ impl TenantService for TenantApi {
             }
             Ok(ProtoTier::Pooled) => Ok(IsolationTier::Pooled),
             Ok(ProtoTier::Schema) => Ok(IsolationTier::Schema),
-            Err(_) => {
-                Err(Error::invalid(Reason::IsolationTierInvalid, "isolation_tier", "is not a Tenant.IsolationTier value"))
-            }
+            Err(_) => Err(Error::invalid(
+                Reason::IsolationTierInvalid,
+                "isolation_tier",
+                "is not a Tenant.IsolationTier value",
+            )),
         });
         let (id, tier) = violations.finish(|| Some((id?, tier?)))?;
         let operation = self.moves.start(&context, id, tier).await?;

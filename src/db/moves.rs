@@ -71,11 +71,18 @@ fn list(alias: &str, columns: &[String]) -> String {
     columns.iter().map(|column| format!("{alias}.{column}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Begins a repeatable-read transaction as `tenantd_owner`, scoped to `tenant_id`.
-async fn begin(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
-    connection.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").await?;
+/// Begins a transaction as `tenantd_owner`, scoped to `tenant_id`: repeatable read (one
+/// snapshot for every table, so copied rows satisfy their foreign keys), or read committed
+/// for the cutover, whose statements must each see every write committed before the move
+/// lock was granted.
+async fn begin_as(connection: &mut AsyncPgConnection, tenant_id: Uuid, isolation: &str) -> QueryResult<()> {
+    connection.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}")).await?;
     connection.batch_execute("SET LOCAL ROLE tenantd_owner").await?;
     connection.batch_execute(&set_tenant_statement(tenant_id)).await
+}
+
+async fn begin(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
+    begin_as(connection, tenant_id, "REPEATABLE READ").await
 }
 
 /// Commits after success, rolls back after a failure.
@@ -124,7 +131,11 @@ pub async fn copy(
 }
 
 /// Deletes the tenant's rows on `tier` (children first) inside the open transaction.
-async fn clear_in_transaction(connection: &mut AsyncPgConnection, tenant_id: Uuid, tier: IsolationTier) -> QueryResult<()> {
+async fn clear_in_transaction(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    tier: IsolationTier,
+) -> QueryResult<()> {
     for table in TENANT_SCHEMA_TABLES.iter().rev() {
         diesel::sql_query(format!("DELETE FROM {} WHERE tenant_id = $1", qualified(tier, tenant_id, table)))
             .bind::<SqlUuid, _>(tenant_id)
@@ -266,7 +277,7 @@ pub async fn cut_over(
     operation: (Uuid, Uuid),
     next_phase: &str,
 ) -> QueryResult<CutOver> {
-    begin(connection, tenant_id).await?;
+    begin_as(connection, tenant_id, "READ COMMITTED").await?;
     let outcome = async {
         diesel::sql_query("SELECT pg_advisory_xact_lock(tenantd_move_lock_key($1))::text")
             .bind::<SqlUuid, _>(tenant_id)

@@ -140,10 +140,7 @@ pub async fn request_cancel(
         "error": {"code": tonic_code(tonic::Code::Cancelled), "reason": reason, "message": message}
     });
     let ended = diesel::update(
-        operations::table
-            .find(id)
-            .filter(operations::state.eq("pending"))
-            .filter(operations::lease_owner.is_null()),
+        operations::table.find(id).filter(operations::state.eq("pending")).filter(operations::lease_owner.is_null()),
     )
     .set((
         operations::state.eq("cancelled"),
@@ -259,7 +256,8 @@ pub async fn finish(connection: &mut Connection<'_>, id: Uuid, owner: Uuid, outc
         Outcome::Succeeded(_) => "succeeded",
         Outcome::Error { state, .. } => state,
     };
-    let result = serde_json::to_value(&outcome).map_err(|error| diesel::result::Error::SerializationError(error.into()))?;
+    let result =
+        serde_json::to_value(&outcome).map_err(|error| diesel::result::Error::SerializationError(error.into()))?;
     let updated = diesel::update(owned(id, owner))
         .set((
             operations::state.eq(state),

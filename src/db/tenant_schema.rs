@@ -128,7 +128,10 @@ impl Provisioner {
     pub async fn connect(&self) -> crate::error::Result<AsyncPgConnection> {
         use crate::error::{Error, Reason};
         let target = self.target.as_ref().ok_or_else(|| Error::new(Reason::SchemaTierUnavailable))?;
-        target.connect().await.map_err(|error| Error::unavailable(Reason::DatabaseUnavailable, anyhow::Error::new(error)))
+        target
+            .connect()
+            .await
+            .map_err(|error| Error::unavailable(Reason::DatabaseUnavailable, anyhow::Error::new(error)))
     }
 
     /// Whether schema tenants can be provisioned.

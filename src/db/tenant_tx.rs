@@ -281,7 +281,8 @@ where
             let connection: &AppConnection = &pooled;
             connection.mark_transaction_open();
             let mut transaction = TenantTx { connection, tenant_id, actor, events_recorded: false };
-            let scope = Scope { route_write: Some(route_write_statement(tenant_id)), ..scope_statements(tenant_id, tier) };
+            let scope =
+                Scope { route_write: Some(route_write_statement(tenant_id)), ..scope_statements(tenant_id, tier) };
             let (begun, worked) = join!(begin(connection, &scope), work(&mut transaction));
             let events_recorded = transaction.events_recorded;
             end(connection, begun.map_err(Error::from).and(worked)).await.map(|value| (value, events_recorded))

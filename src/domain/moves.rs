@@ -105,6 +105,7 @@ impl MoveHandler {
         let MoveRequest { tenant_id, source, target } = request;
         let mut connection = self.connect().await?;
         let database = |error| Stop::Interrupted(Error::from(error));
+        let mut details = run.operation.progress.clone();
         if !matches!(run.operation.phase.as_str(), "drain" | "cleanup") {
             // Before the cutover: (re)build the target from the start.
             if run.checkpoint("copy", 5, serde_json::json!({})).await? {
@@ -118,12 +119,13 @@ impl MoveHandler {
             let copied: serde_json::Map<String, serde_json::Value> =
                 copied.into_iter().map(|(table, rows)| (table, rows.into())).collect();
             let copy_ms = started.elapsed().as_millis() as u64;
-            let mut details = serde_json::json!({"copied_rows": copied, "copy_ms": copy_ms});
+            details = serde_json::json!({"copied_rows": copied, "copy_ms": copy_ms});
             for round in 1..=CATCH_UP_ROUNDS {
                 if run.checkpoint("catch_up", 40 + 5 * round as i32, details.clone()).await? {
                     return self.cancel(&mut connection, tenant_id, target).await;
                 }
-                let changed = db::moves::catch_up(&mut connection, tenant_id, source, target).await.map_err(database)?;
+                let changed =
+                    db::moves::catch_up(&mut connection, tenant_id, source, target).await.map_err(database)?;
                 details["catch_up_rounds"] = round.into();
                 details["last_round_changed_rows"] = changed.into();
                 if changed <= CATCH_UP_SETTLED_ROWS {
@@ -134,9 +136,16 @@ impl MoveHandler {
                 return self.cancel(&mut connection, tenant_id, target).await;
             }
             let paused = Instant::now();
-            let cut = db::moves::cut_over(&mut connection, tenant_id, source, target, (run.operation.id, run.owner()), "drain")
-                .await
-                .map_err(database)?;
+            let cut = db::moves::cut_over(
+                &mut connection,
+                tenant_id,
+                source,
+                target,
+                (run.operation.id, run.owner()),
+                "drain",
+            )
+            .await
+            .map_err(database)?;
             let pause_ms = paused.elapsed().as_millis() as u64;
             match cut {
                 CutOver::Done(checks) => {
@@ -158,7 +167,6 @@ impl MoveHandler {
             }
         }
         tokio::time::sleep(self.drain).await;
-        let details = run.operation.progress.clone();
         run.checkpoint("cleanup", 95, details).await?;
         self.discard_source(&mut connection, tenant_id, source).await?;
         Ok(serde_json::json!({"tenant_id": tenant_id, "isolation_tier": target.as_str()}))

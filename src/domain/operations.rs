@@ -472,9 +472,9 @@ impl OperationWorker {
             }
         };
         let attempts = operation.attempts;
-        let run = OperationRun { operation, owner: self.owner, database: self.database.clone(), lost: stop.child_token() };
+        let run =
+            OperationRun { operation, owner: self.owner, database: self.database.clone(), lost: stop.child_token() };
         tracing::info!(operation.id = %id, phase = %run.operation.phase, attempts, "operation claimed");
-        let renewal = self.renew_until_done(id, lease_ms, run.lost.clone());
         let work = async {
             if attempts > MAX_ATTEMPTS {
                 handler.abandon(&run).await?;
@@ -482,26 +482,29 @@ impl OperationWorker {
             }
             handler.run(&run).await
         };
+        // The renewals run beside the work, in this task: if the worker is dropped (its
+        // replica killed), they stop with it and the lease expires.
         let outcome = tokio::select! {
             outcome = work => outcome,
+            () = self.renew_until_lost(id, lease_ms) => Err(Stop::Interrupted(lease_lost())),
             () = run.lost.cancelled() => Err(Stop::Interrupted(lease_lost())),
         };
-        let stopped = run.lost.clone();
-        stopped.cancel();
-        drop(renewal);
+        run.lost.cancel();
         let outcome = match outcome {
             Ok(response) => Outcome::Succeeded(response),
             Err(Stop::Cancelled) => ended("cancelled", Error::new(Reason::OperationCancelled)),
             Err(Stop::Failed(error)) => ended("failed", error),
             Err(Stop::Interrupted(error)) => {
-                tracing::warn!(operation.id = %id, error = %error, "operation interrupted; it resumes on its next claim");
+                tracing::warn!(operation.id = %id, error = ?error, "operation interrupted; it resumes on its next claim");
                 self.release(id).await;
                 return;
             }
         };
         let owner = self.owner;
-        let finished =
-            self.database.global(async |connection| Ok(db::operations::finish(connection, id, owner, outcome).await?)).await;
+        let finished = self
+            .database
+            .global(async |connection| Ok(db::operations::finish(connection, id, owner, outcome).await?))
+            .await;
         match finished {
             Ok(true) => tracing::info!(operation.id = %id, "operation finished"),
             Ok(false) => tracing::warn!(operation.id = %id, "operation finished after its lease was lost"),
@@ -509,38 +512,33 @@ impl OperationWorker {
         }
     }
 
-    /// Renews the lease every third of it until `done`; a failed renewal (another owner)
-    /// cancels `done`. Returns a guard that stops the renewals when dropped.
-    fn renew_until_done(&self, id: Uuid, lease_ms: i64, done: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Renews the lease every third of it; completes only when a renewal finds that another
+    /// worker holds the operation (or it ended).
+    async fn renew_until_lost(&self, id: Uuid, lease_ms: i64) {
         let (database, owner) = (self.database.clone(), self.owner);
         let every = self.config.lease / 3;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = done.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = database
+                .global(async |connection| Ok(db::operations::renew(connection, id, owner, lease_ms).await?))
+                .await;
+            match renewed {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(operation.id = %id, "operation lease lost");
+                    return;
                 }
-                let renewed = database
-                    .global(async |connection| Ok(db::operations::renew(connection, id, owner, lease_ms).await?))
-                    .await;
-                match renewed {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        tracing::warn!(operation.id = %id, "operation lease lost");
-                        done.cancel();
-                        return;
-                    }
-                    // The lease may still be ours: try again at the next tick.
-                    Err(error) => tracing::warn!(operation.id = %id, error = %error, "operation lease not renewed"),
-                }
+                // The lease may still be ours: try again at the next tick.
+                Err(error) => tracing::warn!(operation.id = %id, error = %error, "operation lease not renewed"),
             }
-        })
+        }
     }
 
     /// Gives up the lease now, so that the next claim (here or elsewhere) resumes at once.
     async fn release(&self, id: Uuid) {
         let owner = self.owner;
-        let _ = self.database.global(async |connection| Ok(db::operations::renew(connection, id, owner, 0).await?)).await;
+        let _ =
+            self.database.global(async |connection| Ok(db::operations::renew(connection, id, owner, 0).await?)).await;
     }
 }
 
