@@ -364,3 +364,49 @@ async fn the_write_route_statement_is_its_own_statement_built_from_the_uuid_and_
     assert_eq!(path, expected.replace('"', ""), "the function routes to the schema schema_name() names");
     app.stop().await;
 }
+
+/// The benchmark of docs/performance.md (run alone: `cargo test --locked --test api
+/// moves::bench_ -- --ignored --nocapture`): a 100,000-row tenant moved to its own schema and
+/// back under write load on it and on another tenant.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_moving_a_100000_row_tenant_under_write_load() {
+    let app = Arc::new(spawn_app_with(fast).await);
+    let moving = app.create_tenant_in(&unique_slug("ben"), IsolationTier::Pooled).await;
+    let other = app.create_tenant_in(&unique_slug("bot"), IsolationTier::Pooled).await;
+    seed_users(&app, &moving.id, 100_000).await;
+    for target in [IsolationTier::Schema, IsolationTier::Pooled] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = [moving.id.clone(), other.id.clone()].map(|tenant_id| {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move { write_until(&app, &tenant_id, stop).await })
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started_at = Instant::now();
+        let started = move_to(&app, &moving.id, target).await;
+        let finished = wait_done(&app, &started.name, Duration::from_secs(300)).await;
+        let total = started_at.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut results = Vec::new();
+        for writer in writers {
+            results.push(writer.await.expect("writer"));
+        }
+        let details = metadata(&finished).details.expect("details");
+        let field = |name: &str| details.fields.get(name).cloned();
+        println!(
+            "BENCH move to {target:?}: total {total:?} (includes drain 300 ms); write_pause_ms {:?}; copy_ms {:?}; \
+             catch_up_rounds {:?}; slowest write on the moving tenant {:?} ({} writes, {} errors), on the other {:?} \
+             ({} writes, {} errors)",
+            field("write_pause_ms"),
+            field("copy_ms"),
+            field("catch_up_rounds"),
+            results[0].2,
+            results[0].0.len(),
+            results[0].1.len(),
+            results[1].2,
+            results[1].0.len(),
+            results[1].1.len(),
+        );
+    }
+    Arc::into_inner(app).expect("one owner").stop().await;
+}
