@@ -305,8 +305,8 @@ mod tests {
 
     #[test]
     fn a_schema_name_is_tenant_and_the_ids_hex_digits() {
-        let id = Uuid::parse_str("0190a0a0-0000-7000-8000-00000000000A").unwrap();
-        assert_eq!(schema_name(id), "tenant_0190a0a0000070008000000000000000a");
+        let id = Uuid::parse_str("0190a0a0-0000-7000-8000-00000000000A").expect("a uuid");
+        assert_eq!(schema_name(id), "tenant_0190a0a000007000800000000000000a");
     }
 
     #[test]
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn the_search_path_statement_names_the_quoted_schema_then_public() {
-        let id = Uuid::parse_str("0190a0a0-0000-7000-8000-000000000001").unwrap();
+        let id = Uuid::parse_str("0190a0a0-0000-7000-8000-000000000001").expect("a uuid");
         assert_eq!(
             set_search_path_statement(id),
             "SET LOCAL search_path = \"tenant_0190a0a0000070008000000000000001\", public"

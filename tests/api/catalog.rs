@@ -9,6 +9,14 @@ use crate::helpers::{connect, create_database, drop_database, migrate, pg_admin}
 /// that must be argued in docs/decisions/.
 const REGISTRY_TABLES: &[&str] = &["tenant_domains", "tenant_channel_bindings"];
 
+/// The policy expressions that fail closed, as PostgreSQL prints them: the plain form and the
+/// wrapped form (an InitPlan evaluated once per statement, decision 0018). With the setting
+/// missing (NULL) or reset ('') both compare to NULL and match no row.
+const FAIL_CLOSED_POLICIES: &[&str] = &[
+    "(tenant_id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)",
+    "(tenant_id = ( SELECT (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid AS \"nullif\"))",
+];
+
 /// Every rule violation in `database`, as readable sentences. Empty means the gate passes.
 pub async fn gate_violations(database: &str) -> Vec<String> {
     let client = connect(&pg_admin(), database).await;
@@ -17,16 +25,20 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
     // Tables with a tenant_id column: RLS enabled and forced, a policy with USING and WITH CHECK.
     let tables = client
         .query(
-            "SELECT c.oid, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+            "SELECT c.oid, CASE WHEN n.nspname = 'public' THEN c.relname::text ELSE n.nspname || '.' || c.relname END AS relname,
+                    c.relrowsecurity, c.relforcerowsecurity,
                     EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
                             AND p.polqual IS NOT NULL AND p.polwithcheck IS NOT NULL) AS has_policy,
                     NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
-                            AND (p.polqual IS NULL OR p.polwithcheck IS NULL)) AS all_policies_complete
+                            AND (p.polqual IS NULL OR p.polwithcheck IS NULL)) AS all_policies_complete,
+                    NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
+                            AND NOT (pg_get_expr(p.polqual, p.polrelid) = ANY ($2)
+                                     AND pg_get_expr(p.polwithcheck, p.polrelid) = ANY ($2))) AS all_policies_fail_closed
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT (c.relname = ANY ($1))",
-            &[&REGISTRY_TABLES],
+             WHERE (n.nspname = 'public' OR n.nspname ~ '^tenant_[0-9a-f]{32}$') AND c.relkind IN ('r', 'p') AND NOT (c.relname = ANY ($1))",
+            &[&REGISTRY_TABLES, &FAIL_CLOSED_POLICIES],
         )
         .await
         .expect("tenant tables");
@@ -41,18 +53,38 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
         if !table.get::<_, bool>("has_policy") || !table.get::<_, bool>("all_policies_complete") {
             violations.push(format!("{name}: needs a policy with both USING and WITH CHECK"));
         }
+        if !table.get::<_, bool>("all_policies_fail_closed") {
+            violations.push(format!("{name}: a policy is not the fail-closed tenant policy"));
+        }
+    }
+
+    // Every tenant schema has every table a schema tenant keeps there: a missing one would
+    // resolve to the shared table through the search path.
+    let missing = client
+        .query(
+            "SELECT n.nspname || '.' || t.name AS missing
+             FROM pg_namespace n CROSS JOIN unnest($1::text[]) AS t(name)
+             WHERE n.nspname ~ '^tenant_[0-9a-f]{32}$'
+               AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = t.name)",
+            &[&tenantd::db::tenant_schema::TENANT_SCHEMA_TABLES],
+        )
+        .await
+        .expect("tenant schema tables");
+    for row in &missing {
+        let name: String = row.get(0);
+        violations.push(format!("{name}: missing from its tenant schema"));
     }
 
     // Every primary key and unique index of those tables includes tenant_id.
     let keys = client
         .query(
-            "SELECT c.relname AS table_name, i.relname AS index_name
+            "SELECT CASE WHEN n.nspname = 'public' THEN c.relname::text ELSE n.nspname || '.' || c.relname END AS table_name, i.relname AS index_name
              FROM pg_index x
              JOIN pg_class c ON c.oid = x.indrelid
              JOIN pg_class i ON i.oid = x.indexrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND (x.indisunique OR x.indisprimary)
+             WHERE (n.nspname = 'public' OR n.nspname ~ '^tenant_[0-9a-f]{32}$') AND (x.indisunique OR x.indisprimary)
                AND NOT (a.attnum = ANY (x.indkey::int2[])) AND NOT (c.relname = ANY ($1))",
             &[&REGISTRY_TABLES],
         )
@@ -67,12 +99,12 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
     // Every foreign key of those tables includes tenant_id.
     let foreign_keys = client
         .query(
-            "SELECT c.relname AS table_name, k.conname
+            "SELECT CASE WHEN n.nspname = 'public' THEN c.relname::text ELSE n.nspname || '.' || c.relname END AS table_name, k.conname
              FROM pg_constraint k
              JOIN pg_class c ON c.oid = k.conrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND k.contype = 'f' AND NOT (a.attnum = ANY (k.conkey))
+             WHERE (n.nspname = 'public' OR n.nspname ~ '^tenant_[0-9a-f]{32}$') AND k.contype = 'f' AND NOT (a.attnum = ANY (k.conkey))
                AND NOT (c.relname = ANY ($1))",
             &[&REGISTRY_TABLES],
         )
@@ -87,13 +119,13 @@ pub async fn gate_violations(database: &str) -> Vec<String> {
     // Every index of those tables leads with tenant_id.
     let indexes = client
         .query(
-            "SELECT c.relname AS table_name, i.relname AS index_name
+            "SELECT CASE WHEN n.nspname = 'public' THEN c.relname::text ELSE n.nspname || '.' || c.relname END AS table_name, i.relname AS index_name
              FROM pg_index x
              JOIN pg_class c ON c.oid = x.indrelid
              JOIN pg_class i ON i.oid = x.indexrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
-             WHERE n.nspname = 'public' AND (x.indkey::int2[])[0] <> a.attnum AND NOT (c.relname = ANY ($1))",
+             WHERE (n.nspname = 'public' OR n.nspname ~ '^tenant_[0-9a-f]{32}$') AND (x.indkey::int2[])[0] <> a.attnum AND NOT (c.relname = ANY ($1))",
             &[&REGISTRY_TABLES],
         )
         .await
@@ -183,4 +215,40 @@ async fn every_tenant_table_passes_the_catalog_gate_and_the_gate_catches_a_table
         "{violations:?}"
     );
     drop_database(&database).await;
+}
+
+#[tokio::test]
+async fn every_tenant_schema_passes_the_gate_and_the_gate_catches_an_open_policy_or_a_missing_table() {
+    use crate::helpers::{IsolationTier, spawn_app, unique_slug};
+    let app = spawn_app().await;
+    let tenant = app.create_tenant_in(&unique_slug("gate"), IsolationTier::Schema).await.id;
+    let schema = tenantd::db::tenant_schema::schema_name(uuid::Uuid::parse_str(&tenant).expect("id"));
+    assert_eq!(gate_violations(&app.database).await, Vec::<String>::new(), "control: a provisioned schema passes");
+
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.documents NO FORCE ROW LEVEL SECURITY;
+             CREATE POLICY open ON {schema}.users USING (true) WITH CHECK (true);
+             ALTER POLICY tenant_isolation ON public.users
+                 USING (tenant_id = (SELECT nullif(current_setting('app.tenant_id', true), '')::uuid))
+                 WITH CHECK (tenant_id IS NOT NULL);
+             DROP TABLE {schema}.tenant_settings;"
+        ))
+        .await
+        .expect("weaken the schema");
+    let violations = gate_violations(&app.database).await;
+    for expected in [
+        format!("{schema}.documents: row-level security is not forced"),
+        format!("{schema}.users: a policy is not the fail-closed tenant policy"),
+        "users: a policy is not the fail-closed tenant policy".to_owned(),
+        format!("{schema}.tenant_settings: missing from its tenant schema"),
+    ] {
+        assert!(violations.contains(&expected), "{expected} in {violations:?}");
+    }
+    assert!(
+        !violations.iter().any(|violation| violation.starts_with("documents:")),
+        "control: the shared documents table still passes: {violations:?}"
+    );
+    app.stop().await;
 }

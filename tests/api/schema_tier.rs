@@ -18,9 +18,15 @@ mod helpers {
     }
 }
 
+// Deliberately the same file as `crate::documents`, compiled against this module's helpers.
+#[allow(clippy::duplicate_mod)]
 #[path = "documents.rs"]
 mod documents;
+// Deliberately the same file as `crate::settings`, compiled against this module's helpers.
+#[allow(clippy::duplicate_mod)]
 #[path = "settings.rs"]
 mod settings;
+// Deliberately the same file as `crate::users`, compiled against this module's helpers.
+#[allow(clippy::duplicate_mod)]
 #[path = "users.rs"]
 mod users;
