@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
+use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperationsArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
     Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig, RootSampler, ServerLimits,
     ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
@@ -47,6 +47,8 @@ pub enum Command {
     Keys(KeysArgs),
     /// Manage operators: the platform's named credentials and their roles.
     Operators(OperatorsArgs),
+    /// Follow and cancel long-running operations (tenant moves).
+    Operations(OperationsArgs),
     /// Show the tenant named by an id, slug, domain, channel binding or API key.
     Resolve(ResolveArgs),
     /// Watch tenant events (WatchEvents) as JSON lines.
