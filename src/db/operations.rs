@@ -272,14 +272,15 @@ pub async fn finish(connection: &mut Connection<'_>, id: Uuid, owner: Uuid, outc
     Ok(updated == 1)
 }
 
+/// One operation, by id.
+type ById = diesel::dsl::Find<operations::table, Uuid>;
+/// [`ById`], held by one owner.
+type ByIdAndOwner = diesel::dsl::Filter<ById, diesel::dsl::Eq<operations::lease_owner, Uuid>>;
+/// [`ByIdAndOwner`], still running.
+type Owned = diesel::dsl::Filter<ByIdAndOwner, diesel::dsl::Eq<operations::state, &'static str>>;
+
 /// The running operation `id` as long as `owner` holds its lease.
-fn owned(
-    id: Uuid,
-    owner: Uuid,
-) -> diesel::dsl::Filter<
-    diesel::dsl::Filter<diesel::dsl::Find<operations::table, Uuid>, diesel::dsl::Eq<operations::lease_owner, Uuid>>,
-    diesel::dsl::Eq<operations::state, &'static str>,
-> {
+fn owned(id: Uuid, owner: Uuid) -> Owned {
     operations::table.find(id).filter(operations::lease_owner.eq(owner)).filter(operations::state.eq("running"))
 }
 

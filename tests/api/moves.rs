@@ -89,7 +89,7 @@ async fn listed_user_ids(app: &TestApp, tenant_id: &str) -> Vec<String> {
     loop {
         let page = app
             .users(tenant_id)
-            .list_users(ListUsersRequest { page_size: 1000, page_token, ..Default::default() })
+            .list_users(ListUsersRequest { page_size: 1000, page_token })
             .await
             .expect("list users")
             .into_inner();
@@ -181,7 +181,7 @@ async fn a_live_tenant_moves_to_its_own_schema_and_back_without_losing_or_doubli
             tokio::spawn(async move {
                 let (mut reads, mut failures) = (0, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
-                    let request = ListUsersRequest { page_size: 10, ..Default::default() };
+                    let request = ListUsersRequest { page_size: 10, page_token: String::new() };
                     match app.users(&tenant_id).list_users(request).await {
                         Ok(page) if page.get_ref().users.len() == 10 => reads += 1,
                         Ok(page) => failures.push(format!("short page of {}", page.get_ref().users.len())),
