@@ -798,7 +798,7 @@ mod tests {
                 checked += 1;
             }
         });
-        // 17 durations and 3 sizes.
-        assert_eq!(checked, 20);
+        // 20 durations and 3 sizes.
+        assert_eq!(checked, 23);
     }
 }
