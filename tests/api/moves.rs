@@ -410,3 +410,35 @@ async fn bench_moving_a_100000_row_tenant_under_write_load() {
     }
     Arc::into_inner(app).expect("one owner").stop().await;
 }
+
+#[tokio::test]
+async fn a_move_cancelled_before_its_cutover_leaves_the_tenant_where_it_was_and_drops_the_copy() {
+    let app = spawn_app_with(fast).await;
+    let tenant = app.create_tenant_in(&unique_slug("can"), IsolationTier::Pooled).await;
+    // Enough rows that the copy is still running when the cancel arrives.
+    seed_users(&app, &tenant.id, 50_000).await;
+    let started = move_to(&app, &tenant.id, IsolationTier::Schema).await;
+    operations(&app)
+        .cancel_operation(tenantd::proto::longrunning::CancelOperationRequest { name: started.name.clone() })
+        .await
+        .expect("cancel");
+    let done = wait_done(&app, &started.name, Duration::from_secs(60)).await;
+    let Some(operation::Result::Error(status)) = &done.result else { panic!("not cancelled: {:?}", done.result) };
+    assert_eq!(status.code, Code::Cancelled as i32);
+    assert!(metadata(&done).cancel_requested);
+    assert_eq!(tier_of(&app, &tenant.id).await, IsolationTier::Pooled, "the tenant never left");
+    assert_eq!(rows_per_tier(&app, &tenant.id).await, (50_000, 0), "the copy is gone, the source intact");
+    assert_eq!(listed_user_ids(&app, &tenant.id).await.len(), 50_000, "and it serves");
+    // Cancelling a finished operation changes nothing; deleting it forgets it.
+    operations(&app)
+        .cancel_operation(tenantd::proto::longrunning::CancelOperationRequest { name: started.name.clone() })
+        .await
+        .expect("cancel again");
+    operations(&app)
+        .delete_operation(tenantd::proto::longrunning::DeleteOperationRequest { name: started.name.clone() })
+        .await
+        .expect("delete");
+    let gone = operations(&app).get_operation(GetOperationRequest { name: started.name.clone() }).await;
+    assert_error(gone, Code::NotFound, "OPERATION_NOT_FOUND");
+    app.stop().await;
+}
