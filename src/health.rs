@@ -7,6 +7,10 @@
 //!   the workers (its `citus.propagate_set_commands` is `local`), and shutdown has not begun.
 //!   `""` starts NOT_SERVING (tonic-health would start it SERVING).
 //! - `postgres`, `redis`: each dependency's own state.
+//! - `tenant_schemas`: SERVING when every schema tenant's schema has reached the tenant-schema
+//!   migrations this build expects; NOT_SERVING while any is behind (those tenants' requests
+//!   fail UNAVAILABLE, `TENANT_SCHEMA_BEHIND`, and `tenantd migrate` fixes them). It does not
+//!   affect `""`: one tenant's schema must not take the replica out for every tenant.
 //! - `liveness`: SERVING until shutdown begins, never tied to a dependency.
 //!
 //! The task publishes only when a status changes, so Watch streams see transitions only.
@@ -39,6 +43,8 @@ pub const LIVENESS: &str = "liveness";
 pub const POSTGRES: &str = "postgres";
 /// Redis's service name.
 pub const REDIS: &str = "redis";
+/// The tenant schemas' service name.
+pub const TENANT_SCHEMAS: &str = "tenant_schemas";
 
 /// Names that report readiness.
 fn readiness_names() -> [&'static str; 7] {
@@ -63,6 +69,8 @@ struct Observed {
     /// Whether the role tenantd connects as is bound by row-level security.
     role_bound_by_rls: bool,
     redis: bool,
+    /// Whether no schema tenant's schema is behind (false when it could not be checked).
+    tenant_schemas_current: bool,
 }
 
 struct Published {
@@ -80,7 +88,7 @@ impl Health {
     /// Wraps a reporter and sets the starting statuses: everything NOT_SERVING but
     /// liveness.
     pub async fn new(reporter: HealthReporter) -> Self {
-        for name in readiness_names().into_iter().chain([POSTGRES, REDIS]) {
+        for name in readiness_names().into_iter().chain([POSTGRES, REDIS, TENANT_SCHEMAS]) {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
         }
         reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
@@ -102,6 +110,7 @@ impl Health {
         }
         self.reporter.set_service_status(POSTGRES, status(observed.postgres)).await;
         self.reporter.set_service_status(REDIS, status(observed.redis)).await;
+        self.reporter.set_service_status(TENANT_SCHEMAS, status(observed.tenant_schemas_current)).await;
         tracing::info!(
             ready,
             postgres = observed.postgres,
@@ -109,6 +118,7 @@ impl Health {
             tenant_setting_propagates = observed.tenant_setting_propagates,
             role_bound_by_rls = observed.role_bound_by_rls,
             redis = observed.redis,
+            tenant_schemas_current = observed.tenant_schemas_current,
             "health changed"
         );
     }
@@ -127,7 +137,7 @@ impl Health {
     /// their connections can drain.
     pub async fn close_watches(&self) {
         let mut reporter = self.reporter.clone();
-        for name in readiness_names().into_iter().chain([POSTGRES, REDIS, LIVENESS]) {
+        for name in readiness_names().into_iter().chain([POSTGRES, REDIS, TENANT_SCHEMAS, LIVENESS]) {
             reporter.clear_service_status(name).await;
         }
     }
@@ -281,7 +291,26 @@ impl Prober {
             Some(probe) if probe.escapes_rls => self.warn_unsafe_role(&probe.role),
             _ => self.warned_role = None,
         }
-        Observed { postgres, migrations_current, tenant_setting_propagates, role_bound_by_rls, redis }
+        let tenant_schemas_current = match self.connection.as_mut().filter(|_| migrations_current) {
+            Some(connection) => match tokio::time::timeout(self.timeout, schemas_behind(connection)).await {
+                Ok(Ok(behind)) => {
+                    if !behind.is_empty() {
+                        tracing::warn!(schemas = ?behind, "tenant schemas are behind their migrations: run tenantd migrate");
+                    }
+                    behind.is_empty()
+                }
+                _ => false,
+            },
+            None => false,
+        };
+        Observed {
+            postgres,
+            migrations_current,
+            tenant_setting_propagates,
+            role_bound_by_rls,
+            redis,
+            tenant_schemas_current,
+        }
     }
 
     /// Says why a Citus database is not served, once per value of the setting. The probe
@@ -340,6 +369,24 @@ impl Prober {
 
 /// The newest applied migration version and the Citus facts, reconnecting first if
 /// needed. `Ok(None)`: connected, but the migrations table is missing or unreadable.
+/// Up to ten schemas of schema tenants (not deleted) whose schema is behind
+/// [`crate::db::tenant_schema::latest_schema_version`].
+async fn schemas_behind(connection: &mut AsyncPgConnection) -> QueryResult<Vec<String>> {
+    #[derive(QueryableByName)]
+    struct Behind {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+    }
+    let rows: Vec<Behind> = diesel::sql_query(
+        "SELECT id FROM tenants WHERE isolation_tier = 'schema' AND schema_version IS NOT NULL \
+         AND schema_version <> $1 AND state <> 'deleted' ORDER BY id LIMIT 10",
+    )
+    .bind::<Text, _>(crate::db::tenant_schema::latest_schema_version())
+    .load(connection)
+    .await?;
+    Ok(rows.into_iter().map(|row| crate::db::tenant_schema::schema_name(row.id)).collect())
+}
+
 async fn probe_postgres(
     database: &PgTarget,
     slot: &mut Option<AsyncPgConnection>,

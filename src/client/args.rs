@@ -232,6 +232,8 @@ pub enum TenantStateArg {
     Suspended,
     /// Soft-deleted.
     Deleted,
+    /// A schema tenant whose schema is still being created.
+    Provisioning,
 }
 
 /// `tenantd tenants update`: only the fields given change.

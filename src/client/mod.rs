@@ -351,6 +351,7 @@ fn tenant_state(state: TenantStateArg) -> tenant::State {
         TenantStateArg::Active => tenant::State::Active,
         TenantStateArg::Suspended => tenant::State::Suspended,
         TenantStateArg::Deleted => tenant::State::Deleted,
+        TenantStateArg::Provisioning => tenant::State::Provisioning,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tenantd::db::tenant_schema::{latest_schema_version, quote_identifier, schema_name};
 use tenantd::proto::{CreateTenantRequest, GetTenantRequest, GetUserRequest, ListUsersRequest, Tenant};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -123,7 +124,7 @@ async fn a_schema_tenant_whose_provisioning_failed_is_not_served_and_a_retry_fin
     // A role that does not exist: every provisioning attempt fails.
     config.database.provisioning_url = Some(crate::helpers::database_url("tenantd_no_such_role", &database).into());
     let broken = start(database.clone(), config).await;
-    broken.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    broken.wait_for_status("", ServingStatus::Serving).await;
     let slug = unique_slug("prov");
     let request_id = Uuid::now_v7().to_string();
     let request = || CreateTenantRequest {
@@ -153,7 +154,7 @@ async fn a_schema_tenant_whose_provisioning_failed_is_not_served_and_a_retry_fin
     let _ = broken.server.await;
 
     let fixed = start(database.clone(), test_config(&database)).await;
-    fixed.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    fixed.wait_for_status("", ServingStatus::Serving).await;
     let finished = fixed.tenants.clone().create_tenant(request()).await.expect("the retry finishes").into_inner();
     assert_eq!((finished.id.clone(), finished.state()), (stuck.id.clone(), State::Active));
     fixed.users(&finished.id).list_users(ListUsersRequest::default()).await.expect("served once provisioned");
@@ -174,6 +175,8 @@ async fn a_schema_tenant_whose_schema_is_behind_is_unavailable_until_migrated() 
         .execute("UPDATE tenants SET schema_version = '20261203000013' WHERE id = $1::text::uuid", &[&behind])
         .await
         .expect("mark the schema behind");
+    app.wait_for_status("tenant_schemas", ServingStatus::NotServing).await;
+    assert_eq!(app.status("").await, ServingStatus::Serving, "one tenant's schema does not take the replica out");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = app.users(&behind).get_user(GetUserRequest { id: user.id.clone() }).await;
     assert_error(refused, Code::Unavailable, "TENANT_SCHEMA_BEHIND");
@@ -187,6 +190,7 @@ async fn a_schema_tenant_whose_schema_is_behind_is_unavailable_until_migrated() 
             .await
             .expect("migrate the tenant schemas");
     assert_eq!((report.migrated, report.failed.len()), (1, 0), "{report:?}");
+    app.wait_for_status("tenant_schemas", ServingStatus::Serving).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.users(&behind).get_user(GetUserRequest { id: user.id }).await.expect("served again once migrated");
     let rerun =
@@ -194,5 +198,42 @@ async fn a_schema_tenant_whose_schema_is_behind_is_unavailable_until_migrated() 
             .await
             .expect("migrate again");
     assert_eq!((rerun.migrated, rerun.current), (0, 2), "idempotent: {rerun:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_schema_that_fails_to_migrate_is_reported_by_name_and_does_not_block_the_others() {
+    let app = spawn_app_in(IsolationTier::Schema, |_| {}).await;
+    let healthy = app.create_tenant(&unique_slug("ok")).await.id;
+    let broken = app.create_tenant(&unique_slug("bad")).await.id;
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .execute(
+            "UPDATE tenants SET schema_version = '20261203000013' WHERE id IN ($1::text::uuid, $2::text::uuid)",
+            &[&healthy, &broken],
+        )
+        .await
+        .expect("mark both behind");
+    admin
+        .batch_execute(&format!("DROP TABLE {}.tenant_settings", quote_identifier(&schema_of(&broken))))
+        .await
+        .expect("break one schema");
+    let url = crate::helpers::database_url(&pg_admin(), &app.database);
+    let report = tenantd::db::migrations::migrate_tenant_schemas(&url, 2).await.expect("the run completes");
+    assert_eq!(report.migrated, 1, "the healthy schema was migrated: {report:?}");
+    let failed: Vec<&str> = report.failed.iter().map(|(schema, _)| schema.as_str()).collect();
+    assert_eq!(failed, [schema_of(&broken).as_str()], "the broken one is named");
+    let versions = admin
+        .query(
+            "SELECT id::text, schema_version FROM tenants WHERE id IN ($1::text::uuid, $2::text::uuid)",
+            &[&healthy, &broken],
+        )
+        .await
+        .expect("versions");
+    for row in versions {
+        let (id, version): (String, Option<String>) = (row.get(0), row.get(1));
+        let expected = if id == healthy { latest_schema_version() } else { "20261203000013" };
+        assert_eq!(version.as_deref(), Some(expected), "{id}: the failed schema rolled back to where it was");
+    }
     app.stop().await;
 }
