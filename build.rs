@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use prost_build::{Service, ServiceGenerator};
 
-const PROTOS: [&str; 10] = [
+const PROTOS: [&str; 11] = [
     "proto/tenantd/v1/audit.proto",
     "proto/tenantd/v1/diagnostics_service.proto",
     "proto/tenantd/v1/document_service.proto",
     "proto/tenantd/v1/event_service.proto",
+    "proto/tenantd/v1/operation.proto",
     "proto/tenantd/v1/operator_service.proto",
     "proto/tenantd/v1/plan_service.proto",
     "proto/tenantd/v1/quota_service.proto",
@@ -16,6 +17,9 @@ const PROTOS: [&str; 10] = [
     "proto/tenantd/v1/tenant_service.proto",
     "proto/tenantd/v1/user_service.proto",
 ];
+
+/// Vendored Google APIs tenantd serves (not its own API, so buf does not lint them).
+const GOOGLE_PROTOS: [&str; 1] = ["third_party/googleapis/google/longrunning/operations.proto"];
 
 /// The codec of the generated servers: a request that does not decode is INVALID_ARGUMENT.
 const SERVER_CODEC: &str = "crate::api::codec::RequestCodec";
@@ -52,16 +56,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", &protoc) };
     let well_known_types = protoc_bin_vendored::include_path()?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let generator = ClientAndServer {
+    let generator = || ClientAndServer {
         client: tonic_prost_build::configure().build_server(false).service_generator(),
         server: tonic_prost_build::configure().build_client(false).codec_path(SERVER_CODEC).service_generator(),
     };
+    let google = PathBuf::from("third_party/googleapis");
     prost_build::Config::new()
         // Ordered maps: deterministic encoding and iteration.
         .btree_map(["."])
         .file_descriptor_set_path(out_dir.join("tenantd_descriptor.bin"))
-        .service_generator(Box::new(generator))
-        .compile_protos(&PROTOS.map(PathBuf::from), &[PathBuf::from("proto"), well_known_types.clone()])?;
+        .service_generator(Box::new(generator()))
+        // Generated once, below, as crate::proto::longrunning.
+        .extern_path(".google.longrunning", "crate::proto::longrunning")
+        .compile_protos(
+            &PROTOS.map(PathBuf::from),
+            &[PathBuf::from("proto"), google.clone(), well_known_types.clone()],
+        )?;
+    prost_build::Config::new()
+        .btree_map(["."])
+        .service_generator(Box::new(generator()))
+        // google.rpc.Status comes from tonic-types, like the error details.
+        .extern_path(".google.rpc", "::tonic_types::pb")
+        .compile_protos(&GOOGLE_PROTOS.map(PathBuf::from), &[google, well_known_types.clone()])?;
     // The google.rpc detail messages tenantd's errors carry, for server reflection only.
     let status = std::process::Command::new(&protoc)
         .arg("--include_imports")

@@ -11,10 +11,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
+use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperationsArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
-    Config, ConnectionConfig, DatabaseConfig, EventsConfig, RedisConfig, RootSampler, ServerLimits, ShutdownConfig,
-    TlsConfig, TraceSampler, TracesConfig,
+    Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig, RootSampler, ServerLimits,
+    ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
 };
 
 /// `tenantd`: the tenant control plane.
@@ -47,6 +47,8 @@ pub enum Command {
     Keys(KeysArgs),
     /// Manage operators: the platform's named credentials and their roles.
     Operators(OperatorsArgs),
+    /// Follow and cancel long-running operations (tenant moves).
+    Operations(OperationsArgs),
     /// Show the tenant named by an id, slug, domain, channel binding or API key.
     Resolve(ResolveArgs),
     /// Watch tenant events (WatchEvents) as JSON lines.
@@ -258,6 +260,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_EVENT_SLOW_WATCHER_MS", default_value = "10000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub event_slow_watcher: Duration,
+    /// How long, in milliseconds, a long-running operation stays a replica's without a lease
+    /// renewal; after a crash another replica resumes it once this has passed.
+    #[arg(long, env = "TENANTD_OPERATION_LEASE_MS", default_value = "15000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub operation_lease: Duration,
+    /// How often, in milliseconds, the operation worker looks for operations to run.
+    #[arg(long, env = "TENANTD_OPERATION_POLL_MS", default_value = "1000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub operation_poll: Duration,
+    /// How long, in milliseconds, a tenant move waits after its cutover before it removes the
+    /// source copy (requests routed before the cutover finish against the source).
+    #[arg(long, env = "TENANTD_MOVE_DRAIN_MS", default_value = "12000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub move_drain: Duration,
     /// OpenTelemetry traces, from the standard `OTEL_*` variables.
     #[command(flatten)]
     pub traces: TracesArgs,
@@ -479,6 +495,11 @@ impl From<ServeArgs> for Config {
                 poll_interval: args.event_poll,
                 watcher_buffer: args.event_watcher_buffer.max(1),
                 slow_watcher_timeout: args.event_slow_watcher,
+            },
+            operations: OperationsConfig {
+                lease: args.operation_lease.max(Duration::from_millis(300)),
+                poll_interval: args.operation_poll,
+                move_drain: args.move_drain,
             },
         }
     }
@@ -793,7 +814,7 @@ mod tests {
                 checked += 1;
             }
         });
-        // 17 durations and 3 sizes.
-        assert_eq!(checked, 20);
+        // 20 durations and 3 sizes.
+        assert_eq!(checked, 23);
     }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The WatchEvents stream.
     pub events: EventsConfig,
+    /// The worker that runs long-running operations (tenant moves).
+    pub operations: OperationsConfig,
     /// OpenTelemetry traces exported over OTLP/gRPC; `None` (the default) turns them off.
     pub traces: Option<TracesConfig>,
 }
@@ -203,4 +205,20 @@ pub struct EventsConfig {
     pub watcher_buffer: usize,
     /// How long a watcher's buffer may stay full before its stream ends with WATCHER_TOO_SLOW.
     pub slow_watcher_timeout: Duration,
+}
+
+/// The long-running operation worker.
+#[derive(Debug, Clone)]
+pub struct OperationsConfig {
+    /// How long a claimed operation stays this replica's without a renewal: after a crash,
+    /// another replica (or this one, restarted) resumes it once this has passed. Renewed
+    /// every third of it.
+    pub lease: Duration,
+    /// How often the worker looks for operations to run (a new operation started on this
+    /// replica wakes it at once).
+    pub poll_interval: Duration,
+    /// How long a move waits after its cutover before removing the source copy, so that
+    /// requests routed by a replica's previous resolution have finished (they read the
+    /// source, which is complete until then).
+    pub move_drain: Duration,
 }

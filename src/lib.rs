@@ -41,6 +41,12 @@ pub mod tls;
 pub mod proto {
     tonic::include_proto!("tenantd.v1");
 
+    /// google.longrunning (AIP-151): the Operations service and its messages, generated from
+    /// `third_party/googleapis/google/longrunning/operations.proto`.
+    pub mod longrunning {
+        tonic::include_proto!("google.longrunning");
+    }
+
     /// Encoded descriptors of every tenantd proto file, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tenantd_descriptor");
 

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Tenants(args) => Ok(tenantd::client::tenants(args).await),
         Command::Keys(args) => Ok(tenantd::client::keys(args).await),
         Command::Operators(args) => Ok(tenantd::client::operators(args).await),
+        Command::Operations(args) => Ok(tenantd::client::operations(args).await),
         Command::Resolve(args) => Ok(tenantd::client::resolve(args).await),
         Command::Events(args) => Ok(tenantd::client::events::run(args).await),
     }

@@ -13,8 +13,8 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{
-    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperatorApi, PlanApi, QuotaApi, SettingApi, TenantApi, UserApi,
-    gateway,
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, PlanApi, QuotaApi, SettingApi, TenantApi,
+    UserApi, gateway,
 };
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;
@@ -25,6 +25,8 @@ use crate::domain::api_keys::ApiKeys;
 use crate::domain::documents::Documents;
 use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
+use crate::domain::moves::{MoveHandler, Moves};
+use crate::domain::operations::{OperationWorker, Operations};
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
 use crate::domain::settings::Settings;
@@ -37,6 +39,7 @@ use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::diagnostics_service_server::DiagnosticsServiceServer;
 use crate::proto::document_service_server::DocumentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
+use crate::proto::longrunning::operations_server::OperationsServer;
 use crate::proto::operator_service_server::OperatorServiceServer;
 use crate::proto::plan_service_server::PlanServiceServer;
 use crate::proto::quota_service_server::QuotaServiceServer;
@@ -63,6 +66,7 @@ pub struct Application {
     activity: Arc<UsageCounter>,
     database: TenantDb,
     events: Arc<EventHub>,
+    operation_worker: OperationWorker,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -151,15 +155,29 @@ impl Application {
         let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
         let usage = (key_uses.clone(), activity.clone());
         let data_plane = gateway::data_plane(auth, resolver.clone(), limiter, usage, observe);
+        let operation_wake = Arc::new(tokio::sync::Notify::new());
+        let operations = Operations::new(database.clone(), operation_wake.clone());
+        let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
+        let move_handler =
+            Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+        let operation_worker =
+            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
+            moves,
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
         let tenant_service = control_plane.layer(
             TenantServiceServer::new(tenant_api).max_decoding_message_size(decode).max_encoding_message_size(encode),
+        );
+        let max_wait = limits.rpc_timeout.saturating_sub(Duration::from_millis(500));
+        let operation_service = control_plane.layer(
+            OperationsServer::new(OperationApi::new(operations.clone(), max_wait))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode),
         );
         let operator_service = control_plane.layer(
             OperatorServiceServer::new(OperatorApi::new(Operators::new(database.clone(), resolver.clone())))
@@ -215,6 +233,7 @@ impl Application {
             .add_service(tenant_service)
             .add_service(operator_service)
             .add_service(plan_service)
+            .add_service(operation_service)
             .add_service(user_service)
             .add_service(document_service)
             .add_service(setting_service)
@@ -275,6 +294,7 @@ impl Application {
             activity,
             database,
             events,
+            operation_worker,
             metrics,
             metrics_listener,
             traces,
@@ -336,6 +356,7 @@ impl Application {
             activity,
             database,
             events,
+            operation_worker,
             metrics,
             metrics_listener,
             traces,
@@ -359,6 +380,9 @@ impl Application {
         // accepting work, so that draining does not wait for them.
         let stop_events = CancellationToken::new();
         let events_task = tokio::spawn(events.run(stop_events.clone()));
+        // Operations stop with the server's work; one left running is released for the
+        // next claim.
+        let operations_task = AbortOnDrop(tokio::spawn(operation_worker.run(stop_events.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =
@@ -409,7 +433,7 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task);
+        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task.join());
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }
@@ -421,6 +445,23 @@ impl Application {
         }
         tracing::info!("shutdown: complete");
         Ok(())
+    }
+}
+
+/// A task that ends with the server future: when that future is dropped without a graceful
+/// stop (as a crashed replica's would be), its operation worker stops at once too, leaving
+/// its lease to expire, so that tests can kill a replica mid-operation in-process.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn join(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -9,6 +9,7 @@ use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
 use crate::domain::plans::parse_name as parse_plan_name;
 use crate::domain::quotas::QuotaUsage;
+use crate::domain::moves::Moves;
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
     parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains,
@@ -31,12 +32,13 @@ pub struct TenantApi {
     registry: TenantRegistry,
     keys: ApiKeys,
     usage: Arc<UsageCounter>,
+    moves: Moves,
 }
 
 impl TenantApi {
-    /// Serves `registry`, `keys` and `usage`.
-    pub fn new(registry: TenantRegistry, keys: ApiKeys, usage: Arc<UsageCounter>) -> Self {
-        Self { registry, keys, usage }
+    /// Serves `registry`, `keys`, `usage` and `moves`.
+    pub fn new(registry: TenantRegistry, keys: ApiKeys, usage: Arc<UsageCounter>, moves: Moves) -> Self {
+        Self { registry, keys, usage, moves }
     }
 
     async fn transition(
@@ -295,6 +297,31 @@ impl TenantService for TenantApi {
         let context = RequestContext::from_request(&request)?;
         let request = request.into_inner();
         Ok(Response::new(self.transition(context, &request.id, &request.etag, Transition::Delete).await?))
+    }
+
+    async fn move_tenant(
+        &self,
+        request: Request<proto::MoveTenantRequest>,
+    ) -> Result<Response<crate::proto::longrunning::Operation>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let request = request.into_inner();
+        let mut violations = Violations::new();
+        let id = violations.check(parse_id("id", &request.id));
+        let tier = violations.check(match ProtoTier::try_from(request.isolation_tier) {
+            Ok(ProtoTier::Unspecified) => {
+                Err(Error::invalid(Reason::FieldRequired, "isolation_tier", "is required: POOLED or SCHEMA"))
+            }
+            Ok(ProtoTier::Pooled) => Ok(IsolationTier::Pooled),
+            Ok(ProtoTier::Schema) => Ok(IsolationTier::Schema),
+            Err(_) => Err(Error::invalid(
+                Reason::IsolationTierInvalid,
+                "isolation_tier",
+                "is not a Tenant.IsolationTier value",
+            )),
+        });
+        let (id, tier) = violations.finish(|| Some((id?, tier?)))?;
+        let operation = self.moves.start(&context, id, tier).await?;
+        Ok(Response::new(super::operations::to_proto(operation)))
     }
 
     async fn resolve_tenant(

@@ -94,6 +94,61 @@ pub enum TenantsCommand {
     Resume(TenantLifecycleArgs),
     /// Soft-delete a tenant: its data is kept, its data plane answers NOT_FOUND.
     Delete(TenantLifecycleArgs),
+    /// Move a live tenant to another isolation tier (a long-running operation: prints it;
+    /// follow it with `tenantd operations get|wait`).
+    Move(MoveTenantArgs),
+}
+
+/// `tenantd tenants move`.
+#[derive(Debug, Clone, Args)]
+pub struct MoveTenantArgs {
+    /// The tenant's id.
+    pub id: String,
+    /// The tier to move it to.
+    #[arg(long, value_enum)]
+    pub to: TierArg,
+}
+
+/// `tenantd operations`.
+#[derive(Debug, Clone, Args)]
+pub struct OperationsArgs {
+    /// Server, credential and output format.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: OperationsCommand,
+}
+
+/// The `tenantd operations` subcommands (google.longrunning.Operations).
+#[derive(Debug, Clone, Subcommand)]
+pub enum OperationsCommand {
+    /// Show one operation: its phase, progress and, once done, its result or error.
+    Get(OperationNameArgs),
+    /// List operations, newest first.
+    List(ListOperationsArgs),
+    /// Ask an operation to stop (a tenant move: until its cutover).
+    Cancel(OperationNameArgs),
+    /// Wait (up to the server's limit, about the RPC timeout) until an operation is done.
+    Wait(OperationNameArgs),
+}
+
+/// `tenantd operations get|cancel|wait`.
+#[derive(Debug, Clone, Args)]
+pub struct OperationNameArgs {
+    /// The operation's name, `operations/<id>` (or just the id).
+    pub name: String,
+}
+
+/// `tenantd operations list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListOperationsArgs {
+    /// Only operations on this tenant (its id).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 /// `tenantd tenants create`.

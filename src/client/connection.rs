@@ -18,6 +18,7 @@ use tonic_types::StatusExt;
 use super::args::{self, ClientArgs, ServerArgs};
 use super::output::{self, Shown};
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE};
+use crate::proto::longrunning::operations_client::OperationsClient;
 use crate::proto::operator_service_client::OperatorServiceClient;
 use crate::proto::tenant_service_client::TenantServiceClient;
 
@@ -200,6 +201,14 @@ pub(super) async fn operator_client(
 ) -> Result<OperatorServiceClient<InterceptedService<Channel, Bearer>>, Failure> {
     let (channel, bearer) = authorized(args).await?;
     Ok(OperatorServiceClient::with_interceptor(channel, bearer))
+}
+
+/// A google.longrunning.Operations client with the platform credential.
+pub(super) async fn operations_client(
+    args: &ClientArgs,
+) -> Result<OperationsClient<InterceptedService<Channel, Bearer>>, Failure> {
+    let (channel, bearer) = authorized(args).await?;
+    Ok(OperationsClient::with_interceptor(channel, bearer))
 }
 
 /// The platform credential (an operator key or the bootstrap token) as a header, and a

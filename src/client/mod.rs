@@ -29,10 +29,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use self::args::{
-    ChannelArg, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperatorRoleArg, OperatorsArgs, OperatorsCommand,
-    PageArgs, ResolveArgs, TenantStateArg, TenantsArgs, TenantsCommand,
+    ChannelArg, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperationsArgs, OperationsCommand, OperatorRoleArg,
+    OperatorsArgs, OperatorsCommand, PageArgs, ResolveArgs, TenantStateArg, TenantsArgs, TenantsCommand,
 };
-use self::connection::{Failure, call, connect, finish, operator_client, tenant_client};
+use self::connection::{Failure, call, connect, finish, operations_client, operator_client, tenant_client};
 use self::output::Shown;
 use crate::proto::{self, api_key, get_tenant_request, operator, resolve_tenant_request, tenant};
 
@@ -180,8 +180,63 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
             let request = proto::DeleteTenantRequest { id: target.id, etag: target.etag.unwrap_or_default() };
             call(client.delete_tenant(request)).await?
         }
+        TenantsCommand::Move(target) => {
+            let isolation_tier = match target.to {
+                args::TierArg::Pooled => tenant::IsolationTier::Pooled,
+                args::TierArg::Schema => tenant::IsolationTier::Schema,
+            } as i32;
+            let request = proto::MoveTenantRequest { id: target.id, isolation_tier };
+            return Ok(Shown::Operation(call(client.move_tenant(request)).await?));
+        }
     };
     Ok(Shown::Tenant(tenant))
+}
+
+/// `tenantd operations ...`: long-running operations (tenant moves).
+pub async fn operations(args: OperationsArgs) -> ExitCode {
+    let format = args.client.output;
+    finish(run_operations(args).await, format)
+}
+
+/// `operations/<id>` from a name or a bare id.
+fn operation_name(name: String) -> String {
+    if name.starts_with("operations/") { name } else { format!("operations/{name}") }
+}
+
+async fn run_operations(args: OperationsArgs) -> Result<Shown, Failure> {
+    use crate::proto::longrunning;
+    let mut client = operations_client(&args.client).await?;
+    let operation = match args.command {
+        OperationsCommand::Get(target) => {
+            let request = longrunning::GetOperationRequest { name: operation_name(target.name) };
+            call(client.get_operation(request)).await?
+        }
+        OperationsCommand::Wait(target) => {
+            let request = longrunning::WaitOperationRequest { name: operation_name(target.name), timeout: None };
+            call(client.wait_operation(request)).await?
+        }
+        OperationsCommand::Cancel(target) => {
+            let name = operation_name(target.name);
+            call(client.cancel_operation(longrunning::CancelOperationRequest { name: name.clone() })).await?;
+            call(client.get_operation(longrunning::GetOperationRequest { name })).await?
+        }
+        OperationsCommand::List(list) => {
+            let filter = list.tenant.map(|tenant| format!("tenant_id = \"{tenant}\"")).unwrap_or_default();
+            let (operations, next_page_token) = all_pages(&list.page, |page_size, page_token| {
+                let mut client = client.clone();
+                let filter = filter.clone();
+                async move {
+                    let request =
+                        longrunning::ListOperationsRequest { page_size, page_token, filter, name: String::new() };
+                    let page = call(client.list_operations(request)).await?;
+                    Ok((page.operations, page.next_page_token))
+                }
+            })
+            .await?;
+            return Ok(Shown::Operations { operations, next_page_token });
+        }
+    };
+    Ok(Shown::Operation(operation))
 }
 
 async fn run_keys(args: KeysArgs) -> Result<Shown, Failure> {

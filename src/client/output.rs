@@ -30,6 +30,10 @@ pub(crate) enum Shown {
     Operators { operators: Vec<Operator>, next_page_token: String },
     /// An operator just created, with its key.
     CreatedOperator(CreateOperatorResponse),
+    /// One long-running operation.
+    Operation(crate::proto::longrunning::Operation),
+    /// A page (or every page) of operations.
+    Operations { operations: Vec<crate::proto::longrunning::Operation>, next_page_token: String },
 }
 
 /// Prints `shown` on stdout in `format`. Notes for people (a next page, a secret shown once) go
@@ -56,6 +60,7 @@ fn notes(shown: &Shown, format: OutputFormat) -> Vec<String> {
         Shown::Tenants { next_page_token, .. }
         | Shown::ApiKeys { next_page_token, .. }
         | Shown::Operators { next_page_token, .. }
+        | Shown::Operations { next_page_token, .. }
             if !next_page_token.is_empty() && format == OutputFormat::Table =>
         {
             notes.push(format!("more: --page-token {next_page_token} (or --all)"));
@@ -98,7 +103,73 @@ fn to_json(shown: &Shown) -> Value {
             "operator": response.operator.as_ref().map(operator_json),
             "secret": response.secret,
         }),
+        Shown::Operation(operation) => operation_json(operation),
+        Shown::Operations { operations, next_page_token } => json!({
+            "operations": operations.iter().map(operation_json).collect::<Vec<_>>(),
+            "nextPageToken": next_page_token,
+        }),
     }
+}
+
+/// An operation's metadata, decoded (the default if it carries none or another type).
+fn operation_metadata(operation: &crate::proto::longrunning::Operation) -> crate::proto::OperationMetadata {
+    use prost::Message;
+    operation
+        .metadata
+        .as_ref()
+        .and_then(|any| crate::proto::OperationMetadata::decode(any.value.as_slice()).ok())
+        .unwrap_or_default()
+}
+
+/// The outcome of an operation as text: `running`, `ok`, or the error's code and reason.
+fn operation_outcome(operation: &crate::proto::longrunning::Operation) -> (String, Value) {
+    use crate::proto::longrunning::operation::Result as Outcome;
+    use prost::Message;
+    match &operation.result {
+        None => ("running".to_owned(), Value::Null),
+        Some(Outcome::Response(any)) => {
+            let result = crate::proto::OperationResult::decode(any.value.as_slice()).ok().and_then(|r| r.result);
+            let fields: serde_json::Map<String, Value> = result
+                .map(|result| {
+                    result.fields.into_iter().map(|(key, value)| (key, Value::String(format!("{value:?}")))).collect()
+                })
+                .unwrap_or_default();
+            ("ok".to_owned(), Value::Object(fields))
+        }
+        Some(Outcome::Error(status)) => {
+            let reason = status
+                .details
+                .iter()
+                .find_map(|any| tonic_types::pb::ErrorInfo::decode(any.value.as_slice()).ok())
+                .map(|info| info.reason)
+                .unwrap_or_default();
+            let code = tonic::Code::from_i32(status.code);
+            (
+                format!("{code:?} {reason}"),
+                json!({"code": format!("{code:?}"), "reason": reason, "message": status.message}),
+            )
+        }
+    }
+}
+
+/// An operation in the CLI's JSON shape.
+fn operation_json(operation: &crate::proto::longrunning::Operation) -> Value {
+    let metadata = operation_metadata(operation);
+    let (_, outcome) = operation_outcome(operation);
+    json!({
+        "name": operation.name,
+        "done": operation.done,
+        "kind": metadata.kind,
+        "tenantId": metadata.tenant_id,
+        "phase": metadata.phase,
+        "progressPercent": metadata.progress_percent,
+        "cancelRequested": metadata.cancel_requested,
+        "attempts": metadata.attempts,
+        "createdBy": metadata.created_by,
+        "createTime": timestamp_json(metadata.create_time.as_ref()),
+        "endTime": timestamp_json(metadata.end_time.as_ref()),
+        "result": outcome,
+    })
 }
 
 /// An operator in the CLI's JSON shape.
@@ -200,6 +271,39 @@ fn to_table(shown: &Shown) -> String {
             fields(&rows)
         }
         Shown::Operator(operator) => fields(&operator_fields(operator)),
+        Shown::Operation(operation) => {
+            let metadata = operation_metadata(operation);
+            let (outcome, _) = operation_outcome(operation);
+            fields(&[
+                ("name", operation.name.clone()),
+                ("kind", metadata.kind),
+                ("tenant", metadata.tenant_id),
+                ("phase", metadata.phase),
+                ("progress", format!("{}%", metadata.progress_percent)),
+                ("done", operation.done.to_string()),
+                ("outcome", outcome),
+                ("attempts", metadata.attempts.to_string()),
+                ("created", time_cell(metadata.create_time.as_ref())),
+                ("ended", time_cell(metadata.end_time.as_ref())),
+            ])
+        }
+        Shown::Operations { operations, .. } => columns(
+            &["NAME", "KIND", "TENANT", "PHASE", "OUTCOME", "CREATED"],
+            operations
+                .iter()
+                .map(|operation| {
+                    let metadata = operation_metadata(operation);
+                    vec![
+                        operation.name.clone(),
+                        metadata.kind,
+                        metadata.tenant_id,
+                        metadata.phase,
+                        operation_outcome(operation).0,
+                        time_cell(metadata.create_time.as_ref()),
+                    ]
+                })
+                .collect(),
+        ),
         Shown::Operators { operators, .. } => columns(
             &["ID", "NAME", "ROLE", "CREATED", "CREATED BY", "REVOKED"],
             operators

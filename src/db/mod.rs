@@ -17,6 +17,8 @@ pub mod events;
 pub mod idempotency;
 pub mod identifiers;
 pub mod migrations;
+pub mod moves;
+pub mod operations;
 pub mod operators;
 pub mod plans;
 pub mod quotas;

@@ -184,3 +184,25 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(tenants, plans, users, tenant_domains, tenant_channel_bindings);
+
+diesel::table! {
+    /// Long-running operations (platform; no RLS): claimed by one worker at a time with a lease.
+    operations (id) {
+        id -> Uuid,
+        kind -> Text,
+        subject_tenant_id -> Nullable<Uuid>,
+        request -> Jsonb,
+        state -> Text,
+        phase -> Text,
+        progress -> Jsonb,
+        cancel_requested -> Bool,
+        result -> Nullable<Jsonb>,
+        lease_owner -> Nullable<Uuid>,
+        lease_expire_time -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        created_by -> Text,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        done_time -> Nullable<Timestamptz>,
+    }
+}

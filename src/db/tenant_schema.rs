@@ -122,6 +122,18 @@ impl Provisioner {
         Self { target }
     }
 
+    /// A fresh connection of the provisioning role (a tenant move's connection, which makes
+    /// its own transactions as `tenantd_owner`). Failures are UNAVAILABLE
+    /// `SCHEMA_TIER_UNAVAILABLE` when unconfigured, `DATABASE_UNAVAILABLE` otherwise.
+    pub async fn connect(&self) -> crate::error::Result<AsyncPgConnection> {
+        use crate::error::{Error, Reason};
+        let target = self.target.as_ref().ok_or_else(|| Error::new(Reason::SchemaTierUnavailable))?;
+        target
+            .connect()
+            .await
+            .map_err(|error| Error::unavailable(Reason::DatabaseUnavailable, anyhow::Error::new(error)))
+    }
+
     /// Whether schema tenants can be provisioned.
     pub fn is_configured(&self) -> bool {
         self.target.is_some()

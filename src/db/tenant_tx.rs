@@ -281,7 +281,8 @@ where
             let connection: &AppConnection = &pooled;
             connection.mark_transaction_open();
             let mut transaction = TenantTx { connection, tenant_id, actor, events_recorded: false };
-            let scope = scope_statements(tenant_id, tier);
+            let scope =
+                Scope { route_write: Some(route_write_statement(tenant_id)), ..scope_statements(tenant_id, tier) };
             let (begun, worked) = join!(begin(connection, &scope), work(&mut transaction));
             let events_recorded = transaction.events_recorded;
             end(connection, begun.map_err(Error::from).and(worked)).await.map(|value| (value, events_recorded))
@@ -350,18 +351,36 @@ fn trace(name: &'static str, tenant_id: Option<Uuid>) -> ChildSpan {
     })
 }
 
-/// The statements that scope a transaction, after BEGIN: the tenant setting, and for a
-/// schema tenant the search path to its schema.
+/// The statements that scope a transaction, after BEGIN: the tenant setting, for a
+/// schema tenant the search path to its schema, and for work that may write the write
+/// route (see [`route_write_statement`]).
 struct Scope {
     set_tenant: String,
     set_search_path: Option<String>,
+    route_write: Option<String>,
 }
 
 fn scope_statements(tenant_id: Uuid, tier: IsolationTier) -> Scope {
     Scope {
         set_tenant: set_tenant_statement(tenant_id),
         set_search_path: (tier == IsolationTier::Schema).then(|| set_search_path_statement(tenant_id)),
+        route_write: None,
     }
+}
+
+/// The fixed text before the tenant id in [`route_write_statement`].
+pub const ROUTE_WRITE_PREFIX: &str = "SELECT tenantd_route_write('";
+
+/// `SELECT tenantd_route_write('<uuid>')`: the first statement of every transaction that may
+/// write (decision 0019). It takes the tenant's move lock shared, so a tenant's writes wait
+/// while a move cuts over (and only that tenant's), and routes the rest of the transaction
+/// by the tier the registry records at that moment, so a write that waited lands on the tier
+/// the tenant moved to even though the request was admitted with the old one. Built only from
+/// the [`Uuid`], like the tenant setting; pipelined behind it in the same write.
+pub fn route_write_statement(tenant_id: Uuid) -> String {
+    let mut buffer = Uuid::encode_buffer();
+    let canonical = tenant_id.hyphenated().encode_lower(&mut buffer);
+    format!("{ROUTE_WRITE_PREFIX}{canonical}')")
 }
 
 /// Sends BEGIN, the tenant setting and (for a schema tenant) the search path, each a
@@ -381,8 +400,16 @@ async fn begin(connection: &AppConnection, scope: &Scope) -> QueryResult<()> {
             None => Ok(()),
         }
     };
-    let (begun, set, routed) = join!(first.batch_execute("BEGIN"), second.batch_execute(&scope.set_tenant), route);
-    begun.and(set).and(routed)
+    let mut fourth: Connection<'_> = connection;
+    let route_write = async {
+        match &scope.route_write {
+            Some(statement) => fourth.batch_execute(statement).await,
+            None => Ok(()),
+        }
+    };
+    let (begun, set, routed, write_routed) =
+        join!(first.batch_execute("BEGIN"), second.batch_execute(&scope.set_tenant), route, route_write);
+    begun.and(set).and(routed).and(write_routed)
 }
 
 /// Ends the transaction: COMMIT after success, ROLLBACK after a failure. The connection is

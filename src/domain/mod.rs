@@ -11,6 +11,8 @@ pub mod documents;
 pub mod events;
 pub mod idempotency;
 pub mod key_uses;
+pub mod moves;
+pub mod operations;
 pub mod operators;
 pub mod page;
 pub mod plans;

@@ -106,6 +106,7 @@ reasons! {
     SettingNotFound = "SETTING_NOT_FOUND", NotFound, "setting not found";
     OperatorNotFound = "OPERATOR_NOT_FOUND", NotFound, "operator not found";
     PlanNotFound = "PLAN_NOT_FOUND", NotFound, "plan not found";
+    OperationNotFound = "OPERATION_NOT_FOUND", NotFound, "operation not found";
 
     // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
     TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
@@ -128,6 +129,9 @@ reasons! {
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";
     TenantDeleted = "TENANT_DELETED", FailedPrecondition, "the tenant is deleted";
     UserHasDocuments = "USER_HAS_DOCUMENTS", FailedPrecondition, "the user owns documents; delete them or give them another owner first";
+    TenantAlreadyInTier = "TENANT_ALREADY_IN_TIER", FailedPrecondition, "the tenant is already in that isolation tier";
+    OperationNotDone = "OPERATION_NOT_DONE", FailedPrecondition, "the operation has not finished; cancel it or wait for it first";
+    TenantOperationInProgress = "TENANT_OPERATION_IN_PROGRESS", FailedPrecondition, "another operation on this tenant has not finished; wait for it or cancel it";
     EventRetentionExceeded = "EVENT_RETENTION_EXCEEDED", FailedPrecondition, "the cursor or start time is older than the event retention window; start from a time within it";
 
     // RESOURCE_EXHAUSTED: the caller used more than its share. A slow watcher's ErrorInfo
@@ -139,6 +143,11 @@ reasons! {
 
     // ABORTED: a concurrency check failed.
     EtagMismatch = "ETAG_MISMATCH", Aborted, "the resource changed since it was read; read it again and retry";
+    TenantMoveVerificationFailed = "TENANT_MOVE_VERIFICATION_FAILED", Aborted, "the moved copy did not match the tenant's data; the tenant stays where it was, start the move again";
+    OperationAttemptsExhausted = "OPERATION_ATTEMPTS_EXHAUSTED", Aborted, "the operation was interrupted too many times; its work was undone, start it again";
+
+    // CANCELLED: the error of an operation that was cancelled.
+    OperationCancelled = "OPERATION_CANCELLED", Cancelled, "the operation was cancelled before it finished; nothing it did remains";
 
     // DEADLINE_EXCEEDED: the call's own deadline (`grpc-timeout`) passed.
     WatchDeadlineExceeded = "WATCH_DEADLINE_EXCEEDED", DeadlineExceeded, "the call's deadline passed; resume from the cursor in the error details";

@@ -198,6 +198,7 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("audit_events", "tenant"),
         ("documents", "tenant"),
         ("idempotency_records", "tenant"),
+        ("operations", "reference"),
         ("operators", "reference"),
         ("plans", "reference"),
         ("platform_idempotency_records", "reference"),
@@ -261,6 +262,7 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("operators", domain::operators::constraint_error),
     ("plans", domain::plans::constraint_error),
     ("tenant_quota_usage", domain::quotas::constraint_error),
+    ("operations", domain::operations::constraint_error),
     ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
 ];
 

@@ -29,6 +29,7 @@ mod logging;
 mod metadata;
 mod metrics;
 mod migrations;
+mod moves;
 mod operators;
 mod plans;
 mod pool;

@@ -23,6 +23,8 @@ async fn proxied_app() -> (crate::helpers::TestApp, WireProxy) {
         config.database.url = SecretString::from(via_proxy);
         config.database.pool_size = 1;
         config.health_interval = Duration::from_millis(60_000);
+        // The operation worker's claims would share the one connection.
+        config.operations.poll_interval = Duration::from_millis(3_600_000);
     })
     .await;
     (app, proxy)
@@ -88,8 +90,16 @@ async fn a_write_sends_begin_the_tenant_and_its_first_statement_in_one_flight() 
     let flights = new_flights(&proxy, &before, &tenant);
 
     let first = sqls(&flights[0]);
-    assert_eq!(first[..2], ["BEGIN".to_owned(), format!("SET LOCAL app.tenant_id = '{tenant}'")]);
-    assert!(first.len() == 3 && first[2].starts_with("INSERT INTO \"users\""), "the insert rides along: {flights:?}");
+    assert_eq!(
+        first[..first.len().min(3)],
+        [
+            "BEGIN".to_owned(),
+            format!("SET LOCAL app.tenant_id = '{tenant}'"),
+            // The write route (decision 0019): the move lock, shared, and the routing by tier.
+            format!("SELECT tenantd_route_write('{tenant}')"),
+        ]
+    );
+    assert!(first.len() == 4 && first[3].starts_with("INSERT INTO \"users\""), "the insert rides along: {flights:?}");
     let rest: Vec<Vec<&str>> = flights[1..].iter().map(|flight| sqls(flight)).collect();
     assert_eq!(rest.len(), 3, "then the quota counter, the audit insert, COMMIT: 4 round trips in all: {flights:?}");
     assert!(rest[0].len() == 1 && rest[0][0].starts_with("INSERT INTO tenant_quota_usage"), "prepared once: {rest:?}");

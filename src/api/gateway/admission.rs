@@ -141,19 +141,24 @@ async fn admit_operator(resolver: &TenantResolver, token: &OperatorKeyToken, nee
     Ok(Actor::Operator { operator_id: token.operator_id(), role })
 }
 
-/// What a control-plane method needs. Reads (Get, List, Watch, ResolveTenant) are for every role;
-/// the tenant lifecycle is named one by one; everything else, API keys and operators
+/// What a control-plane method needs. Reads (Get, List, Watch, ResolveTenant, WaitOperation) are
+/// for every role; the tenant lifecycle (moves included) and cancelling or deleting an operation
+/// are named one by one; everything else, API keys and operators
 /// included, is credential management, so a method added later is admin-only until shown
 /// otherwise.
 fn control_permission(path: &str) -> Permission {
-    const LIFECYCLE: [&str; 5] = ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant"];
+    const LIFECYCLE: [&str; 6] =
+        ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant", "MoveTenant"];
     const PLANS: [&str; 2] = ["CreatePlan", "UpdatePlan"];
+    const OPERATIONS: [&str; 2] = ["CancelOperation", "DeleteOperation"];
     let method = path.rsplit('/').next().unwrap_or_default();
     let reads = ["Get", "List", "Watch"].iter().any(|prefix| method.starts_with(prefix));
-    if reads || method == "ResolveTenant" {
+    let operations = path.starts_with("/google.longrunning.Operations/");
+    if reads || method == "ResolveTenant" || (operations && method == "WaitOperation") {
         Permission::Read
-    } else if LIFECYCLE.contains(&method) && path.starts_with("/tenantd.v1.TenantService/")
-        || PLANS.contains(&method) && path.starts_with("/tenantd.v1.PlanService/")
+    } else if (LIFECYCLE.contains(&method) && path.starts_with("/tenantd.v1.TenantService/"))
+        || (PLANS.contains(&method) && path.starts_with("/tenantd.v1.PlanService/"))
+        || (operations && OPERATIONS.contains(&method))
     {
         Permission::Lifecycle
     } else {

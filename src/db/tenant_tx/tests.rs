@@ -68,7 +68,7 @@ async fn pipeline_behind(connection: &AppConnection, set_statement: &str) -> (Qu
          WHERE nextval('pipelined_calls') > 0",
     )
     .execute(&mut work);
-    let scope = Scope { set_tenant: set_statement.to_owned(), set_search_path: None };
+    let scope = Scope { set_tenant: set_statement.to_owned(), set_search_path: None, route_write: None };
     let (begun, inserted) = join!(begin(connection, &scope), insert);
     let succeeded = match (&begun, &inserted) {
         (Ok(()), Ok(count)) => Ok(*count),
