@@ -13,8 +13,8 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
 
 use crate::api::{
-    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, PlanApi, QuotaApi, SettingApi, TenantApi,
-    UserApi, gateway,
+    AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, PlanApi, QuotaApi, SettingApi,
+    TenantApi, UserApi, gateway,
 };
 use crate::auth::PlatformAuth;
 use crate::cache::RedisCache;

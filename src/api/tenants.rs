@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 use super::{required, time, timestamp, update_mask};
 use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
+use crate::domain::moves::Moves;
 use crate::domain::plans::parse_name as parse_plan_name;
 use crate::domain::quotas::QuotaUsage;
-use crate::domain::moves::Moves;
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
     parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains,

@@ -206,7 +206,8 @@ impl TenantRegistry {
                 .await
                 .map_err(map_database_error)?;
                 write_identifiers(transaction, Some(&new.domains), Some(&new.channel_bindings)).await?;
-                let details = serde_json::json!({ "slug": new.slug, "isolation_tier": tier.as_str(), "plan": new.plan });
+                let details =
+                    serde_json::json!({ "slug": new.slug, "isolation_tier": tier.as_str(), "plan": new.plan });
                 audit::record(transaction, "tenant.create", "tenant", id, details).await?;
                 let tenant = load(transaction, row).await?;
                 idempotency::finish(transaction, &key, &tenant).await?;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
-use crate::db::tenant_schema::IsolationTier;
 use super::Quotas;
+use crate::db::tenant_schema::IsolationTier;
 use crate::error::{Error, Result};
 
 /// What an API key may do.

@@ -273,7 +273,8 @@ impl TenantResolver {
     ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
         let record = self.require_active(tenant_id).await?;
-        let context = TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan.clone(), record.quotas);
+        let context =
+            TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan.clone(), record.quotas);
         Ok((context, record))
     }
 
