@@ -336,6 +336,7 @@ fn actor_label(actor: &Actor) -> Result<String> {
 pub fn constraint_error(constraint: &str) -> Option<Error> {
     match constraint {
         "operations_one_unfinished_per_tenant" => Some(Error::new(Reason::TenantOperationInProgress)),
+        "operations_pkey" => Some(Error::already_exists(Reason::OperationAlreadyExists, "operation.name")),
         _ => None,
     }
 }

@@ -123,6 +123,7 @@ reasons! {
     SettingKeyAlreadyExists = "SETTING_KEY_ALREADY_EXISTS", AlreadyExists, "the key is taken";
     OperatorAlreadyExists = "OPERATOR_ALREADY_EXISTS", AlreadyExists, "the operator already exists";
     PlanAlreadyExists = "PLAN_ALREADY_EXISTS", AlreadyExists, "the plan already exists";
+    OperationAlreadyExists = "OPERATION_ALREADY_EXISTS", AlreadyExists, "the operation already exists";
     PlanNameAlreadyExists = "PLAN_NAME_ALREADY_EXISTS", AlreadyExists, "the plan name is taken";
 
     // FAILED_PRECONDITION: the system is not in a state that allows the call.

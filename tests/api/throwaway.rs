@@ -286,8 +286,21 @@ impl ThrowawayRedisCluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// The port of the master serving `key`'s slot, and of its replica.
+    /// The port of the master serving `key`'s slot, and of its replica (waiting up to 15 s
+    /// for the node's view to show the replica: the cluster is ok before every replica has
+    /// announced its master).
     pub fn master_and_replica_of(&self, key: &str) -> (u16, u16) {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = self.find_master_and_replica(key) {
+                return found;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "the master of {key:?} never showed a replica");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn find_master_and_replica(&self, key: &str) -> Option<(u16, u16)> {
         let slot: u16 = self.cli(self.ports[0], &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("a slot");
         let nodes = self.cli(self.ports[0], &["CLUSTER", "NODES"]);
         // <id> <ip:port@bus> <flags> <master-id|-> <ping> <pong> <epoch> <state> <slots...>
@@ -301,12 +314,9 @@ impl ThrowawayRedisCluster {
             }
             None => range.parse::<u16>().is_ok_and(|only| only == slot),
         };
-        let master = lines
-            .iter()
-            .find(|fields| fields[2].contains("master") && fields.iter().skip(8).any(&serves))
-            .expect("a master serves the slot");
-        let replica = lines.iter().find(|fields| fields[3] == master[0]).expect("the master has a replica");
-        (port_of(master), port_of(replica))
+        let master = lines.iter().find(|fields| fields[2].contains("master") && fields.iter().skip(8).any(&serves))?;
+        let replica = lines.iter().find(|fields| fields[3] == master[0])?;
+        Some((port_of(master), port_of(replica)))
     }
 }
 
