@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
-use super::tenant_schema::{IsolationTier, TENANT_SCHEMA_TABLES, quote_identifier, schema_name};
+use super::tenant_schema::{IsolationTier, TENANT_SCHEMA_TABLES, finish, quote_identifier, schema_name};
 use super::tenant_tx::set_tenant_statement;
 
 /// A table's row count and content hash on one tier.
@@ -85,20 +85,6 @@ async fn begin(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResu
     begin_as(connection, tenant_id, "REPEATABLE READ").await
 }
 
-/// Commits after success, rolls back after a failure.
-async fn end<T>(connection: &mut AsyncPgConnection, outcome: QueryResult<T>) -> QueryResult<T> {
-    match outcome {
-        Ok(value) => {
-            connection.batch_execute("COMMIT").await?;
-            Ok(value)
-        }
-        Err(error) => {
-            let _ = connection.batch_execute("ROLLBACK").await;
-            Err(error)
-        }
-    }
-}
-
 /// Copies the tenant's rows from `source` to `target` in one snapshot, replacing whatever an
 /// interrupted copy left in `target`; returns the rows copied per table.
 pub async fn copy(
@@ -127,7 +113,7 @@ pub async fn copy(
         Ok(copied)
     }
     .await;
-    end(connection, outcome).await
+    finish(connection, outcome).await
 }
 
 /// Deletes the tenant's rows on `tier` (children first) inside the open transaction.
@@ -150,7 +136,7 @@ async fn clear_in_transaction(
 pub async fn clear_pooled(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
     begin(connection, tenant_id).await?;
     let outcome = clear_in_transaction(connection, tenant_id, IsolationTier::Pooled).await;
-    end(connection, outcome).await
+    finish(connection, outcome).await
 }
 
 /// Brings `target` to `source`'s content inside the open transaction: rows new or changed
@@ -215,7 +201,7 @@ pub async fn catch_up(
 ) -> QueryResult<usize> {
     begin(connection, tenant_id).await?;
     let outcome = sync_in_transaction(connection, tenant_id, source, target).await;
-    end(connection, outcome).await
+    finish(connection, outcome).await
 }
 
 #[derive(diesel::QueryableByName)]
@@ -313,11 +299,11 @@ pub async fn cut_over(
     }
     .await;
     match outcome {
-        Ok(CutOver::Done(checks)) => end(connection, Ok(CutOver::Done(checks))).await,
+        Ok(CutOver::Done(checks)) => finish(connection, Ok(CutOver::Done(checks))).await,
         Ok(other) => {
             connection.batch_execute("ROLLBACK").await?;
             Ok(other)
         }
-        Err(error) => end(connection, Err(error)).await,
+        Err(error) => finish(connection, Err(error)).await,
     }
 }

@@ -285,8 +285,9 @@ async fn stamp(connection: &mut AsyncPgConnection, tenant_id: Uuid, version: &st
         .map(drop)
 }
 
-/// COMMIT after success, ROLLBACK after a failure.
-async fn finish<T>(connection: &mut AsyncPgConnection, outcome: QueryResult<T>) -> QueryResult<T> {
+/// COMMIT after success, ROLLBACK after a failure (for transactions begun by hand on a
+/// connection of its own, as DDL and moves run).
+pub(crate) async fn finish<T>(connection: &mut AsyncPgConnection, outcome: QueryResult<T>) -> QueryResult<T> {
     match outcome {
         Ok(value) => {
             connection.batch_execute("COMMIT").await?;
