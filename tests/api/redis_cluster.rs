@@ -83,10 +83,24 @@ async fn tenantd_limits_caches_and_invalidates_on_a_redis_cluster_through_a_mast
 
     // The slot's master fails over to its replica; requests are counted there (the promoted
     // node may not know the script: EVALSHA falls back to EVAL) and still limited.
-    assert_eq!(cluster.cli(replica, &["CLUSTER", "FAILOVER"]).trim(), "OK");
+    // A manual failover needs the replica in sync first, and is abandoned (the replica stays
+    // one) if it cannot finish within the node timeout, as on a loaded machine: wait for the
+    // link, and ask again, by force after the first attempt.
     let started = Instant::now();
+    while !cluster.cli(replica, &["INFO", "replication"]).contains("master_link_status:up") {
+        assert!(started.elapsed() < Duration::from_secs(15), "the replica never synced with its master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let mut asked: Option<Instant> = None;
     while !cluster.cli(replica, &["ROLE"]).starts_with("master") {
-        assert!(started.elapsed() < Duration::from_secs(20), "the replica was never promoted");
+        assert!(started.elapsed() < Duration::from_secs(30), "the replica was never promoted");
+        if asked.is_none_or(|asked| asked.elapsed() > Duration::from_secs(5)) {
+            let command: &[&str] =
+                if asked.is_none() { &["CLUSTER", "FAILOVER"] } else { &["CLUSTER", "FAILOVER", "FORCE"] };
+            assert_eq!(cluster.cli(replica, command).trim(), "OK");
+            asked = Some(Instant::now());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(1100)).await; // the burst refills (1/s)
