@@ -420,12 +420,9 @@ async fn the_cli_calls_a_mutual_tls_server_with_its_ca_and_client_certificate() 
     let (status, stderr) = run(with_identity[..4].to_vec()).await;
     assert_eq!(status, Some(2), "without a client certificate: {stderr}");
     // The server ends the handshake. With TLS 1.3 the client may already count the handshake
-    // as done, so its call sees the connection closed, or (if the alert comes first) never
-    // ready, or the alert itself.
-    let closed = ["connection closed", "connection was not ready", "CertificateRequired"]
-        .iter()
-        .any(|outcome| stderr.contains(outcome));
-    assert!(stderr.contains("cannot reach the server") && closed, "{stderr}");
+    // as done, so how its call fails varies (the connection closed, never ready, a broken
+    // pipe, the CertificateRequired alert): what is fixed is that it does not get through.
+    assert!(stderr.contains("cannot reach the server"), "{stderr}");
     let plaintext =
         vec!["health".to_owned(), format!("--server=http://127.0.0.1:{}", server.port), flag("tls-ca-file", &ca_file)];
     let (status, stderr) = run(plaintext).await;
