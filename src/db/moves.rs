@@ -75,6 +75,10 @@ fn list(alias: &str, columns: &[String]) -> String {
 /// snapshot for every table, so copied rows satisfy their foreign keys), or read committed
 /// for the cutover, whose statements must each see every write committed before the move
 /// lock was granted.
+///
+/// The transaction is begun and ended by hand ([`super::tenant_schema::finish`]) on a
+/// connection of the move's own, never through diesel-async's transaction manager, which
+/// therefore never sees it; `isolation` is one of this module's two literals, never input.
 async fn begin_as(connection: &mut AsyncPgConnection, tenant_id: Uuid, isolation: &str) -> QueryResult<()> {
     connection.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}")).await?;
     connection.batch_execute("SET LOCAL ROLE tenantd_owner").await?;
@@ -123,6 +127,8 @@ async fn clear_in_transaction(
     tier: IsolationTier,
 ) -> QueryResult<()> {
     for table in TENANT_SCHEMA_TABLES.iter().rev() {
+        // A table name cannot be a bind parameter: it comes from the constant table list and
+        // the tenant's Uuid, through `quote_identifier`; the tenant id itself is bound.
         diesel::sql_query(format!("DELETE FROM {} WHERE tenant_id = $1", qualified(tier, tenant_id, table)))
             .bind::<SqlUuid, _>(tenant_id)
             .execute(connection)

@@ -171,6 +171,8 @@ pub enum Provisioned {
 /// to repeat: a schema that is already stamped is left alone. The tenant's registry row must
 /// exist.
 pub async fn provision(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Provisioned> {
+    // Begun and ended by hand ([`finish`]) on a provisioning connection of its own, never
+    // through diesel-async's transaction manager (so it never sees this transaction).
     connection.batch_execute("BEGIN; SET LOCAL ROLE tenantd_owner").await?;
     let outcome = provision_in_transaction(connection, tenant_id).await;
     finish(connection, outcome).await
