@@ -5,8 +5,8 @@ diesel::table! {
     /// The global tenant registry (no RLS).
     tenants (id) {
         id -> Uuid,
-        slug -> Text,
-        display_name -> Text,
+        slug -> Nullable<Text>,
+        display_name -> Nullable<Text>,
         state -> Text,
         labels -> Jsonb,
         create_time -> Timestamptz,
@@ -17,6 +17,7 @@ diesel::table! {
         schema_version -> Nullable<Text>,
         plan -> Nullable<Text>,
         limit_overrides -> Jsonb,
+        purge_time -> Nullable<Timestamptz>,
     }
 }
 
