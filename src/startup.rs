@@ -22,11 +22,12 @@ use crate::config::{Config, ExposeSecret};
 use crate::db::connect::PgTarget;
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
+use crate::domain::archives::{ArchiveHandler, Archives};
 use crate::domain::documents::Documents;
 use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::moves::{MoveHandler, Moves};
-use crate::domain::operations::{OperationWorker, Operations};
+use crate::domain::operations::{OperationHandler, OperationKind, OperationWorker, Operations};
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
 use crate::domain::settings::Settings;
@@ -160,13 +161,30 @@ impl Application {
         let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
         let move_handler =
             Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+        let archives = Archives::new(
+            operations.clone(),
+            database.clone(),
+            provisioner.clone(),
+            resolver.clone(),
+            config.operations.archive_retention,
+        );
+        let archive_handler = |kind| {
+            Arc::new(ArchiveHandler::new(kind, database.clone(), provisioner.clone(), resolver.clone()))
+                as Arc<dyn OperationHandler>
+        };
+        let handlers = vec![
+            move_handler as Arc<dyn OperationHandler>,
+            archive_handler(OperationKind::ExportTenant),
+            archive_handler(OperationKind::ImportTenant),
+        ];
         let operation_worker =
-            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
+            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, handlers);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
             moves,
+            archives,
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
