@@ -68,6 +68,7 @@ pub struct Application {
     database: TenantDb,
     events: Arc<EventHub>,
     operation_worker: OperationWorker,
+    archives: Archives,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -184,7 +185,7 @@ impl Application {
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
             moves,
-            archives,
+            archives.clone(),
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
@@ -313,6 +314,7 @@ impl Application {
             database,
             events,
             operation_worker,
+            archives,
             metrics,
             metrics_listener,
             traces,
@@ -375,6 +377,7 @@ impl Application {
             database,
             events,
             operation_worker,
+            archives,
             metrics,
             metrics_listener,
             traces,
@@ -401,6 +404,7 @@ impl Application {
         // Operations stop with the server's work; one left running is released for the
         // next claim.
         let operations_task = AbortOnDrop(tokio::spawn(operation_worker.run(stop_events.clone())));
+        let _archive_sweep = AbortOnDrop(tokio::spawn(archives.sweep_expired(stop_events.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =

@@ -453,3 +453,31 @@ pub async fn delete_upload(connection: &mut AsyncPgConnection, tenant_id: Uuid, 
         .await
         .map(drop)
 }
+
+#[derive(diesel::QueryableByName)]
+struct ExpiredRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+}
+
+/// Succeeded exports, as (archive id, tenant id), that finished more than `retention_ms`
+/// ago but less than `retention_ms + window_ms` ago (the `operations` registry table).
+pub async fn expired_exports(
+    connection: &mut super::Connection<'_>,
+    retention_ms: i64,
+    window_ms: i64,
+) -> QueryResult<Vec<(Uuid, Uuid)>> {
+    let rows: Vec<ExpiredRow> = diesel::sql_query(
+        "SELECT id, subject_tenant_id AS tenant_id FROM operations
+         WHERE kind = 'export_tenant' AND state = 'succeeded' AND subject_tenant_id IS NOT NULL
+           AND done_time < now() - make_interval(secs => $1::bigint / 1000.0)
+           AND done_time >= now() - make_interval(secs => ($1::bigint + $2::bigint) / 1000.0)",
+    )
+    .bind::<BigInt, _>(retention_ms)
+    .bind::<BigInt, _>(window_ms)
+    .load(connection)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, row.tenant_id)).collect())
+}

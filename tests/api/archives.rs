@@ -45,6 +45,10 @@ fn operations(
 
 /// Polls until the operation is done.
 async fn wait_done(app: &TestApp, name: &str) -> Operation {
+    wait_done_within(app, name, Duration::from_secs(60)).await
+}
+
+async fn wait_done_within(app: &TestApp, name: &str, limit: Duration) -> Operation {
     let started = Instant::now();
     loop {
         let operation = operations(app)
@@ -55,7 +59,7 @@ async fn wait_done(app: &TestApp, name: &str) -> Operation {
         if operation.done {
             return operation;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "operation {name} not done");
+        assert!(started.elapsed() < limit, "operation {name} not done");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -588,5 +592,175 @@ async fn reading_an_archive_that_is_unknown_or_not_finished_is_refused_and_tenan
     let denied = as_key.clone().export_tenant(ExportTenantRequest { id: tenant.id.clone() }).await;
     assert_eq!(denied.expect_err("a tenant key cannot export").code(), Code::PermissionDenied);
     assert!(!export(&app, &tenant.id).await.is_empty(), "positive control: the platform can");
+    app.stop().await;
+}
+
+/// The process's resident memory (the server runs in this process), in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_default();
+    kib / 1024.0
+}
+
+/// Samples [`rss_mib`] until stopped; returns the peak.
+fn sample_rss(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(rss_mib());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    })
+}
+
+const BENCH_LIMIT: Duration = Duration::from_secs(1800);
+
+/// One size of the benchmark: seeds a tenant with `documents` documents of 64 KiB (and 10,000
+/// users), exports it to a file, imports the file; prints rates and the RSS before and peak.
+async fn bench_size(app: &TestApp, documents: i64) -> String {
+    let tenant = app.create_tenant_in(&unique_slug("bench"), IsolationTier::Pooled).await;
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .execute(
+            "INSERT INTO users (tenant_id, id, email, role)
+             SELECT $1::text::uuid, gen_random_uuid(), 'u' || n || '@bench.example', 'member'
+             FROM generate_series(1, 10000) AS n",
+            &[&tenant.id],
+        )
+        .await
+        .expect("seed users");
+    admin
+        .execute(
+            "INSERT INTO documents (tenant_id, id, title, content, content_sha256, owner_user_id)
+             SELECT $1::text::uuid, gen_random_uuid(), 'doc ' || n, c, sha256(c),
+                    (SELECT id FROM users WHERE tenant_id = $1::text::uuid LIMIT 1)
+             FROM generate_series(1, $2::bigint) AS n,
+                  LATERAL (SELECT decode(repeat(md5(n::text), 4096), 'hex') AS c) AS x",
+            &[&tenant.id, &documents],
+        )
+        .await
+        .expect("seed documents");
+    let rows = 10_000.0 + documents as f64;
+    let rss_before = rss_mib();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(stop.clone());
+    let started = Instant::now();
+    let operation =
+        app.tenants.clone().export_tenant(ExportTenantRequest { id: tenant.id.clone() }).await.expect("export");
+    let done = wait_done_within(app, &operation.get_ref().name, BENCH_LIMIT).await;
+    assert_eq!(failure(&done), None);
+    let export_seconds = started.elapsed().as_secs_f64();
+    let path = std::env::temp_dir().join(format!("tenantd-bench-{}.jsonl", tenant.id));
+    let downloaded = Instant::now();
+    let mut stream = app
+        .tenants
+        .clone()
+        .read_tenant_archive(ReadTenantArchiveRequest { name: done.name.clone() })
+        .await
+        .expect("read")
+        .into_inner();
+    let mut file = std::fs::File::create(&path).expect("file");
+    let mut bytes = 0usize;
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        std::io::Write::write_all(&mut file, &chunk.data).expect("write");
+        bytes += chunk.data.len();
+    }
+    let download_seconds = downloaded.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let export_peak = sampler.await.expect("sampler");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(stop.clone());
+    let imported = Instant::now();
+    let file = std::fs::File::open(&path).expect("open");
+    let options = ImportTenantOptions { slug: unique_slug("bench-copy"), ..Default::default() };
+    let first = ImportTenantRequest { part: Some(import_tenant_request::Part::Options(options)) };
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buffer = vec![0; 1024 * 1024];
+        let read = std::io::Read::read(&mut file, &mut buffer).expect("read");
+        buffer.truncate(read);
+        (read > 0).then(|| (ImportTenantRequest { part: Some(import_tenant_request::Part::Chunk(buffer)) }, file))
+    });
+    let upload = futures_util::StreamExt::chain(futures_util::stream::iter([first]), chunks);
+    let started_import = app.tenants.clone().import_tenant(upload).await.expect("upload").into_inner();
+    let upload_seconds = imported.elapsed().as_secs_f64();
+    let finished = wait_done_within(app, &started_import.name, BENCH_LIMIT).await;
+    imported_tenant_id(&finished);
+    let import_seconds = imported.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let import_peak = sampler.await.expect("sampler");
+    let _ = std::fs::remove_file(&path);
+
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    format!(
+        "| {documents} docs × 64 KiB + 10,000 users ({rows} rows; archive {mib:.0} MiB) | export {export_seconds:.1} s \
+         ({:.0} rows/s, {:.1} MiB/s), download {download_seconds:.1} s | import {import_seconds:.1} s incl. upload \
+         {upload_seconds:.1} s ({:.0} rows/s, {:.1} MiB/s) | RSS before {rss_before:.0} MiB, peak export \
+         {export_peak:.0} MiB (+{:.0}), peak import {import_peak:.0} MiB (+{:.0}) |",
+        rows / export_seconds,
+        mib / export_seconds,
+        rows / import_seconds,
+        mib / import_seconds,
+        export_peak - rss_before,
+        import_peak - rss_before,
+    )
+}
+
+/// Benchmark (`cargo test --test api archives::bench_ -- --ignored --nocapture`): export and
+/// import rates and the process's RSS for tenants of two sizes, side by side: RSS must not
+/// grow with the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_export_and_import_rates_and_rss_at_two_sizes() {
+    let app = spawn_app_in(IsolationTier::Pooled, |config| {
+        fast(config);
+        config.limits.rpc_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let sizes: Vec<i64> = std::env::var("TENANTD_BENCH_ARCHIVE_DOCUMENTS")
+        .ok()
+        .map(|text| text.split(',').filter_map(|size| size.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![800, 3200]);
+    for documents in sizes {
+        println!("{}", bench_size(&app, documents).await);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_archive_past_its_retention_is_not_found_and_the_sweep_deletes_its_chunks() {
+    let retention = |config: &mut tenantd::config::Config| {
+        fast(config);
+        config.operations.archive_retention = Duration::from_secs(2);
+    };
+    let app = spawn_app_in(IsolationTier::Pooled, retention).await;
+    let (tenant, _) = populated_tenant(&app, IsolationTier::Pooled).await;
+    let started =
+        app.tenants.clone().export_tenant(ExportTenantRequest { id: tenant.id.clone() }).await.expect("export");
+    let done = wait_done(&app, &started.get_ref().name).await;
+    assert!(!download(&app, &done.name).await.expect("within its retention").is_empty());
+    let (_, chunks) = footprint(&app).await;
+    assert!(chunks > 0, "positive control: the archive's chunks exist");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired = download(&app, &done.name).await.expect_err("past its retention");
+    assert_eq!((expired.code(), reason(&expired).as_str()), (Code::NotFound, "ARCHIVE_NOT_FOUND"));
+    // A replica sweeps when it starts (and every hour).
+    let mut config = crate::helpers::test_config(&app.database);
+    retention(&mut config);
+    let second = crate::helpers::start(app.database.clone(), config).await;
+    let started = Instant::now();
+    while footprint(&app).await.1 > 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the sweep deletes the expired chunks");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.shutdown.cancel();
+    let _ = second.server.await;
     app.stop().await;
 }

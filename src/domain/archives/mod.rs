@@ -37,8 +37,17 @@ use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantState, Trans
 
 pub mod format;
 
-/// Rows read per page of an export.
+/// The most rows read per page of an export; a page holds about [`PAGE_BYTES`] of rows
+/// (the row count adapts to the rows' size), so memory does not grow with large rows.
 pub const PAGE_ROWS: i64 = 1000;
+/// About how many bytes of row text a page of an export holds.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Rows of the first page of each table.
+const FIRST_PAGE_ROWS: i64 = 64;
+/// How often expired archives are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How far back, past their retention, expired exports are looked at.
+const SWEEP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Rows inserted per statement of an import (fewer if their text passes [`BATCH_BYTES`]).
 const BATCH_ROWS: usize = 500;
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -190,7 +199,7 @@ impl Archives {
                     verifier.push(piece)?;
                     self.database
                         .run(&context, async |transaction| {
-                            Ok(db::archives::insert_chunk(transaction, upload_id, sequence, piece).await?)
+                            db::archives::insert_chunk(transaction, upload_id, sequence, piece).await.map_err(chunk_error)
                         })
                         .await?;
                     sequence += 1;
@@ -232,6 +241,47 @@ impl Archives {
         self.operations.start(request, OperationKind::ImportTenant, Some(tenant_id), body, "import").await
     }
 
+    /// Deletes the chunks of exports whose retention ended, now and then every
+    /// [`SWEEP_INTERVAL`], until `stop`. It looks at exports that expired within the last
+    /// [`SWEEP_WINDOW`] (deleting nothing is cheap, but the list of finished operations only
+    /// grows); an archive that expired while no replica ran for longer stays until the
+    /// tenant's purge, and is refused meanwhile (ARCHIVE_NOT_FOUND) like any expired one.
+    pub async fn sweep_expired(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            match self.sweep().await {
+                Ok(0) => {}
+                Ok(swept) => tracing::info!(archives = swept, "expired tenant archives deleted"),
+                Err(error) => tracing::warn!(error = %error, "tenant archive sweep failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// One sweep; returns how many expired archives had chunks deleted.
+    pub async fn sweep(&self) -> Result<usize> {
+        let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        let window_ms = i64::try_from(SWEEP_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let expired = self
+            .database
+            .global(async |connection| Ok(db::archives::expired_exports(connection, retention_ms, window_ms).await?))
+            .await?;
+        let mut swept = 0;
+        for (archive_id, tenant_id) in expired {
+            let context = TenantContext::new(tenant_id, RequestContext::system());
+            let deleted = self
+                .database
+                .run(&context, async |transaction| Ok(db::archives::delete_chunks(transaction, archive_id).await?))
+                .await?;
+            if deleted > 0 {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     async fn discard(&self, context: &TenantContext, archive_id: Uuid) {
         let deleted = self
             .database
@@ -241,6 +291,13 @@ impl Archives {
             tracing::warn!(tenant.id = %context.tenant_id(), error = %error, "archive chunks not deleted");
         }
     }
+}
+
+/// The rows of the next page: as many as would have filled [`PAGE_BYTES`] at the last
+/// page's average row size, between 1 and [`PAGE_ROWS`].
+fn next_page_rows(limit: i64, page_bytes: usize) -> i64 {
+    let average = (page_bytes / limit.max(1) as usize).max(1);
+    i64::try_from(PAGE_BYTES / average).unwrap_or(PAGE_ROWS).clamp(1, PAGE_ROWS)
 }
 
 /// Writes an export's data chunks as they fill.
@@ -273,7 +330,7 @@ impl ChunkWriter<'_> {
         let (archive_id, sequence, bytes) = (self.archive_id, self.sequence, &self.buffer);
         self.database
             .run(&self.context, async |transaction| {
-                Ok(db::archives::insert_chunk(transaction, archive_id, sequence, bytes).await?)
+                db::archives::insert_chunk(transaction, archive_id, sequence, bytes).await.map_err(chunk_error)
             })
             .await?;
         self.buffer.clear();
@@ -340,10 +397,13 @@ impl ArchiveHandler {
             let columns = db::archives::columns(&mut connection, table).await.map_err(database)?;
             let mut digest = Digester::default();
             let mut after = None;
+            let mut limit = FIRST_PAGE_ROWS;
             loop {
-                let rows = db::archives::page(&mut connection, tenant_id, tier, table, after, PAGE_ROWS)
+                let rows = db::archives::page(&mut connection, tenant_id, tier, table, after, limit)
                     .await
                     .map_err(database)?;
+                let page_bytes: usize = rows.iter().map(|row| row.row.len()).sum();
+                let full = rows.len() as i64 == limit;
                 for row in &rows {
                     let line = row_line(table, &row.row);
                     digest.line(line.as_bytes());
@@ -351,9 +411,10 @@ impl ArchiveHandler {
                     writer.write(line.as_bytes()).await?;
                 }
                 after = rows.last().map(|row| row.id);
-                if rows.len() < PAGE_ROWS as usize {
+                if !full {
                     break;
                 }
+                limit = next_page_rows(limit, page_bytes);
             }
             tables.push(TableManifest {
                 name: (*table).to_owned(),
@@ -650,6 +711,21 @@ fn classify(error: diesel::result::Error) -> Stop {
         tonic::Code::Unavailable => Stop::Interrupted(error),
         _ => Stop::Failed(error),
     }
+}
+
+/// What a violated constraint means when archive chunks are written; `None` for a
+/// constraint this module does not expect (INTERNAL). A chunk that exists already was written
+/// by another run of the same archive's operation (which holds it now). Public so that
+/// tests/api/citus.rs can check every constraint of the schema has a deliberate answer.
+pub fn constraint_error(constraint: &str) -> Option<Error> {
+    match constraint {
+        "tenant_archive_chunks_pkey" => Some(Error::new(Reason::TenantOperationInProgress)),
+        _ => None,
+    }
+}
+
+fn chunk_error(error: diesel::result::Error) -> Error {
+    crate::error::from_database(error, constraint_error)
 }
 
 fn parse_request<T: serde::de::DeserializeOwned>(run: &OperationRun) -> Result<T, Stop> {
