@@ -499,12 +499,18 @@ impl TenantService for TenantApi {
         let mut stream = request.into_inner();
         let first = stream.message().await?.and_then(|message| message.part);
         let Some(proto::import_tenant_request::Part::Options(options)) = first else {
-            return Err(Error::invalid(Reason::FieldRequired, "options", "the first message must carry the options").into());
+            return Err(
+                Error::invalid(Reason::FieldRequired, "options", "the first message must carry the options").into()
+            );
         };
         let options = import_options(options)?;
         let upload = stream.map(|message| match message {
-            Ok(proto::ImportTenantRequest { part: Some(proto::import_tenant_request::Part::Chunk(bytes)) }) => Ok(bytes),
-            Ok(_) => Err(Error::invalid(Reason::FieldMalformed, "chunk", "every message after the first must carry a chunk")),
+            Ok(proto::ImportTenantRequest { part: Some(proto::import_tenant_request::Part::Chunk(bytes)) }) => {
+                Ok(bytes)
+            }
+            Ok(_) => {
+                Err(Error::invalid(Reason::FieldMalformed, "chunk", "every message after the first must carry a chunk"))
+            }
             Err(_) => Err(Error::invalid(Reason::ArchiveInvalid, "chunk", "the upload ended with a transport error")),
         });
         let operation = self.archives.import(&context, options, upload).await?;

@@ -26,7 +26,11 @@ const UPLOAD_CHUNK: usize = 1024 * 1024;
 const POLL: Duration = Duration::from_millis(250);
 
 /// Starts the export, waits for it, downloads the archive to the file.
-pub(super) async fn export(args: &ClientArgs, mut client: TenantClient, export: ExportTenantArgs) -> Result<Shown, Failure> {
+pub(super) async fn export(
+    args: &ClientArgs,
+    mut client: TenantClient,
+    export: ExportTenantArgs,
+) -> Result<Shown, Failure> {
     let started = call(client.export_tenant(proto::ExportTenantRequest { id: export.id })).await?;
     let done = wait(args, started, "exporting").await?;
     let mut request = tonic::Request::new(proto::ReadTenantArchiveRequest { name: done.name.clone() });
@@ -35,7 +39,8 @@ pub(super) async fn export(args: &ClientArgs, mut client: TenantClient, export: 
     // Plain blocking file I/O: a chunk at a time, in a command that does nothing else meanwhile.
     let mut file = std::fs::File::create(&export.file)
         .map_err(|error| Failure::Usage(format!("cannot create {}: {error}", export.file.display())))?;
-    let write_failed = |error: std::io::Error| Failure::Usage(format!("cannot write {}: {error}", export.file.display()));
+    let write_failed =
+        |error: std::io::Error| Failure::Usage(format!("cannot write {}: {error}", export.file.display()));
     let mut progress: Option<Progress> = None;
     while let Some(chunk) = stream.message().await.map_err(Failure::from_status)? {
         let bar = progress.get_or_insert_with(|| {
@@ -52,7 +57,11 @@ pub(super) async fn export(args: &ClientArgs, mut client: TenantClient, export: 
 }
 
 /// Uploads the file, then waits for the import.
-pub(super) async fn import(args: &ClientArgs, mut client: TenantClient, import: ImportTenantArgs) -> Result<Shown, Failure> {
+pub(super) async fn import(
+    args: &ClientArgs,
+    mut client: TenantClient,
+    import: ImportTenantArgs,
+) -> Result<Shown, Failure> {
     let file = std::fs::File::open(&import.file)
         .map_err(|error| Failure::Usage(format!("cannot open {}: {error}", import.file.display())))?;
     let total = file.metadata().map(|metadata| metadata.len()).ok();
@@ -92,7 +101,11 @@ pub(super) async fn import(args: &ClientArgs, mut client: TenantClient, import: 
 }
 
 /// Polls the operation until it is done, showing its progress; a failed one is the failure.
-async fn wait(args: &ClientArgs, started: longrunning::Operation, label: &'static str) -> Result<longrunning::Operation, Failure> {
+async fn wait(
+    args: &ClientArgs,
+    started: longrunning::Operation,
+    label: &'static str,
+) -> Result<longrunning::Operation, Failure> {
     let mut operations = operations_client(args).await?;
     let mut progress = Progress::start(label, "%", Some(100), Fallback::Stderr);
     let mut current = started;

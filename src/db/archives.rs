@@ -31,8 +31,13 @@ pub const ARCHIVED_TABLES: &[&str] = &["users", "documents", "tenant_settings", 
 /// idempotency records and quota counters are not the tenant's data (counters are counted
 /// again on import), and archives do not contain archives. Every table with a `tenant_id`
 /// column is in exactly one of the two lists (`tests/api/archives.rs` checks the catalog).
-pub const UNARCHIVED_TABLES: &[&str] =
-    &["tenant_domains", "tenant_channel_bindings", "idempotency_records", "tenant_quota_usage", "tenant_archive_chunks"];
+pub const UNARCHIVED_TABLES: &[&str] = &[
+    "tenant_domains",
+    "tenant_channel_bindings",
+    "idempotency_records",
+    "tenant_quota_usage",
+    "tenant_archive_chunks",
+];
 
 /// Columns an archive carries but an import does not restore: an audit event's
 /// `transaction_id` is its position in the event stream (decision 0015), which a restored
@@ -75,7 +80,11 @@ pub async fn delete_chunks(transaction: &mut TenantTx<'_>, archive_id: Uuid) -> 
 }
 
 /// One chunk of an archive of the tenant, if it exists.
-pub fn chunk<'c>(on: impl TenantQuery<'c>, archive_id: Uuid, sequence: i32) -> BoxFuture<'c, QueryResult<Option<Vec<u8>>>> {
+pub fn chunk<'c>(
+    on: impl TenantQuery<'c>,
+    archive_id: Uuid,
+    sequence: i32,
+) -> BoxFuture<'c, QueryResult<Option<Vec<u8>>>> {
     let tenant_id = on.tenant_id();
     on.optional(
         tenant_archive_chunks::table
@@ -265,7 +274,11 @@ pub struct ImportedTenant<'a> {
 /// Creates the tenant's registry row (`restore`: over a PURGED tombstone of the same id,
 /// whose deletion and purge times are cleared and whose creation time is kept; the
 /// archive's creation time is used otherwise).
-pub async fn write_tenant(connection: &mut AsyncPgConnection, tenant: &ImportedTenant<'_>, restore: bool) -> QueryResult<()> {
+pub async fn write_tenant(
+    connection: &mut AsyncPgConnection,
+    tenant: &ImportedTenant<'_>,
+    restore: bool,
+) -> QueryResult<()> {
     let statement = if restore {
         "UPDATE public.tenants SET slug = $2, display_name = $3, labels = $4::jsonb, isolation_tier = $5, plan = $6,
                 limit_overrides = $7::jsonb, state = $9, delete_time = NULL, purge_time = NULL,
@@ -326,7 +339,11 @@ pub async fn insert_rows(
 
 /// Sets the tenant's quota counters to what its rows use (an import's rows were not
 /// charged one by one).
-pub async fn recount_quotas(connection: &mut AsyncPgConnection, tenant_id: Uuid, tier: IsolationTier) -> QueryResult<()> {
+pub async fn recount_quotas(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    tier: IsolationTier,
+) -> QueryResult<()> {
     let users = qualified(tier, tenant_id, "users");
     let documents = qualified(tier, tenant_id, "documents");
     diesel::sql_query(format!(

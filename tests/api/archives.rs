@@ -183,7 +183,10 @@ async fn populated_tenant(app: &TestApp, tier: IsolationTier) -> (Tenant, (Strin
             .await
             .expect("create document");
     }
-    for (key, value) in [("flags.dark", prost_types::value::Kind::BoolValue(true)), ("limits.ratio", prost_types::value::Kind::NumberValue(0.1))] {
+    for (key, value) in [
+        ("flags.dark", prost_types::value::Kind::BoolValue(true)),
+        ("limits.ratio", prost_types::value::Kind::NumberValue(0.1)),
+    ] {
         app.settings(&tenant.id)
             .create_setting(CreateSettingRequest {
                 setting: Some(Setting {
@@ -262,14 +265,21 @@ async fn answers(app: &TestApp, tenant_id: &str) -> Vec<String> {
         .into_inner();
     out.push(format!("{:?}", settings.settings));
     for setting in &settings.settings {
-        let got =
-            app.settings(tenant_id).get_setting(GetSettingRequest { id: setting.id.clone() }).await.expect("get setting");
+        let got = app
+            .settings(tenant_id)
+            .get_setting(GetSettingRequest { id: setting.id.clone() })
+            .await
+            .expect("get setting");
         out.push(format!("{:?}", got.into_inner()));
     }
     let keys = app
         .tenants
         .clone()
-        .list_api_keys(ListApiKeysRequest { tenant_id: tenant_id.to_owned(), page_size: 100, page_token: String::new() })
+        .list_api_keys(ListApiKeysRequest {
+            tenant_id: tenant_id.to_owned(),
+            page_size: 100,
+            page_token: String::new(),
+        })
         .await
         .expect("list keys")
         .into_inner();
@@ -310,8 +320,7 @@ async fn audit_events(app: &TestApp, tenant_id: &str) -> BTreeSet<String> {
 async fn footprint(app: &TestApp) -> (i64, i64) {
     let admin = connect(&pg_admin(), &app.database).await;
     let tenants: i64 = admin.query_one("SELECT count(*) FROM tenants", &[]).await.expect("tenants").get(0);
-    let chunks: i64 =
-        admin.query_one("SELECT count(*) FROM tenant_archive_chunks", &[]).await.expect("chunks").get(0);
+    let chunks: i64 = admin.query_one("SELECT count(*) FROM tenant_archive_chunks", &[]).await.expect("chunks").get(0);
     (tenants, chunks)
 }
 
@@ -346,7 +355,8 @@ async fn round_trip(tier: IsolationTier, remove: Remove) {
     let again = export(&app, &new_id).await;
     assert_eq!(lines_per_table(&again).keys().collect::<Vec<_>>(), lines_per_table(&bytes).keys().collect::<Vec<_>>());
     for table in ["users", "documents", "tenant_settings", "api_keys"] {
-        let strip = |lines: &Vec<String>, id: &str| lines.iter().map(|line| line.replace(id, "<t>")).collect::<Vec<_>>();
+        let strip =
+            |lines: &Vec<String>, id: &str| lines.iter().map(|line| line.replace(id, "<t>")).collect::<Vec<_>>();
         assert_eq!(
             strip(&lines_per_table(&again)[table], &new_id),
             strip(&lines_per_table(&bytes)[table], &tenant.id),
@@ -480,7 +490,9 @@ async fn export_is_one_snapshot(tier: IsolationTier) {
                     .create_setting(CreateSettingRequest {
                         setting: Some(Setting {
                             key: format!("w.n{n}"),
-                            value: Some(prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(n.into())) }),
+                            value: Some(prost_types::Value {
+                                kind: Some(prost_types::value::Kind::NumberValue(n.into())),
+                            }),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -492,7 +504,16 @@ async fn export_is_one_snapshot(tier: IsolationTier) {
             n
         })
     };
-    while app.users(&tenant.id).list_users(ListUsersRequest { page_size: 5, page_token: String::new() }).await.expect("list").into_inner().users.len() < 5 {
+    while app
+        .users(&tenant.id)
+        .list_users(ListUsersRequest { page_size: 5, page_token: String::new() })
+        .await
+        .expect("list")
+        .into_inner()
+        .users
+        .len()
+        < 5
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let bytes = export(&app, &tenant.id).await;
@@ -534,7 +555,8 @@ async fn a_tampered_or_truncated_archive_is_refused_and_leaves_nothing_behind() 
     let status = import(&app, &tampered, options()).await.expect_err("a tampered archive is refused");
     assert_eq!((status.code(), reason(&status).as_str()), (Code::InvalidArgument, "ARCHIVE_INVALID"));
     use tonic_types::StatusExt;
-    let violations = status.get_error_details().bad_request().map(|bad| bad.field_violations.clone()).unwrap_or_default();
+    let violations =
+        status.get_error_details().bad_request().map(|bad| bad.field_violations.clone()).unwrap_or_default();
     assert_eq!(violations.first().map(|violation| violation.field.as_str()), Some("archive.tables[users]"));
     assert_eq!(footprint(&app).await, before, "no tenant row, no chunks left");
 
@@ -584,7 +606,10 @@ async fn reading_an_archive_that_is_unknown_or_not_finished_is_refused_and_tenan
         .await
         .expect("a pending export");
     assert_error(
-        app.tenants.clone().read_tenant_archive(ReadTenantArchiveRequest { name: format!("operations/{pending}") }).await,
+        app.tenants
+            .clone()
+            .read_tenant_archive(ReadTenantArchiveRequest { name: format!("operations/{pending}") })
+            .await,
         Code::FailedPrecondition,
         "ARCHIVE_NOT_READY",
     );

@@ -454,6 +454,10 @@ mod tests {
         for method in ["CreateApiKey", "RevokeApiKey", "SomethingNew"] {
             assert_eq!(permission(method), Permission::Credentials, "{method}");
         }
+        // A tenant's whole data: not for viewers, though reading an archive is a read.
+        for method in ["ExportTenant", "ReadTenantArchive", "ImportTenant"] {
+            assert_eq!(permission(method), Permission::Lifecycle, "{method}");
+        }
         assert_eq!(control_permission("/tenantd.v1.OperatorService/CreateOperator"), Permission::Credentials);
         assert_eq!(control_permission("/tenantd.v1.OperatorService/RevokeOperator"), Permission::Credentials);
         assert_eq!(control_permission("/tenantd.v1.OperatorService/ListOperators"), Permission::Read);

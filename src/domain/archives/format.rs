@@ -275,7 +275,10 @@ impl Verifier {
             return Err(invalid(field, format!("has {} rows; the manifest says {}", digest.lines, expected.rows)));
         }
         if digest.finish() != expected.sha256 {
-            return Err(invalid(field, "the SHA-256 of its lines does not match the manifest: the archive was changed"));
+            return Err(invalid(
+                field,
+                "the SHA-256 of its lines does not match the manifest: the archive was changed",
+            ));
         }
         self.table += 1;
         Ok(())
@@ -340,7 +343,8 @@ mod tests {
         error.violations().first().map(|violation| violation.field.clone()).unwrap_or_default()
     }
 
-    const ROWS: &[(&str, &str)] = &[("users", r#"{"id": 1}"#), ("users", r#"{"id": 2}"#), ("documents", r#"{"id": 3}"#)];
+    const ROWS: &[(&str, &str)] =
+        &[("users", r#"{"id": 1}"#), ("users", r#"{"id": 2}"#), ("documents", r#"{"id": 3}"#)];
 
     #[test]
     fn an_archive_read_in_pieces_of_any_size_gives_back_its_manifest_and_rows() {

@@ -149,7 +149,9 @@ impl Archives {
             return Err(Error::new(Reason::ArchiveNotReady));
         }
         let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
-        let expired = operation.done_time.is_none_or(|done| done.checked_add_signed(retention).is_some_and(|end| end < Utc::now()));
+        let expired = operation
+            .done_time
+            .is_none_or(|done| done.checked_add_signed(retention).is_some_and(|end| end < Utc::now()));
         if operation.state != OperationState::Succeeded || expired {
             return Err(not_found());
         }
@@ -199,7 +201,9 @@ impl Archives {
                     verifier.push(piece)?;
                     self.database
                         .run(&context, async |transaction| {
-                            db::archives::insert_chunk(transaction, upload_id, sequence, piece).await.map_err(chunk_error)
+                            db::archives::insert_chunk(transaction, upload_id, sequence, piece)
+                                .await
+                                .map_err(chunk_error)
                         })
                         .await?;
                     sequence += 1;
@@ -209,7 +213,9 @@ impl Archives {
         }
         .await;
         let started = match stored {
-            Ok((manifest, chunks)) => self.start_import(request, &options, tenant_id, upload_id, chunks, &manifest).await,
+            Ok((manifest, chunks)) => {
+                self.start_import(request, &options, tenant_id, upload_id, chunks, &manifest).await
+            }
             Err(error) => Err(error),
         };
         if started.is_err() {
@@ -231,7 +237,8 @@ impl Archives {
             Some(slug) => slug.as_str().to_owned(),
             None => manifest.tenant["slug"].as_str().unwrap_or_default().to_owned(),
         };
-        Slug::parse(&slug).map_err(|description| Error::invalid(Reason::TenantSlugMalformed, "options.slug", description))?;
+        Slug::parse(&slug)
+            .map_err(|description| Error::invalid(Reason::TenantSlugMalformed, "options.slug", description))?;
         let tier = match options.isolation_tier {
             Some(tier) => tier,
             None => manifest.tenant["isolation_tier"].as_str().and_then(IsolationTier::parse).unwrap_or_default(),
@@ -443,7 +450,8 @@ impl ArchiveHandler {
             export_time: Utc::now(),
             tenant_id,
             tenant: json(&entry.tenant),
-            domains: serde_json::from_str(&entry.domains).map_err(|error| Stop::Failed(Error::internal(error.into())))?,
+            domains: serde_json::from_str(&entry.domains)
+                .map_err(|error| Stop::Failed(Error::internal(error.into())))?,
             channel_bindings: serde_json::from_str::<Vec<ChannelBinding>>(&entry.channel_bindings)
                 .map_err(|error| Stop::Failed(Error::internal(error.into())))?,
             tables,
@@ -515,7 +523,12 @@ impl ArchiveHandler {
         let restore = match db::archives::lock_state(connection, tenant_id).await?.as_deref().map(TenantState::parse) {
             None => false,
             Some(Some(TenantState::Purged)) => true,
-            Some(_) => return Err(Failure::Stop(Stop::Failed(Error::already_exists(Reason::TenantAlreadyExists, "options.tenant_id")))),
+            Some(_) => {
+                return Err(Failure::Stop(Stop::Failed(Error::already_exists(
+                    Reason::TenantAlreadyExists,
+                    "options.tenant_id",
+                ))));
+            }
         };
         let initial = if restore {
             TenantState::Purged.after(Transition::Restore).map_err(|reason| Stop::Failed(Error::new(reason)))?
@@ -528,8 +541,13 @@ impl ArchiveHandler {
         let mut batch = Batch::default();
         let mut inserted = 0u64;
         for sequence in 0..request.upload_chunks {
-            let Some(bytes) = db::archives::upload_chunk(connection, tenant_id, request.upload_id, sequence).await? else {
-                return Err(Failure::Stop(Stop::Failed(Error::invalid(Reason::ArchiveInvalid, "archive", "the upload is incomplete"))));
+            let Some(bytes) = db::archives::upload_chunk(connection, tenant_id, request.upload_id, sequence).await?
+            else {
+                return Err(Failure::Stop(Stop::Failed(Error::invalid(
+                    Reason::ArchiveInvalid,
+                    "archive",
+                    "the upload is incomplete",
+                ))));
             };
             let lines = match verifier.push(&bytes) {
                 Ok(lines) => lines,
@@ -573,7 +591,9 @@ impl ArchiveHandler {
                                 catalog
                                     .into_iter()
                                     .map(|column| column.name)
-                                    .filter(|column| !UNRESTORED_COLUMNS.contains(&(table.name.as_str(), column.as_str())))
+                                    .filter(|column| {
+                                        !UNRESTORED_COLUMNS.contains(&(table.name.as_str(), column.as_str()))
+                                    })
                                     .collect(),
                             );
                         }
