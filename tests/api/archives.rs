@@ -711,7 +711,7 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
         let mut buffer = vec![0; 1024 * 1024];
         let read = std::io::Read::read(&mut file, &mut buffer).expect("read");
         buffer.truncate(read);
-        (read > 0).then(|| (ImportTenantRequest { part: Some(import_tenant_request::Part::Chunk(buffer)) }, file))
+        (read > 0).then_some((ImportTenantRequest { part: Some(import_tenant_request::Part::Chunk(buffer)) }, file))
     });
     let upload = futures_util::StreamExt::chain(futures_util::stream::iter([first]), chunks);
     let started_import = app.tenants.clone().import_tenant(upload).await.expect("upload").into_inner();
