@@ -274,6 +274,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_MOVE_DRAIN_MS", default_value = "12000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub move_drain: Duration,
+    /// How long, in milliseconds, a finished export's archive stays downloadable with
+    /// ReadTenantArchive; then it is deleted. Default 7 days.
+    #[arg(long, env = "TENANTD_ARCHIVE_RETENTION", default_value = "604800000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub archive_retention: Duration,
     /// OpenTelemetry traces, from the standard `OTEL_*` variables.
     #[command(flatten)]
     pub traces: TracesArgs,
@@ -500,6 +505,7 @@ impl From<ServeArgs> for Config {
                 lease: args.operation_lease.max(Duration::from_millis(300)),
                 poll_interval: args.operation_poll,
                 move_drain: args.move_drain,
+                archive_retention: args.archive_retention,
             },
         }
     }

@@ -221,4 +221,7 @@ pub struct OperationsConfig {
     /// requests routed by a replica's previous resolution have finished (they read the
     /// source, which is complete until then).
     pub move_drain: Duration,
+    /// How long a finished export's archive stays downloadable (ReadTenantArchive); then it
+    /// is ARCHIVE_NOT_FOUND and the sweep deletes its chunks.
+    pub archive_retention: Duration,
 }

@@ -22,11 +22,12 @@ use crate::config::{Config, ExposeSecret};
 use crate::db::connect::PgTarget;
 use crate::db::{self, migrations};
 use crate::domain::api_keys::ApiKeys;
+use crate::domain::archives::{ArchiveHandler, Archives};
 use crate::domain::documents::Documents;
 use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::moves::{MoveHandler, Moves};
-use crate::domain::operations::{OperationWorker, Operations};
+use crate::domain::operations::{OperationHandler, OperationKind, OperationWorker, Operations};
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
 use crate::domain::settings::Settings;
@@ -67,6 +68,7 @@ pub struct Application {
     database: TenantDb,
     events: Arc<EventHub>,
     operation_worker: OperationWorker,
+    archives: Archives,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -160,13 +162,30 @@ impl Application {
         let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
         let move_handler =
             Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+        let archives = Archives::new(
+            operations.clone(),
+            database.clone(),
+            provisioner.clone(),
+            resolver.clone(),
+            config.operations.archive_retention,
+        );
+        let archive_handler = |kind| {
+            Arc::new(ArchiveHandler::new(kind, database.clone(), provisioner.clone(), resolver.clone()))
+                as Arc<dyn OperationHandler>
+        };
+        let handlers = vec![
+            move_handler as Arc<dyn OperationHandler>,
+            archive_handler(OperationKind::ExportTenant),
+            archive_handler(OperationKind::ImportTenant),
+        ];
         let operation_worker =
-            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
+            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, handlers);
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
             moves,
+            archives.clone(),
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
@@ -295,6 +314,7 @@ impl Application {
             database,
             events,
             operation_worker,
+            archives,
             metrics,
             metrics_listener,
             traces,
@@ -357,6 +377,7 @@ impl Application {
             database,
             events,
             operation_worker,
+            archives,
             metrics,
             metrics_listener,
             traces,
@@ -383,6 +404,7 @@ impl Application {
         // Operations stop with the server's work; one left running is released for the
         // next claim.
         let operations_task = AbortOnDrop(tokio::spawn(operation_worker.run(stop_events.clone())));
+        let _archive_sweep = AbortOnDrop(tokio::spawn(archives.sweep_expired(stop_events.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =

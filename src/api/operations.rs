@@ -81,7 +81,7 @@ pub(crate) fn to_proto(operation: Operation) -> longrunning::Operation {
 }
 
 /// The id in an operation name.
-fn operation_id(name: &str) -> Result<uuid::Uuid> {
+pub(crate) fn operation_id(name: &str) -> Result<uuid::Uuid> {
     if name.is_empty() {
         return Err(Error::invalid(Reason::FieldRequired, "name", "is required"));
     }

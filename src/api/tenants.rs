@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{required, time, timestamp, update_mask};
 use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
+use crate::domain::archives::{Archives, ImportOptions};
 use crate::domain::moves::Moves;
 use crate::domain::plans::parse_name as parse_plan_name;
 use crate::domain::quotas::QuotaUsage;
@@ -34,12 +37,19 @@ pub struct TenantApi {
     keys: ApiKeys,
     usage: Arc<UsageCounter>,
     moves: Moves,
+    archives: Archives,
 }
 
 impl TenantApi {
-    /// Serves `registry`, `keys`, `usage` and `moves`.
-    pub fn new(registry: TenantRegistry, keys: ApiKeys, usage: Arc<UsageCounter>, moves: Moves) -> Self {
-        Self { registry, keys, usage, moves }
+    /// Serves `registry`, `keys`, `usage`, `moves` and `archives`.
+    pub fn new(
+        registry: TenantRegistry,
+        keys: ApiKeys,
+        usage: Arc<UsageCounter>,
+        moves: Moves,
+        archives: Archives,
+    ) -> Self {
+        Self { registry, keys, usage, moves, archives }
     }
 
     async fn transition(
@@ -189,6 +199,8 @@ fn scopes(values: &[i32]) -> Result<Vec<Scope>> {
 
 #[tonic::async_trait]
 impl TenantService for TenantApi {
+    type ReadTenantArchiveStream = BoxStream<'static, Result<proto::TenantArchiveChunk, Status>>;
+
     async fn create_tenant(
         &self,
         request: Request<proto::CreateTenantRequest>,
@@ -448,4 +460,79 @@ impl TenantService for TenantApi {
             quotas: quotas.into_iter().map(quota_usage_to_proto).collect(),
         }))
     }
+
+    async fn export_tenant(
+        &self,
+        request: Request<proto::ExportTenantRequest>,
+    ) -> Result<Response<crate::proto::longrunning::Operation>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let id = parse_id("id", &request.into_inner().id)?;
+        let operation = self.archives.export(&context, id).await?;
+        Ok(Response::new(super::operations::to_proto(operation)))
+    }
+
+    async fn read_tenant_archive(
+        &self,
+        request: Request<proto::ReadTenantArchiveRequest>,
+    ) -> Result<Response<Self::ReadTenantArchiveStream>, Status> {
+        let id = super::operations::operation_id(&request.into_inner().name)?;
+        let archive = self.archives.open(id).await?;
+        let archives = self.archives.clone();
+        // Pulled: the next chunk is read only when the transport takes the last one.
+        let chunks = futures_util::stream::try_unfold((0, 0i64), move |(sequence, offset)| {
+            let archives = archives.clone();
+            async move {
+                let Some(data) = archives.chunk(&archive, sequence).await? else { return Ok(None) };
+                let length = data.len() as i64;
+                let chunk = proto::TenantArchiveChunk { data, offset, total_bytes: archive.total_bytes };
+                Ok::<_, Error>(Some((chunk, (sequence + 1, offset + length))))
+            }
+        });
+        Ok(Response::new(chunks.map_err(Status::from).boxed()))
+    }
+
+    async fn import_tenant(
+        &self,
+        request: Request<Streaming<proto::ImportTenantRequest>>,
+    ) -> Result<Response<crate::proto::longrunning::Operation>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.and_then(|message| message.part);
+        let Some(proto::import_tenant_request::Part::Options(options)) = first else {
+            return Err(
+                Error::invalid(Reason::FieldRequired, "options", "the first message must carry the options").into()
+            );
+        };
+        let options = import_options(options)?;
+        let upload = stream.map(|message| match message {
+            Ok(proto::ImportTenantRequest { part: Some(proto::import_tenant_request::Part::Chunk(bytes)) }) => {
+                Ok(bytes)
+            }
+            Ok(_) => {
+                Err(Error::invalid(Reason::FieldMalformed, "chunk", "every message after the first must carry a chunk"))
+            }
+            Err(_) => Err(Error::invalid(Reason::ArchiveInvalid, "chunk", "the upload ended with a transport error")),
+        });
+        let operation = self.archives.import(&context, options, upload).await?;
+        Ok(Response::new(super::operations::to_proto(operation)))
+    }
+}
+
+fn import_options(options: proto::ImportTenantOptions) -> Result<ImportOptions> {
+    let mut violations = Violations::new();
+    let tenant_id = (!options.tenant_id.is_empty())
+        .then(|| violations.check(parse_id("options.tenant_id", &options.tenant_id)))
+        .flatten();
+    let slug = (!options.slug.is_empty()).then(|| violations.check(slug("options.slug", &options.slug))).flatten();
+    let isolation_tier = violations.check(match ProtoTier::try_from(options.isolation_tier) {
+        Ok(ProtoTier::Unspecified) => Ok(None),
+        Ok(ProtoTier::Pooled) => Ok(Some(IsolationTier::Pooled)),
+        Ok(ProtoTier::Schema) => Ok(Some(IsolationTier::Schema)),
+        Err(_) => Err(Error::invalid(
+            Reason::IsolationTierInvalid,
+            "options.isolation_tier",
+            "is not a Tenant.IsolationTier value",
+        )),
+    });
+    violations.finish(|| Some(ImportOptions { tenant_id, slug, isolation_tier: isolation_tier? }))
 }

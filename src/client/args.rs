@@ -97,6 +97,37 @@ pub enum TenantsCommand {
     /// Move a live tenant to another isolation tier (a long-running operation: prints it;
     /// follow it with `tenantd operations get|wait`).
     Move(MoveTenantArgs),
+    /// Export a tenant's archive to a file (waits for the export, then downloads it).
+    Export(ExportTenantArgs),
+    /// Recreate a tenant from an archive file (uploads it, then waits for the import).
+    Import(ImportTenantArgs),
+}
+
+/// `tenantd tenants export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportTenantArgs {
+    /// The tenant's id.
+    pub id: String,
+    /// Where to write the archive (JSON Lines; replaced if it exists).
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+}
+
+/// `tenantd tenants import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportTenantArgs {
+    /// The archive to import.
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// The tenant's id: an unused id, or a PURGED tenant's (restored); default a new id.
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    /// The tenant's slug; default the archive's.
+    #[arg(long)]
+    pub slug: Option<String>,
+    /// Where its data lives; default the archive's tier.
+    #[arg(long, value_enum)]
+    pub isolation_tier: Option<TierArg>,
 }
 
 /// `tenantd tenants move`.

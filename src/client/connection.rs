@@ -229,7 +229,10 @@ pub(super) struct Bearer(MetadataValue<Ascii>);
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         request.metadata_mut().insert("authorization", self.0.clone());
-        request.set_timeout(CALL_TIMEOUT);
+        // A transfer (an archive's download or upload) sets a longer deadline of its own.
+        if !request.metadata().contains_key("grpc-timeout") {
+            request.set_timeout(CALL_TIMEOUT);
+        }
         Ok(request)
     }
 }

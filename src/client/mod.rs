@@ -12,6 +12,7 @@
 //!
 //! Results go to stdout (a table, or `--output json`); everything else goes to stderr.
 
+mod archives;
 pub mod args;
 mod connection;
 pub mod events;
@@ -188,6 +189,8 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
             let request = proto::MoveTenantRequest { id: target.id, isolation_tier };
             return Ok(Shown::Operation(call(client.move_tenant(request)).await?));
         }
+        TenantsCommand::Export(export) => return archives::export(&args.client, client, export).await,
+        TenantsCommand::Import(import) => return archives::import(&args.client, client, import).await,
     };
     Ok(Shown::Tenant(tenant))
 }

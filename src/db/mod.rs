@@ -10,6 +10,7 @@ use diesel_async::pooled_connection::{
 };
 
 pub mod api_keys;
+pub mod archives;
 pub mod audit;
 pub mod connect;
 pub mod documents;

@@ -224,3 +224,14 @@ diesel::table! {
         done_time -> Nullable<Timestamptz>,
     }
 }
+
+diesel::table! {
+    /// Archives of tenants, in chunks (RLS enabled and forced): an export's, or an upload's.
+    tenant_archive_chunks (tenant_id, archive_id, sequence) {
+        tenant_id -> Uuid,
+        archive_id -> Uuid,
+        sequence -> Int4,
+        bytes -> Bytea,
+        create_time -> Timestamptz,
+    }
+}

@@ -178,7 +178,11 @@ pub async fn provision(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> Q
     finish(connection, outcome).await
 }
 
-async fn provision_in_transaction(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Provisioned> {
+/// [`provision`]'s work, inside a transaction that is already `tenantd_owner` (an import's).
+pub(crate) async fn provision_in_transaction(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+) -> QueryResult<Provisioned> {
     if lock_version(connection, tenant_id).await?.is_some() {
         return Ok(Provisioned::AlreadyComplete);
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Reason, Result, Violations};
 
 pub mod api_keys;
+pub mod archives;
 pub mod audit;
 pub mod documents;
 pub mod events;

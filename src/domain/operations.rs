@@ -37,16 +37,23 @@ pub const MAX_ATTEMPTS: i32 = 20;
 pub enum OperationKind {
     /// Moves a tenant between isolation tiers.
     MoveTenant,
+    /// Writes a tenant's archive.
+    ExportTenant,
+    /// Recreates a tenant from an uploaded archive.
+    ImportTenant,
 }
 
 impl OperationKind {
     /// Every kind.
-    pub const ALL: [OperationKind; 1] = [OperationKind::MoveTenant];
+    pub const ALL: [OperationKind; 3] =
+        [OperationKind::MoveTenant, OperationKind::ExportTenant, OperationKind::ImportTenant];
 
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
             OperationKind::MoveTenant => "move_tenant",
+            OperationKind::ExportTenant => "export_tenant",
+            OperationKind::ImportTenant => "import_tenant",
         }
     }
 

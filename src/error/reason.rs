@@ -75,6 +75,7 @@ reasons! {
     PlanNameMalformed = "PLAN_NAME_MALFORMED", InvalidArgument, "the plan name is malformed";
     LimitsInvalid = "LIMITS_INVALID", InvalidArgument, "a limit is invalid";
     PlanUnknown = "PLAN_UNKNOWN", InvalidArgument, "the named plan does not exist";
+    ArchiveInvalid = "ARCHIVE_INVALID", InvalidArgument, "the archive is invalid: tampered with, truncated, or not a tenantd archive";
 
     // UNAUTHENTICATED: no valid credentials. The messages say which case, never anything
     // about a valid credential.
@@ -107,6 +108,7 @@ reasons! {
     OperatorNotFound = "OPERATOR_NOT_FOUND", NotFound, "operator not found";
     PlanNotFound = "PLAN_NOT_FOUND", NotFound, "plan not found";
     OperationNotFound = "OPERATION_NOT_FOUND", NotFound, "operation not found";
+    ArchiveNotFound = "ARCHIVE_NOT_FOUND", NotFound, "no archive of that export: the operation is not a succeeded export, or its archive expired";
 
     // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
     TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
@@ -137,6 +139,7 @@ reasons! {
     OperationNotDone = "OPERATION_NOT_DONE", FailedPrecondition, "the operation has not finished; cancel it or wait for it first";
     TenantOperationInProgress = "TENANT_OPERATION_IN_PROGRESS", FailedPrecondition, "another operation on this tenant has not finished; wait for it or cancel it";
     EventRetentionExceeded = "EVENT_RETENTION_EXCEEDED", FailedPrecondition, "the cursor or start time is older than the event retention window; start from a time within it";
+    ArchiveNotReady = "ARCHIVE_NOT_READY", FailedPrecondition, "the export has not finished; wait for its operation";
 
     // RESOURCE_EXHAUSTED: the caller used more than its share. A slow watcher's ErrorInfo
     // metadata `resume_cursor` says where to continue; a quota's google.rpc.QuotaFailure

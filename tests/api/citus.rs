@@ -209,6 +209,7 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("operators", "reference"),
         ("plans", "reference"),
         ("platform_idempotency_records", "reference"),
+        ("tenant_archive_chunks", "tenant"),
         ("tenant_channel_bindings", "reference"),
         ("tenant_domains", "reference"),
         ("tenant_quota_usage", "tenant"),
@@ -272,6 +273,7 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("tenant_quota_usage", domain::quotas::constraint_error),
     ("operations", domain::operations::constraint_error),
     ("tenant_settings", <domain::settings::Setting as Resource>::constraint_error),
+    ("tenant_archive_chunks", domain::archives::constraint_error),
 ];
 
 /// How a violation of `constraint` reaches tenantd, from PostgreSQL (constraint name set)

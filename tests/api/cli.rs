@@ -513,3 +513,39 @@ async fn tenants_are_put_on_a_plan_and_taken_off_it_through_the_cli() {
     assert_eq!(string(&off, "plan"), "");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tenants_export_writes_an_archive_that_tenants_import_recreates_and_a_changed_one_is_refused() {
+    let server = CliServer::ready().await;
+    let slug = unique_slug("cli-arch");
+    let tenant = server.json(&["tenants", "create", "--slug", &slug, "--display-name", "Archived"]).await;
+    let id = string(&tenant, "id").to_owned();
+    let file = std::env::temp_dir().join(format!("tenantd-cli-{id}.jsonl"));
+    let path = file.to_str().expect("utf-8 path");
+    let exported = server.json(&["tenants", "export", &id, "--file", path]).await;
+    assert_eq!((exported["kind"].as_str(), exported["done"].as_bool()), (Some("export_tenant"), Some(true)));
+    let bytes = std::fs::read(&file).expect("the archive was written");
+    assert!(bytes.starts_with(b"{\"format\":\"tenantd-archive\""), "the manifest comes first");
+
+    let mut changed = bytes.clone();
+    let at = changed.len() - 5;
+    changed[at] = if changed[at] == b'0' { b'1' } else { b'0' };
+    let changed_file = std::env::temp_dir().join(format!("tenantd-cli-{id}-changed.jsonl"));
+    std::fs::write(&changed_file, &changed).expect("write");
+    let refused = server
+        .run(&["tenants", "import", "--file", changed_file.to_str().expect("utf-8"), "--slug", &unique_slug("cli-bad")])
+        .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("ARCHIVE_INVALID"), "{refused:?}");
+
+    let new_slug = unique_slug("cli-back");
+    let imported = server.json(&["tenants", "import", "--file", path, "--slug", &new_slug]).await;
+    assert_eq!((imported["kind"].as_str(), imported["done"].as_bool()), (Some("import_tenant"), Some(true)));
+    let new_id = string(&imported, "tenantId").to_owned();
+    assert_ne!(new_id, id, "a new tenant id");
+    let got = server.json(&["tenants", "get", &new_id]).await;
+    assert_eq!((string(&got, "slug"), string(&got, "state")), (new_slug.as_str(), "ACTIVE"));
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&changed_file);
+    server.stop().await;
+}

@@ -8,6 +8,7 @@ mod helpers;
 mod logs;
 
 mod abuse;
+mod archives;
 mod attacks;
 mod audit;
 mod body;

@@ -147,8 +147,18 @@ async fn admit_operator(resolver: &TenantResolver, token: &OperatorKeyToken, nee
 /// included, is credential management, so a method added later is admin-only until shown
 /// otherwise.
 fn control_permission(path: &str) -> Permission {
-    const LIFECYCLE: [&str; 6] =
-        ["CreateTenant", "UpdateTenant", "SuspendTenant", "ResumeTenant", "DeleteTenant", "MoveTenant"];
+    const LIFECYCLE: [&str; 9] = [
+        "CreateTenant",
+        "UpdateTenant",
+        "SuspendTenant",
+        "ResumeTenant",
+        "DeleteTenant",
+        "MoveTenant",
+        // A tenant's whole data: for the roles that may change tenants, not for viewers.
+        "ExportTenant",
+        "ReadTenantArchive",
+        "ImportTenant",
+    ];
     const PLANS: [&str; 2] = ["CreatePlan", "UpdatePlan"];
     const OPERATIONS: [&str; 2] = ["CancelOperation", "DeleteOperation"];
     let method = path.rsplit('/').next().unwrap_or_default();
@@ -443,6 +453,10 @@ mod tests {
         }
         for method in ["CreateApiKey", "RevokeApiKey", "SomethingNew"] {
             assert_eq!(permission(method), Permission::Credentials, "{method}");
+        }
+        // A tenant's whole data: not for viewers, though reading an archive is a read.
+        for method in ["ExportTenant", "ReadTenantArchive", "ImportTenant"] {
+            assert_eq!(permission(method), Permission::Lifecycle, "{method}");
         }
         assert_eq!(control_permission("/tenantd.v1.OperatorService/CreateOperator"), Permission::Credentials);
         assert_eq!(control_permission("/tenantd.v1.OperatorService/RevokeOperator"), Permission::Credentials);
