@@ -274,6 +274,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_MOVE_DRAIN_MS", default_value = "12000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub move_drain: Duration,
+    /// How long, in milliseconds, a deleted tenant is kept (ResumeTenant undeletes it) before
+    /// the retention sweep purges it. Default 30 days.
+    #[arg(long, env = "TENANTD_PURGE_RETENTION", default_value = "2592000000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub purge_retention: Duration,
+    /// Rows a purge deletes per batch; each batch is its own short transaction.
+    #[arg(long, env = "TENANTD_PURGE_BATCH_ROWS", default_value_t = 1000)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub purge_batch_rows: i64,
     /// OpenTelemetry traces, from the standard `OTEL_*` variables.
     #[command(flatten)]
     pub traces: TracesArgs,
@@ -500,6 +509,8 @@ impl From<ServeArgs> for Config {
                 lease: args.operation_lease.max(Duration::from_millis(300)),
                 poll_interval: args.operation_poll,
                 move_drain: args.move_drain,
+                purge_retention: args.purge_retention,
+                purge_batch_rows: args.purge_batch_rows,
             },
         }
     }

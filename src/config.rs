@@ -221,4 +221,8 @@ pub struct OperationsConfig {
     /// requests routed by a replica's previous resolution have finished (they read the
     /// source, which is complete until then).
     pub move_drain: Duration,
+    /// How long after its deletion a tenant is purged by the retention sweep.
+    pub purge_retention: Duration,
+    /// Rows a purge deletes per batch (each batch its own short transaction).
+    pub purge_batch_rows: i64,
 }

@@ -27,6 +27,7 @@ use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::moves::{MoveHandler, Moves};
 use crate::domain::operations::{OperationWorker, Operations};
+use crate::domain::purge::{PurgeHandler, Purges};
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
 use crate::domain::settings::Settings;
@@ -67,6 +68,7 @@ pub struct Application {
     database: TenantDb,
     events: Arc<EventHub>,
     operation_worker: OperationWorker,
+    purges: Purges,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -160,13 +162,25 @@ impl Application {
         let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
         let move_handler =
             Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
-        let operation_worker =
-            OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
+        let purge_handler = Arc::new(PurgeHandler::new(
+            provisioner.clone(),
+            resolver.clone(),
+            redis.clone(),
+            config.operations.purge_batch_rows,
+        ));
+        let purges = Purges::new(operations.clone(), database.clone(), config.operations.purge_retention);
+        let operation_worker = OperationWorker::new(
+            database.clone(),
+            config.operations.clone(),
+            operation_wake,
+            vec![move_handler, purge_handler],
+        );
         let tenant_api = TenantApi::new(
             TenantRegistry::new(database.clone(), resolver.clone(), provisioner),
             ApiKeys::new(database.clone(), resolver.clone()),
             activity.clone(),
             moves,
+            purges.clone(),
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
@@ -295,6 +309,7 @@ impl Application {
             database,
             events,
             operation_worker,
+            purges,
             metrics,
             metrics_listener,
             traces,
@@ -357,6 +372,7 @@ impl Application {
             database,
             events,
             operation_worker,
+            purges,
             metrics,
             metrics_listener,
             traces,
@@ -383,6 +399,9 @@ impl Application {
         // Operations stop with the server's work; one left running is released for the
         // next claim.
         let operations_task = AbortOnDrop(tokio::spawn(operation_worker.run(stop_events.clone())));
+        // Every replica sweeps for tenants past their retention (decision 0020).
+        let sweep_every = Purges::sweep_interval(config.operations.poll_interval);
+        let sweep_task = AbortOnDrop(tokio::spawn(purges.sweep_until(sweep_every, stop_events.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =
@@ -433,7 +452,7 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task.join());
+        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task.join(), sweep_task.join());
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }

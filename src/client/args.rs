@@ -97,6 +97,28 @@ pub enum TenantsCommand {
     /// Move a live tenant to another isolation tier (a long-running operation: prints it;
     /// follow it with `tenantd operations get|wait`).
     Move(MoveTenantArgs),
+    /// Purge a deleted tenant for good (a long-running operation: prints it; with `--wait`,
+    /// shows its progress and prints it once done).
+    Purge(PurgeTenantArgs),
+    /// Show the receipt of a tenant's purge.
+    PurgeReceipt(PurgeReceiptArgs),
+}
+
+/// `tenantd tenants purge`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeTenantArgs {
+    /// The tenant's id.
+    pub id: String,
+    /// Wait until the purge is done, with a progress bar on a terminal.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `tenantd tenants purge-receipt`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeReceiptArgs {
+    /// The purged tenant's id.
+    pub id: String,
 }
 
 /// `tenantd tenants move`.

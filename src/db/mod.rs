@@ -21,6 +21,7 @@ pub mod moves;
 pub mod operations;
 pub mod operators;
 pub mod plans;
+pub mod purge;
 pub mod quotas;
 pub mod resource;
 pub mod retry;

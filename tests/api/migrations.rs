@@ -4,7 +4,7 @@ use tenantd::db::migrations::{revert_all, run_pending};
 
 use crate::helpers::{connect, create_database, database_url, drop_database, pg_admin};
 
-const ALL_TABLES: [&str; 15] = [
+const ALL_TABLES: [&str; 16] = [
     "api_keys",
     "audit_events",
     "documents",
@@ -15,6 +15,7 @@ const ALL_TABLES: [&str; 15] = [
     "platform_idempotency_records",
     "tenant_channel_bindings",
     "tenant_domains",
+    "tenant_purge_receipts",
     "tenant_quota_usage",
     "tenant_settings",
     "tenantd_table_distribution",
@@ -57,7 +58,7 @@ async fn migrations_go_up_down_and_up_again() {
     admin.execute("SELECT pg_advisory_lock(7345001)", &[]).await.expect("lock");
 
     let applied = run_pending(&url).await.expect("up");
-    assert_eq!(applied, 16);
+    assert_eq!(applied, 17);
     assert_eq!(tables(&database).await, ALL_TABLES);
     assert!(app_role_propagates_set_commands(&admin).await);
     let reverted = revert_all(&url).await.expect("down");
