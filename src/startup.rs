@@ -27,9 +27,9 @@ use crate::domain::events::EventHub;
 use crate::domain::key_uses::KeyUseRecorder;
 use crate::domain::moves::{MoveHandler, Moves};
 use crate::domain::operations::{OperationWorker, Operations};
-use crate::domain::purge::{PurgeHandler, Purges};
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
+use crate::domain::purge::{PurgeHandler, Purges};
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
@@ -452,7 +452,14 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task.join(), sweep_task.join());
+        let _ = tokio::join!(
+            prober_task,
+            listener_task,
+            usage_task,
+            events_task,
+            operations_task.join(),
+            sweep_task.join()
+        );
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }

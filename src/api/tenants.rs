@@ -8,8 +8,8 @@ use super::{required, time, timestamp, update_mask};
 use crate::auth::api_key::ApiKeyToken;
 use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
 use crate::domain::moves::Moves;
-use crate::domain::purge::{PurgeReceipt, Purges};
 use crate::domain::plans::parse_name as parse_plan_name;
+use crate::domain::purge::{PurgeReceipt, Purges};
 use crate::domain::quotas::QuotaUsage;
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, UPDATABLE_FIELDS,
@@ -40,7 +40,13 @@ pub struct TenantApi {
 
 impl TenantApi {
     /// Serves `registry`, `keys`, `usage`, `moves` and `purges`.
-    pub fn new(registry: TenantRegistry, keys: ApiKeys, usage: Arc<UsageCounter>, moves: Moves, purges: Purges) -> Self {
+    pub fn new(
+        registry: TenantRegistry,
+        keys: ApiKeys,
+        usage: Arc<UsageCounter>,
+        moves: Moves,
+        purges: Purges,
+    ) -> Self {
         Self { registry, keys, usage, moves, purges }
     }
 

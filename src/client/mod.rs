@@ -29,8 +29,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use self::args::{
-    ChannelArg, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperationsArgs, OperationsCommand, OperatorRoleArg,
-    ClientArgs, OperatorsArgs, OperatorsCommand, PageArgs, ResolveArgs, TenantStateArg, TenantsArgs, TenantsCommand,
+    ChannelArg, ClientArgs, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperationsArgs, OperationsCommand,
+    OperatorRoleArg, OperatorsArgs, OperatorsCommand, PageArgs, ResolveArgs, TenantStateArg, TenantsArgs,
+    TenantsCommand,
 };
 use self::connection::{Failure, call, connect, finish, operations_client, operator_client, tenant_client};
 use self::output::Shown;

@@ -108,9 +108,7 @@ fn children_first(
     let mut ordered = Vec::with_capacity(remaining.len());
     while !remaining.is_empty() {
         let ready = remaining.iter().position(|table| {
-            children
-                .get(table)
-                .is_none_or(|referencing| referencing.iter().all(|child| !remaining.contains(child)))
+            children.get(table).is_none_or(|referencing| referencing.iter().all(|child| !remaining.contains(child)))
         });
         // A cycle: take the rest in catalog order.
         let next = ready.unwrap_or(0);
@@ -286,7 +284,7 @@ pub async fn count(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> Query
 
 /// The tables a purge deletes from, children first: those of [`count`] but the tenant's own
 /// schema, which is dropped whole.
-pub async fn tables_to_delete(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Vec<TenantTable>> {
+pub async fn tables_to_delete(connection: &mut AsyncPgConnection) -> QueryResult<Vec<TenantTable>> {
     let tables = tenant_tables(connection).await?.into_iter().filter(|table| table.schema == "public").collect();
     delete_order(connection, tables).await
 }
@@ -395,6 +393,7 @@ pub async fn verify_and_finish(
         .execute(connection)
         .await?;
         audit(connection, tenant_id, transition).await?;
+        let scanned_count = scanned.len();
         let verification = serde_json::json!({
             "tables_scanned": scanned.len(),
             "rows_found": 0,
@@ -413,9 +412,9 @@ pub async fn verify_and_finish(
         .bind::<Text, _>(receipt.purged_by)
         .bind::<Text, _>(receipt.isolation_tier)
         .bind::<Timestamptz, _>(receipt.start_time)
-        .bind::<Jsonb, _>(&receipt.removed_rows)
-        .bind::<Jsonb, _>(&receipt.redis)
-        .bind::<Jsonb, _>(&verification)
+        .bind::<Jsonb, _>(receipt.removed_rows.clone())
+        .bind::<Jsonb, _>(receipt.redis.clone())
+        .bind::<Jsonb, _>(verification)
         .execute(connection)
         .await?;
         let recorded = diesel::sql_query(
@@ -430,7 +429,7 @@ pub async fn verify_and_finish(
         if recorded != 1 {
             return Ok(Finished::LeaseLost);
         }
-        Ok(Finished::Done(scanned.len()))
+        Ok(Finished::Done(scanned_count))
     }
     .await;
     match outcome {
@@ -487,6 +486,20 @@ pub async fn latest_receipt(connection: &mut Connection<'_>, tenant_id: Uuid) ->
     .get_result(connection)
     .await
     .optional()
+}
+
+/// [`latest_receipt`] on the purge's connection of the provisioning role (which reads it as
+/// `tenantd_owner`, in a read-only transaction of its own).
+pub async fn latest_receipt_as_owner(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+) -> QueryResult<Option<ReceiptRow>> {
+    begin(connection, tenant_id, "READ COMMITTED READ ONLY").await?;
+    let outcome = {
+        let mut shared: &AsyncPgConnection = connection;
+        latest_receipt(&mut shared, tenant_id).await
+    };
+    finish(connection, outcome).await
 }
 
 /// The deleted tenants whose delete time is more than `retention_ms` ago and that no

@@ -167,7 +167,10 @@ impl Purges {
         for tenant_id in due {
             let body =
                 serde_json::to_value(PurgeRequest { tenant_id }).map_err(|error| Error::internal(error.into()))?;
-            match self.operations.start_by(RETENTION_ACTOR, OperationKind::PurgeTenant, Some(tenant_id), body, "start").await
+            match self
+                .operations
+                .start_by(RETENTION_ACTOR, OperationKind::PurgeTenant, Some(tenant_id), body, "start")
+                .await
             {
                 Ok(operation) => {
                     started += 1;
@@ -361,7 +364,7 @@ impl PurgeHandler {
         details: &mut serde_json::Value,
     ) -> Result<(), Stop> {
         let database = |error| Stop::Interrupted(Error::from(error));
-        let tables = db::purge::tables_to_delete(connection, tenant_id).await.map_err(database)?;
+        let tables = db::purge::tables_to_delete(connection).await.map_err(database)?;
         let total = details["total_rows"].as_i64().unwrap_or_default().max(1);
         let mut removed = details["removed_rows"].as_i64().unwrap_or_default();
         let mut batches = details["batches"].as_i64().unwrap_or_default();
@@ -420,8 +423,9 @@ impl PurgeHandler {
         tenant_id: Uuid,
         operation_id: Uuid,
     ) -> Result<PurgeReceipt, Stop> {
-        let mut shared: &AsyncPgConnection = connection;
-        let row = db::purge::latest_receipt(&mut shared, tenant_id).await.map_err(|error| Stop::Interrupted(error.into()))?;
+        let row = db::purge::latest_receipt_as_owner(connection, tenant_id)
+            .await
+            .map_err(|error| Stop::Interrupted(error.into()))?;
         match row {
             Some(row) if row.operation_id == operation_id => Ok(row.try_into()?),
             _ => Err(Stop::Failed(Error::internal(anyhow::anyhow!("purge {operation_id} finished without a receipt")))),

@@ -101,7 +101,8 @@ fn readme_state_table() -> Vec<Vec<String>> {
 fn the_readme_state_table_is_the_one_in_the_code_and_matches_every_transition() {
     use tenantd::tenancy::{TenantState, Transition};
     // The same text as the table in src/tenancy/state.rs's documentation.
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tenancy/state.rs")).expect("state.rs");
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tenancy/state.rs")).expect("state.rs");
     let documented: Vec<&str> =
         source.lines().filter_map(|line| line.strip_prefix("//! ")).filter(|line| line.starts_with('|')).collect();
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");

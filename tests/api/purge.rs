@@ -325,12 +325,13 @@ async fn a_replica_killed_while_a_purge_deletes_rows_leaves_it_to_another_that_f
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let current = metadata(&get_operation(&app, &started.name).await);
-        let removed = current.details.as_ref().and_then(|details| details.fields.get("removed_rows")).and_then(
-            |value| match value.kind {
-                Some(prost_types::value::Kind::NumberValue(number)) => Some(number),
-                _ => None,
-            },
-        );
+        let removed =
+            current.details.as_ref().and_then(|details| details.fields.get("removed_rows")).and_then(|value| {
+                match &value.kind {
+                    Some(prost_types::value::Kind::NumberValue(number)) => Some(*number),
+                    _ => None,
+                }
+            });
         if current.phase == "rows" && removed.is_some_and(|removed| removed > 0.0) {
             break;
         }
@@ -383,10 +384,7 @@ async fn the_retention_sweep_purges_a_tenant_deleted_long_ago_and_not_one_delete
     delete(&app, &fresh.id).await;
     let admin = connect(&pg_admin(), &app.database).await;
     admin
-        .execute(
-            "UPDATE tenants SET delete_time = now() - interval '2 hours' WHERE id = $1::text::uuid",
-            &[&old.id],
-        )
+        .execute("UPDATE tenants SET delete_time = now() - interval '2 hours' WHERE id = $1::text::uuid", &[&old.id])
         .await
         .expect("age the deletion");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -406,4 +404,88 @@ async fn the_retention_sweep_purges_a_tenant_deleted_long_ago_and_not_one_delete
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(tenant(&app, &fresh.id).await.state(), State::Deleted);
     app.stop().await;
+}
+
+/// Writes users to a tenant until `stop`; returns every write's latency (sorted) and the
+/// number of errors.
+async fn latencies_until(
+    app: &TestApp,
+    tenant_id: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<Duration>, usize) {
+    use std::sync::atomic::Ordering;
+    let mut client = app.users(tenant_id);
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while !stop.load(Ordering::Relaxed) {
+        let user =
+            tenantd::proto::User { email: format!("w-{}@load.example", Uuid::now_v7().simple()), ..Default::default() };
+        let started = Instant::now();
+        let request = tenantd::proto::CreateUserRequest { user: Some(user), ..Default::default() };
+        if client.create_user(request).await.is_err() {
+            errors += 1;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    (latencies, errors)
+}
+
+fn p99(latencies: &[Duration]) -> Duration {
+    latencies.get(latencies.len().saturating_sub(1) * 99 / 100).copied().unwrap_or_default()
+}
+
+/// Purge time and longest batch of a 100,000-row tenant, and another tenant's p99 write
+/// latency during the purge against the same load without it, in one run:
+/// `cargo nextest run --release --test api --run-ignored only bench_purging -- --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_purging_a_100000_row_tenant_while_another_tenant_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = Arc::new(spawn_app_with(fast).await);
+    let purged = app.create_tenant(&unique_slug("big")).await;
+    let other = app.create_tenant(&unique_slug("busy")).await;
+    seed_users(&app, &purged.id, 100_000).await;
+    delete(&app, &purged.id).await;
+    let load = |stop: Arc<AtomicBool>| {
+        let (app, tenant_id) = (app.clone(), other.id.clone());
+        tokio::spawn(async move { latencies_until(&app, &tenant_id, stop).await })
+    };
+    // Without a purge, for about as long as the purge takes (measured below; 5 s first).
+    let stop = Arc::new(AtomicBool::new(false));
+    let baseline = load(stop.clone());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (baseline, baseline_errors) = baseline.await.expect("baseline writer");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = load(stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started_at = Instant::now();
+    let started = app
+        .tenants
+        .clone()
+        .purge_tenant(PurgeTenantRequest { id: purged.id.clone() })
+        .await
+        .expect("purge")
+        .into_inner();
+    let finished = wait_done(&app, &started.name, Duration::from_secs(600)).await;
+    let total = started_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (during, during_errors) = during.await.expect("writer");
+    assert!(matches!(finished.result, Some(operation::Result::Response(_))), "{:?}", finished.result);
+    let details = metadata(&finished).details.expect("details");
+    let field = |name: &str| details.fields.get(name).and_then(|value| value.kind.clone());
+    let (p99_without, p99_during) = (p99(&baseline), p99(&during));
+    println!(
+        "BENCH purge of 100000 rows: total {total:?}; batches {:?}; longest batch {:?} ms; other tenant's p99 write \
+         {p99_during:?} during ({} writes, {during_errors} errors) vs {p99_without:?} without ({} writes, \
+         {baseline_errors} errors): ratio {:.2}",
+        field("batches"),
+        field("longest_batch_ms"),
+        during.len(),
+        baseline.len(),
+        p99_during.as_secs_f64() / p99_without.as_secs_f64().max(1e-9),
+    );
+    Arc::into_inner(app).expect("one owner").stop().await;
 }
