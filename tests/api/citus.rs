@@ -204,6 +204,7 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("platform_idempotency_records", "reference"),
         ("tenant_channel_bindings", "reference"),
         ("tenant_domains", "reference"),
+        ("tenant_purge_receipts", "reference"),
         ("tenant_quota_usage", "tenant"),
         ("tenant_settings", "tenant"),
         ("tenants", "reference"),
