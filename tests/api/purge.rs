@@ -241,6 +241,18 @@ async fn purge_removes_every_row_and_key_of_the_tenant_and_nothing_else(tier: Is
     let tombstone = tenant(&app, &purged.id).await;
     assert_eq!(tombstone.state(), State::Purged);
     assert!(tombstone.slug.is_empty() && tombstone.display_name.is_empty() && tombstone.purge_time.is_some());
+    let resolve = |id: &str| tenantd::proto::ResolveTenantRequest {
+        identifier: Some(tenantd::proto::resolve_tenant_request::Identifier::Id(id.to_owned())),
+    };
+    let gone = app.tenants.clone().resolve_tenant(resolve(&purged.id)).await;
+    assert_error(gone, Code::NotFound, "TENANT_NOT_FOUND");
+    let data_plane = app
+        .users(&purged.id)
+        .list_users(tenantd::proto::ListUsersRequest { page_size: 10, page_token: String::new() })
+        .await;
+    assert_error(data_plane, Code::NotFound, "TENANT_NOT_FOUND");
+    // Positive control: the other tenant resolves and serves.
+    app.tenants.clone().resolve_tenant(resolve(&kept.id)).await.expect("the other tenant resolves");
     let reused = app.create_tenant_in(&purged.slug, tier).await;
     assert_eq!(reused.slug, purged.slug, "the slug can be taken again");
     assert_ne!(reused.id, purged.id);
