@@ -168,7 +168,7 @@ impl Application {
             redis.clone(),
             config.operations.purge_batch_rows,
         ));
-        let purges = Purges::new(operations.clone(), database.clone(), config.operations.purge_retention);
+        let purges = Purges::new(operations.clone(), database.clone(), config.operations.purge_retention, &provisioner);
         let operation_worker = OperationWorker::new(
             database.clone(),
             config.operations.clone(),

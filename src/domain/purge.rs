@@ -116,13 +116,15 @@ pub struct Purges {
     operations: Operations,
     database: TenantDb,
     retention: Duration,
+    provisioner_configured: bool,
 }
 
 impl Purges {
     /// Purges started through `operations`; the sweep purges tenants deleted more than
-    /// `retention` ago.
-    pub fn new(operations: Operations, database: TenantDb, retention: Duration) -> Self {
-        Self { operations, database, retention }
+    /// `retention` ago. Purges run through `provisioner`'s role: without one, PurgeTenant is
+    /// UNAVAILABLE `SCHEMA_TIER_UNAVAILABLE` and the sweep starts nothing.
+    pub fn new(operations: Operations, database: TenantDb, retention: Duration, provisioner: &Provisioner) -> Self {
+        Self { operations, database, retention, provisioner_configured: provisioner.is_configured() }
     }
 
     /// Starts purging a DELETED tenant (FAILED_PRECONDITION `TENANT_NOT_DELETED` in any
@@ -131,6 +133,9 @@ impl Purges {
     /// purged it (FAILED_PRECONDITION `TENANT_PURGED` once that operation was deleted: the
     /// receipt remains).
     pub async fn start(&self, request: &RequestContext, tenant_id: Uuid) -> Result<Operation> {
+        if !self.provisioner_configured {
+            return Err(Error::new(Reason::SchemaTierUnavailable));
+        }
         let state = self.state(tenant_id).await?;
         state.after(Transition::StartPurge).map_err(Error::new)?;
         let latest = self.latest_purge(tenant_id).await?;
@@ -158,6 +163,9 @@ impl Purges {
     /// Every replica sweeps: one whose start loses the race to another's (the index of one
     /// unfinished operation per tenant) skips that tenant.
     pub async fn sweep(&self) -> Result<usize> {
+        if !self.provisioner_configured {
+            return Ok(0);
+        }
         let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let due = self
             .database

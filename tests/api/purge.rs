@@ -96,26 +96,37 @@ async fn populated_tenant(app: &TestApp, prefix: &str, tier: IsolationTier) -> T
         .list_users(tenantd::proto::ListUsersRequest { page_size: 10, page_token: String::new() })
         .await
         .expect("list users with the key");
-    let mut redis = redis_connection().await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("t:{{{}}}:purge-test", created.id))
-        .arg("x")
-        .query_async(&mut redis)
-        .await
-        .expect("set a redis key");
+    let _: () = redis_query(redis::cmd("SET").arg(format!("t:{{{}}}:purge-test", created.id)).arg("x")).await;
     created
 }
 
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
+/// Runs `command` on the test Redis: one server, or (TENANTD_TEST_REDIS_CLUSTER) the cluster,
+/// routed by the command's key.
+async fn redis_query<T: redis::FromRedisValue>(command: &redis::Cmd) -> T {
     let url = redis_url();
-    let first = url.split(',').next().expect("a redis url").to_owned();
-    redis::Client::open(first).expect("redis client").get_multiplexed_async_connection().await.expect("redis")
+    if std::env::var_os("TENANTD_TEST_REDIS_CLUSTER").is_some() {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+        let client = redis::cluster::ClusterClient::new(nodes).expect("cluster client");
+        let mut connection = client.get_async_connection().await.expect("cluster connection");
+        return command.query_async(&mut connection).await.expect("redis command");
+    }
+    let client = redis::Client::open(url).expect("redis client");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("redis");
+    command.query_async(&mut connection).await.expect("redis command")
 }
 
-/// The tenant's Redis keys (on a single Redis; a cluster run checks the node it reaches).
+/// Which of the tenant's known Redis keys exist: the test's own, its cached record and its
+/// usage counter (EXISTS by key, so that it works on a cluster too).
 async fn redis_keys(tenant_id: &str) -> Vec<String> {
-    let mut redis = redis_connection().await;
-    redis::cmd("KEYS").arg(format!("t:{{{tenant_id}}}:*")).query_async(&mut redis).await.unwrap_or_default()
+    let mut found = Vec::new();
+    for part in ["purge-test", "record", "usage"] {
+        let key = format!("t:{{{tenant_id}}}:{part}");
+        let exists: bool = redis_query(redis::cmd("EXISTS").arg(&key)).await;
+        if exists {
+            found.push(key);
+        }
+    }
+    found
 }
 
 /// The tenant's rows in every table with a tenant_id column, in every schema, by
@@ -500,4 +511,16 @@ async fn bench_purging_a_100000_row_tenant_while_another_tenant_writes() {
         p99_during.as_secs_f64() / p99_without.as_secs_f64().max(1e-9),
     );
     Arc::into_inner(app).expect("one owner").stop().await;
+}
+
+#[tokio::test]
+async fn without_a_provisioning_database_a_purge_is_unavailable_and_nothing_changes() {
+    let app = spawn_app_with(|config| config.database.provisioning_url = None).await;
+    let deleted = app.create_tenant(&unique_slug("noprov")).await;
+    delete(&app, &deleted.id).await;
+    let refused = app.tenants.clone().purge_tenant(PurgeTenantRequest { id: deleted.id.clone() }).await;
+    assert_error(refused, Code::Unavailable, "SCHEMA_TIER_UNAVAILABLE");
+    // Positive control: the tenant is still deleted, so undeletable.
+    assert_eq!(tenant(&app, &deleted.id).await.state(), State::Deleted);
+    app.stop().await;
 }
