@@ -283,7 +283,10 @@ impl PurgeHandler {
         }
         if phase == "schema" {
             // Also on the pooled tier: a schema an abandoned move left behind goes too.
+            let dropping = Instant::now();
             db::tenant_schema::drop_schema(&mut connection, tenant_id).await.map_err(database)?;
+            // One transaction with the schema's tables locked exclusively (only this tenant's).
+            details["schema_drop_ms"] = ((dropping.elapsed().as_secs_f64() * 100_000.0).round() / 100.0).into();
             run.checkpoint("redis", 90, details.clone()).await?;
             phase = "redis".to_owned();
         }

@@ -312,14 +312,25 @@ async fn a_purge_removes_every_row_key_and_the_schema_of_a_schema_tenant_and_not
     purge_removes_every_row_and_key_of_the_tenant_and_nothing_else(IsolationTier::Schema).await;
 }
 
-/// Inserts `count` users for a tenant directly (as the admin), in the tier's table.
+/// Inserts `count` users for a pooled tenant directly (as the admin).
 async fn seed_users(app: &TestApp, tenant_id: &str, count: i64) {
+    seed_users_in(app, tenant_id, count, IsolationTier::Pooled).await;
+}
+
+/// Inserts `count` users for a tenant directly (as the admin), in its tier's table.
+async fn seed_users_in(app: &TestApp, tenant_id: &str, count: i64, tier: IsolationTier) {
+    let table = match tier {
+        IsolationTier::Schema => format!("\"{}\".users", schema_name(Uuid::parse_str(tenant_id).expect("uuid"))),
+        _ => "public.users".to_owned(),
+    };
     let admin = connect(&pg_admin(), &app.database).await;
     admin
         .execute(
-            "INSERT INTO public.users (tenant_id, id, email, role)
-             SELECT $1::text::uuid, gen_random_uuid(), 'seed' || n || '@seed.example', 'member'
-             FROM generate_series(1, $2::bigint) AS n",
+            &format!(
+                "INSERT INTO {table} (tenant_id, id, email, role)
+                 SELECT $1::text::uuid, gen_random_uuid(), 'seed' || n || '@seed.example', 'member'
+                 FROM generate_series(1, $2::bigint) AS n"
+            ),
             &[&tenant_id, &count],
         )
         .await
@@ -458,17 +469,23 @@ fn p99(latencies: &[Duration]) -> Duration {
 }
 
 /// Purge time and longest batch of a 100,000-row tenant, and another tenant's p99 write
-/// latency during the purge against the same load without it, in one run:
-/// `cargo nextest run --release --test api --run-ignored only bench_purging -- --nocapture`.
+/// latency during the purge against the same load without it, in one run, on each tier:
+/// `cargo nextest run --test api --run-ignored only -E 'test(/bench_purging/)' --no-capture`.
 #[tokio::test]
 #[ignore = "benchmark"]
 async fn bench_purging_a_100000_row_tenant_while_another_tenant_writes() {
+    for tier in [IsolationTier::Pooled, IsolationTier::Schema] {
+        bench_purge(tier).await;
+    }
+}
+
+async fn bench_purge(tier: IsolationTier) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let app = Arc::new(spawn_app_with(fast).await);
-    let purged = app.create_tenant(&unique_slug("big")).await;
+    let purged = app.create_tenant_in(&unique_slug("big"), tier).await;
     let other = app.create_tenant(&unique_slug("busy")).await;
-    seed_users(&app, &purged.id, 100_000).await;
+    seed_users_in(&app, &purged.id, 100_000, tier).await;
     delete(&app, &purged.id).await;
     let load = |stop: Arc<AtomicBool>| {
         let (app, tenant_id) = (app.clone(), other.id.clone());
@@ -501,11 +518,12 @@ async fn bench_purging_a_100000_row_tenant_while_another_tenant_writes() {
     let field = |name: &str| details.fields.get(name).and_then(|value| value.kind.clone());
     let (p99_without, p99_during) = (p99(&baseline), p99(&during));
     println!(
-        "BENCH purge of 100000 rows: total {total:?}; batches {:?}; longest batch {:?} ms; other tenant's p99 write \
+        "BENCH purge of 100000 rows ({tier:?}): total {total:?}; batches {:?}; longest batch {:?} ms; schema drop {:?} ms; other tenant's p99 write \
          {p99_during:?} during ({} writes, {during_errors} errors) vs {p99_without:?} without ({} writes, \
          {baseline_errors} errors): ratio {:.2}",
         field("batches"),
         field("longest_batch_ms"),
+        field("schema_drop_ms"),
         during.len(),
         baseline.len(),
         p99_during.as_secs_f64() / p99_without.as_secs_f64().max(1e-9),
