@@ -163,6 +163,7 @@ impl Application {
         let move_handler =
             Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
         let purge_handler = Arc::new(PurgeHandler::new(
+            database.clone(),
             provisioner.clone(),
             resolver.clone(),
             redis.clone(),

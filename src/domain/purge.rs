@@ -233,6 +233,7 @@ impl Purges {
 
 /// Runs `purge_tenant` operations.
 pub struct PurgeHandler {
+    database: TenantDb,
     provisioner: Provisioner,
     resolver: Arc<TenantResolver>,
     redis: RedisCache,
@@ -241,9 +242,16 @@ pub struct PurgeHandler {
 
 impl PurgeHandler {
     /// Purges through `provisioner`'s role in batches of `batch_rows`, invalidating
-    /// `resolver` and removing keys from `redis`.
-    pub fn new(provisioner: Provisioner, resolver: Arc<TenantResolver>, redis: RedisCache, batch_rows: i64) -> Self {
-        Self { provisioner, resolver, redis, batch_rows: batch_rows.max(1) }
+    /// `resolver`, removing keys from `redis`, and waking the event stream of `database`
+    /// after the transactions that record events.
+    pub fn new(
+        database: TenantDb,
+        provisioner: Provisioner,
+        resolver: Arc<TenantResolver>,
+        redis: RedisCache,
+        batch_rows: i64,
+    ) -> Self {
+        Self { database, provisioner, resolver, redis, batch_rows: batch_rows.max(1) }
     }
 
     async fn run_purge(&self, run: &OperationRun) -> Result<serde_json::Value, Stop> {
@@ -270,7 +278,9 @@ impl PurgeHandler {
             let Some((tenant, decision)) = started else {
                 return Err(Stop::Failed(Error::new(Reason::TenantNotFound)));
             };
-            decision.map_err(|reason| Stop::Failed(Error::new(reason)))?;
+            if decision.map_err(|reason| Stop::Failed(Error::new(reason)))? {
+                self.database.events_committed(tenant_id);
+            }
             self.resolver.invalidate(tenant_id, None).await;
             details = self.count(&mut connection, tenant_id, &tenant, &details).await?;
             run.checkpoint("rows", 10, details.clone()).await?;
@@ -315,6 +325,7 @@ impl PurgeHandler {
                     .map_err(database)?;
             match finished {
                 Finished::Done(scanned) => {
+                    self.database.events_committed(tenant_id);
                     self.resolver.invalidate(tenant_id, None).await;
                     tracing::info!(tenant.id = %tenant_id, tables_scanned = scanned, "tenant purged");
                 }

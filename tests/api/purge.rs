@@ -248,6 +248,22 @@ async fn purge_removes_every_row_and_key_of_the_tenant_and_nothing_else(tier: Is
     assert!(redis_keys(&kept.id).await.contains(&format!("t:{{{}}}:purge-test", kept.id)));
     assert_eq!(schema_exists(&app, &kept.id).await, tier == IsolationTier::Schema);
 
+    // The platform sees the event through the API too, with the actor that purged (reading
+    // resolves the tenant, which may cache the tombstone's record again: state only).
+    let events = app
+        .tenants
+        .clone()
+        .list_tenant_audit_events(tenantd::proto::ListTenantAuditEventsRequest {
+            tenant_id: purged.id.clone(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list the purged tenant's events")
+        .into_inner()
+        .audit_events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].action.as_str(), events[0].actor_type.as_str()), ("tenant.purge", "bootstrap"));
     // The tombstone, and the slug released.
     let tombstone = tenant(&app, &purged.id).await;
     assert_eq!(tombstone.state(), State::Purged);
