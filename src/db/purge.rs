@@ -398,7 +398,10 @@ pub async fn verify_and_finish(
             "tables_scanned": scanned.len(),
             "rows_found": 0,
             "tables": scanned,
-            "kept": {"public.audit_events": "the tenant.purge event, written after the scan"},
+            "kept": {
+                "public.audit_events": "the tenant.purge event, written after the scan",
+                "public.event_transactions": "the index row of that event's transaction",
+            },
         });
         diesel::sql_query(
             "INSERT INTO tenant_purge_receipts

@@ -184,6 +184,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Which tenants each transaction wrote events for (a registry table, no RLS; filled
+    /// by a trigger on audit_events).
+    event_transactions (tenant_id, transaction_id) {
+        tenant_id -> Uuid,
+        transaction_id -> Int8,
+    }
+}
+
+diesel::table! {
+    /// The first transaction id `event_transactions` covers (one row).
+    event_index_start (singleton) {
+        singleton -> Bool,
+        transaction_id -> Int8,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(tenants, plans, users, tenant_domains, tenant_channel_bindings);
 
 diesel::table! {
