@@ -168,6 +168,7 @@ impl Application {
             resolver.clone(),
             redis.clone(),
             config.operations.purge_batch_rows,
+            config.usage_flush_interval,
         ));
         let purges = Purges::new(operations.clone(), database.clone(), config.operations.purge_retention, &provisioner);
         let operation_worker = OperationWorker::new(

@@ -238,20 +238,24 @@ pub struct PurgeHandler {
     resolver: Arc<TenantResolver>,
     redis: RedisCache,
     batch_rows: i64,
+    usage_flush: Duration,
 }
 
 impl PurgeHandler {
     /// Purges through `provisioner`'s role in batches of `batch_rows`, invalidating
     /// `resolver`, removing keys from `redis`, and waking the event stream of `database`
-    /// after the transactions that record events.
+    /// after the transactions that record events. The `redis` phase first waits one
+    /// `usage_flush` interval, so that usage counted before the tenant was deleted has been
+    /// written to Redis by every replica and is removed with the rest.
     pub fn new(
         database: TenantDb,
         provisioner: Provisioner,
         resolver: Arc<TenantResolver>,
         redis: RedisCache,
         batch_rows: i64,
+        usage_flush: Duration,
     ) -> Self {
-        Self { database, provisioner, resolver, redis, batch_rows: batch_rows.max(1) }
+        Self { database, provisioner, resolver, redis, batch_rows: batch_rows.max(1), usage_flush }
     }
 
     async fn run_purge(&self, run: &OperationRun) -> Result<serde_json::Value, Stop> {
@@ -301,6 +305,7 @@ impl PurgeHandler {
             phase = "redis".to_owned();
         }
         if phase == "redis" {
+            tokio::time::sleep(self.usage_flush + Duration::from_millis(100)).await;
             details["redis"] = self.delete_keys(run, tenant_id).await?;
             run.checkpoint("verify", 95, details.clone()).await?;
             phase = "verify".to_owned();
