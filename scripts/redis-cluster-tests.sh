@@ -3,8 +3,8 @@
 # cluster (`redis-server --cluster-enabled yes` on free ports, `redis-cli --cluster create
 # --cluster-replicas 0`), runs the integration tests that share Redis between servers
 # (tenant cache, invalidation across replicas, API keys, the event stream's wake-ups, usage
-# counts) with TENANTD_TEST_REDIS_URL naming it and TENANTD_TEST_REDIS_CLUSTER=1, then
-# stops it. The failover is shown by tests/api/redis_cluster.rs (its own six-node cluster,
+# counts, a purge's key removal) with TENANTD_TEST_REDIS_URL naming it and
+# TENANTD_TEST_REDIS_CLUSTER=1, then stops it. The failover is shown by tests/api/redis_cluster.rs (its own six-node cluster,
 # in the ordinary test run).
 #
 # Usage: scripts/redis-cluster-tests.sh [extra cargo test filters...]
@@ -34,7 +34,7 @@ export TENANTD_TEST_REDIS_URL
 TENANTD_TEST_REDIS_URL=$(IFS=,; echo "${urls[*]}")
 export TENANTD_TEST_REDIS_CLUSTER=1
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(credentials:: identification:: tenants:: events:: usage)
+[ ${#filters[@]} -gt 0 ] || filters=(credentials:: identification:: tenants:: events:: usage purge::)
 for filter in "${filters[@]}"; do
   cargo test --locked --test api "$filter"
 done

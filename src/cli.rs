@@ -279,6 +279,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_ARCHIVE_RETENTION", default_value = "604800000")]
     #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
     pub archive_retention: Duration,
+    /// How long, in milliseconds, a deleted tenant is kept (ResumeTenant undeletes it) before
+    /// the retention sweep purges it. Default 30 days.
+    #[arg(long, env = "TENANTD_PURGE_RETENTION", default_value = "2592000000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub purge_retention: Duration,
+    /// Rows a purge deletes per batch; each batch is its own short transaction.
+    #[arg(long, env = "TENANTD_PURGE_BATCH_ROWS", default_value_t = 1000)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub purge_batch_rows: i64,
     /// OpenTelemetry traces, from the standard `OTEL_*` variables.
     #[command(flatten)]
     pub traces: TracesArgs,
@@ -506,6 +515,8 @@ impl From<ServeArgs> for Config {
                 poll_interval: args.operation_poll,
                 move_drain: args.move_drain,
                 archive_retention: args.archive_retention,
+                purge_retention: args.purge_retention,
+                purge_batch_rows: args.purge_batch_rows,
             },
         }
     }

@@ -224,4 +224,8 @@ pub struct OperationsConfig {
     /// How long a finished export's archive stays downloadable (ReadTenantArchive); then it
     /// is ARCHIVE_NOT_FOUND and the sweep deletes its chunks.
     pub archive_retention: Duration,
+    /// How long after its deletion a tenant is purged by the retention sweep.
+    pub purge_retention: Duration,
+    /// Rows a purge deletes per batch (each batch its own short transaction).
+    pub purge_batch_rows: i64,
 }

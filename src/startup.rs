@@ -30,6 +30,7 @@ use crate::domain::moves::{MoveHandler, Moves};
 use crate::domain::operations::{OperationHandler, OperationKind, OperationWorker, Operations};
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
+use crate::domain::purge::{PurgeHandler, Purges};
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
@@ -69,6 +70,7 @@ pub struct Application {
     events: Arc<EventHub>,
     operation_worker: OperationWorker,
     archives: Archives,
+    purges: Purges,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -173,8 +175,18 @@ impl Application {
             Arc::new(ArchiveHandler::new(kind, database.clone(), provisioner.clone(), resolver.clone()))
                 as Arc<dyn OperationHandler>
         };
+        let purge_handler = Arc::new(PurgeHandler::new(
+            database.clone(),
+            provisioner.clone(),
+            resolver.clone(),
+            redis.clone(),
+            config.operations.purge_batch_rows,
+            config.usage_flush_interval,
+        ));
+        let purges = Purges::new(operations.clone(), database.clone(), config.operations.purge_retention, &provisioner);
         let handlers = vec![
             move_handler as Arc<dyn OperationHandler>,
+            purge_handler,
             archive_handler(OperationKind::ExportTenant),
             archive_handler(OperationKind::ImportTenant),
         ];
@@ -186,6 +198,7 @@ impl Application {
             activity.clone(),
             moves,
             archives.clone(),
+            purges.clone(),
         );
         let limits = &config.limits;
         let (decode, encode) = (limits.max_decode_message_bytes, limits.max_encode_message_bytes);
@@ -315,6 +328,7 @@ impl Application {
             events,
             operation_worker,
             archives,
+            purges,
             metrics,
             metrics_listener,
             traces,
@@ -378,6 +392,7 @@ impl Application {
             events,
             operation_worker,
             archives,
+            purges,
             metrics,
             metrics_listener,
             traces,
@@ -405,6 +420,9 @@ impl Application {
         // next claim.
         let operations_task = AbortOnDrop(tokio::spawn(operation_worker.run(stop_events.clone())));
         let _archive_sweep = AbortOnDrop(tokio::spawn(archives.sweep_expired(stop_events.clone())));
+        // Every replica sweeps for tenants past their retention (decision 0020).
+        let sweep_every = Purges::sweep_interval(config.operations.poll_interval);
+        let sweep_task = AbortOnDrop(tokio::spawn(purges.sweep_until(sweep_every, stop_events.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =
@@ -455,7 +473,14 @@ impl Application {
             }
         }
         stop_usage.cancel();
-        let _ = tokio::join!(prober_task, listener_task, usage_task, events_task, operations_task.join());
+        let _ = tokio::join!(
+            prober_task,
+            listener_task,
+            usage_task,
+            events_task,
+            operations_task.join(),
+            sweep_task.join()
+        );
         if let Some(task) = health_server {
             let _ = tokio::time::timeout(config.shutdown.grace, task).await;
         }

@@ -12,6 +12,7 @@ use crate::domain::api_keys::{ApiKey, ApiKeys, NewKey};
 use crate::domain::archives::{Archives, ImportOptions};
 use crate::domain::moves::Moves;
 use crate::domain::plans::parse_name as parse_plan_name;
+use crate::domain::purge::{PurgeReceipt, Purges};
 use crate::domain::quotas::QuotaUsage;
 use crate::domain::tenants::{
     ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, UPDATABLE_FIELDS,
@@ -38,18 +39,20 @@ pub struct TenantApi {
     usage: Arc<UsageCounter>,
     moves: Moves,
     archives: Archives,
+    purges: Purges,
 }
 
 impl TenantApi {
-    /// Serves `registry`, `keys`, `usage`, `moves` and `archives`.
+    /// Serves `registry`, `keys`, `usage`, `moves`, `archives` and `purges`.
     pub fn new(
         registry: TenantRegistry,
         keys: ApiKeys,
         usage: Arc<UsageCounter>,
         moves: Moves,
         archives: Archives,
+        purges: Purges,
     ) -> Self {
-        Self { registry, keys, usage, moves, archives }
+        Self { registry, keys, usage, moves, archives, purges }
     }
 
     async fn transition(
@@ -91,6 +94,23 @@ fn to_proto(tenant: Tenant) -> proto::Tenant {
                 external_id: binding.external_id,
             })
             .collect(),
+    }
+}
+
+fn receipt_to_proto(receipt: PurgeReceipt) -> proto::PurgeReceipt {
+    let tier = IsolationTier::parse(&receipt.isolation_tier).map_or(ProtoTier::Unspecified, tier_to_proto);
+    proto::PurgeReceipt {
+        tenant_id: receipt.tenant_id.to_string(),
+        operation: format!("operations/{}", receipt.operation_id),
+        purged_by: receipt.purged_by,
+        isolation_tier: tier as i32,
+        start_time: Some(timestamp(receipt.start_time)),
+        finish_time: Some(timestamp(receipt.finish_time)),
+        removed_rows: receipt.removed_rows.into_iter().collect(),
+        redis_keys_removed: receipt.redis_keys_removed,
+        redis_status: receipt.redis_status,
+        scanned_tables: receipt.scanned_tables,
+        rows_found: receipt.rows_found,
     }
 }
 
@@ -515,6 +535,24 @@ impl TenantService for TenantApi {
         });
         let operation = self.archives.import(&context, options, upload).await?;
         Ok(Response::new(super::operations::to_proto(operation)))
+    }
+
+    async fn purge_tenant(
+        &self,
+        request: Request<proto::PurgeTenantRequest>,
+    ) -> Result<Response<crate::proto::longrunning::Operation>, Status> {
+        let context = RequestContext::from_request(&request)?;
+        let id = parse_id("id", &request.into_inner().id)?;
+        let operation = self.purges.start(&context, id).await?;
+        Ok(Response::new(super::operations::to_proto(operation)))
+    }
+
+    async fn get_purge_receipt(
+        &self,
+        request: Request<proto::GetPurgeReceiptRequest>,
+    ) -> Result<Response<proto::PurgeReceipt>, Status> {
+        let tenant_id = parse_id("tenant_id", &request.into_inner().tenant_id)?;
+        Ok(Response::new(receipt_to_proto(self.purges.receipt(tenant_id).await?)))
     }
 }
 

@@ -225,6 +225,69 @@ impl RedisCache {
         }
     }
 
+    /// Deletes every key of `tenant_id` (`t:{<id>}:*`, from [`RedisKey::for_tenant`]) with
+    /// SCAN MATCH and DEL, a batch at a time: on the one server, or on a cluster on the master
+    /// that owns the tenant's slot (the id is the keys' hash tag, so they all live there).
+    /// Returns how many keys were deleted; `None` when Redis is unavailable or failed part-way
+    /// (a repeat deletes the rest).
+    pub async fn delete_tenant_keys(&self, tenant_id: uuid::Uuid) -> Option<u64> {
+        if !self.is_available() {
+            return None;
+        }
+        let pattern = RedisKey::for_tenant(tenant_id, &["*"]);
+        let (mut cursor, mut deleted) = (0_u64, 0_u64);
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(pattern.as_str()).arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<String>) = self.execute_on_slot_of(scan, &pattern).await?;
+            if !keys.is_empty() {
+                let mut delete = redis::cmd("DEL");
+                for key in &keys {
+                    delete.arg(key);
+                }
+                deleted += self.execute_on_slot_of::<u64>(delete, &pattern).await?;
+            }
+            if next == 0 {
+                return Some(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Runs `command` on the server that holds `key` (on a cluster, its slot's master: for
+    /// commands such as SCAN that name no key themselves).
+    async fn execute_on_slot_of<T: redis::FromRedisValue>(&self, command: redis::Cmd, key: &RedisKey) -> Option<T> {
+        let cluster = match &self.backend {
+            Backend::Single(_) => return self.execute(command).await,
+            Backend::Cluster(cluster) => cluster,
+        };
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+        let route = Route::with_slot(Slot::for_key(key.as_str()), SlotAddr::Master);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+        let connect = async {
+            let mut held = cluster.connection.lock().await;
+            if let Some(connection) = held.as_ref() {
+                return Ok(connection.clone());
+            }
+            let connection = cluster.client.get_async_connection().await?;
+            held.replace(connection.clone());
+            Ok::<_, RedisError>(connection)
+        };
+        let outcome = tokio::time::timeout(self.timeout, async {
+            let mut connection = connect.await?;
+            connection.route_command(command, routing).await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(value)) => match T::from_redis_value(value) {
+                Ok(value) => Some(value),
+                Err(error) => self.failed(&error.to_string()),
+            },
+            Ok(Err(error)) => self.failed(&error),
+            Err(_elapsed) => self.failed(&"timed out"),
+        }
+    }
+
     /// Announces on `channel`; dropped when Redis is unavailable.
     pub async fn publish(&self, channel: &str, message: &str) {
         if !self.is_available() {

@@ -101,6 +101,11 @@ pub enum TenantsCommand {
     Export(ExportTenantArgs),
     /// Recreate a tenant from an archive file (uploads it, then waits for the import).
     Import(ImportTenantArgs),
+    /// Purge a deleted tenant for good (a long-running operation: prints it; with `--wait`,
+    /// shows its progress and prints it once done).
+    Purge(PurgeTenantArgs),
+    /// Show the receipt of a tenant's purge.
+    PurgeReceipt(PurgeReceiptArgs),
 }
 
 /// `tenantd tenants export`.
@@ -128,6 +133,23 @@ pub struct ImportTenantArgs {
     /// Where its data lives; default the archive's tier.
     #[arg(long, value_enum)]
     pub isolation_tier: Option<TierArg>,
+}
+
+/// `tenantd tenants purge`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeTenantArgs {
+    /// The tenant's id.
+    pub id: String,
+    /// Wait until the purge is done, with a progress bar on a terminal.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `tenantd tenants purge-receipt`.
+#[derive(Debug, Clone, Args)]
+pub struct PurgeReceiptArgs {
+    /// The purged tenant's id.
+    pub id: String,
 }
 
 /// `tenantd tenants move`.

@@ -30,8 +30,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use self::args::{
-    ChannelArg, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperationsArgs, OperationsCommand, OperatorRoleArg,
-    OperatorsArgs, OperatorsCommand, PageArgs, ResolveArgs, TenantStateArg, TenantsArgs, TenantsCommand,
+    ChannelArg, ClientArgs, HealthArgs, KeyScopeArg, KeysArgs, KeysCommand, OperationsArgs, OperationsCommand,
+    OperatorRoleArg, OperatorsArgs, OperatorsCommand, PageArgs, ResolveArgs, TenantStateArg, TenantsArgs,
+    TenantsCommand,
 };
 use self::connection::{Failure, call, connect, finish, operations_client, operator_client, tenant_client};
 use self::output::Shown;
@@ -191,8 +192,39 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
         }
         TenantsCommand::Export(export) => return archives::export(&args.client, client, export).await,
         TenantsCommand::Import(import) => return archives::import(&args.client, client, import).await,
+        TenantsCommand::Purge(target) => {
+            let operation = call(client.purge_tenant(proto::PurgeTenantRequest { id: target.id })).await?;
+            if !target.wait || operation.done {
+                return Ok(Shown::Operation(operation));
+            }
+            return Ok(Shown::Operation(wait_with_progress(&args.client, operation).await?));
+        }
+        TenantsCommand::PurgeReceipt(target) => {
+            let request = proto::GetPurgeReceiptRequest { tenant_id: target.id };
+            return Ok(Shown::PurgeReceipt(call(client.get_purge_receipt(request)).await?));
+        }
     };
     Ok(Shown::Tenant(tenant))
+}
+
+/// Polls `operation` until it is done, showing its `progress_percent` as a bar on a terminal
+/// (lines on stderr otherwise); returns it done.
+async fn wait_with_progress(
+    client: &ClientArgs,
+    mut operation: crate::proto::longrunning::Operation,
+) -> Result<crate::proto::longrunning::Operation, Failure> {
+    use crate::progress::{Fallback, Progress};
+    use crate::proto::longrunning;
+    let mut operations = operations_client(client).await?;
+    let mut progress = Progress::start("purging", "%", Some(100), Fallback::Stderr);
+    while !operation.done {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let request = longrunning::GetOperationRequest { name: operation.name.clone() };
+        operation = call(operations.get_operation(request)).await?;
+        progress.set(u64::try_from(output::progress_percent(&operation)).unwrap_or_default());
+    }
+    progress.finish();
+    Ok(operation)
 }
 
 /// `tenantd operations ...`: long-running operations (tenant moves).

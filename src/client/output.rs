@@ -34,6 +34,8 @@ pub(crate) enum Shown {
     Operation(crate::proto::longrunning::Operation),
     /// A page (or every page) of operations.
     Operations { operations: Vec<crate::proto::longrunning::Operation>, next_page_token: String },
+    /// A purge receipt.
+    PurgeReceipt(crate::proto::PurgeReceipt),
 }
 
 /// Prints `shown` on stdout in `format`. Notes for people (a next page, a secret shown once) go
@@ -108,7 +110,27 @@ fn to_json(shown: &Shown) -> Value {
             "operations": operations.iter().map(operation_json).collect::<Vec<_>>(),
             "nextPageToken": next_page_token,
         }),
+        Shown::PurgeReceipt(receipt) => json!({
+            "tenantId": receipt.tenant_id,
+            "operation": receipt.operation,
+            "purgedBy": receipt.purged_by,
+            "isolationTier": crate::proto::tenant::IsolationTier::try_from(receipt.isolation_tier)
+                .map(|tier| tier.as_str_name())
+                .unwrap_or_default(),
+            "startTime": timestamp_json(receipt.start_time.as_ref()),
+            "finishTime": timestamp_json(receipt.finish_time.as_ref()),
+            "removedRows": receipt.removed_rows.iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "redisKeysRemoved": receipt.redis_keys_removed,
+            "redisStatus": receipt.redis_status,
+            "scannedTables": receipt.scanned_tables,
+            "rowsFound": receipt.rows_found,
+        }),
     }
+}
+
+/// An operation's progress, 0 to 100 (100 once done).
+pub(super) fn progress_percent(operation: &crate::proto::longrunning::Operation) -> i32 {
+    if operation.done { 100 } else { operation_metadata(operation).progress_percent }
 }
 
 /// An operation's metadata, decoded (the default if it carries none or another type).
@@ -325,6 +347,22 @@ fn to_table(shown: &Shown) -> String {
             let mut rows = response.operator.as_ref().map(operator_fields).unwrap_or_default();
             rows.push(("secret", response.secret.clone()));
             fields(&rows)
+        }
+        Shown::PurgeReceipt(receipt) => {
+            let removed: std::collections::BTreeMap<_, _> = receipt.removed_rows.iter().collect();
+            let removed = removed.iter().map(|(table, rows)| format!("{table}={rows}")).collect::<Vec<_>>();
+            fields(&[
+                ("tenant", receipt.tenant_id.clone()),
+                ("operation", receipt.operation.clone()),
+                ("purged by", receipt.purged_by.clone()),
+                ("started", time_cell(receipt.start_time.as_ref())),
+                ("finished", time_cell(receipt.finish_time.as_ref())),
+                ("removed rows", receipt.removed_rows.values().sum::<i64>().to_string()),
+                ("per table", removed.join(" ")),
+                ("redis", format!("{} ({} keys)", receipt.redis_status, receipt.redis_keys_removed)),
+                ("tables scanned", receipt.scanned_tables.len().to_string()),
+                ("rows found", receipt.rows_found.to_string()),
+            ])
         }
     }
 }

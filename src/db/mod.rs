@@ -22,6 +22,7 @@ pub mod moves;
 pub mod operations;
 pub mod operators;
 pub mod plans;
+pub mod purge;
 pub mod quotas;
 pub mod resource;
 pub mod retry;

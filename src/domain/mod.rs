@@ -17,6 +17,7 @@ pub mod operations;
 pub mod operators;
 pub mod page;
 pub mod plans;
+pub mod purge;
 pub mod quotas;
 pub mod resource;
 pub mod settings;

@@ -41,12 +41,18 @@ pub enum OperationKind {
     ExportTenant,
     /// Recreates a tenant from an uploaded archive.
     ImportTenant,
+    /// Purges a deleted tenant (decision 0020).
+    PurgeTenant,
 }
 
 impl OperationKind {
     /// Every kind.
-    pub const ALL: [OperationKind; 3] =
-        [OperationKind::MoveTenant, OperationKind::ExportTenant, OperationKind::ImportTenant];
+    pub const ALL: [OperationKind; 4] = [
+        OperationKind::MoveTenant,
+        OperationKind::PurgeTenant,
+        OperationKind::ExportTenant,
+        OperationKind::ImportTenant,
+    ];
 
     /// The stored name.
     pub fn as_str(self) -> &'static str {
@@ -54,6 +60,7 @@ impl OperationKind {
             OperationKind::MoveTenant => "move_tenant",
             OperationKind::ExportTenant => "export_tenant",
             OperationKind::ImportTenant => "import_tenant",
+            OperationKind::PurgeTenant => "purge_tenant",
         }
     }
 
@@ -225,6 +232,19 @@ impl Operations {
         phase: &str,
     ) -> Result<Operation> {
         let created_by = actor_label(request.actor())?;
+        self.start_by(&created_by, kind, tenant_id, body, phase).await
+    }
+
+    /// Starts an operation on behalf of `created_by` (`retention` for the purge sweep, which
+    /// has no request): as [`Operations::start`].
+    pub async fn start_by(
+        &self,
+        created_by: &str,
+        kind: OperationKind,
+        tenant_id: Option<Uuid>,
+        body: serde_json::Value,
+        phase: &str,
+    ) -> Result<Operation> {
         let row = self
             .database
             .global(async |connection| {
@@ -234,7 +254,7 @@ impl Operations {
                     subject_tenant_id: tenant_id,
                     request: body,
                     phase,
-                    created_by: &created_by,
+                    created_by,
                 };
                 db::operations::insert(connection, row)
                     .await
@@ -242,10 +262,7 @@ impl Operations {
             })
             .await?;
         self.wake.notify_one();
-        tracing::info!(
-            operation.id = %row.id, operation.kind = kind.as_str(), actor.kind = request.actor().kind(),
-            actor.id = %request.actor().id(), "operation started"
-        );
+        tracing::info!(operation.id = %row.id, operation.kind = kind.as_str(), created_by, "operation started");
         row.try_into()
     }
 

@@ -282,7 +282,9 @@ impl TenantRegistry {
     /// Returns a tenant by id unless it is deleted.
     pub async fn resolve_id(&self, tenant_id: Uuid) -> Result<Tenant> {
         match self.resolver.state(tenant_id).await? {
-            None | Some(TenantState::Deleted) => Err(tenant_not_found()),
+            // Deleted, being purged or purged: gone for resolution.
+            None => Err(tenant_not_found()),
+            Some(state) if state.is_gone() => Err(tenant_not_found()),
             Some(_) => self.get(&TenantSelector::Id(tenant_id)).await,
         }
     }

@@ -109,6 +109,7 @@ reasons! {
     PlanNotFound = "PLAN_NOT_FOUND", NotFound, "plan not found";
     OperationNotFound = "OPERATION_NOT_FOUND", NotFound, "operation not found";
     ArchiveNotFound = "ARCHIVE_NOT_FOUND", NotFound, "no archive of that export: the operation is not a succeeded export, or its archive expired";
+    PurgeReceiptNotFound = "PURGE_RECEIPT_NOT_FOUND", NotFound, "the tenant has no purge receipt: it was never purged";
 
     // ALREADY_EXISTS: ErrorInfo metadata `field` names the field whose value is taken.
     TenantAlreadyExists = "TENANT_ALREADY_EXISTS", AlreadyExists, "the tenant already exists";
@@ -152,6 +153,7 @@ reasons! {
     EtagMismatch = "ETAG_MISMATCH", Aborted, "the resource changed since it was read; read it again and retry";
     TenantMoveVerificationFailed = "TENANT_MOVE_VERIFICATION_FAILED", Aborted, "the moved copy did not match the tenant's data; the tenant stays where it was, start the move again";
     OperationAttemptsExhausted = "OPERATION_ATTEMPTS_EXHAUSTED", Aborted, "the operation was interrupted too many times; its work was undone, start it again";
+    PurgeVerificationFailed = "PURGE_VERIFICATION_FAILED", Aborted, "the purge kept finding rows of the tenant after deleting them; the tenant stays PURGING, start the purge again";
 
     // CANCELLED: the error of an operation that was cancelled.
     OperationCancelled = "OPERATION_CANCELLED", Cancelled, "the operation was cancelled before it finished; nothing it did remains";

@@ -212,6 +212,7 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("tenant_archive_chunks", "tenant"),
         ("tenant_channel_bindings", "reference"),
         ("tenant_domains", "reference"),
+        ("tenant_purge_receipts", "reference"),
         ("tenant_quota_usage", "tenant"),
         ("tenant_settings", "tenant"),
         ("tenants", "reference"),

@@ -547,5 +547,32 @@ async fn tenants_export_writes_an_archive_that_tenants_import_recreates_and_a_ch
     assert_eq!((string(&got, "slug"), string(&got, "state")), (new_slug.as_str(), "ACTIVE"));
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(&changed_file);
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_is_purged_with_a_wait_and_its_receipt_shown_through_the_cli() {
+    let server = CliServer::ready().await;
+    let created = server.json(&["tenants", "create", "--slug", &unique_slug("clipurge"), "--display-name", "P"]).await;
+    let id = string(&created, "id").to_owned();
+    // Refused while the tenant lives, with the reason on stderr.
+    let refused = server.run(&["tenants", "purge", &id]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("TENANT_NOT_DELETED"), "{refused:?}");
+    let none = server.run(&["tenants", "purge-receipt", &id]).await;
+    assert!(none.stderr.contains("PURGE_RECEIPT_NOT_FOUND"), "{none:?}");
+    // Positive control: deleted, it is purged; --wait prints the finished operation.
+    server.json(&["tenants", "delete", &id]).await;
+    let purged = server.json(&["tenants", "purge", &id, "--wait"]).await;
+    assert_eq!(purged["done"], true, "{purged}");
+    assert_eq!(string(&purged, "kind"), "purge_tenant");
+    let receipt = server.json(&["tenants", "purge-receipt", &id]).await;
+    assert_eq!(string(&receipt, "tenantId"), id);
+    assert_eq!(string(&receipt, "operation"), string(&purged, "name"));
+    assert_eq!(receipt["rowsFound"], 0);
+    assert_eq!(string(&receipt, "purgedBy"), "bootstrap");
+    let table = server.run(&["tenants", "purge-receipt", &id]).await;
+    assert!(table.stdout.lines().any(|line| line.starts_with("rows found") && line.ends_with('0')), "{table:?}");
+    let shown = server.json(&["tenants", "get", &id]).await;
+    assert_eq!(string(&shown, "state"), "PURGED");
     server.stop().await;
 }

@@ -84,3 +84,70 @@ fn the_readme_error_table_lists_every_reason_under_its_code_and_nothing_else() {
         }
     }
 }
+
+/// The rows of the README's state table (between its `state-table` markers), as cells.
+fn readme_state_table() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let start = readme.find("<!-- state-table: begin -->").expect("the README has a state table");
+    let end = readme.find("<!-- state-table: end -->").expect("the state table ends");
+    readme[start..end]
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .map(|line| line.trim_matches('|').split('|').map(|cell| cell.trim().to_owned()).collect())
+        .collect()
+}
+
+#[test]
+fn the_readme_state_table_is_the_one_in_the_code_and_matches_every_transition() {
+    use tenantd::tenancy::{TenantState, Transition};
+    // The same text as the table in src/tenancy/state.rs's documentation.
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/tenancy/state.rs")).expect("state.rs");
+    let documented: Vec<&str> =
+        source.lines().filter_map(|line| line.strip_prefix("//! ")).filter(|line| line.starts_with('|')).collect();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let start = readme.find("<!-- state-table: begin -->").expect("begin");
+    let end = readme.find("<!-- state-table: end -->").expect("end");
+    let in_readme: Vec<&str> = readme[start..end].lines().filter(|line| line.starts_with('|')).collect();
+    assert_eq!(in_readme, documented, "the README's table is the code's");
+
+    let rows = readme_state_table();
+    let transitions = [
+        ("Activate", Transition::Activate),
+        ("Suspend", Transition::Suspend),
+        ("Resume", Transition::Resume),
+        ("Delete", Transition::Delete),
+        ("StartPurge", Transition::StartPurge),
+        ("FinishPurge", Transition::FinishPurge),
+        ("Restore", Transition::Restore),
+    ];
+    let header = &rows[0];
+    assert_eq!(header[1..].to_vec(), transitions.iter().map(|(name, _)| name.to_string()).collect::<Vec<_>>());
+    // Footnote marks to the reasons they stand for.
+    let reasons = [
+        ('¹', "TENANT_PROVISIONING"),
+        ('²', "TENANT_NOT_DELETED"),
+        ('³', "TENANT_ALREADY_EXISTS"),
+        ('⁴', "TENANT_SUSPENDED"),
+        ('⁵', "TENANT_DELETED"),
+        ('⁶', "TENANT_PURGING"),
+        ('⁷', "TENANT_PURGED"),
+    ];
+    let mut checked = 0;
+    for row in &rows[2..] {
+        let from = TenantState::parse(&row[0].to_lowercase()).expect("a state");
+        for ((name, transition), cell) in transitions.iter().zip(&row[1..]) {
+            let expected = match from.after(*transition) {
+                Ok(state) if state == from => "–".to_owned(),
+                Ok(state) => state.as_str().to_uppercase(),
+                Err(reason) => {
+                    let mark = reasons.iter().find(|(_, text)| *text == reason.as_str()).expect("a footnote").0;
+                    format!("refused{mark}")
+                }
+            };
+            assert_eq!(cell, &expected, "{from:?} after {name}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, TenantState::ALL.len() * transitions.len(), "every cell");
+}

@@ -308,6 +308,37 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Deletes the tenant (a no-op if it is already deleted), purges it with PurgeTenant and
+    /// waits (up to 60 s) for the purge operation to finish; returns the finished operation.
+    pub async fn purge_tenant(&self, tenant_id: &str) -> tenantd::proto::longrunning::Operation {
+        use tenantd::proto::longrunning::GetOperationRequest;
+        use tenantd::proto::longrunning::operations_client::OperationsClient;
+        let mut tenants = self.tenants.clone();
+        let delete = proto::DeleteTenantRequest { id: tenant_id.to_owned(), etag: String::new() };
+        if let Err(status) = tenants.delete_tenant(delete).await {
+            assert_eq!(reason(&status), "TENANT_PURGING", "delete before the purge: {status:?}");
+        }
+        let operation = tenants
+            .purge_tenant(proto::PurgeTenantRequest { id: tenant_id.to_owned() })
+            .await
+            .expect("purge tenant")
+            .into_inner();
+        let mut operations = OperationsClient::with_interceptor(self.channel.clone(), Metadata::platform());
+        let started = Instant::now();
+        loop {
+            let current = operations
+                .get_operation(GetOperationRequest { name: operation.name.clone() })
+                .await
+                .expect("get purge operation")
+                .into_inner();
+            if current.done {
+                return current;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the purge did not finish in 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the server, waits for it, and drops the test database.
     pub async fn stop(self) {
         self.shutdown.cancel();

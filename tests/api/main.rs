@@ -34,6 +34,7 @@ mod moves;
 mod operators;
 mod plans;
 mod pool;
+mod purge;
 mod quotas;
 mod rate_limits;
 mod redis_cluster;

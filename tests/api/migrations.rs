@@ -4,7 +4,7 @@ use tenantd::db::migrations::{revert_all, run_pending};
 
 use crate::helpers::{connect, create_database, database_url, drop_database, pg_admin};
 
-const ALL_TABLES: [&str; 18] = [
+const ALL_TABLES: [&str; 19] = [
     "api_keys",
     "audit_events",
     "documents",
@@ -18,6 +18,7 @@ const ALL_TABLES: [&str; 18] = [
     "tenant_archive_chunks",
     "tenant_channel_bindings",
     "tenant_domains",
+    "tenant_purge_receipts",
     "tenant_quota_usage",
     "tenant_settings",
     "tenantd_table_distribution",
@@ -60,7 +61,7 @@ async fn migrations_go_up_down_and_up_again() {
     admin.execute("SELECT pg_advisory_lock(7345001)", &[]).await.expect("lock");
 
     let applied = run_pending(&url).await.expect("up");
-    assert_eq!(applied, 18);
+    assert_eq!(applied, 19);
     assert_eq!(tables(&database).await, ALL_TABLES);
     assert!(app_role_propagates_set_commands(&admin).await);
     let reverted = revert_all(&url).await.expect("down");

@@ -142,18 +142,19 @@ async fn admit_operator(resolver: &TenantResolver, token: &OperatorKeyToken, nee
 }
 
 /// What a control-plane method needs. Reads (Get, List, Watch, ResolveTenant, WaitOperation) are
-/// for every role; the tenant lifecycle (moves included) and cancelling or deleting an operation
+/// for every role; the tenant lifecycle (moves and purges included) and cancelling or deleting an operation
 /// are named one by one; everything else, API keys and operators
 /// included, is credential management, so a method added later is admin-only until shown
 /// otherwise.
 fn control_permission(path: &str) -> Permission {
-    const LIFECYCLE: [&str; 9] = [
+    const LIFECYCLE: [&str; 10] = [
         "CreateTenant",
         "UpdateTenant",
         "SuspendTenant",
         "ResumeTenant",
         "DeleteTenant",
         "MoveTenant",
+        "PurgeTenant",
         // A tenant's whole data: for the roles that may change tenants, not for viewers.
         "ExportTenant",
         "ReadTenantArchive",
