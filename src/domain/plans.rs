@@ -23,7 +23,7 @@ use crate::db;
 use crate::db::plans::{NewPlanRow, PlanChanges, PlanRow};
 use crate::error::{self, Error, Reason, Result, Violations};
 use crate::tenancy::resolver::TenantResolver;
-pub use crate::tenancy::{Limits, Quota, Quotas, RateLimit};
+pub use crate::tenancy::{LimitName, LimitSet, Limits, Quota, Quotas, RateLimit};
 use crate::tenancy::{RequestContext, TenantContext, TenantDb};
 
 /// Most setting defaults in one plan.
@@ -140,7 +140,24 @@ pub fn check_limits(field: &str, limits: &Limits) -> Result<()> {
             checks.add(Reason::LimitsInvalid, format!("{field}.max_{}", quota.as_str()), "must be at least 0");
         }
     }
+    for name in limits.unlimited.names().filter(|name| limits.is_set(*name)) {
+        checks.add(Reason::LimitsInvalid, format!("{field}.unlimited"), format!("{} is also set", name.as_str()));
+    }
     checks.finish(|| Some(()))
+}
+
+/// Validates a plan's limits: [`check_limits`], and nothing lifted (in a plan an unset limit
+/// is unlimited already; lifting is for a tenant's overrides).
+pub fn check_plan_limits(field: &str, limits: &Limits) -> Result<()> {
+    check_limits(field, limits)?;
+    if limits.unlimited.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        Reason::LimitsInvalid,
+        format!("{field}.unlimited"),
+        "only a tenant's overrides lift limits: in a plan, leave the limit unset",
+    ))
 }
 
 /// Validates setting defaults: at most [`MAX_PLAN_SETTINGS`], keys and values as for a

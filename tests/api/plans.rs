@@ -176,7 +176,7 @@ async fn a_tenant_names_its_plan_and_overrides_which_get_list_and_usage_show() {
         .await;
     assert_error(status, Code::InvalidArgument, "PLAN_UNKNOWN");
     let overrides = PlanLimits { max_documents: Some(7), ..Default::default() };
-    let tenant = create_tenant_on(&app, &name, Some(overrides)).await;
+    let tenant = create_tenant_on(&app, &name, Some(overrides.clone())).await;
     assert_eq!(tenant.plan, name);
     assert_eq!(tenant.limit_overrides, Some(overrides));
     let got = app

@@ -366,3 +366,62 @@ async fn a_trusted_counter_is_charged_without_recounting_and_stays_exact_under_c
     assert_eq!(counters(&app, &tenant).await[0].2, recounted[0].2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_override_lifts_a_plans_cap_to_unlimited_and_contradictory_or_unknown_names_are_invalid() {
+    let app = spawn_app().await;
+    let plan = unique_slug("lift");
+    create_plan(&app, plan_with_users(&plan, 1)).await;
+    let lifted = PlanLimits { unlimited: vec!["max_users".into()], ..Default::default() };
+    let free = create_tenant_on(&app, &plan, Some(lifted.clone())).await;
+    assert_eq!(free.limit_overrides, Some(lifted.clone()), "the override reads back as sent");
+    let capped = create_tenant_on(&app, &plan, None).await.id;
+    for index in 0..3 {
+        app.create_user(&free.id, &format!("l{index}@q.example")).await;
+    }
+    assert_eq!(used(&app, &free.id, "users").await, (3, None), "lifted: unlimited despite the plan's cap of 1");
+    // The positive control: the same plan without the override is capped at 1.
+    app.create_user(&capped, "one@q.example").await;
+    assert_error(
+        app.users(&capped).create_user(new_user("two@q.example")).await,
+        Code::ResourceExhausted,
+        "QUOTA_EXCEEDED",
+    );
+    // Lifting a cap later works the same way (UpdateTenant), and dropping the override caps again.
+    override_limits(&app, &capped, Some(lifted)).await;
+    app.create_user(&capped, "two@q.example").await;
+    override_limits(&app, &capped, None).await;
+    assert_error(
+        app.users(&capped).create_user(new_user("three@q.example")).await,
+        Code::ResourceExhausted,
+        "QUOTA_EXCEEDED",
+    );
+
+    let invalid = |unlimited: &[&str], max_users: Option<i64>| PlanLimits {
+        unlimited: unlimited.iter().map(|name| (*name).to_owned()).collect(),
+        max_users,
+        ..Default::default()
+    };
+    for overrides in [invalid(&["max_users"], Some(3)), invalid(&["max_people"], None)] {
+        let result = app
+            .tenants
+            .clone()
+            .update_tenant(proto::UpdateTenantRequest {
+                tenant: Some(proto::Tenant {
+                    id: capped.clone(),
+                    limit_overrides: Some(overrides),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask { paths: vec!["limit_overrides".into()] }),
+            })
+            .await;
+        assert_error(result, Code::InvalidArgument, "LIMITS_INVALID");
+    }
+    let mut lifting_plan = plan_with_users(&unique_slug("nolift"), 1);
+    lifting_plan.limits = Some(invalid(&["max_documents"], Some(1)));
+    let result = crate::plans::plans(&app, crate::helpers::PLATFORM_TOKEN)
+        .create_plan(proto::CreatePlanRequest { plan: Some(lifting_plan), ..Default::default() })
+        .await;
+    assert_error(result, Code::InvalidArgument, "LIMITS_INVALID");
+    app.stop().await;
+}
