@@ -184,6 +184,11 @@ impl RedisCache {
         let _: Option<()> = self.execute(redis::Cmd::del(key.as_str())).await;
     }
 
+    /// The timeout of one operation.
+    pub fn operation_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Runs any command; `None` when Redis is unavailable or the command fails. Keys in the
     /// command must come from [`RedisKey`].
     pub async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
