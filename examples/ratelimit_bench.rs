@@ -171,7 +171,10 @@ async fn closed_loop_of(
                     }
                     Err(status) => {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        first_failure.lock().await.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                        first_failure
+                            .lock()
+                            .await
+                            .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
                     }
                 }
             }
@@ -274,7 +277,8 @@ async fn main() -> anyhow::Result<()> {
         let (rps_without, rps_with) = (median(&without, &rate_of), median(&with, &rate_of));
         let (p50_without, p50_with) = (median(&without, &p(0.5)), median(&with, &p(0.5)));
         let (p99_without, p99_with) = (median(&without, &p(0.99)), median(&with, &p(0.99)));
-        let rounds: Vec<_> = without.iter().zip(&with).map(|(a, b)| (rate_of(b) / rate_of(a) * 100.0).round() / 100.0).collect();
+        let rounds: Vec<_> =
+            without.iter().zip(&with).map(|(a, b)| (rate_of(b) / rate_of(a) * 100.0).round() / 100.0).collect();
         println!(
             "{}",
             serde_json::json!({

@@ -501,7 +501,8 @@ fn parse_override(value: &str) -> Result<OverrideArg, String> {
         return Ok(OverrideArg::Cap(name.to_owned(), cap));
     }
     if OVERRIDE_RATES.contains(&name) {
-        let rate = limit.split_once('/').and_then(|(per_second, burst)| Some((per_second.parse().ok()?, burst.parse().ok()?)));
+        let rate =
+            limit.split_once('/').and_then(|(per_second, burst)| Some((per_second.parse().ok()?, burst.parse().ok()?)));
         let (per_second, burst) = rate.ok_or_else(|| format!("`{limit}` is not PER_SECOND/BURST"))?;
         return Ok(OverrideArg::Rate(name.to_owned(), per_second, burst));
     }

@@ -2,16 +2,19 @@
 //! counted resource, kept while a cap applies to it and changed in the transaction of the
 //! create or delete it counts; recounted from the rows when it is not trusted (decision 0016).
 
+use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::tenant_quota_usage;
 use super::tenant_tx::{TenantQuery, TenantTx};
+
+/// A counter's value and whether it is trusted (`None`, like `false`: not trusted).
+pub type Counter = (i64, Option<bool>);
 
 /// Adds `amount` to the transaction's tenant's counter of `quota` if the counter is trusted
 /// (recounted at or after `trusted_from`; `None`: never) and the sum stays within `cap`,
@@ -27,7 +30,7 @@ pub fn charge<'t>(
     amount: i64,
     cap: i64,
     trusted_from: Option<DateTime<Utc>>,
-) -> BoxFuture<'t, QueryResult<Option<(i64, Option<bool>)>>> {
+) -> BoxFuture<'t, QueryResult<Option<Counter>>> {
     let query = Charge { tenant_id: transaction.tenant_id(), quota: quota.to_owned(), amount, cap, trusted_from };
     transaction.optional(query)
 }
@@ -82,7 +85,7 @@ pub fn counter<'t>(
     transaction: &'t mut TenantTx<'_>,
     quota: &str,
     trusted_from: Option<DateTime<Utc>>,
-) -> BoxFuture<'t, QueryResult<Option<(i64, Option<bool>)>>> {
+) -> BoxFuture<'t, QueryResult<Option<Counter>>> {
     use tenant_quota_usage::dsl;
     let tenant_id = transaction.tenant_id();
     let trusted = dsl::counted_at.nullable().ge(trusted_from);

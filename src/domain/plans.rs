@@ -300,7 +300,13 @@ impl Plans {
     /// [`PLAN_EVENT_CONCURRENCY`] at a time: events belong to a tenant (decision 0015), and
     /// a plan to none. An event that fails is logged and skipped (the plan has changed
     /// either way); returns how many were recorded.
-    async fn record_plan_update(&self, request: &RequestContext, plan: &Plan, changed: &[&str], tenants: &[Uuid]) -> usize {
+    async fn record_plan_update(
+        &self,
+        request: &RequestContext,
+        plan: &Plan,
+        changed: &[&str],
+        tenants: &[Uuid],
+    ) -> usize {
         use futures_util::StreamExt;
         let details = serde_json::json!({
             "changed_fields": changed, "plan": plan.name, "plan_id": plan.id, "etag": plan.etag,

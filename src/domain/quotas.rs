@@ -119,7 +119,11 @@ pub async fn release(transaction: &mut TenantTx<'_>, scope: &QuotaScope, quota: 
 
 /// Charges or releases the difference `delta` (an update that grew or shrank a size).
 pub async fn adjust(transaction: &mut TenantTx<'_>, scope: &QuotaScope, quota: Quota, delta: i64) -> Result<()> {
-    if delta >= 0 { charge(transaction, scope, quota, delta).await } else { release(transaction, scope, quota, -delta).await }
+    if delta >= 0 {
+        charge(transaction, scope, quota, delta).await
+    } else {
+        release(transaction, scope, quota, -delta).await
+    }
 }
 
 /// The error of a refused charge.

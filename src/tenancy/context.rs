@@ -194,7 +194,14 @@ impl TenantContext {
     /// context from [`super::resolver::TenantResolver`], which adds them
     /// ([`TenantContext::with_plan`]). Only the gateway and the control plane create contexts.
     pub(crate) fn new(tenant_id: Uuid, request: RequestContext) -> Self {
-        Self { tenant_id, tier: IsolationTier::Pooled, request, plan: None, quotas: Quotas::default(), limits_changed_at: None }
+        Self {
+            tenant_id,
+            tier: IsolationTier::Pooled,
+            request,
+            plan: None,
+            quotas: Quotas::default(),
+            limits_changed_at: None,
+        }
     }
 
     /// A context whose transactions are routed by the tenant's `tier` (from its record).

@@ -211,7 +211,11 @@ impl Limits {
     pub fn overridden_by(self, overrides: &Limits) -> Limits {
         let lifted = |name| overrides.unlimited.contains(name);
         let cap = |quota| {
-            if lifted(LimitName::of_quota(quota)) { None } else { overrides.quotas.cap(quota).or(self.quotas.cap(quota)) }
+            if lifted(LimitName::of_quota(quota)) {
+                None
+            } else {
+                overrides.quotas.cap(quota).or(self.quotas.cap(quota))
+            }
         };
         let rate = |name, overridden: Option<RateLimit>, planned: Option<RateLimit>| {
             if lifted(name) { None } else { overridden.or(planned) }

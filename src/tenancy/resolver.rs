@@ -278,8 +278,11 @@ impl TenantResolver {
     ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
         let record = self.require_active(tenant_id).await?;
-        let context =
-            TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan.clone(), record.quotas, record.limits_changed_at);
+        let context = TenantContext::routed(tenant_id, record.tier, request).with_plan(
+            record.plan.clone(),
+            record.quotas,
+            record.limits_changed_at,
+        );
         Ok((context, record))
     }
 
@@ -287,7 +290,11 @@ impl TenantResolver {
     /// plan and quotas.
     pub async fn context(&self, tenant_id: Uuid, request: RequestContext) -> Result<TenantContext> {
         let record = self.record(tenant_id).await?.ok_or_else(tenant_not_found)?;
-        Ok(TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan, record.quotas, record.limits_changed_at))
+        Ok(TenantContext::routed(tenant_id, record.tier, request).with_plan(
+            record.plan,
+            record.quotas,
+            record.limits_changed_at,
+        ))
     }
 
     /// The tenant's record, unless the tenant does not exist or is not ACTIVE, or its schema
@@ -561,7 +568,9 @@ fn record_of(tenant_id: Uuid, stored: db::tenants::ResolvedRow) -> Result<Tenant
         schema_current,
         plan: stored.plan,
         quotas: limits.quotas,
-        limits_changed_at: Some(stored.plan_update_time.map_or(stored.update_time, |plan| plan.max(stored.update_time))),
+        limits_changed_at: Some(
+            stored.plan_update_time.map_or(stored.update_time, |plan| plan.max(stored.update_time)),
+        ),
     })
 }
 

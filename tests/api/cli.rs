@@ -533,9 +533,8 @@ async fn a_tenants_limits_are_overridden_and_lifted_to_unlimited_through_the_cli
     let id = string(&created, "id").to_owned();
     assert!(created["limitOverrides"].is_null(), "no overrides yet: {created}");
 
-    let updated = server
-        .json(&["tenants", "update", &id, "--override", "tenant_rate=5/10", "--unlimited", "max_users"])
-        .await;
+    let updated =
+        server.json(&["tenants", "update", &id, "--override", "tenant_rate=5/10", "--unlimited", "max_users"]).await;
     assert_eq!(updated["limitOverrides"]["tenantRate"], serde_json::json!({ "perSecond": 5, "burst": 10 }));
     assert_eq!(updated["limitOverrides"]["unlimited"], serde_json::json!(["max_users"]));
     let shown = server.run(&["tenants", "get", &id]).await;
