@@ -2,6 +2,7 @@
 //! - `cost`: DiagnosticsService/Ping at `--concurrency` for a tenant without limits and for
 //!   one whose limit is never reached (so every request runs the Redis script), rounds
 //!   interleaved; throughput and p50/p99 side by side, and their ratio;
+//! - `cost_get_user`: the same with UserService/GetUser (one database read per request);
 //! - `overshoot`: `--concurrency` × 4 callers hammering a tenant limited to `--rate` per second
 //!   (burst `--burst`); admitted requests against rate × elapsed + burst (goal: no overshoot);
 //! - `noisy`: a quiet tenant at half its limit (open loop), alone, then beside a noisy tenant
@@ -19,7 +20,11 @@ use hdrhistogram::Histogram;
 use tenantd::proto::diagnostics_service_client::DiagnosticsServiceClient;
 use tenantd::proto::plan_service_client::PlanServiceClient;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
-use tenantd::proto::{CreatePlanRequest, CreateTenantRequest, PingRequest, Plan, PlanLimits, RequestRate, Tenant};
+use tenantd::proto::user_service_client::UserServiceClient;
+use tenantd::proto::{
+    CreatePlanRequest, CreateTenantRequest, CreateUserRequest, GetUserRequest, PingRequest, Plan, PlanLimits,
+    RequestRate, Tenant, User,
+};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -51,10 +56,40 @@ struct Args {
 type Ping = DiagnosticsServiceClient<Channel>;
 
 fn ping_request(token: &str, tenant: &str) -> tonic::Request<PingRequest> {
-    let mut request = tonic::Request::new(PingRequest {});
+    tenant_request(PingRequest {}, token, tenant)
+}
+
+fn tenant_request<T>(message: T, token: &str, tenant: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     request.metadata_mut().insert("x-tenant-id", tenant.parse().expect("ascii"));
     request
+}
+
+/// What a closed-loop caller sends: a Ping, or a GetUser of this user id.
+#[derive(Clone)]
+enum Call {
+    Ping,
+    GetUser(String),
+}
+
+impl Call {
+    async fn send(&self, channel: &Channel, token: &str, tenant: &str) -> Result<(), tonic::Status> {
+        match self {
+            Self::Ping => Ping::new(channel.clone()).ping(ping_request(token, tenant)).await.map(drop),
+            Self::GetUser(id) => UserServiceClient::new(channel.clone())
+                .get_user(tenant_request(GetUserRequest { id: id.clone() }, token, tenant))
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// Creates a user in `tenant`; its id.
+async fn create_user(channel: &Channel, token: &str, tenant: &str) -> anyhow::Result<String> {
+    let user = User { email: format!("bench-{}@example.com", uuid::Uuid::new_v4().simple()), ..Default::default() };
+    let request = tenant_request(CreateUserRequest { user: Some(user), ..Default::default() }, token, tenant);
+    Ok(UserServiceClient::new(channel.clone()).create_user(request).await?.into_inner().id)
 }
 
 /// Creates a tenant on a new plan with `limit` as its tenant rate (`None`: no plan, unlimited).
@@ -93,24 +128,40 @@ struct Run {
     failed: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// The code and message of the first other error, if any.
+    first_failure: Option<String>,
 }
 
 /// `callers` closed-loop callers pinging `tenant` for `duration`.
 async fn closed_loop(channel: &Channel, token: &str, tenant: &str, callers: usize, duration: Duration) -> Run {
+    closed_loop_of(&Call::Ping, channel, token, tenant, callers, duration).await
+}
+
+/// `callers` closed-loop callers sending `call` for `tenant` for `duration`.
+async fn closed_loop_of(
+    call: &Call,
+    channel: &Channel,
+    token: &str,
+    tenant: &str,
+    callers: usize,
+    duration: Duration,
+) -> Run {
     let admitted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
+    let first_failure = Arc::new(Mutex::new(None::<String>));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..callers {
-        let (mut client, token, tenant) = (Ping::new(channel.clone()), token.to_owned(), tenant.to_owned());
+        let (channel, call, token, tenant) = (channel.clone(), call.clone(), token.to_owned(), tenant.to_owned());
         let (admitted, refused, failed, latency) = (admitted.clone(), refused.clone(), failed.clone(), latency.clone());
+        let first_failure = first_failure.clone();
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("histogram");
             while started.elapsed() < duration {
                 let sent = Instant::now();
-                match client.ping(ping_request(&token, &tenant)).await {
+                match call.send(&channel, &token, &tenant).await {
                     Ok(_) => {
                         admitted.fetch_add(1, Ordering::Relaxed);
                         let _ = local.record(sent.elapsed().as_micros() as u64);
@@ -118,8 +169,12 @@ async fn closed_loop(channel: &Channel, token: &str, tenant: &str, callers: usiz
                     Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
+                    Err(status) => {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        first_failure
+                            .lock()
+                            .await
+                            .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
                     }
                 }
             }
@@ -136,6 +191,7 @@ async fn closed_loop(channel: &Channel, token: &str, tenant: &str, callers: usiz
         failed: failed.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         latency,
+        first_failure: first_failure.lock().await.clone(),
     }
 }
 
@@ -180,6 +236,7 @@ async fn open_loop(channel: &Channel, token: &str, tenant: &str, rate: u32, dura
         failed: failed.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         latency,
+        first_failure: None,
     }
 }
 
@@ -196,34 +253,46 @@ async fn main() -> anyhow::Result<()> {
     let unlimited = create_tenant(&channel, token, &slug("free"), None).await?;
     let never_reached = RequestRate { per_second: 1_000_000, burst: 1_000_000 };
     let limited = create_tenant(&channel, token, &slug("high"), Some(never_reached)).await?;
-    let _ = closed_loop(&channel, token, &unlimited, args.concurrency, Duration::from_secs(1)).await;
-    let _ = closed_loop(&channel, token, &limited, args.concurrency, Duration::from_secs(1)).await;
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        without.push(closed_loop(&channel, token, &unlimited, args.concurrency, duration).await);
-        with.push(closed_loop(&channel, token, &limited, args.concurrency, duration).await);
+    let unlimited_user = create_user(&channel, token, &unlimited).await?;
+    let limited_user = create_user(&channel, token, &limited).await?;
+    for (phase, call_without, call_with) in [
+        ("cost", Call::Ping, Call::Ping),
+        ("cost_get_user", Call::GetUser(unlimited_user), Call::GetUser(limited_user)),
+    ] {
+        let warm = Duration::from_secs(1);
+        let _ = closed_loop_of(&call_without, &channel, token, &unlimited, args.concurrency, warm).await;
+        let _ = closed_loop_of(&call_with, &channel, token, &limited, args.concurrency, warm).await;
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            without.push(closed_loop_of(&call_without, &channel, token, &unlimited, args.concurrency, duration).await);
+            with.push(closed_loop_of(&call_with, &channel, token, &limited, args.concurrency, duration).await);
+        }
+        let rate_of = |run: &Run| run.admitted as f64 / run.elapsed.as_secs_f64();
+        let median = |runs: &[Run], value: &dyn Fn(&Run) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(value).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let p = |quantile: f64| move |run: &Run| run.latency.value_at_quantile(quantile) as f64;
+        let (rps_without, rps_with) = (median(&without, &rate_of), median(&with, &rate_of));
+        let (p50_without, p50_with) = (median(&without, &p(0.5)), median(&with, &p(0.5)));
+        let (p99_without, p99_with) = (median(&without, &p(0.99)), median(&with, &p(0.99)));
+        let rounds: Vec<_> =
+            without.iter().zip(&with).map(|(a, b)| (rate_of(b) / rate_of(a) * 100.0).round() / 100.0).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "phase": phase, "concurrency": args.concurrency, "rounds": args.rounds, "seconds": args.duration,
+                "rps_without": rps_without.round(), "rps_with": rps_with.round(), "rps_ratio": rps_with / rps_without,
+                "rps_ratio_per_round": rounds,
+                "p50_us_without": p50_without, "p50_us_with": p50_with, "p50_ratio": p50_with / p50_without,
+                "p99_us_without": p99_without, "p99_us_with": p99_with, "p99_ratio": p99_with / p99_without,
+                "refused_with": with.iter().map(|run| run.refused).sum::<u64>(),
+                "failed": with.iter().chain(&without).map(|run| run.failed).sum::<u64>(),
+                "first_failure": with.iter().chain(&without).find_map(|run| run.first_failure.clone()),
+            })
+        );
     }
-    let rate_of = |run: &Run| run.admitted as f64 / run.elapsed.as_secs_f64();
-    let median = |runs: &[Run], value: &dyn Fn(&Run) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(value).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let p = |quantile: f64| move |run: &Run| run.latency.value_at_quantile(quantile) as f64;
-    let (rps_without, rps_with) = (median(&without, &rate_of), median(&with, &rate_of));
-    let (p50_without, p50_with) = (median(&without, &p(0.5)), median(&with, &p(0.5)));
-    let (p99_without, p99_with) = (median(&without, &p(0.99)), median(&with, &p(0.99)));
-    println!(
-        "{}",
-        serde_json::json!({
-            "phase": "cost", "concurrency": args.concurrency, "rounds": args.rounds, "seconds": args.duration,
-            "rps_without": rps_without.round(), "rps_with": rps_with.round(), "rps_ratio": rps_with / rps_without,
-            "p50_us_without": p50_without, "p50_us_with": p50_with, "p50_ratio": p50_with / p50_without,
-            "p99_us_without": p99_without, "p99_us_with": p99_with, "p99_ratio": p99_with / p99_without,
-            "refused_with": with.iter().map(|run| run.refused).sum::<u64>(),
-            "failed": with.iter().chain(&without).map(|run| run.failed).sum::<u64>(),
-        })
-    );
 
     // overshoot: many callers against one limit.
     let limit = RequestRate { per_second: args.rate, burst: args.burst };
@@ -236,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
             "phase": "overshoot", "callers": args.concurrency * 4, "rate": args.rate, "burst": args.burst,
             "seconds": run.elapsed.as_secs_f64(), "admitted": run.admitted, "refused": run.refused, "failed": run.failed,
             "allowed": allowed.round(), "overshoot": (run.admitted as f64 - allowed).max(0.0).round(),
+            "first_failure": run.first_failure,
         })
     );
 

@@ -6,8 +6,8 @@ use tonic::{Request, Response, Status};
 
 use super::{json_to_value, required, timestamp, update_mask, value_to_json};
 use crate::domain::plans::{
-    Limits, NewPlan, Plan, PlanPatch, Plans, Quotas, RateLimit, UPDATABLE_FIELDS, check_limits, check_settings,
-    parse_name,
+    LimitName, LimitSet, Limits, NewPlan, Plan, PlanPatch, Plans, Quotas, RateLimit, UPDATABLE_FIELDS, check_limits,
+    check_plan_limits, check_settings, parse_name,
 };
 use crate::domain::{page, parse_display_name, parse_etag};
 use crate::error::{Reason, Result, Violations};
@@ -35,6 +35,15 @@ pub(super) fn limits_from_proto(field: &str, limits: Option<proto::PlanLimits>) 
     let rate = |rate: Option<proto::RequestRate>| {
         rate.map(|rate| RateLimit { per_second: rate.per_second, burst: rate.burst })
     };
+    let mut checks = Violations::new();
+    let mut unlimited = LimitSet::default();
+    for (index, name) in limits.unlimited.iter().enumerate() {
+        match LimitName::parse(name) {
+            Some(name) => unlimited = unlimited.with(name),
+            None => checks.add(Reason::LimitsInvalid, format!("{field}.unlimited[{index}]"), "not a limit's name"),
+        }
+    }
+    checks.finish(|| Some(()))?;
     let limits = Limits {
         tenant_rate: rate(limits.tenant_rate),
         api_key_rate: rate(limits.api_key_rate),
@@ -44,8 +53,16 @@ pub(super) fn limits_from_proto(field: &str, limits: Option<proto::PlanLimits>) 
             document_bytes: limits.max_document_bytes,
             api_keys: limits.max_api_keys,
         },
+        unlimited,
     };
     check_limits(field, &limits)?;
+    Ok(limits)
+}
+
+/// A plan's limits from their message, validated (nothing may be lifted in a plan).
+fn plan_limits_from_proto(field: &str, limits: Option<proto::PlanLimits>) -> Result<Limits> {
+    let limits = limits_from_proto(field, limits)?;
+    check_plan_limits(field, &limits)?;
     Ok(limits)
 }
 
@@ -61,6 +78,7 @@ pub(super) fn limits_to_proto(limits: Limits) -> proto::PlanLimits {
         max_documents: limits.quotas.documents,
         max_document_bytes: limits.quotas.document_bytes,
         max_api_keys: limits.quotas.api_keys,
+        unlimited: limits.unlimited.names().map(|name| name.as_str().to_owned()).collect(),
     }
 }
 
@@ -105,7 +123,7 @@ impl PlanService for PlanApi {
         let mut checks = Violations::new();
         let name = checks.check(parse_name("plan.name", &plan.name));
         let display_name = checks.check(parse_display_name("plan.display_name", &plan.display_name, true));
-        let limits = checks.check(limits_from_proto("plan.limits", plan.limits));
+        let limits = checks.check(plan_limits_from_proto("plan.limits", plan.limits));
         let settings = checks.check(settings_from_proto("plan.settings", plan.settings));
         let new = checks.finish(|| {
             Some(NewPlan { name: name?, display_name: display_name?, limits: limits?, settings: settings? })
@@ -144,7 +162,7 @@ impl PlanService for PlanApi {
             patch.display_name = checks.check(parse_display_name("plan.display_name", &plan.display_name, true));
         }
         if mask.contains("limits") {
-            patch.limits = checks.check(limits_from_proto("plan.limits", plan.limits));
+            patch.limits = checks.check(plan_limits_from_proto("plan.limits", plan.limits));
         }
         if mask.contains("settings") {
             patch.settings = checks.check(settings_from_proto("plan.settings", plan.settings));

@@ -27,10 +27,12 @@ pub use script::Script;
 
 /// A pooled Redis connection that remembers whether it failed. A multiplexed connection
 /// never reports itself broken, so a connection that lost its socket would stay in the pool
-/// forever and Redis would never recover without a restart.
+/// forever and Redis would never recover without a restart. The flag is shared with the
+/// clones commands run on (see [`RedisCache::try_execute_single`]), so a failure on a
+/// clone marks the pooled connection.
 pub struct TrackedConnection {
     connection: MultiplexedConnection,
-    broken: bool,
+    broken: Arc<AtomicBool>,
 }
 
 /// The pool's manager: multiplexed connections of one client (with TLS for `rediss://`),
@@ -46,7 +48,7 @@ impl bb8::ManageConnection for TrackedManager {
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let connection = self.client.get_multiplexed_async_connection().await?;
-        Ok(TrackedConnection { connection, broken: false })
+        Ok(TrackedConnection { connection, broken: Arc::default() })
     }
 
     async fn is_valid(&self, connection: &mut Self::Connection) -> Result<(), Self::Error> {
@@ -55,7 +57,7 @@ impl bb8::ManageConnection for TrackedManager {
     }
 
     fn has_broken(&self, connection: &mut Self::Connection) -> bool {
-        connection.broken
+        connection.broken.load(Ordering::Relaxed)
     }
 }
 
@@ -180,6 +182,11 @@ impl RedisCache {
             return;
         }
         let _: Option<()> = self.execute(redis::Cmd::del(key.as_str())).await;
+    }
+
+    /// The timeout of one operation.
+    pub fn operation_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Runs any command; `None` when Redis is unavailable or the command fails. Keys in the
@@ -378,24 +385,41 @@ impl RedisCache {
         Err(failure)
     }
 
-    /// Runs `command` on a pooled connection to the one server.
+    /// Runs `command` on a connection of the pool to the one server. The pooled connection is
+    /// held only to clone it (a multiplexed connection's clone shares its socket and
+    /// pipelines): the command runs on the clone after the checkout is returned, so
+    /// concurrent requests share connections instead of queueing for a free one (with 8
+    /// pooled connections and more requests in flight, most of a rate-limited request's time
+    /// went to waiting for a checkout).
     async fn try_execute_single<T: redis::FromRedisValue>(
         &self,
         pool: &bb8::Pool<TrackedManager>,
         command: redis::Cmd,
     ) -> Result<T, Failure> {
-        let mut connection = pool.get().await.map_err(|error| Failure::Pool(error.to_string()))?;
-        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection.connection)).await;
+        let mut attempts = pool.state().connections + 1;
+        let (mut connection, broken) = loop {
+            let pooled = pool.get().await.map_err(|error| Failure::Pool(error.to_string()))?;
+            if !pooled.broken.load(Ordering::Relaxed) {
+                break (pooled.connection.clone(), pooled.broken.clone());
+            }
+            // Marked by a clone after it was returned: dropping it here discards it.
+            attempts -= 1;
+            if attempts == 0 {
+                return Err(Failure::Pool("every pooled connection is broken".to_owned()));
+            }
+        };
+        let outcome = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
-                connection.broken =
-                    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error();
+                if error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error() {
+                    broken.store(true, Ordering::Relaxed);
+                }
                 Err(Failure::Redis(error))
             }
             Err(_elapsed) => {
                 // The reply may still arrive on this multiplexed connection; do not reuse it.
-                connection.broken = true;
+                broken.store(true, Ordering::Relaxed);
                 Err(Failure::TimedOut)
             }
         }

@@ -304,7 +304,7 @@ pub enum TenantStateArg {
         .multiple(true)
         .args([
             "display_name", "labels", "clear_labels", "domains", "clear_domains", "channels", "clear_channels", "plan",
-            "clear_plan",
+            "clear_plan", "overrides", "unlimited", "clear_overrides",
         ])
 ))]
 pub struct UpdateTenantArgs {
@@ -337,6 +337,18 @@ pub struct UpdateTenantArgs {
     /// Take the tenant off its plan: no limits.
     #[arg(long, conflicts_with = "plan")]
     pub clear_plan: bool,
+    /// A limit of the tenant's own, in place of its plan's: `max_users=N` (likewise
+    /// `max_documents`, `max_document_bytes`, `max_api_keys`) or `tenant_rate=PER_SECOND/BURST`
+    /// (likewise `api_key_rate`); repeat for several. With --unlimited, replaces all overrides.
+    #[arg(long = "override", value_name = "NAME=VALUE", value_parser = parse_override)]
+    pub overrides: Vec<OverrideArg>,
+    /// Lift one of the plan's limits to unlimited for this tenant, by name (`max_users`,
+    /// `tenant_rate`, ...); repeat for several. With --override, replaces all overrides.
+    #[arg(long = "unlimited", value_name = "NAME")]
+    pub unlimited: Vec<String>,
+    /// Remove every override: the plan's limits apply.
+    #[arg(long, conflicts_with_all = ["overrides", "unlimited"])]
+    pub clear_overrides: bool,
     /// Update only if the tenant's etag is still this one (else ABORTED).
     #[arg(long)]
     pub etag: Option<String>,
@@ -523,6 +535,35 @@ fn parse_label(value: &str) -> Result<(String, String), String> {
         Some((key, label_value)) if !key.is_empty() => Ok((key.to_owned(), label_value.to_owned())),
         _ => Err(format!("`{value}` is not KEY=VALUE")),
     }
+}
+
+/// One `--override`: a cap or a rate, by its `PlanLimits` field's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrideArg {
+    /// `max_users=N` and the other caps.
+    Cap(String, i64),
+    /// `tenant_rate=PER_SECOND/BURST` or `api_key_rate=...`.
+    Rate(String, u32, u32),
+}
+
+const OVERRIDE_CAPS: [&str; 4] = ["max_users", "max_documents", "max_document_bytes", "max_api_keys"];
+const OVERRIDE_RATES: [&str; 2] = ["tenant_rate", "api_key_rate"];
+
+fn parse_override(value: &str) -> Result<OverrideArg, String> {
+    let Some((name, limit)) = value.split_once('=') else {
+        return Err(format!("`{value}` is not NAME=VALUE"));
+    };
+    if OVERRIDE_CAPS.contains(&name) {
+        let cap = limit.parse().map_err(|_| format!("`{limit}` is not a whole number"))?;
+        return Ok(OverrideArg::Cap(name.to_owned(), cap));
+    }
+    if OVERRIDE_RATES.contains(&name) {
+        let rate =
+            limit.split_once('/').and_then(|(per_second, burst)| Some((per_second.parse().ok()?, burst.parse().ok()?)));
+        let (per_second, burst) = rate.ok_or_else(|| format!("`{limit}` is not PER_SECOND/BURST"))?;
+        return Ok(OverrideArg::Rate(name.to_owned(), per_second, burst));
+    }
+    Err(format!("`{name}` is not one of {}, {}", OVERRIDE_CAPS.join(", "), OVERRIDE_RATES.join(", ")))
 }
 
 fn parse_channel(value: &str) -> Result<ChannelArg, String> {

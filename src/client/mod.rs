@@ -96,6 +96,30 @@ pub async fn resolve(args: ResolveArgs) -> ExitCode {
     finish(run_resolve(args).await, format)
 }
 
+/// The overrides message of `--override` and `--unlimited` (the server checks the names).
+fn limit_overrides(overrides: Vec<args::OverrideArg>, unlimited: Vec<String>) -> proto::PlanLimits {
+    let mut limits = proto::PlanLimits { unlimited, ..Default::default() };
+    for limit in overrides {
+        match limit {
+            args::OverrideArg::Cap(name, cap) => match name.as_str() {
+                "max_users" => limits.max_users = Some(cap),
+                "max_documents" => limits.max_documents = Some(cap),
+                "max_document_bytes" => limits.max_document_bytes = Some(cap),
+                _ => limits.max_api_keys = Some(cap),
+            },
+            args::OverrideArg::Rate(name, per_second, burst) => {
+                let rate = Some(proto::RequestRate { per_second, burst });
+                if name == "tenant_rate" {
+                    limits.tenant_rate = rate;
+                } else {
+                    limits.api_key_rate = rate;
+                }
+            }
+        }
+    }
+    limits
+}
+
 async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
     let mut client = tenant_client(&args.client).await?;
     let tenant = match args.command {
@@ -162,6 +186,10 @@ async fn run_tenants(args: TenantsArgs) -> Result<Shown, Failure> {
             if update.plan.is_some() || update.clear_plan {
                 tenant.plan = update.plan.unwrap_or_default();
                 paths.push("plan");
+            }
+            if !update.overrides.is_empty() || !update.unlimited.is_empty() || update.clear_overrides {
+                tenant.limit_overrides = Some(limit_overrides(update.overrides, update.unlimited));
+                paths.push("limit_overrides");
             }
             let update_mask = prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() };
             call(

@@ -229,7 +229,58 @@ fn tenant_json(tenant: &Tenant) -> Value {
         "purgeTime": timestamp_json(tenant.purge_time.as_ref()),
         "etag": tenant.etag,
         "plan": tenant.plan,
+        "limitOverrides": tenant.limit_overrides.as_ref().map(overrides_json),
     })
+}
+
+/// A tenant's limit overrides in the CLI's JSON shape (set limits only).
+fn overrides_json(limits: &crate::proto::PlanLimits) -> Value {
+    let rate = |rate: &Option<crate::proto::RequestRate>| {
+        rate.as_ref().map(|rate| json!({ "perSecond": rate.per_second, "burst": rate.burst }))
+    };
+    let mut object = Map::new();
+    for (name, value) in [
+        ("tenantRate", rate(&limits.tenant_rate)),
+        ("apiKeyRate", rate(&limits.api_key_rate)),
+        ("maxUsers", limits.max_users.map(Value::from)),
+        ("maxDocuments", limits.max_documents.map(Value::from)),
+        ("maxDocumentBytes", limits.max_document_bytes.map(Value::from)),
+        ("maxApiKeys", limits.max_api_keys.map(Value::from)),
+    ] {
+        if let Some(value) = value {
+            object.insert(name.to_owned(), value);
+        }
+    }
+    if !limits.unlimited.is_empty() {
+        object.insert("unlimited".to_owned(), json!(limits.unlimited));
+    }
+    Value::Object(object)
+}
+
+/// The overrides as a table cell: `max_users=10, tenant_rate=5/10, unlimited: max_documents`.
+fn overrides_cell(limits: Option<&crate::proto::PlanLimits>) -> String {
+    let Some(limits) = limits else {
+        return "-".to_owned();
+    };
+    let rate = |name: &str, rate: &Option<crate::proto::RequestRate>| {
+        rate.as_ref().map(|rate| format!("{name}={}/{}", rate.per_second, rate.burst))
+    };
+    let cap = |name: &str, cap: Option<i64>| cap.map(|cap| format!("{name}={cap}"));
+    let mut parts: Vec<String> = [
+        rate("tenant_rate", &limits.tenant_rate),
+        rate("api_key_rate", &limits.api_key_rate),
+        cap("max_users", limits.max_users),
+        cap("max_documents", limits.max_documents),
+        cap("max_document_bytes", limits.max_document_bytes),
+        cap("max_api_keys", limits.max_api_keys),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !limits.unlimited.is_empty() {
+        parts.push(format!("unlimited: {}", limits.unlimited.join(" ")));
+    }
+    if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
 }
 
 /// An API key in the CLI's JSON shape.
@@ -392,6 +443,7 @@ fn tenant_fields(tenant: &Tenant) -> Vec<(&'static str, String)> {
         ("domains", list_cell(&tenant.domains)),
         ("channels", list_cell(&channels)),
         ("plan", if tenant.plan.is_empty() { "-".to_owned() } else { tenant.plan.clone() }),
+        ("overrides", overrides_cell(tenant.limit_overrides.as_ref())),
         ("created", time_cell(tenant.create_time.as_ref())),
         ("updated", time_cell(tenant.update_time.as_ref())),
         ("deleted", time_cell(tenant.delete_time.as_ref())),

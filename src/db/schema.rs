@@ -43,6 +43,7 @@ diesel::table! {
         tenant_id -> Uuid,
         quota -> Text,
         used -> Int8,
+        counted_at -> Timestamptz,
     }
 }
 

@@ -122,6 +122,10 @@ pub struct ResolvedRow {
     pub plan_limits: Option<serde_json::Value>,
     /// The tenant's overrides of them.
     pub limit_overrides: serde_json::Value,
+    /// When the tenant last changed (its plan and overrides among the rest).
+    pub update_time: DateTime<Utc>,
+    /// When the plan last changed (`None` without a plan).
+    pub plan_update_time: Option<DateTime<Utc>>,
 }
 
 /// What resolution needs of a tenant: `None` if there is no such tenant.
@@ -136,6 +140,8 @@ pub async fn resolved_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryR
             tenants::plan,
             plans::limits.nullable(),
             tenants::limit_overrides,
+            tenants::update_time,
+            plans::update_time.nullable(),
         ))
         .first(connection)
         .await

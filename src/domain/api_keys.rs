@@ -180,9 +180,11 @@ impl ApiKeys {
 
     /// Revokes a key; every replica refuses it from then on. Revoking twice is a no-op.
     pub async fn revoke(&self, request: RequestContext, tenant_id: Uuid, key_id: Uuid) -> Result<ApiKey> {
-        let context = TenantContext::new(tenant_id, request);
+        // The tenant's caps: a revocation frees a slot only where a counter is kept.
+        let context = self.resolver.context(tenant_id, request).await?;
+        let scope = QuotaScope::of(&context);
         let (key, revoked_now) =
-            self.database.run(&context, async move |transaction| revoke_in(transaction, key_id).await).await?;
+            self.database.run(&context, async move |transaction| revoke_in(transaction, &scope, key_id).await).await?;
         self.resolver.invalidate(tenant_id, Some(key_id)).await;
         if revoked_now {
             tracing::info!(tenant.id = %tenant_id, api_key.id = %key_id, "api key revoked");
@@ -212,7 +214,7 @@ impl ApiKeys {
 
 /// Revokes a key inside the tenant transaction: the key, and whether this call revoked it
 /// (`false`: it was revoked already, and nothing changed).
-async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<(ApiKey, bool)> {
+async fn revoke_in(transaction: &mut TenantTx<'_>, scope: &QuotaScope, key_id: Uuid) -> Result<(ApiKey, bool)> {
     let before =
         crate::db::api_keys::find(&mut *transaction, key_id).await?.ok_or(Error::new(Reason::ApiKeyNotFound))?;
     if before.revoke_time.is_some() {
@@ -224,7 +226,7 @@ async fn revoke_in(transaction: &mut TenantTx<'_>, key_id: Uuid) -> Result<(ApiK
         // A concurrent revocation got there first: it released the slot and audited.
         return Ok((after.into(), false));
     }
-    quotas::release(transaction, Quota::ApiKeys, 1).await?;
+    quotas::release(transaction, scope, Quota::ApiKeys, 1).await?;
     audit::record(transaction, "api_key.revoke", "api_key", key_id, serde_json::json!({})).await?;
     Ok((after.into(), true))
 }

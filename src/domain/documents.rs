@@ -269,13 +269,14 @@ impl Documents {
 
     /// Deletes a document.
     pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
+        let scope = QuotaScope::of(context);
         self.database
             .run(context, async move |transaction| {
                 let current = crate::db::documents::lock(transaction, id).await?.ok_or_else(document_not_found)?;
                 check_etag(expected_revision, current.revision)?;
                 crate::db::documents::delete(transaction, id).await?;
-                quotas::release(transaction, Quota::Documents, 1).await?;
-                quotas::release(transaction, Quota::DocumentBytes, content_bytes(&current.content)).await?;
+                quotas::release(transaction, &scope, Quota::Documents, 1).await?;
+                quotas::release(transaction, &scope, Quota::DocumentBytes, content_bytes(&current.content)).await?;
                 audit::record(transaction, "document.delete", "document", id, serde_json::json!({})).await?;
                 Ok(())
             })

@@ -23,11 +23,13 @@ use crate::db;
 use crate::db::plans::{NewPlanRow, PlanChanges, PlanRow};
 use crate::error::{self, Error, Reason, Result, Violations};
 use crate::tenancy::resolver::TenantResolver;
-pub use crate::tenancy::{Limits, Quota, Quotas, RateLimit};
+pub use crate::tenancy::{LimitName, LimitSet, Limits, Quota, Quotas, RateLimit};
 use crate::tenancy::{RequestContext, TenantContext, TenantDb};
 
 /// Most setting defaults in one plan.
 pub const MAX_PLAN_SETTINGS: usize = 100;
+/// How many tenants' `plan.update` events are recorded at once after a plan changed.
+const PLAN_EVENT_CONCURRENCY: usize = 8;
 /// Fields `UpdatePlan` may change.
 pub const UPDATABLE_FIELDS: &[&str] = &["display_name", "limits", "settings"];
 
@@ -140,7 +142,24 @@ pub fn check_limits(field: &str, limits: &Limits) -> Result<()> {
             checks.add(Reason::LimitsInvalid, format!("{field}.max_{}", quota.as_str()), "must be at least 0");
         }
     }
+    for name in limits.unlimited.names().filter(|name| limits.is_set(*name)) {
+        checks.add(Reason::LimitsInvalid, format!("{field}.unlimited"), format!("{} is also set", name.as_str()));
+    }
     checks.finish(|| Some(()))
+}
+
+/// Validates a plan's limits: [`check_limits`], and nothing lifted (in a plan an unset limit
+/// is unlimited already; lifting is for a tenant's overrides).
+pub fn check_plan_limits(field: &str, limits: &Limits) -> Result<()> {
+    check_limits(field, limits)?;
+    if limits.unlimited.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        Reason::LimitsInvalid,
+        format!("{field}.unlimited"),
+        "only a tenant's overrides lift limits: in a plan, leave the limit unset",
+    ))
 }
 
 /// Validates setting defaults: at most [`MAX_PLAN_SETTINGS`], keys and values as for a
@@ -238,6 +257,14 @@ impl Plans {
     ) -> Result<Plan> {
         let updated_by = actor_label(request.actor())?;
         let name = name.to_owned();
+        let changed: Vec<&str> = [
+            ("display_name", patch.display_name.is_some()),
+            ("limits", patch.limits.is_some()),
+            ("settings", patch.settings.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, present)| present.then_some(field))
+        .collect();
         // A transaction for the row lock, scoped (as a create's) to an id that names no tenant.
         let context = TenantContext::new(Uuid::now_v7(), request.clone());
         let (plan, tenants) = self
@@ -259,11 +286,52 @@ impl Plans {
             })
             .await?;
         self.resolver.invalidate_all(&tenants).await;
+        let recorded = self.record_plan_update(&request, &plan, &changed, &tenants).await;
         tracing::info!(
-            plan.name = %plan.name, tenants = tenants.len(), actor.kind = request.actor().kind(),
+            plan.name = %plan.name, tenants = tenants.len(), events = recorded, actor.kind = request.actor().kind(),
             "plan updated"
         );
         Ok(plan)
+    }
+
+    /// Records a `plan.update` event (resource type `plan`, id the plan's name) in the trail
+    /// of every tenant on the plan, so that their event streams carry the change of their
+    /// limits. After the plan's commit, one small tenant transaction per tenant,
+    /// [`PLAN_EVENT_CONCURRENCY`] at a time: events belong to a tenant (decision 0015), and
+    /// a plan to none. An event that fails is logged and skipped (the plan has changed
+    /// either way); returns how many were recorded.
+    async fn record_plan_update(
+        &self,
+        request: &RequestContext,
+        plan: &Plan,
+        changed: &[&str],
+        tenants: &[Uuid],
+    ) -> usize {
+        use futures_util::StreamExt;
+        let details = serde_json::json!({
+            "changed_fields": changed, "plan": plan.name, "plan_id": plan.id, "etag": plan.etag,
+        });
+        futures_util::stream::iter(tenants.iter().copied())
+            .map(|tenant_id| {
+                let context = TenantContext::new(tenant_id, request.clone());
+                let (details, name) = (details.clone(), plan.name.clone());
+                async move {
+                    let recorded = self
+                        .database
+                        .run(&context, async move |transaction| {
+                            super::audit::record(transaction, "plan.update", "plan", name, details).await
+                        })
+                        .await;
+                    if let Err(error) = &recorded {
+                        tracing::warn!(tenant.id = %tenant_id, error = %error, "plan.update event not recorded");
+                    }
+                    recorded.is_ok()
+                }
+            })
+            .buffer_unordered(PLAN_EVENT_CONCURRENCY)
+            .filter(|recorded| std::future::ready(*recorded))
+            .count()
+            .await
     }
 }
 

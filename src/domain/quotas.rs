@@ -1,10 +1,18 @@
 //! Exact quotas on counted resources: a create charges its tenant's counter in its own
 //! transaction, after its insert, with one statement that refuses to pass the cap (see
-//! [`crate::db::quotas::charge`]); a delete releases what it freed. A charge that crosses
+//! [`crate::db::quotas::charge`]); a delete releases what it freed. Counters are kept only
+//! while a cap applies: a tenant (or a quota) without a cap pays nothing. So a counter is
+//! trusted only once it was recounted from the rows, under its lock, at least
+//! [`RECOUNT_GRACE`] after the tenant's limits last changed (by then no replica still creates
+//! by the old, uncapped limits); until then each capped charge recounts (decision 0016,
+//! "Counting only what is capped"). A charge that crosses
 //! 80% or 100% of a cap records a `quota.warning` event (in the same transaction, so it is
 //! on the event stream and in the tenant's audit trail) and counts it in the
 //! `tenantd_quota_warnings` metric, labelled by plan and quota, never by tenant.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::audit;
@@ -17,18 +25,36 @@ use crate::tenancy::{Quotas, TenantContext, TenantDb};
 /// The thresholds, in percent of a cap, whose crossing is a warning.
 pub const WARNING_THRESHOLDS: [i64; 2] = [80, 100];
 
+/// How long after a change of a tenant's limits a replica may still create by the old ones:
+/// a record is stale at most about a second after the change commits (the resolver's
+/// invalidation, or [`crate::tenancy::resolver::DEGRADED_TTL`] without it), and a create
+/// admitted by the old record must have committed within the rest. Counters recounted
+/// before the change plus this are recounted again by the next capped charge.
+pub const RECOUNT_GRACE: Duration = Duration::from_secs(10);
+
 /// What a create checks its charges against: the tenant's plan and effective caps, as the
 /// request's context has them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuotaScope {
     plan: Option<String>,
     quotas: Quotas,
+    limits_changed_at: Option<DateTime<Utc>>,
 }
 
 impl QuotaScope {
     /// The scope of a request's tenant.
     pub fn of(context: &TenantContext) -> Self {
-        Self { plan: context.plan().map(str::to_owned), quotas: *context.quotas() }
+        Self {
+            plan: context.plan().map(str::to_owned),
+            quotas: *context.quotas(),
+            limits_changed_at: context.limits_changed_at(),
+        }
+    }
+
+    /// The earliest recount a counter may be trusted from (`None`: none, always recount).
+    fn trusted_from(&self) -> Option<DateTime<Utc>> {
+        let grace = chrono::Duration::from_std(RECOUNT_GRACE).ok()?;
+        self.limits_changed_at?.checked_add_signed(grace)
     }
 
     /// The plan's name as metrics label it (`none` without a plan).
@@ -39,30 +65,51 @@ impl QuotaScope {
 
 /// Charges `amount` (at least 1) to the transaction's tenant's `quota`; RESOURCE_EXHAUSTED
 /// (`QUOTA_EXCEEDED`, with a `google.rpc.QuotaFailure` naming the quota) if that would pass
-/// the cap. Call inside the create's transaction, after its insert: a refusal rolls the
-/// insert back.
+/// the cap. Nothing at all (no statement) if no cap applies. Call inside the create's
+/// transaction, after its insert: a refusal rolls the insert back.
 pub async fn charge(transaction: &mut TenantTx<'_>, scope: &QuotaScope, quota: Quota, amount: i64) -> Result<()> {
+    let Some(cap) = scope.quotas.cap(quota) else {
+        return Ok(());
+    };
     if amount <= 0 {
         return Ok(());
     }
-    let cap = scope.quotas.cap(quota);
-    let refused = || exceeded(quota, cap.unwrap_or(0));
-    if cap.is_some_and(|cap| amount > cap) {
+    let refused = || exceeded(quota, cap);
+    if amount > cap {
         return Err(refused());
     }
-    let used = db::quotas::charge(transaction, quota.as_str(), amount, cap)
-        .await
-        .map_err(|error| crate::error::from_database(error, constraint_error))?
-        .ok_or_else(refused)?;
-    if let Some(cap) = cap {
-        warn_on_crossing(transaction, scope, quota, used - amount, used, cap).await?;
+    let trusted_from = scope.trusted_from();
+    let database_error = |error| crate::error::from_database(error, constraint_error);
+    let charged =
+        db::quotas::charge(transaction, quota.as_str(), amount, cap, trusted_from).await.map_err(database_error)?;
+    let used = match charged {
+        Some((used, Some(true))) => used,
+        // A counter just created: count what exists.
+        Some(_) => recount(transaction, quota).await?,
+        None => match db::quotas::counter(transaction, quota.as_str(), trusted_from).await? {
+            Some((_, Some(true))) => return Err(refused()),
+            _ => recount(transaction, quota).await?,
+        },
+    };
+    if used > cap {
+        return Err(refused());
     }
-    Ok(())
+    warn_on_crossing(transaction, scope, quota, used - amount, used, cap).await
 }
 
-/// Releases `amount` of the transaction's tenant's `quota` (a delete freed it).
-pub async fn release(transaction: &mut TenantTx<'_>, quota: Quota, amount: i64) -> Result<()> {
-    if amount > 0 {
+/// Recounts the quota's counter (locked by the charge before) from the rows, this
+/// transaction's own included: the count after the charge.
+async fn recount(transaction: &mut TenantTx<'_>, quota: Quota) -> Result<i64> {
+    db::quotas::recount(transaction, quota.as_str())
+        .await
+        .map_err(|error| crate::error::from_database(error, constraint_error))?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("the {} counter vanished under its lock", quota.as_str())))
+}
+
+/// Releases `amount` of the transaction's tenant's `quota` (a delete freed it), if a cap
+/// applies (no counter is kept otherwise).
+pub async fn release(transaction: &mut TenantTx<'_>, scope: &QuotaScope, quota: Quota, amount: i64) -> Result<()> {
+    if amount > 0 && scope.quotas.cap(quota).is_some() {
         db::quotas::release(transaction, quota.as_str(), amount)
             .await
             .map_err(|error| crate::error::from_database(error, constraint_error))?;
@@ -72,7 +119,11 @@ pub async fn release(transaction: &mut TenantTx<'_>, quota: Quota, amount: i64) 
 
 /// Charges or releases the difference `delta` (an update that grew or shrank a size).
 pub async fn adjust(transaction: &mut TenantTx<'_>, scope: &QuotaScope, quota: Quota, delta: i64) -> Result<()> {
-    if delta >= 0 { charge(transaction, scope, quota, delta).await } else { release(transaction, quota, -delta).await }
+    if delta >= 0 {
+        charge(transaction, scope, quota, delta).await
+    } else {
+        release(transaction, scope, quota, -delta).await
+    }
 }
 
 /// The error of a refused charge.
@@ -115,9 +166,10 @@ pub struct QuotaUsage {
     pub limit: Option<i64>,
 }
 
-/// The context's tenant's use of every quota, against its caps (one read).
+/// The context's tenant's use of every quota, against its caps (one read, counted from the
+/// rows: counters exist only while a cap applies).
 pub async fn usage(database: &TenantDb, context: &TenantContext) -> Result<Vec<QuotaUsage>> {
-    let counters = database.read(context, async move |read| Ok(db::quotas::usage(read).await?)).await?;
+    let counters = database.read(context, async move |read| Ok(db::quotas::live_usage(read).await?)).await?;
     let quotas = context.quotas();
     Ok(Quota::ALL
         .into_iter()

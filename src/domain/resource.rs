@@ -163,6 +163,7 @@ impl<R: Resource> Resources<R> {
 
     /// Deletes a resource whose revision is `expected_revision` (if given).
     pub async fn delete(&self, context: &TenantContext, id: Uuid, expected_revision: Option<i64>) -> Result<()> {
+        let scope = QuotaScope::of(context);
         self.database
             .run(context, async move |transaction| {
                 let current = R::Repository::lock(transaction, id).await?.ok_or(Error::new(R::NOT_FOUND))?;
@@ -171,7 +172,7 @@ impl<R: Resource> Resources<R> {
                     .await
                     .map_err(|error| error::from_database(error, R::constraint_error))?;
                 if let Some(quota) = R::QUOTA.filter(|_| deleted) {
-                    quotas::release(transaction, quota, 1).await?;
+                    quotas::release(transaction, &scope, quota, 1).await?;
                 }
                 audit::record(transaction, &format!("{}.delete", R::KIND), R::KIND, id, json!({})).await?;
                 Ok(())

@@ -331,9 +331,14 @@ impl TenantRegistry {
                 changes.labels = labels_json(labels)?;
             }
             let mut details = audit::changed_fields(&changed);
+            let mut plan_change = None;
             if let Some(plan) = patch.plan {
-                // A change of plan says from what to what: `plan.changed` is this event.
-                details["plan"] = serde_json::json!({ "from": changes.plan, "to": plan });
+                // A change of plan says from what to what, here and in its own event.
+                let from_to = serde_json::json!({ "from": changes.plan, "to": plan });
+                details["plan"] = from_to.clone();
+                if changes.plan != plan {
+                    plan_change = Some(from_to);
+                }
                 changes.plan = plan;
             }
             if let Some(overrides) = &patch.limit_overrides {
@@ -342,6 +347,9 @@ impl TenantRegistry {
             let row = db::tenants::save(transaction.connection(), row.id, changes).await.map_err(map_database_error)?;
             write_identifiers(transaction, patch.domains.as_deref(), patch.channel_bindings.as_deref()).await?;
             audit::record(transaction, "tenant.update", "tenant", row.id, details).await?;
+            if let Some(from_to) = plan_change {
+                audit::record(transaction, "tenant.plan_change", "tenant", row.id, from_to).await?;
+            }
             load(transaction, row).await
         })
         .await

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
@@ -182,6 +183,7 @@ pub struct TenantContext {
     request: RequestContext,
     plan: Option<String>,
     quotas: Quotas,
+    limits_changed_at: Option<DateTime<Utc>>,
 }
 
 impl TenantContext {
@@ -192,7 +194,14 @@ impl TenantContext {
     /// context from [`super::resolver::TenantResolver`], which adds them
     /// ([`TenantContext::with_plan`]). Only the gateway and the control plane create contexts.
     pub(crate) fn new(tenant_id: Uuid, request: RequestContext) -> Self {
-        Self { tenant_id, tier: IsolationTier::Pooled, request, plan: None, quotas: Quotas::default() }
+        Self {
+            tenant_id,
+            tier: IsolationTier::Pooled,
+            request,
+            plan: None,
+            quotas: Quotas::default(),
+            limits_changed_at: None,
+        }
     }
 
     /// A context whose transactions are routed by the tenant's `tier` (from its record).
@@ -200,9 +209,20 @@ impl TenantContext {
         Self { tier, ..Self::new(tenant_id, request) }
     }
 
-    /// The context with the tenant's plan and its effective quotas, as its cached record has them.
-    pub(crate) fn with_plan(self, plan: Option<String>, quotas: Quotas) -> Self {
-        Self { plan, quotas, ..self }
+    /// The context with the tenant's plan, its effective quotas and when its limits last
+    /// changed, as its cached record has them.
+    pub(crate) fn with_plan(
+        self,
+        plan: Option<String>,
+        quotas: Quotas,
+        limits_changed_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self { plan, quotas, limits_changed_at, ..self }
+    }
+
+    /// When the tenant's limits last changed, as its cached record has it (`None`: unknown).
+    pub fn limits_changed_at(&self) -> Option<DateTime<Utc>> {
+        self.limits_changed_at
     }
 
     /// The tenant's plan's name, if it has one.

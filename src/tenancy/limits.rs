@@ -85,6 +85,106 @@ impl Quotas {
     }
 }
 
+/// A limit by the name its `PlanLimits` field has, as overrides lift it to unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitName {
+    /// The tenant's request rate.
+    TenantRate,
+    /// Each API key's request rate.
+    ApiKeyRate,
+    /// The cap on users.
+    MaxUsers,
+    /// The cap on documents.
+    MaxDocuments,
+    /// The cap on document bytes.
+    MaxDocumentBytes,
+    /// The cap on API keys.
+    MaxApiKeys,
+}
+
+impl LimitName {
+    /// Every limit, in the order of `PlanLimits`' fields.
+    pub const ALL: [LimitName; 6] = [
+        LimitName::TenantRate,
+        LimitName::ApiKeyRate,
+        LimitName::MaxUsers,
+        LimitName::MaxDocuments,
+        LimitName::MaxDocumentBytes,
+        LimitName::MaxApiKeys,
+    ];
+
+    /// The field's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TenantRate => "tenant_rate",
+            Self::ApiKeyRate => "api_key_rate",
+            Self::MaxUsers => "max_users",
+            Self::MaxDocuments => "max_documents",
+            Self::MaxDocumentBytes => "max_document_bytes",
+            Self::MaxApiKeys => "max_api_keys",
+        }
+    }
+
+    /// Parses a field's name.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|name| name.as_str() == value)
+    }
+
+    /// The limit that caps `quota`.
+    pub fn of_quota(quota: Quota) -> Self {
+        match quota {
+            Quota::Users => Self::MaxUsers,
+            Quota::Documents => Self::MaxDocuments,
+            Quota::DocumentBytes => Self::MaxDocumentBytes,
+            Quota::ApiKeys => Self::MaxApiKeys,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of limits, stored as the list of their names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<LimitName>", into = "Vec<LimitName>")]
+pub struct LimitSet(u8);
+
+impl LimitSet {
+    /// Whether `name` is in the set.
+    pub fn contains(self, name: LimitName) -> bool {
+        self.0 & name.bit() != 0
+    }
+
+    /// The set with `name` in it.
+    pub fn with(self, name: LimitName) -> Self {
+        Self(self.0 | name.bit())
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The names in the set, in [`LimitName::ALL`] order.
+    pub fn names(self) -> impl Iterator<Item = LimitName> {
+        LimitName::ALL.into_iter().filter(move |name| self.contains(*name))
+    }
+}
+
+impl From<Vec<LimitName>> for LimitSet {
+    fn from(names: Vec<LimitName>) -> Self {
+        names.into_iter().fold(Self::default(), Self::with)
+    }
+}
+
+impl From<LimitSet> for Vec<LimitName> {
+    fn from(set: LimitSet) -> Self {
+        set.names().collect()
+    }
+}
+
 /// Limits as a plan stores them, and as a tenant's overrides of its plan's limits: each
 /// one optional. In a plan an absent limit is unlimited; in overrides an absent limit is
 /// the plan's. Stored as a JSON object (`plans.limits`, `tenants.limit_overrides`).
@@ -99,21 +199,49 @@ pub struct Limits {
     /// Caps on counted resources.
     #[serde(default, flatten)]
     pub quotas: Quotas,
+    /// In overrides: the limits lifted to unlimited whatever the plan sets (none of them set
+    /// here). Empty in a plan.
+    #[serde(default, skip_serializing_if = "LimitSet::is_empty")]
+    pub unlimited: LimitSet,
 }
 
 impl Limits {
-    /// These limits with `overrides` in place of each limit they set.
+    /// These limits with `overrides` in place of each limit they set, and none for each
+    /// they lift to unlimited.
     pub fn overridden_by(self, overrides: &Limits) -> Limits {
-        let cap = |quota| overrides.quotas.cap(quota).or(self.quotas.cap(quota));
+        let lifted = |name| overrides.unlimited.contains(name);
+        let cap = |quota| {
+            if lifted(LimitName::of_quota(quota)) {
+                None
+            } else {
+                overrides.quotas.cap(quota).or(self.quotas.cap(quota))
+            }
+        };
+        let rate = |name, overridden: Option<RateLimit>, planned: Option<RateLimit>| {
+            if lifted(name) { None } else { overridden.or(planned) }
+        };
         Limits {
-            tenant_rate: overrides.tenant_rate.or(self.tenant_rate),
-            api_key_rate: overrides.api_key_rate.or(self.api_key_rate),
+            tenant_rate: rate(LimitName::TenantRate, overrides.tenant_rate, self.tenant_rate),
+            api_key_rate: rate(LimitName::ApiKeyRate, overrides.api_key_rate, self.api_key_rate),
             quotas: Quotas {
                 users: cap(Quota::Users),
                 documents: cap(Quota::Documents),
                 document_bytes: cap(Quota::DocumentBytes),
                 api_keys: cap(Quota::ApiKeys),
             },
+            unlimited: LimitSet::default(),
+        }
+    }
+
+    /// Whether a limit is set (to a value, not lifted).
+    pub fn is_set(&self, name: LimitName) -> bool {
+        match name {
+            LimitName::TenantRate => self.tenant_rate.is_some(),
+            LimitName::ApiKeyRate => self.api_key_rate.is_some(),
+            LimitName::MaxUsers => self.quotas.users.is_some(),
+            LimitName::MaxDocuments => self.quotas.documents.is_some(),
+            LimitName::MaxDocumentBytes => self.quotas.document_bytes.is_some(),
+            LimitName::MaxApiKeys => self.quotas.api_keys.is_some(),
         }
     }
 
@@ -156,5 +284,27 @@ mod tests {
         assert_eq!(json["users"], 7);
         assert_eq!(Limits::from_json(&json), Some(effective));
         assert_eq!(Limits::from_json(&serde_json::json!({})), Some(Limits::default()));
+    }
+
+    #[test]
+    fn an_override_lifts_a_plans_limit_to_unlimited_and_the_set_round_trips_as_names() {
+        let rate = RateLimit { per_second: 10, burst: 20 };
+        let plan = Limits {
+            tenant_rate: Some(rate),
+            quotas: Quotas { users: Some(5), documents: Some(3), ..Quotas::default() },
+            ..Limits::default()
+        };
+        let overrides = Limits {
+            unlimited: LimitSet::default().with(LimitName::MaxUsers).with(LimitName::TenantRate),
+            ..Limits::default()
+        };
+        let effective = plan.overridden_by(&overrides);
+        assert_eq!(effective.quotas.users, None, "lifted");
+        assert_eq!(effective.tenant_rate, None, "lifted");
+        assert_eq!(effective.quotas.documents, Some(3), "the positive control: not lifted, the plan's");
+        let json = overrides.to_json();
+        assert_eq!(json["unlimited"], serde_json::json!(["tenant_rate", "max_users"]));
+        assert_eq!(Limits::from_json(&json), Some(overrides));
+        assert!(plan.to_json().get("unlimited").is_none(), "an empty set is not stored");
     }
 }

@@ -18,36 +18,52 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{RateLimit, RateLimits};
 use crate::cache::{RedisCache, RedisKey, Script};
 
-/// The GCRA over one or two limits, all or nothing. `KEYS[i]` is a limit's key, `ARGV[2i-1]`
-/// its emission interval and `ARGV[2i]` its burst, in microseconds and requests. Answers
-/// `{1, 0, 0}` when admitted, else `{0, retry_after_micros, i}` for the limit `i` that refused.
+/// The GCRA over one or two limits, for `ARGV[1]` requests at once, all or nothing per
+/// request. `KEYS[i]` is a limit's key, `ARGV[2i]` its emission interval and `ARGV[2i+1]`
+/// its burst, in microseconds and requests. Admits as many of the requests as every limit
+/// allows (k) and advances each limit by k. Answers `{k, 0, 0}` when all were admitted, else
+/// `{k, retry_after_micros, i}`: the limit `i` that refused the rest, and when it admits one
+/// more. With one request this is exactly the one-request GCRA.
 static GCRA: Script = Script::new(
     r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local next_arrivals = {}
+local wanted = tonumber(ARGV[1])
+local admitted = wanted
+local refused_by = 0
+local arrivals = {}
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = interval * tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = interval * tonumber(ARGV[2 * i + 1])
   local arrival = tonumber(redis.call('GET', KEYS[i])) or now
   if arrival < now then arrival = now end
-  local next_arrival = arrival + interval
-  local allowed_at = next_arrival - tolerance
-  if allowed_at > now then
-    return {0, allowed_at - now, i}
+  arrivals[i] = arrival
+  local fit = math.floor((now + tolerance - arrival) / interval)
+  if fit < admitted then
+    admitted = fit
+    refused_by = i
   end
-  next_arrivals[i] = next_arrival
 end
-for i = 1, #KEYS do
-  local ttl = math.ceil((next_arrivals[i] - now) / 1000) + 1
-  redis.call('SET', KEYS[i], string.format('%.0f', next_arrivals[i]), 'PX', ttl)
+if admitted < 0 then admitted = 0 end
+if admitted > 0 then
+  for i = 1, #KEYS do
+    local next_arrival = arrivals[i] + admitted * tonumber(ARGV[2 * i])
+    local ttl = math.ceil((next_arrival - now) / 1000) + 1
+    redis.call('SET', KEYS[i], string.format('%.0f', next_arrival), 'PX', ttl)
+  end
 end
-return {1, 0, 0}
+if admitted == wanted then
+  return {wanted, 0, 0}
+end
+local interval = tonumber(ARGV[2 * refused_by])
+local tolerance = interval * tonumber(ARGV[2 * refused_by + 1])
+return {admitted, arrivals[refused_by] + (admitted + 1) * interval - tolerance - now, refused_by}
 ",
 );
 
@@ -95,6 +111,8 @@ pub struct RateLimiter {
     /// changes no state, and no replica can make the limit admit sooner). This keeps a noisy
     /// tenant from costing a Redis round trip per refused request.
     refusing: Mutex<HashMap<String, (Instant, Refusal)>>,
+    /// Requests waiting for a script call of their limits.
+    batches: Batches,
 }
 
 impl RateLimiter {
@@ -106,11 +124,14 @@ impl RateLimiter {
             fallback_replicas: fallback_replicas.max(1),
             local: Mutex::new(LocalLimits::default()),
             refusing: Mutex::new(HashMap::new()),
+            batches: Batches::default(),
         }
     }
 
     /// Counts one request of `tenant_id` (made with `api_key`, if by a key) against `limits`.
-    /// One Redis round trip when any limit applies, none otherwise.
+    /// At most one Redis round trip when any limit applies, none otherwise: requests for the
+    /// same limits that arrive while a script call for them is in flight wait for it and are
+    /// then counted together, by the next call (see [`Batches`]).
     pub async fn check(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Result<Counted, Refusal> {
         let applied = applied_limits(tenant_id, api_key, limits);
         if applied.is_empty() {
@@ -119,31 +140,73 @@ impl RateLimiter {
         if let Some(refusal) = self.known_refusal(&applied) {
             return Err(refusal);
         }
-        let keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
-        let args: Vec<u64> = applied
-            .iter()
-            .flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)])
-            .collect();
-        let Some(reply) = self.redis.eval::<Vec<i64>>(&GCRA, &keys, &args).await else {
+        let batch_key = batch_key(&applied);
+        let (sender, mut receiver) = oneshot::channel();
+        let leading = self.batches.join(&batch_key, sender);
+        if !leading {
+            // Bounded: a leader slower than its Redis calls' timeouts cannot hold a request.
+            let wait = self.redis.operation_timeout() * 4 + Duration::from_millis(10);
+            let turn = match tokio::time::timeout(wait, &mut receiver).await {
+                Ok(turn) => turn.ok(),
+                Err(_elapsed) => {
+                    // Closed first, so that a lead handed over from now on goes to the next in
+                    // line; one handed over already is taken, never dropped.
+                    receiver.close();
+                    receiver.try_recv().ok()
+                }
+            };
+            match turn {
+                Some(Turn::Verdict(verdict)) => return verdict,
+                Some(Turn::Lead) => {}
+                Some(Turn::Fallback) | None => return self.check_locally(&applied),
+            }
+        }
+        let mut turn = LeaderTurn { batches: &self.batches, key: &batch_key, others: self.batches.take(&batch_key) };
+        let wanted = turn.others.len() + 1;
+        let outcome = self.ask_redis(&applied, wanted).await;
+        let others = std::mem::take(&mut turn.others);
+        drop(turn);
+        let Some((admitted, refusal)) = outcome else {
+            for other in others {
+                let _ = other.send(Turn::Fallback);
+            }
             return self.check_locally(&applied);
         };
-        match reply.as_slice() {
-            [1, ..] => Ok(Counted::Shared),
-            [0, retry_after, index] => {
-                let refused = usize::try_from(*index).ok().and_then(|index| index.checked_sub(1));
-                let Some((limited_by, _, limit)) = refused.and_then(|index| applied.get(index)).or(applied.first())
-                else {
-                    return Ok(Counted::Unlimited);
-                };
-                let retry_after = Duration::from_micros(u64::try_from(*retry_after).unwrap_or(0));
-                let refusal = Refusal { limited_by: *limited_by, limit: *limit, retry_after };
-                if let Some((_, key, _)) = refused.and_then(|index| applied.get(index)) {
-                    self.remember_refusal(key, refusal);
-                }
-                Err(refusal)
-            }
-            _ => self.check_locally(&applied),
+        let verdict = |index: usize| match refusal {
+            Some(refusal) if index >= admitted => Err(refusal),
+            _ => Ok(Counted::Shared),
+        };
+        for (index, other) in others.into_iter().enumerate() {
+            let _ = other.send(Turn::Verdict(verdict(index + 1)));
         }
+        verdict(0)
+    }
+
+    /// Runs the script for `wanted` requests: how many were admitted and, if not all, the
+    /// refusal of the rest; `None` if Redis did not answer (count locally).
+    async fn ask_redis(
+        &self,
+        applied: &[(LimitedBy, RedisKey, RateLimit)],
+        wanted: usize,
+    ) -> Option<(usize, Option<Refusal>)> {
+        let keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
+        let mut args = Vec::with_capacity(1 + 2 * applied.len());
+        args.push(u64::try_from(wanted).unwrap_or(u64::MAX));
+        args.extend(applied.iter().flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)]));
+        let reply = self.redis.eval::<Vec<i64>>(&GCRA, &keys, &args).await?;
+        let [admitted, retry_after, index] = reply.as_slice() else {
+            return None;
+        };
+        let admitted = usize::try_from(*admitted).unwrap_or(0).min(wanted);
+        if admitted == wanted {
+            return Some((admitted, None));
+        }
+        let refused = usize::try_from(*index).ok().and_then(|index| index.checked_sub(1));
+        let (limited_by, key, limit) = refused.and_then(|index| applied.get(index)).or(applied.first())?;
+        let retry_after = Duration::from_micros(u64::try_from(*retry_after).unwrap_or(0));
+        let refusal = Refusal { limited_by: *limited_by, limit: *limit, retry_after };
+        self.remember_refusal(key, refusal);
+        Some((admitted, Some(refusal)))
     }
 
     /// A refusal Redis gave for one of `applied` that still holds, with its remaining delay.
@@ -191,6 +254,99 @@ impl RateLimiter {
         local.arrivals.extend(next_arrivals);
         Ok(Counted::Locally)
     }
+}
+
+/// What a waiting request is told.
+enum Turn {
+    /// Counted by the leader's call.
+    Verdict(Result<Counted, Refusal>),
+    /// Lead the next call, for yourself and whoever waits by then.
+    Lead,
+    /// Redis did not answer: count locally.
+    Fallback,
+}
+
+/// Requests coalesced by their limits (decision 0017, "Coalescing"): per set of limits, at most
+/// one script call is in flight; requests arriving meanwhile queue, and when the call returns,
+/// its leader answers those it counted and hands the lead to the first of the queue, who counts
+/// itself and everyone queued by then in one call. Under concurrency a tenant's requests thus
+/// share round trips (each call counts n requests atomically, as n calls would); a lone request
+/// still makes exactly one call.
+#[derive(Default)]
+struct Batches {
+    pending: Mutex<HashMap<String, Vec<oneshot::Sender<Turn>>>>,
+}
+
+impl Batches {
+    /// Queues a request for `key`; `true` (not queued) if no call for it is in flight, so the
+    /// caller leads one.
+    fn join(&self, key: &str, sender: oneshot::Sender<Turn>) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match pending.get_mut(key) {
+            Some(queue) => {
+                queue.push(sender);
+                false
+            }
+            None => {
+                pending.insert(key.to_owned(), Vec::new());
+                true
+            }
+        }
+    }
+
+    /// Everyone queued for `key`, for the leader's call.
+    fn take(&self, key: &str) -> Vec<oneshot::Sender<Turn>> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.get_mut(key).map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The leader's call returned (or was dropped): the lead passes to the first request still
+    /// queued for `key`, or the key has no call in flight any more. `unanswered` (a dropped
+    /// leader's batch) queue again, ahead of the rest.
+    fn hand_over(&self, key: &str, unanswered: Vec<oneshot::Sender<Turn>>) {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(queue) = pending.get_mut(key) else {
+            return;
+        };
+        let mut waiting: Vec<_> = unanswered.into_iter().chain(std::mem::take(queue)).collect();
+        while !waiting.is_empty() {
+            let next = waiting.remove(0);
+            if next.send(Turn::Lead).is_ok() {
+                *queue = waiting;
+                return;
+            }
+        }
+        pending.remove(key);
+    }
+}
+
+/// The lead of one call for a set of limits; handing it over on drop, so a request cancelled
+/// mid-call does not strand the requests queued behind it.
+struct LeaderTurn<'a> {
+    batches: &'a Batches,
+    key: &'a str,
+    /// The queued requests this call counts (taken back before they are answered).
+    others: Vec<oneshot::Sender<Turn>>,
+}
+
+impl Drop for LeaderTurn<'_> {
+    fn drop(&mut self) {
+        self.batches.hand_over(self.key, std::mem::take(&mut self.others));
+    }
+}
+
+/// The key requests are coalesced by: their limits' keys and values.
+fn batch_key(applied: &[(LimitedBy, RedisKey, RateLimit)]) -> String {
+    let mut key = String::with_capacity(96 * applied.len());
+    for (_, redis_key, limit) in applied {
+        key.push_str(redis_key.as_str());
+        key.push('=');
+        key.push_str(&limit.per_second.to_string());
+        key.push('/');
+        key.push_str(&limit.burst.to_string());
+        key.push(';');
+    }
+    key
 }
 
 /// The theoretical arrival times of the local fallback, by limit key.

@@ -99,6 +99,11 @@ pub struct TenantRecord {
     /// before quotas existed).
     #[serde(default)]
     pub quotas: Quotas,
+    /// When the tenant's limits last changed, or may have: the later of the tenant's and its
+    /// plan's update times (`None` in records cached before it existed: then every capped
+    /// create recounts). Quota counters recounted before it (and its grace) are not trusted.
+    #[serde(default)]
+    pub limits_changed_at: Option<DateTime<Utc>>,
 }
 
 fn schema_current_default() -> bool {
@@ -273,8 +278,11 @@ impl TenantResolver {
     ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
         let record = self.require_active(tenant_id).await?;
-        let context =
-            TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan.clone(), record.quotas);
+        let context = TenantContext::routed(tenant_id, record.tier, request).with_plan(
+            record.plan.clone(),
+            record.quotas,
+            record.limits_changed_at,
+        );
         Ok((context, record))
     }
 
@@ -282,7 +290,11 @@ impl TenantResolver {
     /// plan and quotas.
     pub async fn context(&self, tenant_id: Uuid, request: RequestContext) -> Result<TenantContext> {
         let record = self.record(tenant_id).await?.ok_or_else(tenant_not_found)?;
-        Ok(TenantContext::routed(tenant_id, record.tier, request).with_plan(record.plan, record.quotas))
+        Ok(TenantContext::routed(tenant_id, record.tier, request).with_plan(
+            record.plan,
+            record.quotas,
+            record.limits_changed_at,
+        ))
     }
 
     /// The tenant's record, unless the tenant does not exist or is not ACTIVE, or its schema
@@ -556,6 +568,9 @@ fn record_of(tenant_id: Uuid, stored: db::tenants::ResolvedRow) -> Result<Tenant
         schema_current,
         plan: stored.plan,
         quotas: limits.quotas,
+        limits_changed_at: Some(
+            stored.plan_update_time.map_or(stored.update_time, |plan| plan.max(stored.update_time)),
+        ),
     })
 }
 

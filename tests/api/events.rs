@@ -51,7 +51,7 @@ async fn collect_until(stream: &mut Streaming<WatchEventsResponse>, resource_id:
 }
 
 /// Whatever arrives within `window`.
-async fn drain_for(stream: &mut Streaming<WatchEventsResponse>, window: Duration) -> Vec<TenantEvent> {
+pub(crate) async fn drain_for(stream: &mut Streaming<WatchEventsResponse>, window: Duration) -> Vec<TenantEvent> {
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await {

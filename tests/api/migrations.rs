@@ -61,7 +61,7 @@ async fn migrations_go_up_down_and_up_again() {
     admin.execute("SELECT pg_advisory_lock(7345001)", &[]).await.expect("lock");
 
     let applied = run_pending(&url).await.expect("up");
-    assert_eq!(applied, 19);
+    assert_eq!(applied, 20);
     assert_eq!(tables(&database).await, ALL_TABLES);
     assert!(app_role_propagates_set_commands(&admin).await);
     let reverted = revert_all(&url).await.expect("down");

@@ -176,7 +176,7 @@ async fn a_tenant_names_its_plan_and_overrides_which_get_list_and_usage_show() {
         .await;
     assert_error(status, Code::InvalidArgument, "PLAN_UNKNOWN");
     let overrides = PlanLimits { max_documents: Some(7), ..Default::default() };
-    let tenant = create_tenant_on(&app, &name, Some(overrides)).await;
+    let tenant = create_tenant_on(&app, &name, Some(overrides.clone())).await;
     assert_eq!(tenant.plan, name);
     assert_eq!(tenant.limit_overrides, Some(overrides));
     let got = app
@@ -385,5 +385,77 @@ async fn a_tenant_reads_its_effective_settings_and_its_own_quota_usage_over_the_
     assert_eq!((users.used, users.limit), (1, Some(4)));
     let keys = usage.quotas.iter().find(|usage| usage.quota == "api_keys").expect("api keys");
     assert_eq!((keys.used, keys.limit), (1, None));
+    app.stop().await;
+}
+
+/// A string field of an event's details.
+fn detail(event: &proto::TenantEvent, field: &str) -> Option<String> {
+    let value = event.details.as_ref()?.fields.get(field)?;
+    match &value.kind {
+        Some(prost_types::value::Kind::StringValue(text)) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_plan_update_and_a_tenants_change_of_plan_are_on_the_event_stream() {
+    let app = spawn_app().await;
+    let name = unique_slug("evplan");
+    let other = unique_slug("evother");
+    let created = create_plan(&app, plan_with_users(&name, 5)).await;
+    create_plan(&app, plan_with_users(&other, 9)).await;
+    let first = create_tenant_on(&app, &name, None).await.id;
+    let second = create_tenant_on(&app, &name, None).await.id;
+    let elsewhere = create_tenant_on(&app, &other, None).await.id;
+    let mover = create_tenant_on(&app, "", None).await.id;
+    let request = proto::WatchEventsRequest {
+        event_types: vec!["plan.update".into(), "tenant.plan_change".into()],
+        ..Default::default()
+    };
+    let mut stream = crate::events::watch(&app, Metadata::platform(), request).await.expect("watch");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut raised = created.clone();
+    raised.limits = Some(PlanLimits { max_users: Some(50), ..Default::default() });
+    plans(&app, PLATFORM_TOKEN)
+        .update_plan(UpdatePlanRequest {
+            plan: Some(raised),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["limits".into()] }),
+        })
+        .await
+        .expect("update plan");
+    let update_tenant = |paths: &[&str], tenant: Tenant| UpdateTenantRequest {
+        tenant: Some(tenant),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|path| (*path).to_owned()).collect() }),
+    };
+    // Not a change of plan: a new display name, and "moving" to the plan it is on.
+    let mut tenants = app.tenants.clone();
+    let renamed = Tenant { id: mover.clone(), display_name: "Renamed".into(), ..Default::default() };
+    tenants.update_tenant(update_tenant(&["display_name"], renamed)).await.expect("rename");
+    let same = Tenant { id: elsewhere.clone(), plan: other.clone(), ..Default::default() };
+    tenants.update_tenant(update_tenant(&["plan"], same)).await.expect("same plan");
+    let moved = Tenant { id: mover.clone(), plan: other.clone(), ..Default::default() };
+    tenants.update_tenant(update_tenant(&["plan"], moved)).await.expect("move");
+
+    let events = crate::events::collect(&mut stream, 3).await;
+    let mut updated: Vec<_> = events
+        .iter()
+        .filter(|event| event.event_type == "plan.update")
+        .inspect(|event| {
+            assert_eq!((event.resource_type.as_str(), event.resource_id.as_str()), ("plan", name.as_str()));
+            assert_eq!(event.changed_fields, vec!["limits".to_owned()]);
+        })
+        .map(|event| event.tenant_id.clone())
+        .collect();
+    updated.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(updated, expected, "one plan.update per tenant on the plan, none for a tenant on another plan");
+    let changes: Vec<_> = events.iter().filter(|event| event.event_type == "tenant.plan_change").collect();
+    assert_eq!(changes.len(), 1, "{events:?}");
+    assert_eq!(changes[0].tenant_id, mover);
+    assert_eq!(detail(changes[0], "to"), Some(other.clone()));
+    let late = crate::events::drain_for(&mut stream, Duration::from_millis(500)).await;
+    assert!(late.is_empty(), "a rename and a move to the same plan are no change of plan: {late:?}");
     app.stop().await;
 }

@@ -203,3 +203,225 @@ async fn crossing_80_and_100_percent_records_warning_events_and_a_metric_by_plan
     assert!(!text.lines().any(|line| line.starts_with("tenantd_quota") && line.contains(&tenant)), "no tenant label");
     app.stop().await;
 }
+
+/// Sets a tenant's limit overrides (`None`: none) through UpdateTenant.
+async fn override_limits(app: &TestApp, tenant: &str, overrides: Option<PlanLimits>) {
+    app.tenants
+        .clone()
+        .update_tenant(proto::UpdateTenantRequest {
+            tenant: Some(proto::Tenant { id: tenant.to_owned(), limit_overrides: overrides, ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["limit_overrides".into()] }),
+        })
+        .await
+        .expect("update overrides");
+}
+
+/// Moves a tenant to `plan` (empty: none) through UpdateTenant.
+async fn move_to_plan(app: &TestApp, tenant: &str, plan: &str) {
+    app.tenants
+        .clone()
+        .update_tenant(proto::UpdateTenantRequest {
+            tenant: Some(proto::Tenant { id: tenant.to_owned(), plan: plan.to_owned(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["plan".into()] }),
+        })
+        .await
+        .expect("update plan");
+}
+
+/// The tenant's counter rows as the database holds them: `(quota, used, counted_at as text)`.
+async fn counters(app: &TestApp, tenant: &str) -> Vec<(String, i64, String)> {
+    let client = crate::helpers::connect(&crate::helpers::pg_admin(), &app.database).await;
+    client
+        .query(
+            "SELECT quota, used, counted_at::text FROM tenant_quota_usage WHERE tenant_id::text = $1 ORDER BY quota",
+            &[&tenant],
+        )
+        .await
+        .expect("counters")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// Twenty concurrent CreateUser for `tenant`: how many were created (every other one must be
+/// refused by the quota).
+async fn twenty_concurrent_creates(app: &TestApp, tenant: &str, tag: &str) -> usize {
+    let results = futures_util::future::join_all((0..20).map(|index| {
+        let mut users = app.users(tenant);
+        async move { users.create_user(new_user(&format!("{tag}{index}@q.example"))).await }
+    }))
+    .await;
+    for refused in results.iter().filter_map(|result| result.as_ref().err()) {
+        assert_eq!(crate::helpers::reason(refused), "QUOTA_EXCEEDED", "{refused:?}");
+    }
+    results.iter().filter(|result| result.is_ok()).count()
+}
+
+#[tokio::test]
+async fn a_tenant_without_a_cap_keeps_no_counter_and_its_usage_is_still_exact() {
+    let app = spawn_app().await;
+    let plan = unique_slug("uncapped");
+    // A plan that caps documents only: its users are uncounted, its documents counted.
+    let mut documents_only = plan_with_users(&plan, 1);
+    documents_only.limits = Some(PlanLimits { max_documents: Some(10), ..Default::default() });
+    create_plan(&app, documents_only).await;
+    let tenant = create_tenant_on(&app, &plan, None).await.id;
+    let owner = app.create_user(&tenant, "a@q.example").await.id;
+    app.create_user(&tenant, "b@q.example").await;
+    app.documents(&tenant).create_document(new_document(&owner, &[1; 7])).await.expect("document");
+
+    let kept: Vec<_> = counters(&app, &tenant).await.into_iter().map(|(quota, used, _)| (quota, used)).collect();
+    assert_eq!(kept, vec![("documents".to_owned(), 1)], "only the capped quota has a counter");
+    assert_eq!(used(&app, &tenant, "users").await, (2, None), "uncounted, yet read exactly from the rows");
+    assert_eq!(used(&app, &tenant, "document_bytes").await, (7, None));
+    assert_eq!(used(&app, &tenant, "documents").await, (1, Some(10)));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cap_applied_after_rows_exist_counts_them_and_twenty_concurrent_creates_fill_exactly_the_rest() {
+    let app = spawn_app().await;
+    let tenant = create_tenant_on(&app, "", None).await.id;
+    for index in 0..3 {
+        app.create_user(&tenant, &format!("before{index}@q.example")).await;
+    }
+    assert!(counters(&app, &tenant).await.is_empty(), "no cap, no counter");
+
+    override_limits(&app, &tenant, Some(PlanLimits { max_users: Some(5), ..Default::default() })).await;
+    assert_eq!(twenty_concurrent_creates(&app, &tenant, "after").await, 2, "3 existed: 2 more fit under 5");
+    assert_eq!(used(&app, &tenant, "users").await, (5, Some(5)));
+    // The positive control: with the cap lifted again, the same creates all pass.
+    override_limits(&app, &tenant, None).await;
+    assert_eq!(twenty_concurrent_creates(&app, &tenant, "free").await, 20);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn capped_then_uncapped_then_capped_again_recounts_what_changed_while_no_cap_applied() {
+    let app = spawn_app().await;
+    let plan = unique_slug("recap");
+    create_plan(&app, plan_with_users(&plan, 6)).await;
+    let tenant = create_tenant_on(&app, &plan, None).await.id;
+    let first = app.create_user(&tenant, "c0@q.example").await.id;
+    app.create_user(&tenant, "c1@q.example").await;
+    assert_eq!(counters(&app, &tenant).await[0].1, 2, "capped: counted");
+
+    // Off the plan: creates and deletes are not counted, so the counter falls behind.
+    move_to_plan(&app, &tenant, "").await;
+    for index in 0..4 {
+        app.create_user(&tenant, &format!("u{index}@q.example")).await;
+    }
+    app.users(&tenant).delete_user(DeleteUserRequest { id: first, ..Default::default() }).await.expect("delete");
+    assert_eq!(counters(&app, &tenant).await[0].1, 2, "uncapped: the counter is left alone");
+    assert_eq!(used(&app, &tenant, "users").await, (5, None));
+
+    // Back on the plan: the first capped create recounts (5 rows, its own makes 6 of 6).
+    move_to_plan(&app, &tenant, &plan).await;
+    app.create_user(&tenant, "fits@q.example").await;
+    assert_error(
+        app.users(&tenant).create_user(new_user("over@q.example")).await,
+        Code::ResourceExhausted,
+        "QUOTA_EXCEEDED",
+    );
+    assert_eq!(used(&app, &tenant, "users").await, (6, Some(6)));
+    assert_eq!(counters(&app, &tenant).await[0].1, 6);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_trusted_counter_is_charged_without_recounting_and_stays_exact_under_concurrency() {
+    let app = spawn_app().await;
+    let plan = unique_slug("trusted");
+    create_plan(&app, plan_with_users(&plan, 5)).await;
+    let tenant = create_tenant_on(&app, &plan, None).await.id;
+    // The limits changed an hour ago (past the recount grace), before the record is cached.
+    let client = crate::helpers::connect(&crate::helpers::pg_admin(), &app.database).await;
+    client
+        .execute("UPDATE tenants SET update_time = now() - interval '1 hour' WHERE id::text = $1", &[&tenant])
+        .await
+        .expect("backdate tenant");
+    client
+        .execute("UPDATE plans SET update_time = now() - interval '1 hour' WHERE name = $1", &[&plan])
+        .await
+        .expect("backdate plan");
+
+    app.create_user(&tenant, "first@q.example").await;
+    let recounted = counters(&app, &tenant).await;
+    assert_eq!(recounted[0].1, 1, "the first capped create recounts");
+    assert_eq!(twenty_concurrent_creates(&app, &tenant, "t").await, 4);
+    let charged = counters(&app, &tenant).await;
+    assert_eq!(charged[0].1, 5);
+    assert_eq!(charged[0].2, recounted[0].2, "charged by increments: not recounted since");
+    let victim = app
+        .users(&tenant)
+        .list_users(proto::ListUsersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .users
+        .remove(0)
+        .id;
+    app.users(&tenant).delete_user(DeleteUserRequest { id: victim, ..Default::default() }).await.expect("delete");
+    assert_eq!(twenty_concurrent_creates(&app, &tenant, "again").await, 1, "a delete frees exactly one slot");
+    assert_eq!(counters(&app, &tenant).await[0].2, recounted[0].2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_override_lifts_a_plans_cap_to_unlimited_and_contradictory_or_unknown_names_are_invalid() {
+    let app = spawn_app().await;
+    let plan = unique_slug("lift");
+    create_plan(&app, plan_with_users(&plan, 1)).await;
+    let lifted = PlanLimits { unlimited: vec!["max_users".into()], ..Default::default() };
+    let free = create_tenant_on(&app, &plan, Some(lifted.clone())).await;
+    assert_eq!(free.limit_overrides, Some(lifted.clone()), "the override reads back as sent");
+    let capped = create_tenant_on(&app, &plan, None).await.id;
+    for index in 0..3 {
+        app.create_user(&free.id, &format!("l{index}@q.example")).await;
+    }
+    assert_eq!(used(&app, &free.id, "users").await, (3, None), "lifted: unlimited despite the plan's cap of 1");
+    // The positive control: the same plan without the override is capped at 1.
+    app.create_user(&capped, "one@q.example").await;
+    assert_error(
+        app.users(&capped).create_user(new_user("two@q.example")).await,
+        Code::ResourceExhausted,
+        "QUOTA_EXCEEDED",
+    );
+    // Lifting a cap later works the same way (UpdateTenant), and dropping the override caps again.
+    override_limits(&app, &capped, Some(lifted)).await;
+    app.create_user(&capped, "two@q.example").await;
+    override_limits(&app, &capped, None).await;
+    assert_error(
+        app.users(&capped).create_user(new_user("three@q.example")).await,
+        Code::ResourceExhausted,
+        "QUOTA_EXCEEDED",
+    );
+
+    let invalid = |unlimited: &[&str], max_users: Option<i64>| PlanLimits {
+        unlimited: unlimited.iter().map(|name| (*name).to_owned()).collect(),
+        max_users,
+        ..Default::default()
+    };
+    for overrides in [invalid(&["max_users"], Some(3)), invalid(&["max_people"], None)] {
+        let result = app
+            .tenants
+            .clone()
+            .update_tenant(proto::UpdateTenantRequest {
+                tenant: Some(proto::Tenant {
+                    id: capped.clone(),
+                    limit_overrides: Some(overrides),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask { paths: vec!["limit_overrides".into()] }),
+            })
+            .await;
+        assert_error(result, Code::InvalidArgument, "LIMITS_INVALID");
+    }
+    let mut lifting_plan = plan_with_users(&unique_slug("nolift"), 1);
+    lifting_plan.limits = Some(invalid(&["max_documents"], Some(1)));
+    let result = crate::plans::plans(&app, crate::helpers::PLATFORM_TOKEN)
+        .create_plan(proto::CreatePlanRequest { plan: Some(lifting_plan), ..Default::default() })
+        .await;
+    assert_error(result, Code::InvalidArgument, "LIMITS_INVALID");
+    app.stop().await;
+}

@@ -39,6 +39,7 @@ async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits)
         schema_current: true,
         plan: None,
         quotas: Default::default(),
+        limits_changed_at: None,
     };
     let client = redis::Client::open(redis.url()).expect("url");
     let mut connection = client.get_multiplexed_async_connection().await.expect("connect");

@@ -101,10 +101,11 @@ async fn a_write_sends_begin_the_tenant_and_its_first_statement_in_one_flight() 
     );
     assert!(first.len() == 4 && first[3].starts_with("INSERT INTO \"users\""), "the insert rides along: {flights:?}");
     let rest: Vec<Vec<&str>> = flights[1..].iter().map(|flight| sqls(flight)).collect();
-    assert_eq!(rest.len(), 3, "then the quota counter, the audit insert, COMMIT: 4 round trips in all: {flights:?}");
-    assert!(rest[0].len() == 1 && rest[0][0].starts_with("INSERT INTO tenant_quota_usage"), "prepared once: {rest:?}");
-    assert!(rest[1].len() == 1 && rest[1][0].starts_with("INSERT INTO \"audit_events\""), "{rest:?}");
-    assert_eq!(rest[2], ["COMMIT"]);
+    // No plan, no cap: no quota counter statement at all (decision 0016, "Counting only what is capped").
+    assert_eq!(rest.len(), 2, "then the audit insert and COMMIT: 3 round trips in all: {flights:?}");
+    assert!(rest[0].len() == 1 && rest[0][0].starts_with("INSERT INTO \"audit_events\""), "{rest:?}");
+    assert_eq!(rest[1], ["COMMIT"]);
+    assert!(flights.iter().flatten().all(|sent| !sent.sql().contains("tenant_quota_usage")), "{flights:?}");
     app.stop().await;
 }
 

@@ -142,6 +142,7 @@ mod tests {
                 schema_current: true,
                 plan: None,
                 quotas: Default::default(),
+                limits_changed_at: None,
             });
             request
         };
