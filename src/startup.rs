@@ -159,7 +159,12 @@ impl Application {
         let operations = Operations::new(database.clone(), operation_wake.clone());
         let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
         let move_handler =
-            Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+            Arc::new(MoveHandler::new(
+                provisioner.clone(),
+                resolver.clone(),
+                database.clone(),
+                config.operations.move_drain,
+            ));
         let operation_worker =
             OperationWorker::new(database.clone(), config.operations.clone(), operation_wake, vec![move_handler]);
         let tenant_api = TenantApi::new(

@@ -135,6 +135,8 @@ async fn with_connection<T: Send + 'static>(
 pub struct SchemaReport {
     /// Schemas that had migrations applied.
     pub migrated: usize,
+    /// The tenants of those schemas.
+    pub migrated_tenants: Vec<uuid::Uuid>,
     /// Schemas that were already current.
     pub current: usize,
     /// Schemas that failed, by name, with the error (each rolled back to where it was).
@@ -198,7 +200,10 @@ pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> a
                 };
                 let Ok(mut report) = report.lock() else { return };
                 match outcome {
-                    Ok(SchemaMigrated::Applied(_)) => report.migrated += 1,
+                    Ok(SchemaMigrated::Applied(_)) => {
+                        report.migrated += 1;
+                        report.migrated_tenants.push(tenant_id);
+                    }
                     Ok(SchemaMigrated::Current | SchemaMigrated::NoSchema) => report.current += 1,
                     Err(error) => {
                         let schema = tenant_schema::schema_name(tenant_id);
@@ -240,10 +245,45 @@ pub async fn run_command(args: MigrateArgs) -> anyhow::Result<()> {
     let applied = run_pending(url).await?;
     tracing::info!(applied, "migrations are current");
     let report = migrate_tenant_schemas(url, args.schema_parallelism).await?;
+    announce_migrated(&args, &report.migrated_tenants).await;
     if !report.failed.is_empty() {
         let names: Vec<&str> = report.failed.iter().map(|(schema, _)| schema.as_str()).collect();
         anyhow::bail!("{} tenant schema(s) failed to migrate: {}", names.len(), names.join(", "));
     }
     tracing::info!(migrated = report.migrated, current = report.current, "tenant schemas are current");
     Ok(())
+}
+
+/// Tells every replica (through Redis, like a suspension does) to forget its cached record of
+/// each migrated tenant, so the tenant is served again at once instead of after the cache TTL
+/// (its cached record still says its schema is behind). Best effort: without
+/// `--redis-url`, or with Redis down, the records expire with their TTL.
+async fn announce_migrated(args: &MigrateArgs, tenant_ids: &[uuid::Uuid]) {
+    if tenant_ids.is_empty() {
+        return;
+    }
+    let Some(url) = &args.redis_url else {
+        tracing::info!(
+            tenants = tenant_ids.len(),
+            "no --redis-url: replicas see the migrated schemas when their cached records expire"
+        );
+        return;
+    };
+    let timeout = std::time::Duration::from_secs(1);
+    let redis = if args.redis_cluster {
+        crate::cache::RedisCache::cluster(url.expose_secret(), timeout)
+    } else {
+        crate::cache::RedisCache::new(url.expose_secret(), None, 1, timeout)
+    };
+    let redis = match redis {
+        Ok(redis) => redis,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot reach Redis; replicas see the migrated schemas after the cache TTL");
+            return;
+        }
+    };
+    for tenant_id in tenant_ids {
+        crate::tenancy::resolver::announce_invalidation(&redis, *tenant_id).await;
+    }
+    tracing::info!(tenants = tenant_ids.len(), "announced the migrated tenants to every replica");
 }

@@ -42,6 +42,15 @@ impl TenantDb {
         let _ = self.events_committed.set(signal);
     }
 
+    /// Calls what [`TenantDb::on_events_committed`] set, for events of `tenant_id` that a
+    /// transaction outside this door committed (a tenant move's cutover, which runs on the
+    /// provisioning role's connection).
+    pub fn events_committed(&self, tenant_id: Uuid) {
+        if let Some(signal) = self.events_committed.get() {
+            signal(tenant_id);
+        }
+    }
+
     /// What the health probe reports the schema state to: while the database is known to
     /// be behind its migrations, every transaction fails at once with UNAVAILABLE.
     pub fn schema_gate(&self) -> SchemaGate {

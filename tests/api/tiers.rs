@@ -237,3 +237,81 @@ async fn a_schema_that_fails_to_migrate_is_reported_by_name_and_does_not_block_t
     }
     app.stop().await;
 }
+
+/// Marks a schema tenant's schema behind and makes every replica forget its cached record, then
+/// waits until the tenant is refused for it.
+async fn mark_behind(app: &TestApp, redis: &tenantd::cache::RedisCache, tenant_id: &str, user_id: &str) {
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .execute("UPDATE tenants SET schema_version = '20261203000013' WHERE id = $1::text::uuid", &[&tenant_id])
+        .await
+        .expect("mark the schema behind");
+    tenantd::tenancy::resolver::announce_invalidation(redis, Uuid::parse_str(tenant_id).expect("uuid")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match app.users(tenant_id).get_user(GetUserRequest { id: user_id.to_owned() }).await {
+            Err(status) if crate::helpers::reason(&status) == "TENANT_SCHEMA_BEHIND" => return,
+            other => assert!(tokio::time::Instant::now() < deadline, "never refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_is_served_right_after_tenantd_migrate_without_waiting_for_the_cache_ttl() {
+    // A TTL far longer than the test: only an invalidation can refresh a cached record.
+    let app = spawn_app_in(IsolationTier::Schema, |config| config.tenant_cache_ttl = Duration::from_secs(300)).await;
+    let redis_url = crate::helpers::redis_url();
+    let cluster = std::env::var_os("TENANTD_TEST_REDIS_CLUSTER").is_some();
+    let redis = if cluster {
+        tenantd::cache::RedisCache::cluster(&redis_url, Duration::from_secs(1))
+    } else {
+        tenantd::cache::RedisCache::new(&redis_url, None, 1, Duration::from_secs(1))
+    }
+    .expect("redis");
+    let database_url = crate::helpers::database_url(&pg_admin(), &app.database);
+
+    // Control: migrated without an announcement, a tenant stays refused from the cached record.
+    let silent = app.create_tenant(&unique_slug("silent")).await.id;
+    let silent_user = app.create_user(&silent, "s@s.example").await.id;
+    mark_behind(&app, &redis, &silent, &silent_user).await;
+    let report = tenantd::db::migrations::migrate_tenant_schemas(&database_url, 2).await.expect("migrate");
+    assert_eq!(report.migrated_tenants, [Uuid::parse_str(&silent).expect("uuid")], "{report:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stale = app.users(&silent).get_user(GetUserRequest { id: silent_user.clone() }).await;
+    assert_error(stale, Code::Unavailable, "TENANT_SCHEMA_BEHIND");
+
+    // `tenantd migrate` announces what it migrated: served again at once.
+    let announced = app.create_tenant(&unique_slug("announced")).await.id;
+    let announced_user = app.create_user(&announced, "a@a.example").await.id;
+    mark_behind(&app, &redis, &announced, &announced_user).await;
+    let mut arguments = vec![
+        "tenantd".to_owned(),
+        "migrate".to_owned(),
+        format!("--migration-database-url={database_url}"),
+        format!("--redis-url={redis_url}"),
+    ];
+    if cluster {
+        arguments.push("--redis-cluster".to_owned());
+    }
+    let tenantd::cli::Command::Migrate(args) =
+        <tenantd::cli::Cli as clap::Parser>::try_parse_from(arguments).expect("arguments").command
+    else {
+        panic!("not the migrate command")
+    };
+    let migrated_at = tokio::time::Instant::now();
+    tenantd::db::migrations::run_command(args).await.expect("tenantd migrate");
+    let served = loop {
+        match app.users(&announced).get_user(GetUserRequest { id: announced_user.clone() }).await {
+            Ok(user) => break user.into_inner(),
+            Err(status) => {
+                assert_eq!(crate::helpers::reason(&status), "TENANT_SCHEMA_BEHIND", "{status:?}");
+                assert!(migrated_at.elapsed() < Duration::from_secs(2), "not served within 2 s of the migration");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(served.id, announced_user);
+    println!("served {:?} after tenantd migrate returned", migrated_at.elapsed());
+    app.stop().await;
+}
