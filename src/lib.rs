@@ -31,6 +31,7 @@ pub mod domain;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod progress;
 pub mod startup;
 pub mod telemetry;
 pub mod tenancy;

@@ -11,7 +11,7 @@ use crate::domain::moves::Moves;
 use crate::domain::plans::parse_name as parse_plan_name;
 use crate::domain::quotas::QuotaUsage;
 use crate::domain::tenants::{
-    ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, Transition, UPDATABLE_FIELDS,
+    ChannelBinding, NewTenant, Tenant, TenantPatch, TenantRegistry, TenantState, UPDATABLE_FIELDS,
     parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains,
 };
 use crate::domain::usage::UsageCounter;
@@ -23,6 +23,7 @@ use crate::proto::resolve_tenant_request::Identifier as ProtoIdentifier;
 use crate::proto::tenant::{IsolationTier as ProtoTier, State};
 use crate::proto::tenant_service_server::TenantService;
 use crate::proto::{self};
+use crate::tenancy::Transition;
 use crate::tenancy::resolver::Identifier;
 use crate::tenancy::selector::TenantSelector;
 use crate::tenancy::{IsolationTier, Limits, RequestContext, Scope};
@@ -65,6 +66,7 @@ fn to_proto(tenant: Tenant) -> proto::Tenant {
         create_time: Some(timestamp(tenant.create_time)),
         update_time: Some(timestamp(tenant.update_time)),
         delete_time: tenant.delete_time.map(timestamp),
+        purge_time: tenant.purge_time.map(timestamp),
         etag: tenant.etag,
         plan: tenant.plan.unwrap_or_default(),
         // Unset when there are none, so a tenant without overrides reads as before they existed.
@@ -108,6 +110,8 @@ fn state_to_proto(state: TenantState) -> State {
         TenantState::Active => State::Active,
         TenantState::Suspended => State::Suspended,
         TenantState::Deleted => State::Deleted,
+        TenantState::Purging => State::Purging,
+        TenantState::Purged => State::Purged,
     }
 }
 
@@ -138,6 +142,8 @@ fn state_filter(value: i32) -> Result<Option<TenantState>> {
         Ok(State::Active) => Ok(Some(TenantState::Active)),
         Ok(State::Suspended) => Ok(Some(TenantState::Suspended)),
         Ok(State::Deleted) => Ok(Some(TenantState::Deleted)),
+        Ok(State::Purging) => Ok(Some(TenantState::Purging)),
+        Ok(State::Purged) => Ok(Some(TenantState::Purged)),
         Err(_) => Err(Error::invalid(Reason::StateInvalid, "state", "is not a Tenant.State value")),
     }
 }

@@ -237,6 +237,10 @@ pub enum TenantStateArg {
     Deleted,
     /// A schema tenant whose schema is still being created.
     Provisioning,
+    /// Deleted, its rows being removed.
+    Purging,
+    /// Only a tombstone is left.
+    Purged,
 }
 
 /// `tenantd tenants update`: only the fields given change.

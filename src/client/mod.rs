@@ -357,6 +357,8 @@ fn tenant_state(state: TenantStateArg) -> tenant::State {
         TenantStateArg::Suspended => tenant::State::Suspended,
         TenantStateArg::Deleted => tenant::State::Deleted,
         TenantStateArg::Provisioning => tenant::State::Provisioning,
+        TenantStateArg::Purging => tenant::State::Purging,
+        TenantStateArg::Purged => tenant::State::Purged,
     }
 }
 

@@ -204,6 +204,7 @@ fn tenant_json(tenant: &Tenant) -> Value {
         "createTime": timestamp_json(tenant.create_time.as_ref()),
         "updateTime": timestamp_json(tenant.update_time.as_ref()),
         "deleteTime": timestamp_json(tenant.delete_time.as_ref()),
+        "purgeTime": timestamp_json(tenant.purge_time.as_ref()),
         "etag": tenant.etag,
         "plan": tenant.plan,
     })
@@ -356,6 +357,7 @@ fn tenant_fields(tenant: &Tenant) -> Vec<(&'static str, String)> {
         ("created", time_cell(tenant.create_time.as_ref())),
         ("updated", time_cell(tenant.update_time.as_ref())),
         ("deleted", time_cell(tenant.delete_time.as_ref())),
+        ("purged", time_cell(tenant.purge_time.as_ref())),
         ("etag", tenant.etag.clone()),
     ]
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::Connection;
 use super::audit::AuditEvent;
-use super::schema::{audit_events, tenants};
+use super::schema::{audit_events, event_index_start, event_transactions, tenants};
 use super::tenant_tx::TenantQuery;
 
 /// An audit event with the id of the transaction that wrote it.
@@ -111,6 +111,25 @@ pub async fn snapshot_bounds(connection: &mut Connection<'_>) -> QueryResult<Sna
 /// each in its own tenant transaction).
 pub async fn tenant_ids(connection: &mut Connection<'_>) -> QueryResult<Vec<Uuid>> {
     tenants::table.select(tenants::id).order(tenants::id.asc()).load(connection).await
+}
+
+/// The first transaction id whose events the event index covers: events of older
+/// transactions were written before the index existed.
+pub async fn event_index_start(connection: &mut Connection<'_>) -> QueryResult<i64> {
+    event_index_start::table.select(event_index_start::transaction_id).first(connection).await
+}
+
+/// Every tenant that transactions in `[from, below)` wrote events for, from the event index
+/// (complete for `from` at or after [`event_index_start`]). Needs no tenant: the index is a
+/// registry table.
+pub async fn tenants_with_events(connection: &mut Connection<'_>, from: i64, below: i64) -> QueryResult<Vec<Uuid>> {
+    event_transactions::table
+        .filter(event_transactions::transaction_id.ge(from))
+        .filter(event_transactions::transaction_id.lt(below))
+        .select(event_transactions::tenant_id)
+        .distinct()
+        .load(connection)
+        .await
 }
 
 /// Which of `ids` are in the registry (in any state).

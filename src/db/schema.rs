@@ -5,8 +5,8 @@ diesel::table! {
     /// The global tenant registry (no RLS).
     tenants (id) {
         id -> Uuid,
-        slug -> Text,
-        display_name -> Text,
+        slug -> Nullable<Text>,
+        display_name -> Nullable<Text>,
         state -> Text,
         labels -> Jsonb,
         create_time -> Timestamptz,
@@ -17,6 +17,7 @@ diesel::table! {
         schema_version -> Nullable<Text>,
         plan -> Nullable<Text>,
         limit_overrides -> Jsonb,
+        purge_time -> Nullable<Timestamptz>,
     }
 }
 
@@ -180,6 +181,23 @@ diesel::table! {
         created_by -> Text,
         revoke_time -> Nullable<Timestamptz>,
         revoked_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Which tenants each transaction wrote events for (a registry table, no RLS; filled
+    /// by a trigger on audit_events).
+    event_transactions (tenant_id, transaction_id) {
+        tenant_id -> Uuid,
+        transaction_id -> Int8,
+    }
+}
+
+diesel::table! {
+    /// The first transaction id `event_transactions` covers (one row).
+    event_index_start (singleton) {
+        singleton -> Bool,
+        transaction_id -> Int8,
     }
 }
 

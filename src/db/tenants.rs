@@ -16,11 +16,11 @@ use super::schema::{plans, tenants};
 pub struct TenantRow {
     /// Id.
     pub id: Uuid,
-    /// Slug.
-    pub slug: String,
-    /// Display name.
-    pub display_name: String,
-    /// `active`, `suspended` or `deleted`.
+    /// Slug; `None` once purged (released).
+    pub slug: Option<String>,
+    /// Display name; `None` once purged.
+    pub display_name: Option<String>,
+    /// A state's stored form ([`crate::tenancy::TenantState`]).
     pub state: String,
     /// Labels as a JSON object of strings.
     pub labels: serde_json::Value,
@@ -41,6 +41,8 @@ pub struct TenantRow {
     pub plan: Option<String>,
     /// Overrides of the plan's limits, a JSON object.
     pub limit_overrides: serde_json::Value,
+    /// When the tenant was purged.
+    pub purge_time: Option<DateTime<Utc>>,
 }
 
 /// A tenant to insert.
@@ -69,8 +71,8 @@ pub struct NewTenantRow<'a> {
 #[derive(Debug, AsChangeset)]
 #[diesel(table_name = tenants, treat_none_as_null = true)]
 pub struct TenantChanges {
-    /// Display name.
-    pub display_name: String,
+    /// Display name (`None` once purged).
+    pub display_name: Option<String>,
     /// State.
     pub state: String,
     /// Labels.

@@ -203,6 +203,8 @@ impl ApiKeys {
         match self.resolver.state(tenant_id).await? {
             None => Err(Error::new(Reason::TenantNotFound)),
             Some(TenantState::Deleted) => Err(Error::new(Reason::TenantDeleted)),
+            Some(TenantState::Purging) => Err(Error::new(Reason::TenantPurging)),
+            Some(TenantState::Purged) => Err(Error::new(Reason::TenantPurged)),
             Some(_) => Ok(()),
         }
     }

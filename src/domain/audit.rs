@@ -41,7 +41,10 @@ pub async fn record(
 pub fn constraint_error(constraint: &str) -> Option<Error> {
     match constraint {
         "audit_events_pkey" => Some(Error::already_exists(Reason::AuditEventAlreadyExists, "audit_event.id")),
-        "audit_events_tenant_id_fkey" => Some(Error::new(Reason::TenantNotFound)),
+        "audit_events_tenant_id_fkey" | "event_transactions_tenant_id_fkey" => Some(Error::new(Reason::TenantNotFound)),
+        // The event index is written by a trigger of every audit insert, `ON CONFLICT DO
+        // NOTHING`: its key cannot be violated, and would be the audit write's if it were.
+        "event_transactions_pkey" => Some(Error::already_exists(Reason::AuditEventAlreadyExists, "audit_event.id")),
         _ => None,
     }
 }

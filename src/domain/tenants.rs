@@ -22,7 +22,7 @@ use crate::db::{self};
 use crate::error::{self, Error, Reason, Result};
 use crate::tenancy::resolver::{Identifier, TenantResolver};
 use crate::tenancy::selector::TenantSelector;
-use crate::tenancy::{IsolationTier, Limits, RequestContext, TenantContext, TenantDb};
+use crate::tenancy::{IsolationTier, Limits, RequestContext, TenantContext, TenantDb, Transition};
 
 pub use self::validate::{MAX_IDENTIFIERS, parse_channel_binding, parse_channel_bindings, parse_domain, parse_domains};
 pub use crate::tenancy::TenantState;
@@ -44,9 +44,9 @@ pub struct ChannelBinding {
 pub struct Tenant {
     /// Id.
     pub id: Uuid,
-    /// Slug.
+    /// Slug (empty once purged: released).
     pub slug: String,
-    /// Display name.
+    /// Display name (empty once purged).
     pub display_name: String,
     /// State.
     pub state: TenantState,
@@ -65,6 +65,9 @@ pub struct Tenant {
     pub update_time: DateTime<Utc>,
     /// Deletion time.
     pub delete_time: Option<DateTime<Utc>>,
+    /// Purge time (absent in replays recorded before purges existed).
+    #[serde(default)]
+    pub purge_time: Option<DateTime<Utc>>,
     /// Etag.
     pub etag: String,
     /// The plan's name; `None`: no plan (unlimited).
@@ -120,26 +123,6 @@ pub struct TenantPatch {
 /// Fields `UpdateTenant` may change.
 pub const UPDATABLE_FIELDS: &[&str] =
     &["display_name", "labels", "domains", "channel_bindings", "plan", "limit_overrides"];
-/// A lifecycle transition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    /// ACTIVE → SUSPENDED.
-    Suspend,
-    /// SUSPENDED → ACTIVE.
-    Resume,
-    /// ACTIVE or SUSPENDED → DELETED.
-    Delete,
-}
-
-impl Transition {
-    fn action(self) -> &'static str {
-        match self {
-            Self::Suspend => "tenant.suspend",
-            Self::Resume => "tenant.resume",
-            Self::Delete => "tenant.delete",
-        }
-    }
-}
 
 /// One page of tenants.
 #[derive(Debug, Clone)]
@@ -332,12 +315,15 @@ impl TenantRegistry {
             changed.push("limit_overrides");
         }
         self.change(request, id, expected_revision, async move |(transaction, row)| {
-            if row.state == TenantState::Deleted.as_str() {
-                return Err(tenant_deleted());
+            match TenantState::parse(&row.state) {
+                Some(TenantState::Deleted) => return Err(tenant_deleted()),
+                Some(TenantState::Purging) => return Err(Error::new(Reason::TenantPurging)),
+                Some(TenantState::Purged) => return Err(Error::new(Reason::TenantPurged)),
+                _ => {}
             }
             let mut changes = changes_of(&row);
             if let Some(display_name) = patch.display_name {
-                changes.display_name = display_name;
+                changes.display_name = Some(display_name);
             }
             if let Some(labels) = &patch.labels {
                 changes.labels = labels_json(labels)?;
@@ -359,8 +345,8 @@ impl TenantRegistry {
         .await
     }
 
-    /// Applies a lifecycle transition. Repeating a transition is a no-op (and is not
-    /// audited); leaving DELETED is FAILED_PRECONDITION.
+    /// Applies a lifecycle transition by the table in [`crate::tenancy::TenantState::after`].
+    /// Repeating a transition is a no-op (and is not audited).
     pub async fn transition(
         &self,
         request: RequestContext,
@@ -372,24 +358,13 @@ impl TenantRegistry {
             .change(request, id, expected_revision, async move |(transaction, row)| {
                 let current = TenantState::parse(&row.state)
                     .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant has unknown state")))?;
-                let target = match (transition, current) {
-                    (Transition::Delete, TenantState::Deleted) => return load(transaction, row).await,
-                    (_, TenantState::Deleted) => return Err(tenant_deleted()),
-                    // Deleting an unfinished tenant is the way to abandon it; nothing else
-                    // may skip its provisioning.
-                    (Transition::Suspend | Transition::Resume, TenantState::Provisioning) => {
-                        return Err(Error::new(Reason::TenantProvisioning));
-                    }
-                    (Transition::Suspend, _) => TenantState::Suspended,
-                    (Transition::Resume, _) => TenantState::Active,
-                    (Transition::Delete, _) => TenantState::Deleted,
-                };
+                let target = current.after(transition).map_err(Error::new)?;
                 if target == current {
                     return load(transaction, row).await;
                 }
                 let mut changes = changes_of(&row);
                 changes.state = target.as_str().to_owned();
-                changes.delete_time = (target == TenantState::Deleted).then(Utc::now);
+                changes.delete_time = target.is_gone().then(|| row.delete_time.unwrap_or_else(Utc::now));
                 let row = db::tenants::save(transaction.connection(), row.id, changes).await?;
                 let details = serde_json::json!({ "from": current.as_str(), "to": target.as_str() });
                 audit::record(transaction, transition.action(), "tenant", row.id, details).await?;

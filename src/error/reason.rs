@@ -129,6 +129,9 @@ reasons! {
     // FAILED_PRECONDITION: the system is not in a state that allows the call.
     TenantSuspended = "TENANT_SUSPENDED", FailedPrecondition, "the tenant is suspended";
     TenantDeleted = "TENANT_DELETED", FailedPrecondition, "the tenant is deleted";
+    TenantNotDeleted = "TENANT_NOT_DELETED", FailedPrecondition, "the tenant is not deleted: only a deleted tenant can be purged";
+    TenantPurging = "TENANT_PURGING", FailedPrecondition, "the tenant is being purged";
+    TenantPurged = "TENANT_PURGED", FailedPrecondition, "the tenant is purged: only an import can restore it";
     UserHasDocuments = "USER_HAS_DOCUMENTS", FailedPrecondition, "the user owns documents; delete them or give them another owner first";
     TenantAlreadyInTier = "TENANT_ALREADY_IN_TIER", FailedPrecondition, "the tenant is already in that isolation tier";
     OperationNotDone = "OPERATION_NOT_DONE", FailedPrecondition, "the operation has not finished; cancel it or wait for it first";

@@ -18,5 +18,5 @@ mod transaction;
 pub use crate::db::tenant_schema::IsolationTier;
 pub use context::{Actor, OperatorRole, Permission, Readmission, RequestContext, Scope, TenantContext};
 pub use limits::{Limits, Quota, Quotas, RateLimit, RateLimits};
-pub use state::TenantState;
+pub use state::{TenantState, Transition};
 pub use transaction::{EventsCommitted, TenantDb};

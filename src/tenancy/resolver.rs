@@ -294,7 +294,7 @@ impl TenantResolver {
             TenantState::Active => Ok(record),
             TenantState::Provisioning => Err(Error::new(Reason::TenantProvisioning)),
             TenantState::Suspended => Err(Error::new(Reason::TenantSuspended)),
-            TenantState::Deleted => Err(tenant_not_found()),
+            TenantState::Deleted | TenantState::Purging | TenantState::Purged => Err(tenant_not_found()),
         }
     }
 

@@ -3,11 +3,13 @@
 
 use crate::helpers::{connect, create_database, drop_database, migrate, pg_admin};
 
-/// Registry tables: global indexes of the tenant registry, read before any tenant is known
-/// (resolution by domain or channel). Their `tenant_id` names the owner of an identifier;
-/// they hold no tenant data, so they have no RLS. Adding a table here is a design decision
-/// that must be argued in docs/decisions/.
-const REGISTRY_TABLES: &[&str] = &["tenant_domains", "tenant_channel_bindings"];
+/// Registry tables: global indexes read across tenants, before any tenant is known
+/// (resolution by domain or channel) or for all of them at once (which tenants wrote events
+/// in a range of transactions, for the event sweep). Their `tenant_id` names the owner of
+/// an identifier or of an event; they hold no tenant data, so they have no RLS. Adding a
+/// table here is a design decision that must be argued in docs/decisions/ (0015 for
+/// `event_transactions`).
+const REGISTRY_TABLES: &[&str] = &["tenant_domains", "tenant_channel_bindings", "event_transactions"];
 
 /// The policy expressions that fail closed, as PostgreSQL prints them: the plain form and the
 /// wrapped form (an InitPlan evaluated once per statement, decision 0018). With the setting

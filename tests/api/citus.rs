@@ -133,16 +133,21 @@ async fn without_citus_the_citus_migration_runs_and_distributes_nothing() {
     drop_database(&database).await;
 }
 
+/// Tables without row-level security that are still distributed by tenant: indexes written
+/// with every tenant's writes (a reference table would make each write touch every node),
+/// read across tenants, holding no tenant data (decision 0015 for `event_transactions`).
+const DISTRIBUTED_INDEXES: &[&str] = &["event_transactions"];
+
 /// Every table of the schema that is not recorded, or recorded with the wrong distribution:
-/// a table with row-level security is a tenant table (distributed by tenant_id, colocated
-/// with users), any other is a registry table (a reference table). Empty means that, on
-/// Citus, the migrations distribute every table.
+/// a table with row-level security, or one of [`DISTRIBUTED_INDEXES`], is a tenant table
+/// (distributed by tenant_id, colocated with users), any other is a registry table (a
+/// reference table). Empty means that, on Citus, the migrations distribute every table.
 async fn distribution_violations(database: &str) -> Vec<String> {
     let rows = connect(&pg_admin(), database)
         .await
         .query(
             "SELECT c.relname::text,
-                    CASE WHEN c.relrowsecurity THEN 'tenant' ELSE 'reference' END AS expected,
+                    CASE WHEN c.relrowsecurity OR c.relname = ANY ($1) THEN 'tenant' ELSE 'reference' END AS expected,
                     d.distribution,
                     EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
                             AND NOT a.attisdropped) AS has_tenant_id
@@ -152,7 +157,7 @@ async fn distribution_violations(database: &str) -> Vec<String> {
              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
                AND c.relname NOT IN ('__diesel_schema_migrations', 'tenantd_table_distribution')
              ORDER BY 1",
-            &[],
+            &[&DISTRIBUTED_INDEXES],
         )
         .await
         .expect("tables and their distribution");
@@ -197,6 +202,8 @@ async fn every_table_is_recorded_for_distribution_and_a_table_left_out_is_caught
         ("api_keys", "tenant"),
         ("audit_events", "tenant"),
         ("documents", "tenant"),
+        ("event_index_start", "reference"),
+        ("event_transactions", "tenant"),
         ("idempotency_records", "tenant"),
         ("operations", "reference"),
         ("operators", "reference"),
@@ -257,6 +264,7 @@ const CONSTRAINT_MAPPERS: &[(&str, ConstraintMapper)] = &[
     ("documents", domain::documents::constraint_error),
     ("api_keys", domain::api_keys::constraint_error),
     ("audit_events", domain::audit::constraint_error),
+    ("event_transactions", domain::audit::constraint_error),
     ("idempotency_records", domain::idempotency::constraint_error),
     ("platform_idempotency_records", domain::idempotency::constraint_error),
     ("operators", domain::operators::constraint_error),

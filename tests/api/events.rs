@@ -454,3 +454,66 @@ async fn watching_a_tenant_that_does_not_exist_is_not_found() {
     let info = error.get_error_details().error_info().cloned().expect("error info");
     assert_eq!(info.metadata.get("tenant_id"), Some(&unknown), "the error names the unknown id");
 }
+
+#[tokio::test]
+async fn the_event_index_names_exactly_the_tenants_whose_committed_transactions_wrote_events() {
+    let app = spawn_app().await;
+    let writer = app.create_tenant(&unique_slug("writer")).await;
+    let quiet = app.create_tenant(&unique_slug("quiet")).await;
+    let app_role = connect("tenantd_app", &app.database).await;
+    let admin = connect(&crate::helpers::pg_admin(), &app.database).await;
+    let indexed = async |transaction_id: i64| -> Vec<String> {
+        admin
+            .query(
+                "SELECT tenant_id::text FROM event_transactions WHERE transaction_id = $1 ORDER BY 1",
+                &[&transaction_id],
+            )
+            .await
+            .expect("event index")
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    // One transaction's events for one tenant, committed or rolled back; returns its id.
+    let write_events = async |tenant_id: &str, commit: bool| -> i64 {
+        app_role.batch_execute("BEGIN").await.expect("begin");
+        app_role.batch_execute(&format!("SET LOCAL app.tenant_id = '{tenant_id}'")).await.expect("tenant");
+        for _ in 0..2 {
+            app_role
+                .execute(
+                    "INSERT INTO audit_events (tenant_id, id, actor_type, action, resource_type, resource_id, request_id)
+                     VALUES ($1::text::uuid, gen_random_uuid(), 'platform', 'user.update', 'user', 'u', 'r')",
+                    &[&tenant_id],
+                )
+                .await
+                .expect("event");
+        }
+        let transaction_id: i64 =
+            app_role.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await.expect("transaction id").get(0);
+        app_role.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).await.expect("end");
+        transaction_id
+    };
+
+    // Positive control: a committed transaction's events name their tenant, once.
+    let committed = write_events(&writer.id, true).await;
+    assert_eq!(indexed(committed).await, [writer.id.clone()]);
+    // A rolled-back one leaves nothing, and the quiet tenant is never named.
+    let rolled_back = write_events(&quiet.id, false).await;
+    assert_eq!(indexed(rolled_back).await, Vec::<String>::new());
+    let quiet_rows: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM event_transactions WHERE tenant_id = $1::text::uuid AND transaction_id >= $2",
+            &[&quiet.id, &committed],
+        )
+        .await
+        .expect("quiet tenant")
+        .get(0);
+    assert_eq!(quiet_rows, 0);
+
+    // A platform watcher still receives the writer's events through the index.
+    let mut stream = watch(&app, Metadata::platform(), from_now()).await.expect("watch");
+    let user = app.create_user(&writer.id, "indexed@example.com").await;
+    let events = collect(&mut stream, 1).await;
+    assert!(events.iter().any(|event| event.resource_id == user.id && event.tenant_id == writer.id), "{events:?}");
+    app.stop().await;
+}

@@ -4,10 +4,12 @@ use tenantd::db::migrations::{revert_all, run_pending};
 
 use crate::helpers::{connect, create_database, database_url, drop_database, pg_admin};
 
-const ALL_TABLES: [&str; 15] = [
+const ALL_TABLES: [&str; 17] = [
     "api_keys",
     "audit_events",
     "documents",
+    "event_index_start",
+    "event_transactions",
     "idempotency_records",
     "operations",
     "operators",
@@ -57,7 +59,7 @@ async fn migrations_go_up_down_and_up_again() {
     admin.execute("SELECT pg_advisory_lock(7345001)", &[]).await.expect("lock");
 
     let applied = run_pending(&url).await.expect("up");
-    assert_eq!(applied, 15);
+    assert_eq!(applied, 17);
     assert_eq!(tables(&database).await, ALL_TABLES);
     assert!(app_role_propagates_set_commands(&admin).await);
     let reverted = revert_all(&url).await.expect("down");

@@ -131,8 +131,8 @@ async fn a_tenant_goes_through_its_whole_lifecycle() {
     assert_error(reuse, Code::AlreadyExists, "TENANT_SLUG_ALREADY_EXISTS");
     let data_plane = app.users(&id).get_user(GetUserRequest { id: user.id.clone() }).await;
     assert_error(data_plane, Code::NotFound, "TENANT_NOT_FOUND");
-    let resume_deleted = tenants.resume_tenant(ResumeTenantRequest { id: id.clone(), etag: String::new() }).await;
-    assert_error(resume_deleted, Code::FailedPrecondition, "TENANT_DELETED");
+    let suspend_deleted = tenants.suspend_tenant(SuspendTenantRequest { id: id.clone(), etag: String::new() }).await;
+    assert_error(suspend_deleted, Code::FailedPrecondition, "TENANT_DELETED");
     let kept = crate::helpers::connect(&crate::helpers::pg_admin(), &app.database)
         .await
         .query_one("SELECT count(*) FROM users WHERE tenant_id = $1::text::uuid", &[&id])
@@ -140,6 +140,15 @@ async fn a_tenant_goes_through_its_whole_lifecycle() {
         .expect("count")
         .get::<_, i64>(0);
     assert_eq!(kept, 1, "a deleted tenant's data is kept");
+
+    // Resume on a deleted tenant is the undelete: its data and identifiers are back.
+    let undeleted =
+        tenants.resume_tenant(ResumeTenantRequest { id: id.clone(), etag: String::new() }).await.expect("undelete");
+    assert_eq!(undeleted.get_ref().state, State::Active as i32);
+    assert!(undeleted.get_ref().delete_time.is_none());
+    assert_eq!(undeleted.get_ref().slug, slug);
+    let back = app.users(&id).get_user(GetUserRequest { id: user.id.clone() }).await.expect("undeleted user");
+    assert_eq!(back.get_ref().id, user.id);
     app.stop().await;
 }
 

@@ -75,6 +75,8 @@ pub struct EventHub {
     interests: Mutex<HashMap<u64, TenantSet>>,
     next_watcher: AtomicU64,
     stopping: CancellationToken,
+    /// Where the event index begins (it never changes once migrated).
+    event_index_start: std::sync::OnceLock<i64>,
 }
 
 /// A watcher's place at the hub; dropping it withdraws the watcher's interest.
@@ -106,6 +108,7 @@ impl EventHub {
             interests: Mutex::default(),
             next_watcher: AtomicU64::new(0),
             stopping: CancellationToken::new(),
+            event_index_start: std::sync::OnceLock::new(),
         });
         let weak: Weak<Self> = Arc::downgrade(&hub);
         let signal: EventsCommitted = Arc::new(move |_tenant_id| {
@@ -208,7 +211,7 @@ impl EventHub {
             let from = from.map_or(to, |from| from.min(to));
             return Ok((Horizon { from, to, covered, events: Some(Vec::new()) }, bounds));
         };
-        let tenants = self.tenant_ids(&covered).await?;
+        let tenants = self.tenants_with_events(&covered, from, to).await?;
         let query = StreamQuery { after: (from, Uuid::nil()), below: to, ..StreamQuery::default() };
         let mut reads = futures_util::stream::iter(tenants)
             .map(|tenant_id| self.read(tenant_id, query.clone(), HORIZON_EVENT_LIMIT + 1))
@@ -241,6 +244,34 @@ impl EventHub {
                 self.database.global(async |connection| Ok(crate::db::events::tenant_ids(connection).await?)).await
             }
         }
+    }
+
+    /// The tenants of a set that may have events of transactions in `[from, below)`: those
+    /// the event index names, or every tenant of the set when `from` is older than the
+    /// index. A sweep or a catch-up reads only these, so its cost follows the tenants that
+    /// wrote, not the number of tenants.
+    pub(super) async fn tenants_with_events(&self, tenants: &TenantSet, from: i64, below: i64) -> Result<Vec<Uuid>> {
+        if from >= below {
+            return Ok(Vec::new());
+        }
+        let start = match self.event_index_start.get() {
+            Some(start) => *start,
+            None => {
+                let start = self
+                    .database
+                    .global(async |connection| Ok(crate::db::events::event_index_start(connection).await?))
+                    .await?;
+                *self.event_index_start.get_or_init(|| start)
+            }
+        };
+        if from < start {
+            return self.tenant_ids(tenants).await;
+        }
+        let written = self
+            .database
+            .global(async |connection| Ok(crate::db::events::tenants_with_events(connection, from, below).await?))
+            .await?;
+        Ok(written.into_iter().filter(|tenant_id| tenants.contains(*tenant_id)).collect())
     }
 
     /// Fails with TENANT_NOT_FOUND (naming the first unknown id) unless every tenant of the

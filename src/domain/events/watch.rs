@@ -217,7 +217,11 @@ impl Watcher {
     /// `to` (an xmin: the events there are final), page by page, in stream order.
     async fn catch_up(&mut self, to: i64) -> Result<()> {
         let end = Position::before_transaction(to);
-        let mut pending = self.hub.tenant_ids(&self.tenants).await.map_err(|error| self.resumable(error))?;
+        let mut pending = self
+            .hub
+            .tenants_with_events(&self.tenants, self.position.transaction_id, to)
+            .await
+            .map_err(|error| self.resumable(error))?;
         while !pending.is_empty() {
             let query = StreamQuery {
                 after: (self.position.transaction_id, self.position.id),

@@ -73,8 +73,8 @@ pub(super) async fn assemble(connection: &mut Connection<'_>, rows: Vec<TenantRo
                 .ok_or_else(|| Error::internal(anyhow::anyhow!("tenant {} has unreadable limit overrides", row.id)))?;
             Ok(Tenant {
                 id: row.id,
-                slug: row.slug,
-                display_name: row.display_name,
+                slug: row.slug.unwrap_or_default(),
+                display_name: row.display_name.unwrap_or_default(),
                 state,
                 isolation_tier,
                 labels,
@@ -83,6 +83,7 @@ pub(super) async fn assemble(connection: &mut Connection<'_>, rows: Vec<TenantRo
                 create_time: row.create_time,
                 update_time: row.update_time,
                 delete_time: row.delete_time,
+                purge_time: row.purge_time,
                 etag: etag(row.revision),
                 plan: row.plan,
                 limit_overrides,
