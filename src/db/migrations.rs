@@ -148,7 +148,8 @@ pub struct SchemaReport {
 /// connection of the migration role and in its own transaction. Idempotent and resumable:
 /// a schema's version is stamped in the transaction that migrates it, so a rerun after a
 /// crash skips every schema that committed. A failing schema is reported by name and does
-/// not stop the others. Progress is logged (counts) every second and at the end.
+/// not stop the others. Progress is a bar on a terminal, otherwise counts in the log every
+/// few seconds ([`crate::progress`]); the outcome's counts are logged at the end.
 pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> anyhow::Result<SchemaReport> {
     use diesel_async::RunQueryDsl;
     #[derive(diesel::QueryableByName)]
@@ -168,22 +169,15 @@ pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> a
     let total = tenants.len();
     let queue = Arc::new(Mutex::new(tenants.into_iter().map(|tenant| tenant.id).collect::<VecDeque<_>>()));
     let report = Arc::new(Mutex::new(SchemaReport::default()));
-    let progress = tokio_util::sync::CancellationToken::new();
-    let reporter = tokio::spawn({
-        let (report, progress) = (report.clone(), progress.clone());
-        async move {
-            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = progress.cancelled() => return,
-                    _ = ticks.tick() => log_progress(&report, total),
-                }
-            }
-        }
-    });
+    // A bar on a terminal, counts in the log otherwise (crate::progress).
+    let progress = Arc::new(Mutex::new(crate::progress::Progress::start(
+        "migrating tenant schemas",
+        "schemas",
+        Some(total as u64),
+        crate::progress::Fallback::Log,
+    )));
     let workers = (0..parallelism.clamp(1, 64)).map(|_| {
-        let (queue, report, target) = (queue.clone(), report.clone(), target.clone());
+        let (queue, report, target, progress) = (queue.clone(), report.clone(), target.clone(), progress.clone());
         async move {
             let mut connection = None;
             loop {
@@ -213,12 +207,17 @@ pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> a
                         connection = None;
                     }
                 }
+                drop(report);
+                if let Ok(mut progress) = progress.lock() {
+                    progress.advance(1);
+                }
             }
         }
     });
     futures_util::future::join_all(workers).await;
-    progress.cancel();
-    let _ = reporter.await;
+    if let Some(progress) = Arc::into_inner(progress).and_then(|progress| progress.into_inner().ok()) {
+        progress.finish();
+    }
     log_progress(&report, total);
     let report = report.lock().map_err(|_| anyhow::anyhow!("a migration worker panicked"))?.clone();
     Ok(report)
@@ -278,10 +277,15 @@ async fn announce_migrated(args: &MigrateArgs, tenant_ids: &[uuid::Uuid]) {
     let redis = match redis {
         Ok(redis) => redis,
         Err(error) => {
-            tracing::warn!(error = %error, "cannot reach Redis; replicas see the migrated schemas after the cache TTL");
+            tracing::warn!(error = %error, "bad Redis URL; replicas see the migrated schemas after the cache TTL");
             return;
         }
     };
+    // A new cache skips every operation until a probe has found Redis up.
+    if !redis.probe().await {
+        tracing::warn!("cannot reach Redis; replicas see the migrated schemas after the cache TTL");
+        return;
+    }
     for tenant_id in tenant_ids {
         crate::tenancy::resolver::announce_invalidation(&redis, *tenant_id).await;
     }

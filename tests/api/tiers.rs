@@ -269,6 +269,7 @@ async fn a_tenant_is_served_right_after_tenantd_migrate_without_waiting_for_the_
         tenantd::cache::RedisCache::new(&redis_url, None, 1, Duration::from_secs(1))
     }
     .expect("redis");
+    assert!(redis.probe().await, "redis is up");
     let database_url = crate::helpers::database_url(&pg_admin(), &app.database);
 
     // Control: migrated without an announcement, a tenant stays refused from the cached record.
