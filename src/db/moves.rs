@@ -444,8 +444,7 @@ async fn sync_changed_in_transaction(
         source_rows.push(source_row);
     }
     source_rows.reverse();
-    let (mut verified, mut source_checks, mut target_checks, mut differs) =
-        (Vec::new(), Vec::new(), Vec::new(), false);
+    let (mut verified, mut source_checks, mut target_checks, mut differs) = (Vec::new(), Vec::new(), Vec::new(), false);
     for (index, (table, _)) in shapes.iter().enumerate() {
         let (source_row, written) = (&source_rows[index], &written[index]);
         differs |= source_row.rows != target_rows[index]

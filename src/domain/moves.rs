@@ -33,8 +33,8 @@ use crate::db::audit::NewAuditEvent;
 use crate::db::moves::{CatchUp, CutOver, TableCheck};
 use crate::db::tenant_schema::{IsolationTier, Provisioner};
 use crate::error::{Error, Reason, Result};
-use crate::tenancy::{RequestContext, TenantDb};
 use crate::tenancy::resolver::TenantResolver;
+use crate::tenancy::{RequestContext, TenantDb};
 
 /// A catch-up round that changed at most this many rows ends the catch-up.
 const CATCH_UP_SETTLED_ROWS: usize = 1000;
@@ -142,13 +142,14 @@ impl MoveHandler {
                     CatchUp::Changing(changed) => details["last_round_changed_rows"] = changed.into(),
                     CatchUp::Settled { changed, settled: snapshot } => {
                         details["last_round_changed_rows"] = changed.into();
-                        details["verified_before_cutover"] =
-                            serde_json::to_value(&snapshot.checks).unwrap_or_default();
+                        details["verified_before_cutover"] = serde_json::to_value(&snapshot.checks).unwrap_or_default();
                         settled = Some(snapshot);
                         break;
                     }
                     CatchUp::Mismatch(source_checks, target_checks) => {
-                        return self.verification_failed(&mut connection, tenant_id, target, source_checks, target_checks).await;
+                        return self
+                            .verification_failed(&mut connection, tenant_id, target, source_checks, target_checks)
+                            .await;
                     }
                 }
             }
@@ -198,7 +199,9 @@ impl MoveHandler {
                     run.checkpoint("drain", 90, details.clone()).await?;
                 }
                 CutOver::Mismatch(source_checks, target_checks) => {
-                    return self.verification_failed(&mut connection, tenant_id, target, source_checks, target_checks).await;
+                    return self
+                        .verification_failed(&mut connection, tenant_id, target, source_checks, target_checks)
+                        .await;
                 }
                 CutOver::LeaseLost => return Err(Stop::Interrupted(Error::internal(anyhow::anyhow!("lease lost")))),
             }

@@ -485,8 +485,7 @@ async fn a_replica_killed_before_the_cutover_leaves_the_tenant_on_its_source_and
 #[tokio::test]
 async fn the_cutover_records_a_tier_moved_event_that_watch_events_delivers() {
     let app = spawn_app_with(fast).await;
-    let mut stream =
-        crate::events::watch(&app, Metadata::platform(), Default::default()).await.expect("watch events");
+    let mut stream = crate::events::watch(&app, Metadata::platform(), Default::default()).await.expect("watch events");
     let tenant = app.create_tenant_in(&unique_slug("evm"), IsolationTier::Pooled).await;
     let started = move_to(&app, &tenant.id, IsolationTier::Schema).await;
     let done = wait_done(&app, &started.name, Duration::from_secs(30)).await;
