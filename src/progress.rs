@@ -95,7 +95,7 @@ impl Progress {
 }
 
 fn percent(done: u64, total: u64) -> u64 {
-    if total == 0 { 100 } else { done.saturating_mul(100) / total }
+    done.saturating_mul(100).checked_div(total).unwrap_or(100)
 }
 
 #[cfg(test)]

@@ -496,7 +496,7 @@ async fn the_event_index_names_exactly_the_tenants_whose_committed_transactions_
 
     // Positive control: a committed transaction's events name their tenant, once.
     let committed = write_events(&writer.id, true).await;
-    assert_eq!(indexed(committed).await, [writer.id.clone()]);
+    assert_eq!(indexed(committed).await, std::slice::from_ref(&writer.id));
     // A rolled-back one leaves nothing, and the quiet tenant is never named.
     let rolled_back = write_events(&quiet.id, false).await;
     assert_eq!(indexed(rolled_back).await, Vec::<String>::new());
