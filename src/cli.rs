@@ -74,6 +74,14 @@ pub struct MigrateArgs {
     /// How many tenant schemas are migrated at once, each on its own connection.
     #[arg(long, env = "TENANTD_MIGRATE_SCHEMA_PARALLELISM", default_value_t = 4)]
     pub schema_parallelism: usize,
+    /// Redis URL of the servers' shared caches: each tenant whose schema was migrated is
+    /// announced on it, so every replica serves it again at once; without it, replicas notice
+    /// when their cached record expires (TENANTD_TENANT_CACHE_TTL_MS).
+    #[arg(long, env = "TENANTD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+    /// `--redis-url` names a Redis Cluster (comma-separated seed nodes' URLs).
+    #[arg(long, env = "TENANTD_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 }
 
 /// Settings of `tenantd dev`. Everything else is `serve`'s default.

@@ -162,8 +162,12 @@ impl Application {
         let operation_wake = Arc::new(tokio::sync::Notify::new());
         let operations = Operations::new(database.clone(), operation_wake.clone());
         let moves = Moves::new(operations.clone(), provisioner.clone(), resolver.clone());
-        let move_handler =
-            Arc::new(MoveHandler::new(provisioner.clone(), resolver.clone(), config.operations.move_drain));
+        let move_handler = Arc::new(MoveHandler::new(
+            provisioner.clone(),
+            resolver.clone(),
+            database.clone(),
+            config.operations.move_drain,
+        ));
         let archives = Archives::new(
             operations.clone(),
             database.clone(),

@@ -76,6 +76,30 @@ pub async fn insert(transaction: &mut TenantTx<'_>, event: NewAuditEvent<'_>) ->
     Ok(())
 }
 
+/// Appends an event for `tenant_id` on a connection of the provisioning role, inside its
+/// open transaction (a tenant move's cutover, which must record the tier change with it).
+pub async fn insert_as_owner(
+    connection: &mut diesel_async::AsyncPgConnection,
+    tenant_id: Uuid,
+    event: NewAuditEvent<'_>,
+) -> QueryResult<()> {
+    diesel::insert_into(audit_events::table)
+        .values((
+            audit_events::tenant_id.eq(tenant_id),
+            audit_events::id.eq(Uuid::now_v7()),
+            audit_events::actor_type.eq(event.actor_type),
+            audit_events::actor_id.eq(event.actor_id),
+            audit_events::action.eq(event.action),
+            audit_events::resource_type.eq(event.resource_type),
+            audit_events::resource_id.eq(event.resource_id),
+            audit_events::request_id.eq(event.request_id),
+            audit_events::details.eq(event.details),
+        ))
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// Filters of a listing; `None` does not filter.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {

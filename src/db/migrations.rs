@@ -135,6 +135,8 @@ async fn with_connection<T: Send + 'static>(
 pub struct SchemaReport {
     /// Schemas that had migrations applied.
     pub migrated: usize,
+    /// The tenants of those schemas.
+    pub migrated_tenants: Vec<uuid::Uuid>,
     /// Schemas that were already current.
     pub current: usize,
     /// Schemas that failed, by name, with the error (each rolled back to where it was).
@@ -146,7 +148,8 @@ pub struct SchemaReport {
 /// connection of the migration role and in its own transaction. Idempotent and resumable:
 /// a schema's version is stamped in the transaction that migrates it, so a rerun after a
 /// crash skips every schema that committed. A failing schema is reported by name and does
-/// not stop the others. Progress is logged (counts) every second and at the end.
+/// not stop the others. Progress is a bar on a terminal, otherwise counts in the log every
+/// few seconds ([`crate::progress`]); the outcome's counts are logged at the end.
 pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> anyhow::Result<SchemaReport> {
     use diesel_async::RunQueryDsl;
     #[derive(diesel::QueryableByName)]
@@ -166,22 +169,15 @@ pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> a
     let total = tenants.len();
     let queue = Arc::new(Mutex::new(tenants.into_iter().map(|tenant| tenant.id).collect::<VecDeque<_>>()));
     let report = Arc::new(Mutex::new(SchemaReport::default()));
-    let progress = tokio_util::sync::CancellationToken::new();
-    let reporter = tokio::spawn({
-        let (report, progress) = (report.clone(), progress.clone());
-        async move {
-            let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = progress.cancelled() => return,
-                    _ = ticks.tick() => log_progress(&report, total),
-                }
-            }
-        }
-    });
+    // A bar on a terminal, counts in the log otherwise (crate::progress).
+    let progress = Arc::new(Mutex::new(crate::progress::Progress::start(
+        "migrating tenant schemas",
+        "schemas",
+        Some(total as u64),
+        crate::progress::Fallback::Log,
+    )));
     let workers = (0..parallelism.clamp(1, 64)).map(|_| {
-        let (queue, report, target) = (queue.clone(), report.clone(), target.clone());
+        let (queue, report, target, progress) = (queue.clone(), report.clone(), target.clone(), progress.clone());
         async move {
             let mut connection = None;
             loop {
@@ -198,7 +194,10 @@ pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> a
                 };
                 let Ok(mut report) = report.lock() else { return };
                 match outcome {
-                    Ok(SchemaMigrated::Applied(_)) => report.migrated += 1,
+                    Ok(SchemaMigrated::Applied(_)) => {
+                        report.migrated += 1;
+                        report.migrated_tenants.push(tenant_id);
+                    }
                     Ok(SchemaMigrated::Current | SchemaMigrated::NoSchema) => report.current += 1,
                     Err(error) => {
                         let schema = tenant_schema::schema_name(tenant_id);
@@ -208,12 +207,17 @@ pub async fn migrate_tenant_schemas(database_url: &str, parallelism: usize) -> a
                         connection = None;
                     }
                 }
+                drop(report);
+                if let Ok(mut progress) = progress.lock() {
+                    progress.advance(1);
+                }
             }
         }
     });
     futures_util::future::join_all(workers).await;
-    progress.cancel();
-    let _ = reporter.await;
+    if let Some(progress) = Arc::into_inner(progress).and_then(|progress| progress.into_inner().ok()) {
+        progress.finish();
+    }
     log_progress(&report, total);
     let report = report.lock().map_err(|_| anyhow::anyhow!("a migration worker panicked"))?.clone();
     Ok(report)
@@ -240,10 +244,50 @@ pub async fn run_command(args: MigrateArgs) -> anyhow::Result<()> {
     let applied = run_pending(url).await?;
     tracing::info!(applied, "migrations are current");
     let report = migrate_tenant_schemas(url, args.schema_parallelism).await?;
+    announce_migrated(&args, &report.migrated_tenants).await;
     if !report.failed.is_empty() {
         let names: Vec<&str> = report.failed.iter().map(|(schema, _)| schema.as_str()).collect();
         anyhow::bail!("{} tenant schema(s) failed to migrate: {}", names.len(), names.join(", "));
     }
     tracing::info!(migrated = report.migrated, current = report.current, "tenant schemas are current");
     Ok(())
+}
+
+/// Tells every replica (through Redis, like a suspension does) to forget its cached record of
+/// each migrated tenant, so the tenant is served again at once instead of after the cache TTL
+/// (its cached record still says its schema is behind). Best effort: without
+/// `--redis-url`, or with Redis down, the records expire with their TTL.
+async fn announce_migrated(args: &MigrateArgs, tenant_ids: &[uuid::Uuid]) {
+    if tenant_ids.is_empty() {
+        return;
+    }
+    let Some(url) = &args.redis_url else {
+        tracing::info!(
+            tenants = tenant_ids.len(),
+            "no --redis-url: replicas see the migrated schemas when their cached records expire"
+        );
+        return;
+    };
+    let timeout = std::time::Duration::from_secs(1);
+    let redis = if args.redis_cluster {
+        crate::cache::RedisCache::cluster(url.expose_secret(), timeout)
+    } else {
+        crate::cache::RedisCache::new(url.expose_secret(), None, 1, timeout)
+    };
+    let redis = match redis {
+        Ok(redis) => redis,
+        Err(error) => {
+            tracing::warn!(error = %error, "bad Redis URL; replicas see the migrated schemas after the cache TTL");
+            return;
+        }
+    };
+    // A new cache skips every operation until a probe has found Redis up.
+    if !redis.probe().await {
+        tracing::warn!("cannot reach Redis; replicas see the migrated schemas after the cache TTL");
+        return;
+    }
+    for tenant_id in tenant_ids {
+        crate::tenancy::resolver::announce_invalidation(&redis, *tenant_id).await;
+    }
+    tracing::info!(tenants = tenant_ids.len(), "announced the migrated tenants to every replica");
 }

@@ -13,6 +13,7 @@ use diesel::sql_types::{BigInt, Bool, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
+use super::audit::NewAuditEvent;
 use super::tenant_schema::{IsolationTier, TENANT_SCHEMA_TABLES, finish, quote_identifier, schema_name};
 use super::tenant_tx::set_tenant_statement;
 
@@ -197,16 +198,62 @@ async fn sync_in_transaction(
     Ok(changed)
 }
 
-/// One catch-up round: [`sync_in_transaction`] in a transaction of its own, while writes
-/// continue on the source. Returns how many rows changed.
+/// What a catch-up round found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The round changed more rows than the caller's bound: catch up again.
+    Changing(usize),
+    /// The round changed at most the bound, and in the round's snapshot the target then held
+    /// exactly the source's rows (row counts and content hashes of every table, verified).
+    /// Every row written to the source after that snapshot carries a transaction id at or
+    /// above the snapshot's xmin, which is what the cutover syncs and verifies.
+    Settled {
+        /// Rows the round changed.
+        changed: usize,
+        /// The snapshot's horizon and verified tables.
+        settled: Settled,
+    },
+    /// The verification in the round's snapshot found a difference (source checks, target
+    /// checks): a bug, not a race, since both were read in one snapshot.
+    Mismatch(Vec<TableCheck>, Vec<TableCheck>),
+}
+
+#[derive(diesel::QueryableByName)]
+struct HorizonRow {
+    #[diesel(sql_type = BigInt)]
+    horizon: i64,
+}
+
+/// One catch-up round, in one repeatable-read snapshot, while writes continue on the source:
+/// [`sync_in_transaction`]; then, if it changed at most `settled_rows` rows, the full
+/// verification (row count and content hash of every table on both tiers) in the same
+/// snapshot, so that the cutover only has to deal with what was written after it.
 pub async fn catch_up(
     connection: &mut AsyncPgConnection,
     tenant_id: Uuid,
     source: IsolationTier,
     target: IsolationTier,
-) -> QueryResult<usize> {
+    settled_rows: usize,
+) -> QueryResult<CatchUp> {
     begin(connection, tenant_id).await?;
-    let outcome = sync_in_transaction(connection, tenant_id, source, target).await;
+    let outcome = async {
+        // The first statement takes the transaction's snapshot: the horizon is its xmin.
+        let horizon: HorizonRow =
+            diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon")
+                .get_result(connection)
+                .await?;
+        let changed = sync_in_transaction(connection, tenant_id, source, target).await?;
+        if changed > settled_rows {
+            return Ok(CatchUp::Changing(changed));
+        }
+        let source_checks = checks_in_transaction(connection, tenant_id, source).await?;
+        let target_checks = checks_in_transaction(connection, tenant_id, target).await?;
+        if source_checks != target_checks {
+            return Ok(CatchUp::Mismatch(source_checks, target_checks));
+        }
+        Ok(CatchUp::Settled { changed, settled: Settled { horizon: horizon.horizon, checks: target_checks } })
+    }
+    .await;
     finish(connection, outcome).await
 }
 
@@ -242,13 +289,190 @@ async fn checks_in_transaction(
     Ok(checks)
 }
 
+/// A condition on a source row (aliased `s`) that holds for every row version written by a
+/// transaction at or above the horizon `$2`. `age(xmin)` is how many transaction ids ago the
+/// row's writer got its (32-bit) id, counted from one point fixed for the whole transaction,
+/// so it is compared with the age of the horizon's low 32 bits from the same point: a writer
+/// at or above the horizon is at most as old. Ids are compared within 2^31 of each other, as
+/// PostgreSQL itself compares them (the cutover runs within minutes of the horizon); a frozen
+/// row has the largest age and never passes; a row that passes by mistake is only synced
+/// again, which is harmless.
+const WRITTEN_SINCE_HORIZON: &str = "age(s.xmin) <= age(($2 % 4294967296)::text::xid)";
+
+#[derive(diesel::QueryableByName)]
+struct WrittenRow {
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+    #[diesel(sql_type = BigInt)]
+    inserted: i64,
+    #[diesel(sql_type = Text)]
+    hash: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SourceRow {
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+    #[diesel(sql_type = BigInt)]
+    changed: i64,
+    #[diesel(sql_type = Text)]
+    changed_hash: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
+}
+
+/// What the cutover verified of one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CutOverCheck {
+    /// The table.
+    pub table: String,
+    /// Its rows of the tenant on both tiers (equal).
+    pub rows: i64,
+    /// Rows written since the settled catch-up's snapshot, synced and compared by hash.
+    pub changed_rows: i64,
+}
+
+/// The target's state in the settled catch-up's snapshot ([`CatchUp::Settled`]), which the
+/// cutover starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// `pg_snapshot_xmin` of the snapshot, as a 64-bit transaction id.
+    pub horizon: i64,
+    /// Row counts and content hashes of every table in the snapshot (both tiers equal).
+    pub checks: Vec<TableCheck>,
+}
+
+/// The cutover's share of the work, under the move lock, inside the open read-committed
+/// transaction; `settled` is the last catch-up's verified snapshot. Per table (parents first):
+/// the source rows written since the horizon are upserted into the target, which returns
+/// what it now holds for them (count, new keys, content hash); one scan of the source counts
+/// its rows and hashes those written since the horizon; where the target would then hold
+/// more rows than the source (rows went from the source since), they are found by key and
+/// deleted, and the target counted. Verified: the source's and the target's row counts, and
+/// the content hash of the rows written since the horizon on both tiers.
+///
+/// Why that proves the tiers equal: the settled catch-up verified, in one snapshot whose
+/// xmin is the horizon, that the target held exactly the source's rows, and only the move
+/// writes to the target. A source row unchanged since that snapshot was in it, so it is in
+/// the target unchanged; a row written since is upserted and compared here. So every source
+/// row is in the target, and equal counts leave no room for an extra one. The work is two
+/// passes over the tenant's rows' `xmin` in the source (no join, no hash of unchanged rows)
+/// plus work proportional to the rows written since the snapshot: not a comparison of every
+/// row. (Children-first deletes are not needed: a row gone from a parent took its children
+/// with it in the source, and their rows are counted and deleted in their own table first.)
+///
+/// Returns the verified tables, or the tables that differ (source, target; a hash is over
+/// the rows written since the horizon).
+async fn sync_changed_in_transaction(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    source: IsolationTier,
+    target: IsolationTier,
+    settled: &Settled,
+) -> QueryResult<Result<Vec<CutOverCheck>, (Vec<TableCheck>, Vec<TableCheck>)>> {
+    let mut shapes = Vec::new();
+    for table in TENANT_SCHEMA_TABLES {
+        shapes.push((*table, columns(connection, table).await?));
+    }
+    let mut written = Vec::new();
+    for (table, columns) in &shapes {
+        let all = columns.all.join(", ");
+        let updates =
+            columns.all.iter().map(|column| format!("{column} = EXCLUDED.{column}")).collect::<Vec<_>>().join(", ");
+        let row: WrittenRow = diesel::sql_query(format!(
+            "WITH written AS (
+                 INSERT INTO {target_table} ({all})
+                 SELECT {source_all} FROM {source_table} s WHERE s.tenant_id = $1 AND {WRITTEN_SINCE_HORIZON}
+                 ON CONFLICT ({key}) DO UPDATE SET {updates}
+                 RETURNING hashtextextended(ROW({all})::text, 0) AS hash, xmax = 0 AS inserted)
+             SELECT count(*) AS rows, count(*) FILTER (WHERE inserted) AS inserted,
+                    coalesce(sum(hash), 0)::text AS hash
+             FROM written",
+            target_table = qualified(target, tenant_id, table),
+            source_table = qualified(source, tenant_id, table),
+            source_all = list("s", &columns.all),
+            key = columns.key.join(", "),
+        ))
+        .bind::<SqlUuid, _>(tenant_id)
+        .bind::<BigInt, _>(settled.horizon)
+        .get_result(connection)
+        .await?;
+        written.push(row);
+    }
+    // Counted children first, so that a deleted parent's rows are gone from the child
+    // tables before the parent's own row is deleted.
+    let mut target_rows = vec![0; shapes.len()];
+    let mut source_rows = Vec::new();
+    for (index, (table, columns)) in shapes.iter().enumerate().rev() {
+        let (source_table, target_table) = (qualified(source, tenant_id, table), qualified(target, tenant_id, table));
+        let at_snapshot = settled.checks.iter().find(|check| check.table == *table).map_or(0, |check| check.rows);
+        let source_row: SourceRow = diesel::sql_query(format!(
+            "SELECT count(*) AS rows, count(*) FILTER (WHERE {WRITTEN_SINCE_HORIZON}) AS changed,
+                    coalesce(sum(hashtextextended(ROW({source_all})::text, 0))
+                        FILTER (WHERE {WRITTEN_SINCE_HORIZON}), 0)::text AS changed_hash
+             FROM {source_table} s WHERE s.tenant_id = $1",
+            source_all = list("s", &columns.all),
+        ))
+        .bind::<SqlUuid, _>(tenant_id)
+        .bind::<BigInt, _>(settled.horizon)
+        .get_result(connection)
+        .await?;
+        let mut rows = at_snapshot + written[index].inserted;
+        if rows != source_row.rows {
+            // Some rows went from the source since the snapshot: find them by key, then count.
+            diesel::sql_query(format!(
+                "DELETE FROM {target_table} t WHERE t.tenant_id = $1 AND NOT EXISTS (
+                     SELECT 1 FROM {source_table} s WHERE s.tenant_id = $1 AND ({source_key}) = ({target_key}))",
+                source_key = list("s", &columns.key),
+                target_key = list("t", &columns.key),
+            ))
+            .bind::<SqlUuid, _>(tenant_id)
+            .execute(connection)
+            .await?;
+            let counted: CountRow =
+                diesel::sql_query(format!("SELECT count(*) AS rows FROM {target_table} WHERE tenant_id = $1"))
+                    .bind::<SqlUuid, _>(tenant_id)
+                    .get_result(connection)
+                    .await?;
+            rows = counted.rows;
+        }
+        target_rows[index] = rows;
+        source_rows.push(source_row);
+    }
+    source_rows.reverse();
+    let (mut verified, mut source_checks, mut target_checks, mut differs) = (Vec::new(), Vec::new(), Vec::new(), false);
+    for (index, (table, _)) in shapes.iter().enumerate() {
+        let (source_row, written) = (&source_rows[index], &written[index]);
+        differs |= source_row.rows != target_rows[index]
+            || source_row.changed != written.rows
+            || source_row.changed_hash != written.hash;
+        let table = (*table).to_owned();
+        source_checks.push(TableCheck {
+            table: table.clone(),
+            rows: source_row.rows,
+            hash: source_row.changed_hash.clone(),
+        });
+        target_checks.push(TableCheck { table: table.clone(), rows: target_rows[index], hash: written.hash.clone() });
+        verified.push(CutOverCheck { table, rows: target_rows[index], changed_rows: written.rows });
+    }
+    if differs {
+        return Ok(Err((source_checks, target_checks)));
+    }
+    Ok(Ok(verified))
+}
+
 /// What [`cut_over`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CutOver {
     /// The target matched the source and the tenant now lives on the target tier; the
     /// operation's phase is `next_phase`. The checks are the verified tables.
-    Done(Vec<TableCheck>),
+    Done(Vec<CutOverCheck>),
     /// The verification found a difference (source checks, target checks): nothing changed.
+    /// A check's hash is over the rows written since the horizon.
     Mismatch(Vec<TableCheck>, Vec<TableCheck>),
     /// The operation is no longer this worker's: nothing changed.
     LeaseLost,
@@ -256,18 +480,22 @@ pub enum CutOver {
 
 /// The cutover, in one transaction: takes the tenant's move lock exclusively (every write
 /// transaction of the tenant takes it shared first, see `tenantd_route_write`, so in-flight
-/// writes finish and new ones wait), brings the target up to date, verifies row counts and
-/// content hashes of every table on both tiers, switches `tenants.isolation_tier` and records
-/// `next_phase` on the operation (still held by `owner`). Writes that waited then run
-/// against the target. A crash before COMMIT changes nothing; after it, the tenant lives on
-/// the target and the operation resumes from `next_phase`.
+/// writes finish and new ones wait), syncs and verifies what was written since the `settled`
+/// catch-up's snapshot ([`sync_changed_in_transaction`]), switches `tenants.isolation_tier`,
+/// records `event` (the move's audit event, `tenant.tier_moved`) and `next_phase` on the operation (still held
+/// by `owner`). Writes that waited then run against the target. A crash before COMMIT changes
+/// nothing; after it, the tenant lives on the target and the operation resumes from
+/// `next_phase`.
+#[allow(clippy::too_many_arguments)]
 pub async fn cut_over(
     connection: &mut AsyncPgConnection,
     tenant_id: Uuid,
     source: IsolationTier,
     target: IsolationTier,
+    settled: &Settled,
     operation: (Uuid, Uuid),
     next_phase: &str,
+    event: NewAuditEvent<'_>,
 ) -> QueryResult<CutOver> {
     begin_as(connection, tenant_id, "READ COMMITTED").await?;
     let outcome = async {
@@ -275,12 +503,10 @@ pub async fn cut_over(
             .bind::<SqlUuid, _>(tenant_id)
             .execute(connection)
             .await?;
-        sync_in_transaction(connection, tenant_id, source, target).await?;
-        let source_checks = checks_in_transaction(connection, tenant_id, source).await?;
-        let target_checks = checks_in_transaction(connection, tenant_id, target).await?;
-        if source_checks != target_checks {
-            return Ok(CutOver::Mismatch(source_checks, target_checks));
-        }
+        let verified = match sync_changed_in_transaction(connection, tenant_id, source, target, settled).await? {
+            Ok(verified) => verified,
+            Err((source_checks, target_checks)) => return Ok(CutOver::Mismatch(source_checks, target_checks)),
+        };
         diesel::sql_query(
             "UPDATE tenants SET isolation_tier = $2, revision = revision + 1, update_time = now() WHERE id = $1",
         )
@@ -288,6 +514,7 @@ pub async fn cut_over(
         .bind::<Text, _>(target.as_str())
         .execute(connection)
         .await?;
+        super::audit::insert_as_owner(connection, tenant_id, event).await?;
         let (operation_id, owner) = operation;
         let recorded = diesel::sql_query(
             "UPDATE operations SET phase = $3, update_time = now()
@@ -301,7 +528,7 @@ pub async fn cut_over(
         if recorded != 1 {
             return Ok(CutOver::LeaseLost);
         }
-        Ok(CutOver::Done(target_checks))
+        Ok(CutOver::Done(verified))
     }
     .await;
     match outcome {

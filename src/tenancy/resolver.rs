@@ -412,11 +412,10 @@ impl TenantResolver {
     /// Call after a change to the tenant, its identifiers or its keys has committed.
     pub async fn invalidate(&self, tenant_id: Uuid, api_key: Option<Uuid>) {
         self.evict(tenant_id);
-        self.redis.delete(&record_key(tenant_id)).await;
         if let Some(key_id) = api_key {
             self.redis.delete(&api_key_key(tenant_id, key_id)).await;
         }
-        self.redis.publish(INVALIDATION_CHANNEL, &tenant_id.to_string()).await;
+        announce_invalidation(&self.redis, tenant_id).await;
     }
 
     /// [`TenantResolver::invalidate`] for many tenants (those of a changed plan): every
@@ -572,6 +571,16 @@ fn record_of(tenant_id: Uuid, stored: db::tenants::ResolvedRow) -> Result<Tenant
             stored.plan_update_time.map_or(stored.update_time, |plan| plan.max(stored.update_time)),
         ),
     })
+}
+
+/// Makes every replica forget its cached record of `tenant_id`, from outside a server (as
+/// [`TenantResolver::invalidate`] does from inside one): deletes the shared record in Redis
+/// and announces the tenant on [`INVALIDATION_CHANNEL`]. `tenantd migrate` calls it for
+/// every tenant whose schema it migrated, so the record's `schema_current` is read afresh at
+/// once rather than after the cache TTL. Without Redis it does nothing (the TTL still ends it).
+pub async fn announce_invalidation(redis: &RedisCache, tenant_id: Uuid) {
+    redis.delete(&record_key(tenant_id)).await;
+    redis.publish(INVALIDATION_CHANNEL, &tenant_id.to_string()).await;
 }
 
 fn record_key(tenant_id: Uuid) -> RedisKey {

@@ -42,9 +42,9 @@ impl TenantDb {
         let _ = self.events_committed.set(signal);
     }
 
-    /// Calls what [`TenantDb::on_events_committed`] set, for a transaction that recorded
-    /// audit events of `tenant_id` outside this type (a purge's, on the provisioning role's
-    /// connection), once it committed.
+    /// Calls what [`TenantDb::on_events_committed`] set, for events of `tenant_id` that a
+    /// transaction outside this door committed (a purge's or a tenant move's cutover, on the
+    /// provisioning role's connection).
     pub fn events_committed(&self, tenant_id: Uuid) {
         if let Some(signal) = self.events_committed.get() {
             signal(tenant_id);

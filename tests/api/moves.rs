@@ -412,6 +412,106 @@ async fn bench_moving_a_100000_row_tenant_under_write_load() {
 }
 
 #[tokio::test]
+async fn a_replica_killed_before_the_cutover_leaves_the_tenant_on_its_source_and_another_redoes_the_move() {
+    let app = spawn_app_with(fast).await;
+    let tenant = app.create_tenant_in(&unique_slug("crb"), IsolationTier::Pooled).await;
+    // Enough rows that the copy is still running when the replica is killed.
+    seed_users(&app, &tenant.id, 50_000).await;
+    let started = move_to(&app, &tenant.id, IsolationTier::Schema).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = metadata(&get(&app, &started.name).await);
+        if seen.attempts >= 1 {
+            assert!(matches!(seen.phase.as_str(), "copy" | "catch_up"), "killed before the cutover: {}", seen.phase);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no worker claimed the move");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Kill: drop the server task without a graceful stop (no lease released).
+    app.server.abort();
+    let _ = (&mut { app.server }).await;
+    let database = app.database.clone();
+    let admin = connect(&pg_admin(), &database).await;
+    let tier: String = admin
+        .query_one("SELECT isolation_tier FROM tenants WHERE id = $1::text::uuid", &[&tenant.id])
+        .await
+        .expect("tier")
+        .get(0);
+    assert_eq!(tier, "pooled", "before the cutover the tenant is on its source");
+
+    let mut config = test_config(&database);
+    fast(&mut config);
+    let replica = Arc::new(start(database, config).await);
+    replica.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (replica, stop, tenant_id) = (replica.clone(), stop.clone(), tenant.id.clone());
+        tokio::spawn(async move { write_until(&replica, &tenant_id, stop).await })
+    };
+    // Reads on the new replica never fail while the move is redone: the tenant is served
+    // from one tier at a time (the source until the cutover, then the target).
+    let (mut reads, mut failures) = (0, Vec::new());
+    let done = loop {
+        let request = ListUsersRequest { page_size: 10, page_token: String::new() };
+        match replica.users(&tenant.id).list_users(request).await {
+            Ok(page) if page.get_ref().users.len() == 10 => reads += 1,
+            Ok(page) => failures.push(format!("short page of {}", page.get_ref().users.len())),
+            Err(status) => failures.push(format!("{:?} {}", status.code(), status.message())),
+        }
+        let operation = get(&replica, &started.name).await;
+        if operation.done {
+            break operation;
+        }
+        assert!(Instant::now() < deadline + Duration::from_secs(60), "the move was not redone");
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (written, write_errors, _) = writer.await.expect("writer");
+    assert!(failures.is_empty(), "reads failed: {failures:?}");
+    assert!(write_errors.is_empty(), "writes failed: {write_errors:?}");
+    assert!(reads > 0 && !written.is_empty(), "control: the load ran");
+    assert!(matches!(done.result, Some(operation::Result::Response(_))), "{:?}", done.result);
+    assert!(metadata(&done).attempts >= 2, "resumed by another claim: {}", metadata(&done).attempts);
+    assert_eq!(tier_of(&replica, &tenant.id).await, IsolationTier::Schema);
+    let listed: BTreeSet<String> = listed_user_ids(&replica, &tenant.id).await.into_iter().collect();
+    let missing = written.iter().filter(|id| !listed.contains(*id)).count();
+    assert_eq!(missing, 0, "no acknowledged write was lost");
+    assert_eq!(listed.len(), 50_000 + written.len(), "the seeded rows and every write, once each");
+    let expected = i64::try_from(listed.len()).expect("count");
+    assert_eq!(rows_per_tier(&replica, &tenant.id).await, (0, expected), "only the target holds the rows");
+    Arc::into_inner(replica).expect("one owner").stop().await;
+}
+
+#[tokio::test]
+async fn the_cutover_records_a_tier_moved_event_that_watch_events_delivers() {
+    let app = spawn_app_with(fast).await;
+    let mut stream = crate::events::watch(&app, Metadata::platform(), Default::default()).await.expect("watch events");
+    let tenant = app.create_tenant_in(&unique_slug("evm"), IsolationTier::Pooled).await;
+    let started = move_to(&app, &tenant.id, IsolationTier::Schema).await;
+    let done = wait_done(&app, &started.name, Duration::from_secs(30)).await;
+    assert!(matches!(done.result, Some(operation::Result::Response(_))), "{:?}", done.result);
+    let operation_id = started.name.trim_start_matches("operations/").to_owned();
+
+    let mut events = Vec::new();
+    while !events.iter().any(|event: &tenantd::proto::TenantEvent| event.event_type == "tenant.tier_moved") {
+        events.extend(crate::events::collect(&mut stream, 1).await);
+    }
+    let types: Vec<&str> = events.iter().map(|event| event.event_type.as_str()).collect();
+    assert_eq!(types, ["tenant.create", "tenant.tier_moved"], "control: the watch sees the tenant's other events");
+    let moved = &events[1];
+    assert_eq!((moved.tenant_id.as_str(), moved.resource_type.as_str()), (tenant.id.as_str(), "tenant"));
+    assert_eq!(moved.resource_id, tenant.id);
+    assert_eq!(moved.actor_type, "bootstrap", "the actor who started the move");
+    let details = moved.details.as_ref().expect("details");
+    let text = |name: &str| match details.fields.get(name).and_then(|value| value.kind.clone()) {
+        Some(prost_types::value::Kind::StringValue(text)) => text,
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!((text("from"), text("to"), text("operation_id")), ("pooled".into(), "schema".into(), operation_id));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_move_cancelled_before_its_cutover_leaves_the_tenant_where_it_was_and_drops_the_copy() {
     let app = spawn_app_with(fast).await;
     let tenant = app.create_tenant_in(&unique_slug("can"), IsolationTier::Pooled).await;

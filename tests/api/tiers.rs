@@ -237,3 +237,196 @@ async fn a_schema_that_fails_to_migrate_is_reported_by_name_and_does_not_block_t
     }
     app.stop().await;
 }
+
+/// Marks a schema tenant's schema behind and makes every replica forget its cached record, then
+/// waits until the tenant is refused for it.
+async fn mark_behind(app: &TestApp, redis: &tenantd::cache::RedisCache, tenant_id: &str, user_id: &str) {
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin
+        .execute("UPDATE tenants SET schema_version = '20261203000013' WHERE id = $1::text::uuid", &[&tenant_id])
+        .await
+        .expect("mark the schema behind");
+    tenantd::tenancy::resolver::announce_invalidation(redis, Uuid::parse_str(tenant_id).expect("uuid")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match app.users(tenant_id).get_user(GetUserRequest { id: user_id.to_owned() }).await {
+            Err(status) if crate::helpers::reason(&status) == "TENANT_SCHEMA_BEHIND" => return,
+            other => assert!(tokio::time::Instant::now() < deadline, "never refused: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_is_served_right_after_tenantd_migrate_without_waiting_for_the_cache_ttl() {
+    // A TTL far longer than the test: only an invalidation can refresh a cached record.
+    let app = spawn_app_in(IsolationTier::Schema, |config| config.tenant_cache_ttl = Duration::from_secs(300)).await;
+    let redis_url = crate::helpers::redis_url();
+    let cluster = std::env::var_os("TENANTD_TEST_REDIS_CLUSTER").is_some();
+    let redis = if cluster {
+        tenantd::cache::RedisCache::cluster(&redis_url, Duration::from_secs(1))
+    } else {
+        tenantd::cache::RedisCache::new(&redis_url, None, 1, Duration::from_secs(1))
+    }
+    .expect("redis");
+    assert!(redis.probe().await, "redis is up");
+    let database_url = crate::helpers::database_url(&pg_admin(), &app.database);
+
+    // Control: migrated without an announcement, a tenant stays refused from the cached record.
+    let silent = app.create_tenant(&unique_slug("silent")).await.id;
+    let silent_user = app.create_user(&silent, "s@s.example").await.id;
+    mark_behind(&app, &redis, &silent, &silent_user).await;
+    let report = tenantd::db::migrations::migrate_tenant_schemas(&database_url, 2).await.expect("migrate");
+    assert_eq!(report.migrated_tenants, [Uuid::parse_str(&silent).expect("uuid")], "{report:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stale = app.users(&silent).get_user(GetUserRequest { id: silent_user.clone() }).await;
+    assert_error(stale, Code::Unavailable, "TENANT_SCHEMA_BEHIND");
+
+    // `tenantd migrate` announces what it migrated: served again at once.
+    let announced = app.create_tenant(&unique_slug("announced")).await.id;
+    let announced_user = app.create_user(&announced, "a@a.example").await.id;
+    mark_behind(&app, &redis, &announced, &announced_user).await;
+    let mut arguments = vec![
+        "tenantd".to_owned(),
+        "migrate".to_owned(),
+        format!("--migration-database-url={database_url}"),
+        format!("--redis-url={redis_url}"),
+    ];
+    if cluster {
+        arguments.push("--redis-cluster".to_owned());
+    }
+    let tenantd::cli::Command::Migrate(args) =
+        <tenantd::cli::Cli as clap::Parser>::try_parse_from(arguments).expect("arguments").command
+    else {
+        panic!("not the migrate command")
+    };
+    let migrated_at = tokio::time::Instant::now();
+    tenantd::db::migrations::run_command(args).await.expect("tenantd migrate");
+    let served = loop {
+        match app.users(&announced).get_user(GetUserRequest { id: announced_user.clone() }).await {
+            Ok(user) => break user.into_inner(),
+            Err(status) => {
+                assert_eq!(crate::helpers::reason(&status), "TENANT_SCHEMA_BEHIND", "{status:?}");
+                assert!(migrated_at.elapsed() < Duration::from_secs(2), "not served within 2 s of the migration");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(served.id, announced_user);
+    println!("served {:?} after tenantd migrate returned", migrated_at.elapsed());
+    app.stop().await;
+}
+
+/// Median and 99th percentile of `latencies` (sorted in place).
+fn percentiles(latencies: &mut [Duration]) -> (Duration, Duration) {
+    latencies.sort();
+    let at = |fraction: f64| latencies[((latencies.len() - 1) as f64 * fraction) as usize];
+    (at(0.5), at(0.99))
+}
+
+/// The benchmark of docs/performance.md ("Per-request cost of a schema tenant", run alone:
+/// `cargo test --release --locked --test api tiers::bench_ -- --ignored --nocapture`): GetUser
+/// over gRPC for a pooled and a schema tenant, 8 concurrent callers, rounds alternating.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_get_user_of_a_schema_tenant_against_a_pooled_one() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let mut targets = Vec::new();
+    for tier in [IsolationTier::Pooled, IsolationTier::Schema] {
+        let tenant = app.create_tenant_in(&unique_slug("bgu"), tier).await;
+        let user = app.create_user(&tenant.id, "bench@bench.example").await;
+        targets.push((tier, tenant.id, user.id));
+    }
+    const CALLERS: usize = 8;
+    const CALLS: usize = 400;
+    for round in 0..4 {
+        let mut rates = Vec::new();
+        for (tier, tenant_id, user_id) in &targets {
+            let started = std::time::Instant::now();
+            let callers = (0..CALLERS).map(|_| {
+                let (app, tenant_id, user_id) = (app.clone(), tenant_id.clone(), user_id.clone());
+                tokio::spawn(async move {
+                    let mut client = app.users(&tenant_id);
+                    let mut latencies = Vec::with_capacity(CALLS);
+                    for _ in 0..CALLS {
+                        let call = std::time::Instant::now();
+                        client.get_user(GetUserRequest { id: user_id.clone() }).await.expect("get user");
+                        latencies.push(call.elapsed());
+                    }
+                    latencies
+                })
+            });
+            let mut latencies = Vec::new();
+            for caller in futures_util::future::join_all(callers).await {
+                latencies.extend(caller.expect("caller"));
+            }
+            let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+            let (p50, p99) = percentiles(&mut latencies);
+            // Round 0 warms the caches and connections; it is printed but not counted.
+            println!("BENCH round {round} {tier:?}: {rate:.0} req/s, p50 {p50:?}, p99 {p99:?}");
+            rates.push(rate);
+        }
+        println!("BENCH round {round}: schema/pooled throughput {:.2}", rates[1] / rates[0]);
+    }
+    std::sync::Arc::into_inner(app).expect("one owner").stop().await;
+}
+
+/// The benchmark of docs/performance.md ("The write route's cost", run with the one above):
+/// the statements of a write transaction as the app role sends them (BEGIN, the tenant
+/// setting, `tenantd_route_write`, an INSERT of a user, COMMIT, in one round trip), with and
+/// without the route statement, 4 concurrent connections, rounds alternating. This is the
+/// database's share of CreateUser; tenantd's own work is the same with or without it.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_a_write_transaction_with_and_without_the_write_route_statement() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant_in(&unique_slug("brw"), IsolationTier::Pooled).await;
+    let tenant_id = Uuid::parse_str(&tenant.id).expect("uuid");
+    const CLIENTS: usize = 4;
+    const TRANSACTIONS: usize = 1000;
+    let url = crate::helpers::database_url("tenantd_app", &app.database);
+    for round in 0..4 {
+        let mut rates = Vec::new();
+        for with_route in [false, true] {
+            let started = std::time::Instant::now();
+            let clients = (0..CLIENTS).map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+                    tokio::spawn(connection);
+                    let route = if with_route {
+                        format!("{};", tenantd::db::tenant_tx::route_write_statement(tenant_id))
+                    } else {
+                        String::new()
+                    };
+                    let mut latencies = Vec::with_capacity(TRANSACTIONS);
+                    for _ in 0..TRANSACTIONS {
+                        let call = std::time::Instant::now();
+                        client
+                            .batch_execute(&format!(
+                                "BEGIN; {set}; {route} INSERT INTO users (tenant_id, id, email, role) \
+                                 VALUES ('{tenant_id}', '{id}', '{id}@bench.example', 'member'); COMMIT",
+                                set = tenantd::db::tenant_tx::set_tenant_statement(tenant_id),
+                                id = Uuid::now_v7(),
+                            ))
+                            .await
+                            .expect("write");
+                        latencies.push(call.elapsed());
+                    }
+                    latencies
+                })
+            });
+            let mut latencies = Vec::new();
+            for client in futures_util::future::join_all(clients).await {
+                latencies.extend(client.expect("client"));
+            }
+            let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+            let (p50, p99) = percentiles(&mut latencies);
+            println!("BENCH round {round} route={with_route}: {rate:.0} tx/s, p50 {p50:?}, p99 {p99:?}");
+            rates.push(rate);
+        }
+        println!("BENCH round {round}: with/without route throughput {:.2}", rates[1] / rates[0]);
+    }
+    app.stop().await;
+}
