@@ -336,6 +336,14 @@ async fn round_trip(tier: IsolationTier, remove: Remove) {
     let history = audit_events(&app, &tenant.id).await;
     let bytes = export(&app, &tenant.id).await;
     let options = remove(&app, &tenant).await;
+    // What the removal left of the original under its id (a purge: its `tenant.purge` event).
+    let survivors: i64 = connect(&pg_admin(), &app.database)
+        .await
+        .query_one("SELECT count(*) FROM audit_events WHERE tenant_id = $1::text::uuid", &[&tenant.id])
+        .await
+        .expect("surviving events")
+        .get(0);
+    let survivors = if options.tenant_id == tenant.id { usize::try_from(survivors).expect("count") } else { 0 };
     let imported = import(&app, &bytes, options).await.expect("import");
     let new_id = imported_tenant_id(&imported);
     let restored = app
@@ -351,7 +359,11 @@ async fn round_trip(tier: IsolationTier, remove: Remove) {
     assert_eq!(answers(&app, &new_id).await, before, "the restored tenant answers as the original did");
     let restored_history = audit_events(&app, &new_id).await;
     assert!(history.is_subset(&restored_history), "every audit event of the original is restored");
-    assert_eq!(restored_history.len(), history.len() + 2, "and the import adds tenant.import and tenant.provision");
+    assert_eq!(
+        restored_history.len(),
+        history.len() + survivors + 2,
+        "and the import adds tenant.import and tenant.provision to what the removal left"
+    );
     if new_id == tenant.id {
         // Restored into its own id: the keys' tokens name it, so they authenticate again.
         let listed =
@@ -392,53 +404,34 @@ fn delete_original<'a>(app: &'a TestApp, tenant: &'a Tenant) -> BoxFuture<'a, Im
     })
 }
 
-/// Until the purge branch lands: the original is turned into a PURGED tombstone by hand, as
-/// a purge leaves it (every row of every table with a tenant_id column gone, its schema
-/// dropped, slug and display name cleared), and the import restores into its id.
-fn purge_by_hand<'a>(app: &'a TestApp, tenant: &'a Tenant) -> BoxFuture<'a, ImportTenantOptions> {
+/// The original is deleted and purged (PurgeTenant, to the end: a PURGED tombstone with
+/// its receipt), and the import restores into its id and slug.
+fn purge_original<'a>(app: &'a TestApp, tenant: &'a Tenant) -> BoxFuture<'a, ImportTenantOptions> {
     Box::pin(async move {
-        let admin = connect(&pg_admin(), &app.database).await;
-        let tables: Vec<String> = admin
-            .query(
-                "SELECT table_name::text FROM information_schema.columns
-                 WHERE table_schema = 'public' AND column_name = 'tenant_id'",
-                &[],
-            )
+        let purge = app.purge_tenant(&tenant.id).await;
+        assert!(matches!(purge.result, Some(tenantd::proto::longrunning::operation::Result::Response(_))), "{purge:?}");
+        let tombstone = app
+            .tenants
+            .clone()
+            .get_tenant(proto::GetTenantRequest {
+                selector: Some(proto::get_tenant_request::Selector::Id(tenant.id.clone())),
+            })
             .await
-            .expect("catalog")
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        // Children before parents: documents reference users.
-        for table in ["documents"].into_iter().chain(tables.iter().map(String::as_str)) {
-            admin
-                .execute(&format!("DELETE FROM public.{table} WHERE tenant_id = $1::text::uuid"), &[&tenant.id])
-                .await
-                .expect("delete the tenant's rows");
-        }
-        let schema = tenantd::db::tenant_schema::schema_name(uuid::Uuid::parse_str(&tenant.id).expect("uuid"));
-        admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("drop schema");
-        admin
-            .execute(
-                "UPDATE tenants SET state = 'purged', slug = NULL, display_name = NULL, labels = '{}', plan = NULL,
-                        schema_version = NULL, delete_time = now(), purge_time = now()
-                 WHERE id = $1::text::uuid",
-                &[&tenant.id],
-            )
-            .await
-            .expect("tombstone");
+            .expect("get tombstone")
+            .into_inner();
+        assert_eq!((tombstone.state(), tombstone.slug.as_str()), (proto::tenant::State::Purged, ""));
         ImportTenantOptions { tenant_id: tenant.id.clone(), slug: tenant.slug.clone(), ..Default::default() }
     })
 }
 
 #[tokio::test]
 async fn export_then_purge_then_import_into_the_purged_id_restores_it_pooled() {
-    round_trip(IsolationTier::Pooled, purge_by_hand).await;
+    round_trip(IsolationTier::Pooled, purge_original).await;
 }
 
 #[tokio::test]
 async fn export_then_purge_then_import_into_the_purged_id_restores_it_in_the_schema_tier() {
-    round_trip(IsolationTier::Schema, purge_by_hand).await;
+    round_trip(IsolationTier::Schema, purge_original).await;
 }
 
 #[tokio::test]
