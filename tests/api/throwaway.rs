@@ -223,8 +223,20 @@ pub struct ThrowawayRedisCluster {
 
 impl ThrowawayRedisCluster {
     /// Starts six nodes, creates the cluster with `redis-cli --cluster create` and waits until
-    /// every node reports `cluster_state:ok`.
+    /// every node reports `cluster_state:ok`. A creation that fails (a free port taken by
+    /// another test's node between choosing it and binding it) is tried again on new ports.
     pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("redis-cli --cluster create failed three times: {failures:?}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         let directory = std::env::temp_dir().join(format!("tenantd-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&directory).expect("create directory");
         let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
@@ -256,19 +268,20 @@ impl ThrowawayRedisCluster {
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .output()
             .expect("run redis-cli --cluster create");
-        assert!(created.success(), "redis-cli --cluster create failed");
         let cluster = Self { ports, children, directory };
+        if !created.status.success() {
+            // Dropping the cluster stops its nodes and removes its directory.
+            return Err(String::from_utf8_lossy(&created.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" | "));
+        }
         for port in &cluster.ports {
             while !cluster.cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
                 assert!(started.elapsed() < Duration::from_secs(30), "the cluster never became ok");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        cluster
+        Ok(cluster)
     }
 
     /// The comma-separated seed URLs tenantd is given (every node).
