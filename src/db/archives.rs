@@ -20,8 +20,10 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::tenant_archive_chunks;
-use super::tenant_schema::{IsolationTier, TENANT_SCHEMA_TABLES, quote_identifier, schema_name};
-use super::tenant_tx::{TenantQuery, TenantTx, set_tenant_statement};
+use super::tenant_schema::{
+    IsolationTier, OwnerTransaction, TENANT_SCHEMA_TABLES, begin_as_owner, quote_identifier, schema_name,
+};
+use super::tenant_tx::{TenantQuery, TenantTx};
 
 /// Every tenant table whose rows an archive carries, parents first (the order of an
 /// archive's tables and of an import's inserts).
@@ -162,9 +164,7 @@ pub struct RegistryEntry {
 /// as `tenantd_owner`, scoped to the tenant; returns the registry entry read in it (`None`:
 /// no such tenant; the transaction is then still open). End it with [`end`].
 pub async fn begin_snapshot(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Option<RegistryEntry>> {
-    connection.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
-    connection.batch_execute("SET LOCAL ROLE tenantd_owner").await?;
-    connection.batch_execute(&set_tenant_statement(tenant_id)).await?;
+    begin_as_owner(connection, OwnerTransaction::RepeatableReadReadOnly, Some(tenant_id)).await?;
     diesel::sql_query(
         "SELECT to_jsonb(t)::text AS tenant,
                 (SELECT coalesce(jsonb_agg(d.domain ORDER BY d.domain), '[]'::jsonb)
@@ -230,8 +230,7 @@ pub async fn rollback(connection: &mut AsyncPgConnection) {
 /// Begins an import into `tenant_id`: one transaction as `tenantd_owner`, scoped to the
 /// tenant. End it with [`end`].
 pub async fn begin_import(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
-    connection.batch_execute("BEGIN; SET LOCAL ROLE tenantd_owner").await?;
-    connection.batch_execute(&set_tenant_statement(tenant_id)).await
+    begin_as_owner(connection, OwnerTransaction::ReadCommitted, Some(tenant_id)).await
 }
 
 #[derive(diesel::QueryableByName)]

@@ -14,8 +14,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
 use super::audit::NewAuditEvent;
-use super::tenant_schema::{IsolationTier, TENANT_SCHEMA_TABLES, finish, quote_identifier, schema_name};
-use super::tenant_tx::set_tenant_statement;
+use super::tenant_schema::{
+    IsolationTier, OwnerTransaction, TENANT_SCHEMA_TABLES, begin_as_owner, finish, quote_identifier, schema_name,
+};
 
 /// A table's row count and content hash on one tier.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,22 +73,12 @@ fn list(alias: &str, columns: &[String]) -> String {
     columns.iter().map(|column| format!("{alias}.{column}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Begins a transaction as `tenantd_owner`, scoped to `tenant_id`: repeatable read (one
-/// snapshot for every table, so copied rows satisfy their foreign keys), or read committed
-/// for the cutover, whose statements must each see every write committed before the move
-/// lock was granted.
-///
-/// The transaction is begun and ended by hand ([`super::tenant_schema::finish`]) on a
-/// connection of the move's own, never through diesel-async's transaction manager, which
-/// therefore never sees it; `isolation` is one of this module's two literals, never input.
-async fn begin_as(connection: &mut AsyncPgConnection, tenant_id: Uuid, isolation: &str) -> QueryResult<()> {
-    connection.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}")).await?;
-    connection.batch_execute("SET LOCAL ROLE tenantd_owner").await?;
-    connection.batch_execute(&set_tenant_statement(tenant_id)).await
-}
-
+/// Begins a move's transaction as `tenantd_owner`, scoped to `tenant_id`, in one snapshot
+/// for every table, so copied rows satisfy their foreign keys. (The cutover begins read
+/// committed: its statements must each see every write committed before the move lock was
+/// granted.)
 async fn begin(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
-    begin_as(connection, tenant_id, "REPEATABLE READ").await
+    begin_as_owner(connection, OwnerTransaction::RepeatableRead, Some(tenant_id)).await
 }
 
 /// Copies the tenant's rows from `source` to `target` in one snapshot, replacing whatever an
@@ -433,6 +424,8 @@ async fn sync_changed_in_transaction(
             .bind::<SqlUuid, _>(tenant_id)
             .execute(connection)
             .await?;
+            // A table name cannot be a bind parameter: `target_table` is one of
+            // TENANT_SCHEMA_TABLES, qualified through `quote_identifier`; the tenant is bound.
             let counted: CountRow =
                 diesel::sql_query(format!("SELECT count(*) AS rows FROM {target_table} WHERE tenant_id = $1"))
                     .bind::<SqlUuid, _>(tenant_id)
@@ -497,7 +490,7 @@ pub async fn cut_over(
     next_phase: &str,
     event: NewAuditEvent<'_>,
 ) -> QueryResult<CutOver> {
-    begin_as(connection, tenant_id, "READ COMMITTED").await?;
+    begin_as_owner(connection, OwnerTransaction::ReadCommitted, Some(tenant_id)).await?;
     let outcome = async {
         diesel::sql_query("SELECT pg_advisory_xact_lock(tenantd_move_lock_key($1))::text")
             .bind::<SqlUuid, _>(tenant_id)

@@ -17,8 +17,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
 use super::Connection;
-use super::tenant_schema::{finish, quote_identifier, schema_name};
-use super::tenant_tx::set_tenant_statement;
+use super::tenant_schema::{OwnerTransaction, begin_as_owner, finish, quote_identifier, schema_name};
 
 /// A table with a `tenant_id` column.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, diesel::QueryableByName)]
@@ -117,13 +116,9 @@ fn children_first(
     ordered
 }
 
-/// Begins a transaction as `tenantd_owner` scoped to `tenant_id`. `isolation` is one of this
-/// module's literals, never input. Begun and ended by hand ([`finish`]) on the purge's own
-/// connection, never through diesel-async's transaction manager.
-async fn begin(connection: &mut AsyncPgConnection, tenant_id: Uuid, isolation: &str) -> QueryResult<()> {
-    connection.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}")).await?;
-    connection.batch_execute("SET LOCAL ROLE tenantd_owner").await?;
-    connection.batch_execute(&set_tenant_statement(tenant_id)).await
+/// Begins a purge's transaction as `tenantd_owner`, scoped to `tenant_id`.
+async fn begin(connection: &mut AsyncPgConnection, tenant_id: Uuid, transaction: OwnerTransaction) -> QueryResult<()> {
+    begin_as_owner(connection, transaction, Some(tenant_id)).await
 }
 
 /// The registry columns a purge reads.
@@ -196,7 +191,7 @@ pub async fn start<E>(
     transition: &PurgeTransition<'_>,
     decide: impl FnOnce(&PurgedTenant) -> Result<bool, E>,
 ) -> QueryResult<Option<(PurgedTenant, Result<bool, E>)>> {
-    begin(connection, tenant_id, "READ COMMITTED").await?;
+    begin(connection, tenant_id, OwnerTransaction::ReadCommitted).await?;
     let outcome = async {
         let Some(tenant) = lock_tenant(connection, tenant_id).await? else { return Ok(None) };
         let decision = decide(&tenant);
@@ -220,7 +215,7 @@ pub async fn start<E>(
 /// the tenant holds it shared from its start (`tenantd_route_write`), so once it is granted no
 /// write admitted before the purge is still in flight.
 pub async fn wait_for_writes(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
-    begin(connection, tenant_id, "READ COMMITTED").await?;
+    begin(connection, tenant_id, OwnerTransaction::ReadCommitted).await?;
     let outcome = diesel::sql_query("SELECT pg_advisory_xact_lock(tenantd_move_lock_key($1))::text")
         .bind::<SqlUuid, _>(tenant_id)
         .execute(connection)
@@ -269,7 +264,7 @@ fn own(tables: Vec<TenantTable>, tenant_id: Uuid) -> Vec<TenantTable> {
 /// `tenant_id` column in `public` and in the tenant's schema, and the platform idempotency
 /// records that replay its creation.
 pub async fn count(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<BTreeMap<String, i64>> {
-    begin(connection, tenant_id, "REPEATABLE READ READ ONLY").await?;
+    begin(connection, tenant_id, OwnerTransaction::RepeatableReadReadOnly).await?;
     let outcome = async {
         let mut counts = BTreeMap::new();
         for table in own(tenant_tables(connection).await?, tenant_id) {
@@ -297,7 +292,7 @@ pub async fn delete_batch(
     table: &TenantTable,
     limit: i64,
 ) -> QueryResult<usize> {
-    begin(connection, tenant_id, "READ COMMITTED").await?;
+    begin(connection, tenant_id, OwnerTransaction::ReadCommitted).await?;
     let outcome = diesel::sql_query(format!(
         "DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE tenant_id = $1 LIMIT $2))",
         table = table.qualified()
@@ -312,7 +307,7 @@ pub async fn delete_batch(
 /// Deletes the platform idempotency records that replay the tenant's creation (their response
 /// is the tenant, slug and display name included).
 pub async fn delete_platform_idempotency(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<usize> {
-    begin(connection, tenant_id, "READ COMMITTED").await?;
+    begin(connection, tenant_id, OwnerTransaction::ReadCommitted).await?;
     let outcome = diesel::sql_query("DELETE FROM platform_idempotency_records WHERE response ->> 'id' = $1::text")
         .bind::<SqlUuid, _>(tenant_id)
         .execute(connection)
@@ -363,7 +358,7 @@ pub async fn verify_and_finish(
     owner: Uuid,
     next_phase: &str,
 ) -> QueryResult<Finished> {
-    begin(connection, tenant_id, "REPEATABLE READ").await?;
+    begin(connection, tenant_id, OwnerTransaction::RepeatableRead).await?;
     let outcome = async {
         let tables = tenant_tables(connection).await?;
         let mut left = BTreeMap::new();
@@ -497,7 +492,7 @@ pub async fn latest_receipt_as_owner(
     connection: &mut AsyncPgConnection,
     tenant_id: Uuid,
 ) -> QueryResult<Option<ReceiptRow>> {
-    begin(connection, tenant_id, "READ COMMITTED READ ONLY").await?;
+    begin(connection, tenant_id, OwnerTransaction::ReadCommittedReadOnly).await?;
     let outcome = {
         let mut shared: &AsyncPgConnection = connection;
         latest_receipt(&mut shared, tenant_id).await

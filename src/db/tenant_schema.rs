@@ -171,9 +171,7 @@ pub enum Provisioned {
 /// to repeat: a schema that is already stamped is left alone. The tenant's registry row must
 /// exist.
 pub async fn provision(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Provisioned> {
-    // Begun and ended by hand ([`finish`]) on a provisioning connection of its own, never
-    // through diesel-async's transaction manager (so it never sees this transaction).
-    connection.batch_execute("BEGIN; SET LOCAL ROLE tenantd_owner").await?;
+    begin_as_owner(connection, OwnerTransaction::ReadCommitted, None).await?;
     let outcome = provision_in_transaction(connection, tenant_id).await;
     finish(connection, outcome).await
 }
@@ -203,7 +201,7 @@ pub(crate) async fn provision_in_transaction(
 /// one transaction (for a provisioning abandoned by cleanup, or a tenant moved out of the
 /// schema tier). Safe to repeat.
 pub async fn drop_schema(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<()> {
-    connection.batch_execute("BEGIN; SET LOCAL ROLE tenantd_owner").await?;
+    begin_as_owner(connection, OwnerTransaction::ReadCommitted, None).await?;
     let outcome = async {
         connection
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_identifier(&schema_name(tenant_id))))
@@ -235,7 +233,7 @@ pub enum SchemaMigrated {
 /// same step; a crash rolls the whole schema back to its previous version, so a rerun
 /// resumes where it stopped.
 pub async fn migrate_schema(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<SchemaMigrated> {
-    connection.batch_execute("BEGIN; SET LOCAL ROLE tenantd_owner").await?;
+    begin_as_owner(connection, OwnerTransaction::ReadCommitted, None).await?;
     let outcome = async {
         let Some(version) = lock_version(connection, tenant_id).await? else {
             return Ok(SchemaMigrated::NoSchema);
@@ -289,6 +287,53 @@ async fn stamp(connection: &mut AsyncPgConnection, tenant_id: Uuid, version: &st
         .execute(connection)
         .await
         .map(drop)
+}
+
+/// The isolation of a transaction begun with [`begin_as_owner`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerTransaction {
+    /// Each statement sees what committed before it (DDL, a cutover, a purge batch).
+    ReadCommitted,
+    /// Read committed, refusing writes (a purge's verification scan).
+    ReadCommittedReadOnly,
+    /// One snapshot for every statement (a move's copy and catch-up).
+    RepeatableRead,
+    /// One snapshot, refusing writes (an export, a purge's count).
+    RepeatableReadReadOnly,
+}
+
+impl OwnerTransaction {
+    fn begin_statement(self) -> &'static str {
+        match self {
+            Self::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
+            Self::ReadCommittedReadOnly => "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY",
+            Self::RepeatableRead => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            Self::RepeatableReadReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        }
+    }
+}
+
+/// Begins a transaction as `tenantd_owner` on a provisioning or migration connection, and,
+/// with `tenant_id`, scopes it to that tenant (the one tenant statement, on its own), so
+/// that row-level security still applies to the owner's work. The one way DDL, moves,
+/// purges and archives begin their transactions.
+///
+/// They are begun and ended by hand ([`finish`]) on a connection of their own, never
+/// borrowed from the app pool, because one unit of their work spans several repository
+/// calls between BEGIN and COMMIT (a move's phases, a purge's verification and tombstone,
+/// an export's pages); diesel-async's transaction manager never sees them, so nothing
+/// else on these connections may use it.
+pub(crate) async fn begin_as_owner(
+    connection: &mut AsyncPgConnection,
+    transaction: OwnerTransaction,
+    tenant_id: Option<Uuid>,
+) -> QueryResult<()> {
+    connection.batch_execute(transaction.begin_statement()).await?;
+    connection.batch_execute("SET LOCAL ROLE tenantd_owner").await?;
+    match tenant_id {
+        Some(tenant_id) => connection.batch_execute(&super::tenant_tx::set_tenant_statement(tenant_id)).await,
+        None => Ok(()),
+    }
 }
 
 /// COMMIT after success, ROLLBACK after a failure (for transactions begun by hand on a
