@@ -165,15 +165,16 @@ impl RedisCache {
         self.execute::<Option<String>>(redis::Cmd::get(key.as_str())).await.flatten()
     }
 
-    /// Writes a string value with a time to live; dropped when Redis is unavailable.
-    pub async fn set(&self, key: &RedisKey, value: &str, ttl: Duration) {
+    /// Writes a string value with a time to live; dropped when Redis is unavailable. Returns
+    /// whether Redis took it.
+    pub async fn set(&self, key: &RedisKey, value: &str, ttl: Duration) -> bool {
         if !self.is_available() {
-            return;
+            return false;
         }
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let mut command = redis::cmd("SET");
         command.arg(key.as_str()).arg(value).arg("PX").arg(millis);
-        let _: Option<()> = self.execute(command).await;
+        self.execute::<()>(command).await.is_some()
     }
 
     /// Deletes a key; dropped when Redis is unavailable (cached values then expire by TTL).

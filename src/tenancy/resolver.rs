@@ -143,6 +143,9 @@ struct Entry {
     tenant_id: Uuid,
     value: CacheValue,
     inserted: Instant,
+    /// How long it is trusted while invalidations flow: the TTL, or [`DEGRADED_TTL`] for a
+    /// value read from PostgreSQL that Redis did not take.
+    trusted_for: Duration,
 }
 
 /// Resolves tenants and API keys, cache first.
@@ -259,13 +262,7 @@ impl TenantResolver {
             return Ok(None);
         };
         let record = record_of(tenant_id, stored)?;
-        if self.live()
-            && self.epoch.load(Ordering::Acquire) == epoch
-            && let Ok(json) = serde_json::to_string(&record)
-        {
-            self.redis.set(&redis_key, &json, self.ttl).await;
-        }
-        self.store(epoch, key, tenant_id, CacheValue::Tenant(record.clone()));
+        self.fill(epoch, key, tenant_id, &redis_key, &record, CacheValue::Tenant(record.clone())).await;
         Ok(Some(record))
     }
 
@@ -348,13 +345,7 @@ impl TenantResolver {
             expire_time: row.expire_time,
             revoked: row.revoke_time.is_some(),
         };
-        if self.live()
-            && self.epoch.load(Ordering::Acquire) == epoch
-            && let Ok(json) = serde_json::to_string(&record)
-        {
-            self.redis.set(&redis_key, &json, self.ttl).await;
-        }
-        self.store(epoch, key, tenant_id, CacheValue::ApiKey(record.clone()));
+        self.fill(epoch, key, tenant_id, &redis_key, &record, CacheValue::ApiKey(record.clone())).await;
         Ok(Some(record))
     }
 
@@ -390,13 +381,7 @@ impl TenantResolver {
             role: OperatorRole::parse(&row.role),
             revoked: row.revoke_time.is_some(),
         };
-        if self.live()
-            && self.epoch.load(Ordering::Acquire) == epoch
-            && let Ok(json) = serde_json::to_string(&record)
-        {
-            self.redis.set(&redis_key, &json, self.ttl).await;
-        }
-        self.store(epoch, key, operator_id, CacheValue::Operator(record.clone()));
+        self.fill(epoch, key, operator_id, &redis_key, &record, CacheValue::Operator(record.clone())).await;
         Ok(Some(record))
     }
 
@@ -460,16 +445,52 @@ impl TenantResolver {
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Entry> {
-        let ttl = if self.live() { self.ttl } else { DEGRADED_TTL.min(self.ttl) };
+        let live = self.live();
         let local = self.local.lock().ok()?;
-        let entry = local.get(key).filter(|entry| entry.inserted.elapsed() < ttl).cloned();
+        let entry = local
+            .get(key)
+            .filter(|entry| {
+                let ttl = if live { entry.trusted_for } else { DEGRADED_TTL.min(entry.trusted_for) };
+                entry.inserted.elapsed() < ttl
+            })
+            .cloned();
         if entry.is_some() {
             self.local_hits.fetch_add(1, Ordering::Relaxed);
         }
         entry
     }
 
+    /// Stores `value`, just read from PostgreSQL: in Redis under `redis_key` for the other
+    /// replicas, then in process. A value Redis did not take (it failed, or invalidations are
+    /// not flowing) is trusted in process for [`DEGRADED_TTL`] only: a failed command may
+    /// mean that this replica's subscription is gone before its listener has noticed, and
+    /// the entry's expiry is what fills the shared tier again once Redis answers.
+    async fn fill<T: serde::Serialize>(
+        &self,
+        epoch: u64,
+        key: CacheKey,
+        owner: Uuid,
+        redis_key: &RedisKey,
+        record: &T,
+        value: CacheValue,
+    ) {
+        let json = serde_json::to_string(record);
+        let shared = self.live()
+            && self.epoch.load(Ordering::Acquire) == epoch
+            && match json {
+                Ok(json) => self.redis.set(redis_key, &json, self.ttl).await,
+                Err(_) => false,
+            };
+        let trusted_for = if shared { self.ttl } else { DEGRADED_TTL.min(self.ttl) };
+        self.store_for(epoch, key, owner, value, trusted_for);
+    }
+
+    /// Stores `value` in process for the full TTL.
     fn store(&self, epoch: u64, key: CacheKey, tenant_id: Uuid, value: CacheValue) {
+        self.store_for(epoch, key, tenant_id, value, self.ttl);
+    }
+
+    fn store_for(&self, epoch: u64, key: CacheKey, tenant_id: Uuid, value: CacheValue, trusted_for: Duration) {
         let Ok(mut local) = self.local.lock() else {
             return;
         };
@@ -478,13 +499,12 @@ impl TenantResolver {
             return;
         }
         if local.len() >= MAX_LOCAL_ENTRIES {
-            let ttl = self.ttl;
-            local.retain(|_, entry| entry.inserted.elapsed() < ttl);
+            local.retain(|_, entry| entry.inserted.elapsed() < entry.trusted_for);
             if local.len() >= MAX_LOCAL_ENTRIES {
                 local.clear();
             }
         }
-        local.insert(key, Entry { tenant_id, value, inserted: Instant::now() });
+        local.insert(key, Entry { tenant_id, value, inserted: Instant::now(), trusted_for });
     }
 
     /// Receives invalidations until `stop` is cancelled, resubscribing after failures.

@@ -210,8 +210,10 @@ async fn when_redis_stops_under_load_the_data_plane_keeps_answering_and_caching_
     let resubscribed = resumed_at.elapsed();
 
     // Caching works again: a resolution fills the shared cache. The entry the replica
-    // resolved while Redis was down lives in its own cache for at most 1 s (the TTL while
-    // invalidations cannot flow), so within that bound a read fills Redis again.
+    // resolved while Redis was down, or just after it returned on a pooled connection that
+    // had lost its socket (the write to Redis then fails), lives in its own cache for at
+    // most 1 s (the TTL of an entry Redis did not take), so within that bound a read fills
+    // Redis again.
     let record_key = tenantd::cache::RedisKey::for_tenant(tenant.parse().expect("uuid"), &["record"]);
     let refill_started = Instant::now();
     loop {
