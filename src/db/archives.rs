@@ -6,10 +6,11 @@
 //! - the two long transactions: an export's snapshot (`REPEATABLE READ, READ ONLY`, every
 //!   table read in pages from one snapshot) and an import (one transaction that creates the
 //!   tenant, its schema, its rows, its counters and identifiers and makes it ACTIVE, so a
-//!   failure or a crash leaves nothing). Both run on a connection of the provisioning role of
-//!   their own, like a move's ([`super::moves`]): begun by hand, as `tenantd_owner`, scoped to
-//!   the tenant with the same `SET LOCAL app.tenant_id` statement as the tenant transaction, so
-//!   row-level security stays forced. Table names come from [`ARCHIVED_TABLES`] and schema
+//!   failure or a crash leaves nothing). Both are begun by hand and scoped to the tenant with
+//!   the same `SET LOCAL app.tenant_id` statement as the tenant transaction, so row-level
+//!   security stays forced: the export's ([`Snapshot`]) as the app role, on a dedicated
+//!   connection of the app role; the import's as `tenantd_owner` on a connection of the provisioning
+//!   role of its own, like a move's ([`super::moves`]). Table names come from [`ARCHIVED_TABLES`] and schema
 //!   names from the tenant's id, each through [`quote_identifier`]; values are bind parameters.
 
 use diesel::dsl::sql;
@@ -23,7 +24,8 @@ use super::schema::tenant_archive_chunks;
 use super::tenant_schema::{
     IsolationTier, OwnerTransaction, TENANT_SCHEMA_TABLES, begin_as_owner, quote_identifier, schema_name,
 };
-use super::tenant_tx::{TenantQuery, TenantTx};
+use super::tenant_tx::{TenantQuery, TenantTx, set_tenant_statement};
+use super::{AppConnection, PgPool};
 
 /// Every tenant table whose rows an archive carries, parents first (the order of an
 /// archive's tables and of an import's inserts).
@@ -160,11 +162,46 @@ pub struct RegistryEntry {
     pub isolation_tier: String,
 }
 
-/// Begins an export's snapshot of `tenant_id`: one `REPEATABLE READ, READ ONLY` transaction
-/// as `tenantd_owner`, scoped to the tenant; returns the registry entry read in it (`None`:
-/// no such tenant; the transaction is then still open). End it with [`end`].
-pub async fn begin_snapshot(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Option<RegistryEntry>> {
-    begin_as_owner(connection, OwnerTransaction::RepeatableReadReadOnly, Some(tenant_id)).await?;
+/// An export's snapshot of one tenant: a dedicated connection of the app role (made by the
+/// app pool's manager, but not one of its slots, so a long export takes none from requests,
+/// and closed when dropped), inside one `REPEATABLE READ, READ ONLY` transaction scoped to the
+/// tenant by the one tenant statement. It runs as the app role, so row-level security applies
+/// to every page exactly as to a request, and needs no provisioning role (the app role reads
+/// every archived table, the registry and its identifiers, and a schema tenant's tables).
+pub struct Snapshot {
+    connection: AppConnection,
+}
+
+impl Snapshot {
+    /// Begins the snapshot of `tenant_id` and reads its registry entry in it (`None`: no such
+    /// tenant). A failed connect is UNAVAILABLE `DATABASE_UNAVAILABLE`.
+    pub async fn begin(pool: &PgPool, tenant_id: Uuid) -> crate::error::Result<(Self, Option<RegistryEntry>)> {
+        use crate::error::{Error, Reason};
+        let connection = pool
+            .dedicated_connection()
+            .await
+            .map_err(|error| Error::unavailable(Reason::DatabaseUnavailable, anyhow::Error::new(error)))?;
+        let mut snapshot = Self { connection };
+        let connection = snapshot.connection();
+        connection.batch_execute(OwnerTransaction::RepeatableReadReadOnly.begin_statement()).await?;
+        connection.batch_execute(&set_tenant_statement(tenant_id)).await?;
+        let entry = registry_entry(connection, tenant_id).await?;
+        Ok((snapshot, entry))
+    }
+
+    /// The snapshot's connection, for [`columns`] and [`page`].
+    pub fn connection(&mut self) -> &mut AsyncPgConnection {
+        &mut self.connection
+    }
+
+    /// Ends the snapshot (COMMIT of a read-only transaction); the connection closes.
+    pub async fn end(mut self) -> QueryResult<()> {
+        self.connection().batch_execute("COMMIT").await
+    }
+}
+
+/// The tenant's registry entry, read in the open transaction (`None`: no such tenant).
+async fn registry_entry(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Option<RegistryEntry>> {
     diesel::sql_query(
         "SELECT to_jsonb(t)::text AS tenant,
                 (SELECT coalesce(jsonb_agg(d.domain ORDER BY d.domain), '[]'::jsonb)

@@ -284,22 +284,120 @@ pub async fn tables_to_delete(connection: &mut AsyncPgConnection) -> QueryResult
     delete_order(connection, tables).await
 }
 
-/// Deletes at most `limit` rows of the tenant from `table` in a transaction of its own;
-/// returns how many it deleted (fewer than `limit`: the table has none left).
+/// The columns of `table`'s primary key after `tenant_id`, in key order: the keyset a purge
+/// deletes by (every tenant table's key starts `(tenant_id, ...)`). Empty: the key is
+/// `tenant_id` alone or the table has none, and [`delete_batch`] deletes in one statement.
+pub async fn key_columns(connection: &mut AsyncPgConnection, table: &TenantTable) -> QueryResult<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Column {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let columns: Vec<Column> = diesel::sql_query(
+        "SELECT a.attname::text AS name
+         FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey::int2[])
+         WHERE i.indisprimary AND n.nspname = $1 AND c.relname = $2 AND a.attname <> 'tenant_id'
+         ORDER BY array_position(i.indkey::int2[], a.attnum)",
+    )
+    .bind::<Text, _>(&table.schema)
+    .bind::<Text, _>(&table.name)
+    .load(connection)
+    .await?;
+    Ok(columns.into_iter().map(|column| column.name).collect())
+}
+
+/// One batch of [`delete_batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Rows deleted.
+    pub deleted: usize,
+    /// The key of the batch's last row (a JSON object of the key columns), where the next
+    /// batch starts; `None`: the table has no row of the tenant left after the cursor.
+    pub last: Option<serde_json::Value>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct LastKey {
+    #[diesel(sql_type = Jsonb)]
+    key: serde_json::Value,
+}
+
+/// Deletes the tenant's next at most `limit` rows of `table` by its primary key `key` (from
+/// [`key_columns`]), after the key `after` (the previous batch's [`Batch::last`]; `None`:
+/// from the start), in a transaction of its own. Two statements, each with `tenant_id = $1`
+/// (so Citus routes both to the tenant's shard): the batch's last key, `ORDER BY key LIMIT
+/// n`, then a range delete `key > after AND key <= last` on the primary key index, so a
+/// batch never walks the dead index entries of the batches before it. The key values cross
+/// as JSON and come back typed by `jsonb_populate_record` of the table's own row type (no
+/// type name enters SQL text).
 pub async fn delete_batch(
     connection: &mut AsyncPgConnection,
     tenant_id: Uuid,
     table: &TenantTable,
+    key: &[String],
+    after: Option<&serde_json::Value>,
     limit: i64,
-) -> QueryResult<usize> {
+) -> QueryResult<Batch> {
     begin(connection, tenant_id, OwnerTransaction::ReadCommitted).await?;
-    let outcome = diesel::sql_query(format!(
-        "DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {table} WHERE tenant_id = $1 LIMIT $2))",
-        table = table.qualified()
-    ))
-    .bind::<SqlUuid, _>(tenant_id)
-    .bind::<BigInt, _>(limit)
-    .execute(connection)
+    let outcome = async {
+        let qualified = table.qualified();
+        if key.is_empty() {
+            let deleted = diesel::sql_query(format!("DELETE FROM {qualified} WHERE tenant_id = $1"))
+                .bind::<SqlUuid, _>(tenant_id)
+                .execute(connection)
+                .await?;
+            return Ok(Batch { deleted, last: None });
+        }
+        let columns = |alias: &str, suffix: &str| {
+            key.iter()
+                .map(|column| format!("{alias}{}{suffix}", quote_identifier(column)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let key_row = format!("({})", columns("t.", ""));
+        let bound = |parameter: &str| {
+            format!(
+                "(SELECT {} FROM jsonb_populate_record(NULL::{qualified}, {parameter}::jsonb) AS k)",
+                columns("k.", "")
+            )
+        };
+        // `$3` is bound either way, so both statements keep one parameter list.
+        let after_condition = match after {
+            Some(_) => format!("AND {key_row} > {}", bound("$3")),
+            None => "AND $3::jsonb IS NULL".to_owned(),
+        };
+        let last: Option<LastKey> = {
+            use diesel::OptionalExtension;
+            diesel::sql_query(format!(
+                "SELECT to_jsonb(b) AS key FROM
+                     (SELECT {ascending} FROM {qualified} AS t WHERE t.tenant_id = $1 {after_condition}
+                      ORDER BY {ascending} LIMIT $2) AS b
+                 ORDER BY {descending} LIMIT 1",
+                ascending = columns("t.", ""),
+                descending = columns("", " DESC"),
+            ))
+            .bind::<SqlUuid, _>(tenant_id)
+            .bind::<BigInt, _>(limit)
+            .bind::<Nullable<Jsonb>, _>(after.cloned())
+            .get_result(connection)
+            .await
+            .optional()?
+        };
+        let Some(last) = last else { return Ok(Batch { deleted: 0, last: None }) };
+        let deleted = diesel::sql_query(format!(
+            "DELETE FROM {qualified} AS t WHERE t.tenant_id = $1 {after_condition} AND {key_row} <= {}",
+            bound("$2"),
+        ))
+        .bind::<SqlUuid, _>(tenant_id)
+        .bind::<Jsonb, _>(last.key.clone())
+        .bind::<Nullable<Jsonb>, _>(after.cloned())
+        .execute(connection)
+        .await?;
+        Ok(Batch { deleted, last: Some(last.key) })
+    }
     .await;
     finish(connection, outcome).await
 }

@@ -303,7 +303,8 @@ pub(crate) enum OwnerTransaction {
 }
 
 impl OwnerTransaction {
-    fn begin_statement(self) -> &'static str {
+    /// The BEGIN statement of this kind of transaction.
+    pub(crate) fn begin_statement(self) -> &'static str {
         match self {
             Self::ReadCommitted => "BEGIN ISOLATION LEVEL READ COMMITTED",
             Self::ReadCommittedReadOnly => "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY",

@@ -286,7 +286,9 @@ impl PurgeHandler {
                 self.database.events_committed(tenant_id);
             }
             self.resolver.invalidate(tenant_id, None).await;
+            let refused_time = Utc::now();
             details = self.count(&mut connection, tenant_id, &tenant, &details).await?;
+            details["refused_time"] = refused_time.to_rfc3339().into();
             run.checkpoint("rows", 10, details.clone()).await?;
             phase = "rows".to_owned();
         }
@@ -305,7 +307,7 @@ impl PurgeHandler {
             phase = "redis".to_owned();
         }
         if phase == "redis" {
-            tokio::time::sleep(self.usage_flush + Duration::from_millis(100)).await;
+            tokio::time::sleep(self.usage_wait(&details)).await;
             details["redis"] = self.delete_keys(run, tenant_id).await?;
             run.checkpoint("verify", 95, details.clone()).await?;
             phase = "verify".to_owned();
@@ -359,6 +361,20 @@ impl PurgeHandler {
         }))
     }
 
+    /// How long the `redis` phase still waits for usage counted before the tenant was refused
+    /// everywhere: one usage flush interval (and 100 ms) from the moment every replica's cache
+    /// was invalidated (`refused_time`), of which the `rows` and `schema` phases usually took
+    /// all. Without a recorded time (a purge started before it was recorded), a whole interval.
+    fn usage_wait(&self, details: &serde_json::Value) -> Duration {
+        let interval = self.usage_flush + Duration::from_millis(100);
+        let Some(refused) = details["refused_time"].as_str().and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+        else {
+            return interval;
+        };
+        let since = (Utc::now() - refused.with_timezone(&Utc)).to_std().unwrap_or_default();
+        interval.saturating_sub(since)
+    }
+
     /// The `start` phase after the state change: waits out in-flight writes, then counts.
     async fn count(
         &self,
@@ -398,23 +414,30 @@ impl PurgeHandler {
         let mut longest_ms = details["longest_batch_ms"].as_f64().unwrap_or_default();
         let mut last_checkpoint = Instant::now();
         for table in &tables {
+            let key = db::purge::key_columns(connection, table).await.map_err(database)?;
+            // The cursor is not recorded: after a crash the table's batches start again at its
+            // first remaining row, which is the same "delete what is left".
+            let mut after = None;
             loop {
                 if run.lost().is_cancelled() {
                     return Err(Stop::Interrupted(Error::internal(anyhow::anyhow!("lease lost"))));
                 }
                 let started = Instant::now();
-                let deleted =
-                    db::purge::delete_batch(connection, tenant_id, table, self.batch_rows).await.map_err(database)?;
+                let batch =
+                    db::purge::delete_batch(connection, tenant_id, table, &key, after.as_ref(), self.batch_rows)
+                        .await
+                        .map_err(database)?;
                 longest_ms = longest_ms.max(started.elapsed().as_secs_f64() * 1000.0);
                 batches += 1;
-                removed += deleted as i64;
+                removed += batch.deleted as i64;
                 if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                     record_rows(details, removed, batches, longest_ms);
                     run.checkpoint("rows", rows_percent(removed, total), details.clone()).await?;
                     last_checkpoint = Instant::now();
                 }
-                if (deleted as i64) < self.batch_rows {
-                    break;
+                match batch.last {
+                    Some(last) if (batch.deleted as i64) >= self.batch_rows => after = Some(last),
+                    _ => break,
                 }
             }
         }

@@ -839,3 +839,33 @@ async fn an_archive_past_its_retention_is_not_found_and_the_sweep_deletes_its_ch
     let _ = second.server.await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_pooled_tenant_exports_without_a_provisioning_database_with_only_its_own_rows() {
+    let app = spawn_app_in(IsolationTier::Pooled, |config| {
+        fast(config);
+        config.database.provisioning_url = None;
+    })
+    .await;
+    let (tenant, (key_id, _)) = populated_tenant(&app, IsolationTier::Pooled).await;
+    let (other, (other_key_id, _)) = populated_tenant(&app, IsolationTier::Pooled).await;
+    let bytes = export(&app, &tenant.id).await;
+    let counts: BTreeMap<String, u64> =
+        manifest(&bytes).tables.iter().map(|table| (table.name.clone(), table.rows)).collect();
+    assert_eq!((counts["users"], counts["documents"], counts["tenant_settings"], counts["api_keys"]), (3, 2, 2, 1));
+    let text = String::from_utf8(bytes).expect("utf-8");
+    assert!(text.contains(&key_id), "positive control: the tenant's own key is archived");
+    assert!(
+        !text.contains(&other_key_id) && !text.contains(&other.id),
+        "row-level security: nothing of another tenant"
+    );
+    let other_bytes = export(&app, &other.id).await;
+    assert!(
+        String::from_utf8(other_bytes).expect("utf-8").contains(&other_key_id),
+        "positive control: the other's own"
+    );
+    // Only the import needs the provisioning role (it writes as tenantd_owner).
+    let refused = import(&app, text.as_bytes(), ImportTenantOptions::default()).await.expect_err("import refused");
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::Unavailable, "SCHEMA_TIER_UNAVAILABLE"));
+    app.stop().await;
+}

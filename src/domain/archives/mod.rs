@@ -105,8 +105,8 @@ pub struct Archives {
 }
 
 impl Archives {
-    /// Archives kept for `retention` after their export, written and applied through
-    /// `provisioner`'s role.
+    /// Archives kept for `retention` after their export (read as the app role), applied
+    /// (imported) through `provisioner`'s role.
     pub fn new(
         operations: Operations,
         database: TenantDb,
@@ -119,9 +119,6 @@ impl Archives {
 
     /// Starts exporting a tenant that is not PURGING or PURGED.
     pub async fn export(&self, request: &RequestContext, tenant_id: Uuid) -> Result<Operation> {
-        if !self.provisioner.is_configured() {
-            return Err(Error::new(Reason::SchemaTierUnavailable));
-        }
         self.resolver.invalidate(tenant_id, None).await;
         match self.resolver.state(tenant_id).await? {
             None => return Err(Error::new(Reason::TenantNotFound)),
@@ -385,11 +382,12 @@ impl ArchiveHandler {
         if run.checkpoint("export", 1, serde_json::json!({})).await? {
             return Err(Stop::Cancelled);
         }
-        let mut connection = self.connect().await?;
         let database = |error: diesel::result::Error| Stop::Interrupted(Error::from(error));
-        let Some(entry) = db::archives::begin_snapshot(&mut connection, tenant_id).await.map_err(database)? else {
+        let (mut snapshot, entry) = db::archives::Snapshot::begin(self.database.pool(), tenant_id).await?;
+        let Some(entry) = entry else {
             return Err(Stop::Failed(Error::new(Reason::TenantNotFound)));
         };
+        let connection = snapshot.connection();
         let tier = IsolationTier::parse(&entry.isolation_tier).unwrap_or_default();
         let mut writer = ChunkWriter {
             database: &self.database,
@@ -401,14 +399,13 @@ impl ArchiveHandler {
         let mut data = Digester::default();
         let mut tables = Vec::new();
         for (index, table) in ARCHIVED_TABLES.iter().enumerate() {
-            let columns = db::archives::columns(&mut connection, table).await.map_err(database)?;
+            let columns = db::archives::columns(connection, table).await.map_err(database)?;
             let mut digest = Digester::default();
             let mut after = None;
             let mut limit = FIRST_PAGE_ROWS;
             loop {
-                let rows = db::archives::page(&mut connection, tenant_id, tier, table, after, limit)
-                    .await
-                    .map_err(database)?;
+                let rows =
+                    db::archives::page(connection, tenant_id, tier, table, after, limit).await.map_err(database)?;
                 let page_bytes: usize = rows.iter().map(|row| row.row.len()).sum();
                 let full = rows.len() as i64 == limit;
                 for row in &rows {
@@ -438,7 +435,7 @@ impl ArchiveHandler {
                 return Err(Stop::Cancelled);
             }
         }
-        db::archives::end(&mut connection, Ok(())).await.map_err(database)?;
+        snapshot.end().await.map_err(database)?;
         writer.flush().await?;
         let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
         let rows = tables.iter().map(|table| (table.name.clone(), serde_json::Value::from(table.rows))).collect();
