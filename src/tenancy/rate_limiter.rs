@@ -25,17 +25,20 @@ use super::{RateLimit, RateLimits};
 use crate::cache::{RedisCache, RedisKey, Script};
 
 /// The GCRA over one or two limits, for `ARGV[1]` requests at once, all or nothing per
-/// request. `KEYS[i]` is a limit's key, `ARGV[2i]` its emission interval and `ARGV[2i+1]`
-/// its burst, in microseconds and requests. Admits as many of the requests as every limit
-/// allows (k) and advances each limit by k. Answers `{k, 0, 0}` when all were admitted, else
-/// `{k, retry_after_micros, i}`: the limit `i` that refused the rest, and when it admits one
-/// more. With one request this is exactly the one-request GCRA.
+/// request, plus a lease of up to `ARGV[2 * #KEYS + 2]` more. `KEYS[i]` is a limit's key,
+/// `ARGV[2i]` its emission interval and `ARGV[2i+1]` its burst, in microseconds and requests.
+/// Admits as many of the requests as every limit allows (k); only when all were admitted,
+/// also grants a lease of as many more (up to the asked lease) as every limit still allows;
+/// advances each limit by both. Answers `{k, 0, 0, leased}` when all were admitted, else
+/// `{k, retry_after_micros, i, 0}`: the limit `i` that refused the rest, and when it admits
+/// one more. With one request and no lease this is exactly the one-request GCRA.
 static GCRA: Script = Script::new(
     r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local wanted = tonumber(ARGV[1])
-local admitted = wanted
+local lease_wanted = tonumber(ARGV[2 * #KEYS + 2]) or 0
+local fit_all = nil
 local refused_by = 0
 local arrivals = {}
 for i = 1, #KEYS do
@@ -45,27 +48,41 @@ for i = 1, #KEYS do
   if arrival < now then arrival = now end
   arrivals[i] = arrival
   local fit = math.floor((now + tolerance - arrival) / interval)
-  if fit < admitted then
-    admitted = fit
+  if fit_all == nil or fit < fit_all then
+    fit_all = fit
     refused_by = i
   end
 end
-if admitted < 0 then admitted = 0 end
-if admitted > 0 then
+local admitted = math.min(wanted, math.max(fit_all, 0))
+local leased = 0
+if admitted == wanted then
+  leased = math.max(0, math.min(lease_wanted, fit_all - wanted))
+end
+local taken = admitted + leased
+if taken > 0 then
   for i = 1, #KEYS do
-    local next_arrival = arrivals[i] + admitted * tonumber(ARGV[2 * i])
+    local next_arrival = arrivals[i] + taken * tonumber(ARGV[2 * i])
     local ttl = math.ceil((next_arrival - now) / 1000) + 1
     redis.call('SET', KEYS[i], string.format('%.0f', next_arrival), 'PX', ttl)
   end
 end
 if admitted == wanted then
-  return {wanted, 0, 0}
+  return {wanted, 0, 0, leased}
 end
 local interval = tonumber(ARGV[2 * refused_by])
 local tolerance = interval * tonumber(ARGV[2 * refused_by + 1])
-return {admitted, arrivals[refused_by] + (admitted + 1) * interval - tolerance - now, refused_by}
+return {admitted, arrivals[refused_by] + (admitted + 1) * interval - tolerance - now, refused_by, 0}
 ",
 );
+
+/// How long a lease of tokens stays usable in the replica that took it (decision 0017,
+/// "Leases"): short, so that tokens a replica took but did not use are not hoarded from the
+/// others for longer than this.
+const LEASE_LIFETIME: Duration = Duration::from_millis(10);
+
+/// The largest lease, as a fraction of a limit's requests per second: 1 in 100 (and never
+/// more than its burst), so a lease moves at most 1% of a second's budget to one replica.
+const LEASE_FRACTION_OF_RATE: u32 = 100;
 
 /// Most limits the local fallback tracks; past it, the ones that ran out are dropped.
 const MAX_LOCAL_LIMITS: usize = 100_000;
@@ -113,6 +130,15 @@ pub struct RateLimiter {
     refusing: Mutex<HashMap<String, (Instant, Refusal)>>,
     /// Requests waiting for a script call of their limits.
     batches: Batches,
+    /// Tokens Redis granted this replica beyond the requests it counted, by batch key: spent
+    /// locally, without a Redis call, until used up or [`LEASE_LIFETIME`] passes.
+    leases: Mutex<HashMap<String, Lease>>,
+}
+
+/// Tokens already counted in Redis that this replica may admit requests with.
+struct Lease {
+    remaining: u64,
+    expires_at: Instant,
 }
 
 impl RateLimiter {
@@ -125,6 +151,7 @@ impl RateLimiter {
             local: Mutex::new(LocalLimits::default()),
             refusing: Mutex::new(HashMap::new()),
             batches: Batches::default(),
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,6 +168,9 @@ impl RateLimiter {
             return Err(refusal);
         }
         let batch_key = batch_key(&applied);
+        if self.spend_lease(&batch_key, 1) == 1 {
+            return Ok(Counted::Shared);
+        }
         let (sender, mut receiver) = oneshot::channel();
         let leading = self.batches.join(&batch_key, sender);
         if !leading {
@@ -163,17 +193,29 @@ impl RateLimiter {
         }
         let mut turn = LeaderTurn { batches: &self.batches, key: &batch_key, others: self.batches.take(&batch_key) };
         let wanted = turn.others.len() + 1;
-        let outcome = self.ask_redis(&applied, wanted).await;
+        // Those queued while the last call was in flight first spend the lease it brought.
+        let from_lease = self.spend_lease(&batch_key, wanted);
+        let outcome = match wanted - from_lease {
+            0 => Some((0, None, 0)),
+            rest => self.ask_redis(&applied, rest).await,
+        };
         let others = std::mem::take(&mut turn.others);
         drop(turn);
-        let Some((admitted, refusal)) = outcome else {
-            for other in others {
-                let _ = other.send(Turn::Fallback);
+        let Some((admitted, refusal, leased)) = outcome else {
+            for (index, other) in others.into_iter().enumerate() {
+                let _ = other.send(if index + 1 < from_lease {
+                    Turn::Verdict(Ok(Counted::Shared))
+                } else {
+                    Turn::Fallback
+                });
             }
-            return self.check_locally(&applied);
+            return if from_lease > 0 { Ok(Counted::Shared) } else { self.check_locally(&applied) };
         };
+        if leased > 0 {
+            self.store_lease(&batch_key, leased);
+        }
         let verdict = |index: usize| match refusal {
-            Some(refusal) if index >= admitted => Err(refusal),
+            Some(refusal) if index >= from_lease + admitted => Err(refusal),
             _ => Ok(Counted::Shared),
         };
         for (index, other) in others.into_iter().enumerate() {
@@ -182,31 +224,63 @@ impl RateLimiter {
         verdict(0)
     }
 
-    /// Runs the script for `wanted` requests: how many were admitted and, if not all, the
-    /// refusal of the rest; `None` if Redis did not answer (count locally).
+    /// Runs the script for `wanted` requests and a lease: how many were admitted, the refusal
+    /// of the rest if not all, and how many tokens were leased; `None` if Redis did not answer
+    /// (count locally).
     async fn ask_redis(
         &self,
         applied: &[(LimitedBy, RedisKey, RateLimit)],
         wanted: usize,
-    ) -> Option<(usize, Option<Refusal>)> {
+    ) -> Option<(usize, Option<Refusal>, u64)> {
         let keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
         let mut args = Vec::with_capacity(1 + 2 * applied.len());
         args.push(u64::try_from(wanted).unwrap_or(u64::MAX));
         args.extend(applied.iter().flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)]));
+        args.push(lease_size(applied));
         let reply = self.redis.eval::<Vec<i64>>(&GCRA, &keys, &args).await?;
-        let [admitted, retry_after, index] = reply.as_slice() else {
+        let [admitted, retry_after, index, leased] = reply.as_slice() else {
             return None;
         };
         let admitted = usize::try_from(*admitted).unwrap_or(0).min(wanted);
         if admitted == wanted {
-            return Some((admitted, None));
+            return Some((admitted, None, u64::try_from(*leased).unwrap_or(0)));
         }
         let refused = usize::try_from(*index).ok().and_then(|index| index.checked_sub(1));
         let (limited_by, key, limit) = refused.and_then(|index| applied.get(index)).or(applied.first())?;
         let retry_after = Duration::from_micros(u64::try_from(*retry_after).unwrap_or(0));
         let refusal = Refusal { limited_by: *limited_by, limit: *limit, retry_after };
         self.remember_refusal(key, refusal);
-        Some((admitted, Some(refusal)))
+        Some((admitted, Some(refusal), 0))
+    }
+
+    /// Admits up to `wanted` requests from this replica's unexpired lease for `batch_key`:
+    /// how many it had tokens for.
+    fn spend_lease(&self, batch_key: &str, wanted: usize) -> usize {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(lease) = leases.get_mut(batch_key) else {
+            return 0;
+        };
+        if lease.expires_at <= now {
+            leases.remove(batch_key);
+            return 0;
+        }
+        let spent = wanted.min(usize::try_from(lease.remaining).unwrap_or(usize::MAX));
+        lease.remaining -= spent as u64;
+        if lease.remaining == 0 {
+            leases.remove(batch_key);
+        }
+        spent
+    }
+
+    /// Keeps `tokens` Redis just leased for `batch_key` (replacing a spent or expired lease).
+    fn store_lease(&self, batch_key: &str, tokens: u64) {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if leases.len() >= MAX_LOCAL_LIMITS {
+            leases.retain(|_, lease| lease.expires_at > now);
+        }
+        leases.insert(batch_key.to_owned(), Lease { remaining: tokens, expires_at: now + LEASE_LIFETIME });
     }
 
     /// A refusal Redis gave for one of `applied` that still holds, with its remaining delay.
@@ -380,6 +454,16 @@ fn applied_limits(
         applied.push((LimitedBy::ApiKey(key_id), key, limit));
     }
     applied
+}
+
+/// The lease a script call asks for: the smallest of the limits' rates / 100 and bursts, so 0
+/// (no lease: every request asks Redis) for any limit below 100 per second.
+fn lease_size(applied: &[(LimitedBy, RedisKey, RateLimit)]) -> u64 {
+    applied
+        .iter()
+        .map(|(_, _, limit)| u64::from((limit.per_second / LEASE_FRACTION_OF_RATE).min(limit.burst)))
+        .min()
+        .unwrap_or(0)
 }
 
 /// Microseconds between two requests at the sustained rate.

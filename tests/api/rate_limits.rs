@@ -309,3 +309,61 @@ async fn a_plans_rate_is_enforced_through_redis_then_locally_while_redis_is_down
     assert_eq!(exists, 1, "counted in Redis again");
     app.stop().await;
 }
+
+/// A replica's connection to `redis`.
+fn redis_cache(redis: &ThrowawayRedis) -> RedisCache {
+    RedisCache::new(&redis.url(), None, 2, Duration::from_millis(500)).expect("url")
+}
+
+/// The script calls (EVALSHA and EVAL) `redis` has answered so far.
+async fn script_calls(redis: &ThrowawayRedis) -> u64 {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.expect("info");
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| line.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_high_limit_leases_tokens_so_the_next_requests_need_no_redis_call_and_two_replicas_never_overshoot() {
+    let redis = ThrowawayRedis::start();
+    let (first_cache, second_cache) = (redis_cache(&redis), redis_cache(&redis));
+    assert!(first_cache.probe().await && second_cache.probe().await, "Redis answers");
+    let (first, second) = (RateLimiter::new(first_cache, 2), RateLimiter::new(second_cache, 2));
+    // 1,000/s leases min(1,000 / 100, burst) = 10 tokens per call: 11 requests in one call.
+    let leased = RateLimits { tenant: Some(RateLimit { per_second: 1000, burst: 1000 }), api_key: None };
+    let tenant = Uuid::now_v7();
+    let before = script_calls(&redis).await;
+    for _ in 0..11 {
+        assert_eq!(first.check(tenant, None, &leased).await, Ok(Counted::Shared));
+    }
+    assert_eq!(script_calls(&redis).await - before, 1, "one script call for a request and its lease of 10");
+    // Control: below 100/s no lease, one call per request.
+    let unleased = RateLimits { tenant: Some(RateLimit { per_second: 99, burst: 50 }), api_key: None };
+    let other = Uuid::now_v7();
+    let before = script_calls(&redis).await;
+    for _ in 0..11 {
+        assert_eq!(first.check(other, None, &unleased).await, Ok(Counted::Shared));
+    }
+    assert_eq!(script_calls(&redis).await - before, 11, "no lease below 100/s");
+
+    // Overshoot: two replicas, 400 concurrent requests against a burst of 20 at 1,000/s (leases
+    // of 10): leased tokens are counted in Redis first, so no more than the burst plus what
+    // accrued is admitted.
+    let hammered = Uuid::now_v7();
+    let limits = RateLimits { tenant: Some(RateLimit { per_second: 1000, burst: 20 }), api_key: None };
+    let started = Instant::now();
+    let calls = (0..400).map(|index| if index % 2 == 0 { &first } else { &second });
+    let outcomes = futures_util::future::join_all(calls.map(|limiter| limiter.check(hammered, None, &limits))).await;
+    let elapsed = started.elapsed();
+    let admitted = outcomes.iter().filter(|outcome| outcome.is_ok()).count() as u64;
+    let allowed = 20 + (elapsed.as_secs_f64() * 1000.0).ceil() as u64;
+    println!("admitted {admitted} of 400 in {elapsed:?} (allowed {allowed})");
+    assert!(admitted >= 10, "the burst admits: {admitted}");
+    assert!(admitted <= allowed, "admitted {admitted}, allowed {allowed}");
+    assert!(outcomes.iter().all(|outcome| *outcome == Ok(Counted::Shared) || outcome.is_err()), "{outcomes:?}");
+    let refusal = outcomes.iter().find_map(|outcome| outcome.err()).expect("some refused");
+    assert!(refusal.retry_after > Duration::ZERO && refusal.retry_after <= Duration::from_millis(1));
+}
