@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tower::Layer;
+use tower::layer::util::{Identity, Stack};
 
+use crate::api::gateway::DeadlineLayer;
 use crate::api::{
     AuditApi, DiagnosticsApi, DocumentApi, EventApi, OperationApi, OperatorApi, PlanApi, QuotaApi, SettingApi,
     TenantApi, UserApi, gateway,
@@ -58,7 +60,7 @@ use crate::tls::server::ReloadingTls;
 pub struct Application {
     listener: TcpListener,
     port: u16,
-    router: Router,
+    router: Router<Stack<DeadlineLayer, Identity>>,
     tls: Option<Arc<ReloadingTls>>,
     health_listener: Option<(TcpListener, Router)>,
     health: Arc<Health>,
@@ -257,12 +259,14 @@ impl Application {
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_reset_streams))
             .http2_max_header_list_size(limits.max_header_list_bytes)
-            .timeout(limits.rpc_timeout)
             .http2_keepalive_interval(Some(config.connections.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(config.connections.http2_keepalive_timeout))
             .max_connection_age(config.connections.max_connection_age)
             .max_connection_age_grace(config.connections.max_connection_age_grace)
             .trace_fn(crate::telemetry::rpc_span)
+            // In place of `Server::timeout`: the same timeout for every call, but an idle
+            // timeout for an ImportTenant upload (src/api/gateway/deadline.rs).
+            .layer(DeadlineLayer::new(limits.rpc_timeout))
             .add_service(health_service.clone())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -531,6 +531,7 @@ impl TenantService for TenantApi {
             Ok(_) => {
                 Err(Error::invalid(Reason::FieldMalformed, "chunk", "every message after the first must carry a chunk"))
             }
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => Err(Error::new(Reason::UploadStalled)),
             Err(_) => Err(Error::invalid(Reason::ArchiveInvalid, "chunk", "the upload ended with a transport error")),
         });
         let operation = self.archives.import(&context, options, upload).await?;
@@ -572,5 +573,8 @@ fn import_options(options: proto::ImportTenantOptions) -> Result<ImportOptions> 
             "is not a Tenant.IsolationTier value",
         )),
     });
-    violations.finish(|| Some(ImportOptions { tenant_id, slug, isolation_tier: isolation_tier? }))
+    let request_id =
+        violations.check(crate::domain::idempotency::parse_request_id("options.request_id", &options.request_id));
+    violations
+        .finish(|| Some(ImportOptions { tenant_id, slug, isolation_tier: isolation_tier?, request_id: request_id? }))
 }

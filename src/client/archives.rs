@@ -73,6 +73,7 @@ pub(super) async fn import(
             Some(TierArg::Pooled) => tenant::IsolationTier::Pooled,
             Some(TierArg::Schema) => tenant::IsolationTier::Schema,
         } as i32,
+        request_id: import.request_id.unwrap_or_default(),
     };
     let first = proto::ImportTenantRequest { part: Some(import_tenant_request::Part::Options(options)) };
     let progress = Progress::start("uploading", "bytes", total, Fallback::Stderr);

@@ -133,6 +133,10 @@ pub struct ImportTenantArgs {
     /// Where its data lives; default the archive's tier.
     #[arg(long, value_enum)]
     pub isolation_tier: Option<TierArg>,
+    /// Idempotency key (a UUID): running the same import again with it returns the first
+    /// import's operation and imports nothing more.
+    #[arg(long)]
+    pub request_id: Option<String>,
 }
 
 /// `tenantd tenants purge`.

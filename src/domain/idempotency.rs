@@ -33,14 +33,41 @@ impl RequestKey {
     /// The key of a request with `request_id` and validated `body`; `None` when `request_id` is
     /// empty (no key).
     pub fn new(scope: Scope, method: &'static str, request_id: &str, body: &impl Serialize) -> Result<Option<Self>> {
-        if request_id.is_empty() {
+        let Some(request_id) = parse_request_id("request_id", request_id)? else {
             return Ok(None);
-        }
-        let request_id = Uuid::try_parse(request_id).ok().filter(|_| request_id.len() == 36).ok_or_else(|| {
-            Error::invalid(Reason::RequestIdMalformed, "request_id", "must be a UUID in canonical form")
-        })?;
+        };
         let canonical = serde_json::to_vec(body).map_err(|error| Error::internal(error.into()))?;
         Ok(Some(Self { scope, request_id, method, request_sha256: Sha256::digest(&canonical).into() }))
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> Uuid {
+        self.request_id
+    }
+}
+
+/// A `request_id` as [`RequestKey::new`] takes it: `None` when empty, REQUEST_ID_MALFORMED
+/// unless a canonical UUID. For a request whose body is known only later (an upload), to
+/// refuse a malformed id before reading the body.
+pub fn parse_request_id(field: &str, request_id: &str) -> Result<Option<Uuid>> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    Uuid::try_parse(request_id)
+        .ok()
+        .filter(|_| request_id.len() == 36)
+        .map(Some)
+        .ok_or_else(|| Error::invalid(Reason::RequestIdMalformed, field, "must be a UUID in canonical form"))
+}
+
+/// Whether a platform record of `method` exists for `request_id` (committed, or being
+/// claimed by a concurrent transaction that has not ended: then not yet visible).
+pub async fn platform_record_exists(transaction: &mut TenantTx<'_>, request_id: Uuid, method: &str) -> Result<bool> {
+    let stored = crate::db::idempotency::find(transaction, Scope::Platform, request_id).await;
+    match stored {
+        Ok(stored) => Ok(stored.method == method),
+        Err(diesel::result::Error::NotFound) => Ok(false),
+        Err(error) => Err(error.into()),
     }
 }
 

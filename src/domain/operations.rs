@@ -18,16 +18,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::idempotency::{self, RequestKey};
 use super::page::{self, PageToken, fingerprint};
 use crate::config::OperationsConfig;
 use crate::db;
 use crate::db::operations::{NewOperationRow, OperationRow, Outcome};
 use crate::error::{Error, Reason, Result};
-use crate::tenancy::{Actor, RequestContext, TenantDb};
+use crate::tenancy::{Actor, RequestContext, TenantContext, TenantDb};
 
 /// An operation is failed with OPERATION_ATTEMPTS_EXHAUSTED after this many claims.
 pub const MAX_ATTEMPTS: i32 = 20;
@@ -213,6 +215,15 @@ pub struct Operations {
     wake: Arc<Notify>,
 }
 
+/// The response stored for a keyed [`Operations::start_once`].
+#[derive(Debug, Serialize, Deserialize)]
+struct StartedOnce {
+    /// The operation's tenant (named `id` as CreateTenant's response names it).
+    id: Uuid,
+    /// The operation started.
+    operation_id: Uuid,
+}
+
 impl Operations {
     /// Operations stored through `database`; [`Operations::start`] wakes the worker that
     /// shares `wake`.
@@ -264,6 +275,55 @@ impl Operations {
         self.wake.notify_one();
         tracing::info!(operation.id = %row.id, operation.kind = kind.as_str(), created_by, "operation started");
         row.try_into()
+    }
+
+    /// Starts an operation at most once per `key` (AIP-155), in `context`'s transaction: a
+    /// retry with the same key and body returns the first operation (as it is now) and `true`
+    /// (a replay, nothing started); the same key with another body is INVALID_ARGUMENT
+    /// `REQUEST_ID_REUSED`. The record's response names the tenant as `id`, so a purge of the
+    /// tenant removes it with CreateTenant's.
+    pub async fn start_once(
+        &self,
+        context: &TenantContext,
+        key: Option<RequestKey>,
+        kind: OperationKind,
+        body: serde_json::Value,
+        phase: &str,
+    ) -> Result<(Operation, bool)> {
+        let created_by = actor_label(context.request().actor())?;
+        let tenant_id = context.tenant_id();
+        let started = self
+            .database
+            .run(context, async |transaction| {
+                if let Some(replay) = idempotency::begin::<StartedOnce>(transaction, &key).await? {
+                    return Ok(Err(replay.operation_id));
+                }
+                let row = NewOperationRow {
+                    id: Uuid::now_v7(),
+                    kind: kind.as_str(),
+                    subject_tenant_id: Some(tenant_id),
+                    request: body,
+                    phase,
+                    created_by: &created_by,
+                };
+                let row = db::operations::insert(transaction.connection(), row)
+                    .await
+                    .map_err(|error| crate::error::from_database(error, constraint_error))?;
+                idempotency::finish(transaction, &key, &StartedOnce { id: tenant_id, operation_id: row.id }).await?;
+                Ok(Ok(row))
+            })
+            .await?;
+        match started {
+            Ok(row) => {
+                self.wake.notify_one();
+                tracing::info!(operation.id = %row.id, operation.kind = kind.as_str(), created_by, "operation started");
+                Ok((row.try_into()?, false))
+            }
+            Err(operation_id) => {
+                tracing::info!(operation.id = %operation_id, operation.kind = kind.as_str(), "operation start replayed");
+                Ok((self.get(operation_id).await?, true))
+            }
+        }
     }
 
     /// Gets an operation.

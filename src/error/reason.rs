@@ -173,6 +173,10 @@ reasons! {
 
     // INTERNAL: a bug; details are in the server log only.
     Internal = "INTERNAL", Internal, "internal error";
+
+    // Appended after the table above (append-only across branches); grouped by code there.
+    // DEADLINE_EXCEEDED: an ImportTenant upload sent no message within the RPC timeout.
+    UploadStalled = "UPLOAD_STALLED", DeadlineExceeded, "the upload sent nothing within the server's RPC timeout; nothing of it was kept, send it again";
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tenantd::db::archives::{ARCHIVED_TABLES, UNARCHIVED_TABLES};
@@ -99,16 +100,33 @@ async fn download(app: &TestApp, name: &str) -> Result<Vec<u8>, tonic::Status> {
     Ok(bytes)
 }
 
-/// Uploads an archive (in pieces of 64 KiB); `Ok` is the finished import operation.
-async fn import(app: &TestApp, bytes: &[u8], options: ImportTenantOptions) -> Result<Operation, tonic::Status> {
+/// The messages of an upload: the options, then the archive in pieces of `piece` bytes.
+fn import_messages(bytes: &[u8], piece: usize, options: ImportTenantOptions) -> Vec<ImportTenantRequest> {
     let mut messages = vec![ImportTenantRequest { part: Some(import_tenant_request::Part::Options(options)) }];
     messages.extend(
         bytes
-            .chunks(64 * 1024)
+            .chunks(piece)
             .map(|piece| ImportTenantRequest { part: Some(import_tenant_request::Part::Chunk(piece.to_vec())) }),
     );
+    messages
+}
+
+/// Uploads an archive (in pieces of 64 KiB); `Ok` is the finished import operation.
+async fn import(app: &TestApp, bytes: &[u8], options: ImportTenantOptions) -> Result<Operation, tonic::Status> {
+    let messages = import_messages(bytes, 64 * 1024, options);
     let started = app.tenants.clone().import_tenant(futures_util::stream::iter(messages)).await?.into_inner();
     Ok(wait_done(app, &started.name).await)
+}
+
+/// Releases a tenant's domains and channel bindings, so that its archive imports beside it.
+async fn release_identifiers(app: &TestApp, tenant_id: &str) {
+    let released = Tenant { id: tenant_id.to_owned(), ..Default::default() };
+    let mask = prost_types::FieldMask { paths: vec!["domains".into(), "channel_bindings".into()] };
+    app.tenants
+        .clone()
+        .update_tenant(UpdateTenantRequest { tenant: Some(released), update_mask: Some(mask) })
+        .await
+        .expect("release identifiers");
 }
 
 fn imported_tenant_id(operation: &Operation) -> String {
@@ -621,13 +639,7 @@ async fn a_tampered_or_truncated_archive_is_refused_and_leaves_nothing_behind() 
     let taken = import(&app, &bytes, options()).await.expect("uploaded");
     assert_eq!(failure(&taken), Some((Code::AlreadyExists, "TENANT_DOMAIN_ALREADY_EXISTS".to_owned())));
     assert_eq!(footprint(&app).await, before, "an import refused for a taken domain leaves nothing");
-    let released = Tenant { id: tenant.id.clone(), ..Default::default() };
-    let mask = prost_types::FieldMask { paths: vec!["domains".into(), "channel_bindings".into()] };
-    app.tenants
-        .clone()
-        .update_tenant(UpdateTenantRequest { tenant: Some(released), update_mask: Some(mask) })
-        .await
-        .expect("release identifiers");
+    release_identifiers(&app, &tenant.id).await;
     let imported = import(&app, &bytes, options()).await.expect("the untampered archive imports");
     imported_tenant_id(&imported);
     assert_eq!(footprint(&app).await, (before.0 + 1, before.1), "one more tenant; its upload is gone");
@@ -867,5 +879,105 @@ async fn a_pooled_tenant_exports_without_a_provisioning_database_with_only_its_o
     // Only the import needs the provisioning role (it writes as tenantd_owner).
     let refused = import(&app, text.as_bytes(), ImportTenantOptions::default()).await.expect_err("import refused");
     assert_eq!((refused.code(), reason(&refused).as_str()), (Code::Unavailable, "SCHEMA_TIER_UNAVAILABLE"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_longer_than_the_rpc_timeout_succeeds_one_that_stalls_is_refused_and_other_calls_keep_it() {
+    let timeout = Duration::from_millis(2000);
+    let app = spawn_app_in(IsolationTier::Pooled, |config| {
+        fast(config);
+        config.limits.rpc_timeout = timeout;
+    })
+    .await;
+    let (tenant, _) = populated_tenant(&app, IsolationTier::Pooled).await;
+    let bytes = export(&app, &tenant.id).await;
+    release_identifiers(&app, &tenant.id).await;
+    let before = footprint(&app).await;
+    let messages = import_messages(
+        &bytes,
+        bytes.len().div_ceil(6),
+        ImportTenantOptions { slug: unique_slug("slow"), ..Default::default() },
+    );
+    assert!(messages.len() >= 6, "options and six pieces");
+
+    // Stalled: the options and one piece, then nothing for 1.5 times the timeout.
+    let stalled = futures_util::stream::iter(messages.clone()).enumerate().then(move |(n, message)| async move {
+        if n == 2 {
+            tokio::time::sleep(timeout * 3 / 2).await;
+        }
+        message
+    });
+    let status = app.tenants.clone().import_tenant(stalled).await.expect_err("a stalled upload is refused");
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::DeadlineExceeded, "UPLOAD_STALLED"));
+    assert_eq!(footprint(&app).await, before, "nothing of the stalled upload is kept");
+
+    // Slow but steady: a message every 700 ms, past the timeout in all, within it each.
+    let started = Instant::now();
+    let slow = futures_util::stream::iter(messages).then(|message| async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        message
+    });
+    let operation = app.tenants.clone().import_tenant(slow).await.expect("a slow upload is accepted").into_inner();
+    assert!(started.elapsed() > timeout * 2, "the upload outlasted the RPC timeout: {:?}", started.elapsed());
+    imported_tenant_id(&wait_done(&app, &operation.name).await);
+    assert_eq!(footprint(&app).await, (before.0 + 1, before.1), "one more tenant; its upload is gone");
+
+    // Every other call keeps the timeout: an update blocked on a locked registry is cut off.
+    let rename = |name: &str| UpdateTenantRequest {
+        tenant: Some(Tenant { id: tenant.id.clone(), display_name: name.to_owned(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+    };
+    let admin = connect(&pg_admin(), &app.database).await;
+    admin.batch_execute("BEGIN; LOCK TABLE tenants IN EXCLUSIVE MODE").await.expect("lock the registry");
+    let started = Instant::now();
+    let status = app.tenants.clone().update_tenant(rename("Blocked")).await.expect_err("cut off at the timeout");
+    assert_eq!((status.code(), status.message()), (Code::Cancelled, "Timeout expired"));
+    assert!(started.elapsed() < timeout * 2, "cut off at the timeout: {:?}", started.elapsed());
+    admin.batch_execute("ROLLBACK").await.expect("unlock");
+    app.tenants.clone().update_tenant(rename("Unblocked")).await.expect("positive control: unblocked, it succeeds");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retrying_an_import_with_its_request_id_returns_the_same_operation_and_another_archive_is_refused() {
+    let app = spawn(IsolationTier::Pooled).await;
+    let (tenant, _) = populated_tenant(&app, IsolationTier::Pooled).await;
+    let bytes = export(&app, &tenant.id).await;
+    release_identifiers(&app, &tenant.id).await;
+    let target = uuid::Uuid::now_v7().to_string();
+    let options = ImportTenantOptions {
+        tenant_id: target.clone(),
+        slug: unique_slug("once"),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let malformed = ImportTenantOptions { request_id: "not-a-uuid".into(), ..options.clone() };
+    let status = import(&app, &bytes, malformed).await.expect_err("a malformed request_id");
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::InvalidArgument, "REQUEST_ID_MALFORMED"));
+
+    let first = import(&app, &bytes, options.clone()).await.expect("the first import");
+    assert_eq!(imported_tenant_id(&first), target);
+    let imported = footprint(&app).await;
+    let retried = import(&app, &bytes, options.clone()).await.expect("the retry is answered");
+    assert_eq!(retried.name, first.name, "the retry returns the first operation");
+    assert_eq!(footprint(&app).await, imported, "no second tenant, no upload kept");
+
+    // Another archive under the same request_id is refused; under a new one it imports.
+    app.create_user(&tenant.id, "later@archived.example").await;
+    let other = export(&app, &tenant.id).await;
+    assert_ne!(other, bytes);
+    let exported = footprint(&app).await;
+    let status = import(&app, &other, options.clone()).await.expect_err("another archive, the same request_id");
+    assert_eq!((status.code(), reason(&status).as_str()), (Code::InvalidArgument, "REQUEST_ID_REUSED"));
+    assert_eq!(footprint(&app).await, exported, "nothing of it is kept");
+    let fresh = ImportTenantOptions {
+        tenant_id: String::new(),
+        slug: unique_slug("twice"),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    imported_tenant_id(&import(&app, &other, fresh).await.expect("positive control: a new request_id imports"));
+    assert_eq!(footprint(&app).await, (exported.0 + 1, exported.1));
     app.stop().await;
 }

@@ -11,10 +11,14 @@
 //! - [`usage`] (data plane): counts tenant activity and notes API key use, in memory.
 //!   Innermost, so that only admitted requests are counted.
 //!
+//! One layer is server-wide, health and reflection included: [`deadline`], the RPC timeout
+//! (an idle timeout for ImportTenant's upload), in place of tonic's `Server::timeout`.
+//!
 //! The server's per-RPC span ([`crate::telemetry::rpc_span`]) carries what the layers learn
 //! (`request.id`, `tenant.id`) to every line logged for the request.
 
 pub mod admission;
+pub mod deadline;
 pub mod observe;
 pub mod rate_limit;
 pub mod usage;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use tower::layer::util::Stack;
 
 pub use admission::{AdmissionLayer, REQUEST_ID_HEADER};
+pub use deadline::DeadlineLayer;
 pub use observe::ObserveLayer;
 pub use rate_limit::RateLimitLayer;
 pub use usage::UsageLayer;

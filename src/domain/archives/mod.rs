@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use self::format::{ArchiveLine, ColumnManifest, Digester, Manifest, TableManifest, Verifier, row_line};
+use super::idempotency::{self, RequestKey, Scope};
 use super::operations::{Operation, OperationHandler, OperationKind, OperationRun, OperationState, Operations, Stop};
 use super::tenants::ChannelBinding;
 use crate::db;
@@ -83,7 +84,23 @@ pub struct ImportOptions {
     pub slug: Option<Slug>,
     /// The tier (`None`: the archive's).
     pub isolation_tier: Option<IsolationTier>,
+    /// The idempotency key (AIP-155; `None`: none): a retry with the same key and archive
+    /// returns the first import's operation and imports nothing more.
+    pub request_id: Option<Uuid>,
 }
+
+/// What a keyed import's request id stands for: its options and its archive (the manifest
+/// carries the hashes of every data line, verified against the upload).
+#[derive(Serialize)]
+struct ImportFingerprint<'a> {
+    tenant_id: Option<Uuid>,
+    slug: Option<&'a str>,
+    isolation_tier: Option<IsolationTier>,
+    manifest: &'a Manifest,
+}
+
+/// The method name of an import's idempotency records.
+const IMPORT_METHOD: &str = "ImportTenant";
 
 /// An export's archive, ready to download.
 #[derive(Debug, Clone, Copy)]
@@ -181,8 +198,20 @@ impl Archives {
         let tenant_id = match options.tenant_id {
             None => Uuid::now_v7(),
             Some(id) => {
+                // A retry of a keyed import finds its tenant created: the claim decides.
+                let retried = match options.request_id {
+                    None => false,
+                    Some(request_id) => {
+                        self.database
+                            .run(&TenantContext::new(id, request.clone()), async |transaction| {
+                                idempotency::platform_record_exists(transaction, request_id, IMPORT_METHOD).await
+                            })
+                            .await?
+                    }
+                };
                 self.resolver.invalidate(id, None).await;
                 match self.resolver.state(id).await? {
+                    _ if retried => id,
                     None | Some(TenantState::Purged) => id,
                     Some(_) => return Err(Error::already_exists(Reason::TenantAlreadyExists, "options.tenant_id")),
                 }
@@ -210,26 +239,33 @@ impl Archives {
         }
         .await;
         let started = match stored {
-            Ok((manifest, chunks)) => {
-                self.start_import(request, &options, tenant_id, upload_id, chunks, &manifest).await
-            }
+            Ok((manifest, chunks)) => self.start_import(&context, &options, upload_id, chunks, &manifest).await,
             Err(error) => Err(error),
         };
-        if started.is_err() {
-            self.discard(&context, upload_id).await;
+        match started {
+            Ok((operation, false)) => Ok(operation),
+            Ok((operation, true)) => {
+                // A replay: the first upload is the one imported.
+                self.discard(&context, upload_id).await;
+                Ok(operation)
+            }
+            Err(error) => {
+                self.discard(&context, upload_id).await;
+                Err(error)
+            }
         }
-        started
     }
 
+    /// Starts the import of a verified upload (once per request id); `true` with a replay.
     async fn start_import(
         &self,
-        request: &RequestContext,
+        context: &TenantContext,
         options: &ImportOptions,
-        tenant_id: Uuid,
         upload_id: Uuid,
         upload_chunks: i32,
         manifest: &Manifest,
-    ) -> Result<Operation> {
+    ) -> Result<(Operation, bool)> {
+        let tenant_id = context.tenant_id();
         let slug = match &options.slug {
             Some(slug) => slug.as_str().to_owned(),
             None => manifest.tenant["slug"].as_str().unwrap_or_default().to_owned(),
@@ -240,9 +276,17 @@ impl Archives {
             Some(tier) => tier,
             None => manifest.tenant["isolation_tier"].as_str().and_then(IsolationTier::parse).unwrap_or_default(),
         };
+        let fingerprint = ImportFingerprint {
+            tenant_id: options.tenant_id,
+            slug: options.slug.as_ref().map(Slug::as_str),
+            isolation_tier: options.isolation_tier,
+            manifest,
+        };
+        let request_id = options.request_id.map(|id| id.to_string()).unwrap_or_default();
+        let key = RequestKey::new(Scope::Platform, IMPORT_METHOD, &request_id, &fingerprint)?;
         let body = ImportRequest { tenant_id, upload_id, upload_chunks, slug, isolation_tier: tier };
         let body = serde_json::to_value(body).map_err(|error| Error::internal(error.into()))?;
-        self.operations.start(request, OperationKind::ImportTenant, Some(tenant_id), body, "import").await
+        self.operations.start_once(context, key, OperationKind::ImportTenant, body, "import").await
     }
 
     /// Deletes the chunks of exports whose retention ended, now and then every
