@@ -343,6 +343,8 @@ pub async fn delete_batch(
 ) -> QueryResult<Batch> {
     begin(connection, tenant_id, OwnerTransaction::ReadCommitted).await?;
     let outcome = async {
+        // Table and column names cannot be bind parameters: they come from the catalog, each
+        // through `quote_identifier`; the tenant id, the limit and the key values are bound.
         let qualified = table.qualified();
         if key.is_empty() {
             let deleted = diesel::sql_query(format!("DELETE FROM {qualified} WHERE tenant_id = $1"))

@@ -258,23 +258,9 @@ impl Operations {
     ) -> Result<Operation> {
         let row = self
             .database
-            .global(async |connection| {
-                let row = NewOperationRow {
-                    id: Uuid::now_v7(),
-                    kind: kind.as_str(),
-                    subject_tenant_id: tenant_id,
-                    request: body,
-                    phase,
-                    created_by,
-                };
-                db::operations::insert(connection, row)
-                    .await
-                    .map_err(|error| crate::error::from_database(error, constraint_error))
-            })
+            .global(async |connection| insert(connection, kind, tenant_id, body, phase, created_by).await)
             .await?;
-        self.wake.notify_one();
-        tracing::info!(operation.id = %row.id, operation.kind = kind.as_str(), created_by, "operation started");
-        row.try_into()
+        self.started(row, kind, created_by)
     }
 
     /// Starts an operation at most once per `key` (AIP-155), in `context`'s transaction: a
@@ -298,32 +284,25 @@ impl Operations {
                 if let Some(replay) = idempotency::begin::<StartedOnce>(transaction, &key).await? {
                     return Ok(Err(replay.operation_id));
                 }
-                let row = NewOperationRow {
-                    id: Uuid::now_v7(),
-                    kind: kind.as_str(),
-                    subject_tenant_id: Some(tenant_id),
-                    request: body,
-                    phase,
-                    created_by: &created_by,
-                };
-                let row = db::operations::insert(transaction.connection(), row)
-                    .await
-                    .map_err(|error| crate::error::from_database(error, constraint_error))?;
+                let row = insert(transaction.connection(), kind, Some(tenant_id), body, phase, &created_by).await?;
                 idempotency::finish(transaction, &key, &StartedOnce { id: tenant_id, operation_id: row.id }).await?;
                 Ok(Ok(row))
             })
             .await?;
         match started {
-            Ok(row) => {
-                self.wake.notify_one();
-                tracing::info!(operation.id = %row.id, operation.kind = kind.as_str(), created_by, "operation started");
-                Ok((row.try_into()?, false))
-            }
+            Ok(row) => Ok((self.started(row, kind, &created_by)?, false)),
             Err(operation_id) => {
                 tracing::info!(operation.id = %operation_id, operation.kind = kind.as_str(), "operation start replayed");
                 Ok((self.get(operation_id).await?, true))
             }
         }
+    }
+
+    /// Wakes a worker for the operation just inserted as `row`, and logs it.
+    fn started(&self, row: OperationRow, kind: OperationKind, created_by: &str) -> Result<Operation> {
+        self.wake.notify_one();
+        tracing::info!(operation.id = %row.id, operation.kind = kind.as_str(), created_by, "operation started");
+        row.try_into()
     }
 
     /// Gets an operation.
@@ -413,6 +392,26 @@ fn actor_label(actor: &Actor) -> Result<String> {
             Err(Error::internal(anyhow::anyhow!("operation started by a non-platform actor {actor:?}")))
         }
     }
+}
+
+/// Inserts a pending operation (in whatever transaction `connection` is in).
+async fn insert(
+    connection: &mut db::Connection<'_>,
+    kind: OperationKind,
+    tenant_id: Option<Uuid>,
+    body: serde_json::Value,
+    phase: &str,
+    created_by: &str,
+) -> Result<OperationRow> {
+    let row = NewOperationRow {
+        id: Uuid::now_v7(),
+        kind: kind.as_str(),
+        subject_tenant_id: tenant_id,
+        request: body,
+        phase,
+        created_by,
+    };
+    db::operations::insert(connection, row).await.map_err(|error| crate::error::from_database(error, constraint_error))
 }
 
 /// What a violated constraint means when operations are written; `None` for a constraint
