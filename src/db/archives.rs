@@ -310,9 +310,9 @@ pub struct ImportedTenant<'a> {
 }
 
 /// Creates the tenant's registry row (`restore`: over a PURGED tombstone of the same id,
-/// whose creation time, tier, deletion and purge times are kept until [`activate`], so that
-/// [`revert`] can put the tombstone back as it was; the archive's creation time is used
-/// otherwise).
+/// whose creation time is kept and whose deletion and purge times are cleared; read
+/// [`tombstone`] first, so that [`revert`] can put it back; the archive's creation time is
+/// used otherwise).
 pub async fn write_tenant(
     connection: &mut AsyncPgConnection,
     tenant: &ImportedTenant<'_>,
@@ -323,7 +323,8 @@ pub async fn write_tenant(
     if restore {
         return diesel::sql_query(
             "UPDATE public.tenants SET slug = $2, display_name = $3, labels = $4::jsonb, plan = $5,
-                    limit_overrides = $6::jsonb, state = $7, revision = revision + 1, update_time = now()
+                    limit_overrides = $6::jsonb, state = $7, isolation_tier = $8, delete_time = NULL,
+                    purge_time = NULL, revision = revision + 1, update_time = now()
              WHERE id = $1",
         )
         .bind::<SqlUuid, _>(tenant.id)
@@ -333,6 +334,7 @@ pub async fn write_tenant(
         .bind::<Nullable<Text>, _>(tenant.plan)
         .bind::<Text, _>(limit_overrides)
         .bind::<Text, _>(tenant.state)
+        .bind::<Text, _>(tenant.tier.as_str())
         .execute(connection)
         .await
         .map(drop);
@@ -440,41 +442,73 @@ pub async fn write_identifiers(
     .map(drop)
 }
 
-/// Makes the imported tenant `state` (ACTIVE) on `tier`, clearing a restored tombstone's
-/// deletion and purge times.
-pub async fn activate(
-    connection: &mut AsyncPgConnection,
-    tenant_id: Uuid,
-    tier: IsolationTier,
-    state: &str,
-) -> QueryResult<()> {
+/// Sets the tenant's state.
+pub async fn set_state(connection: &mut AsyncPgConnection, tenant_id: Uuid, state: &str) -> QueryResult<()> {
     diesel::sql_query(
-        "UPDATE public.tenants SET state = $2, isolation_tier = $3, delete_time = NULL, purge_time = NULL,
-                revision = revision + 1, update_time = now()
-         WHERE id = $1",
+        "UPDATE public.tenants SET state = $2, revision = revision + 1, update_time = now() WHERE id = $1",
     )
     .bind::<SqlUuid, _>(tenant_id)
     .bind::<Text, _>(state)
-    .bind::<Text, _>(tier.as_str())
     .execute(connection)
     .await
     .map(drop)
 }
 
+/// What a PURGED tombstone holds beyond [`super::purge::TOMBSTONE`]'s empty names: what an
+/// import that restored it and failed puts back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, diesel::QueryableByName)]
+pub struct Tombstone {
+    /// Its tier.
+    #[diesel(sql_type = Text)]
+    pub isolation_tier: String,
+    /// Its deletion time (PostgreSQL's text of the timestamptz, exact).
+    #[diesel(sql_type = Text)]
+    pub delete_time: String,
+    /// Its purge time (the same).
+    #[diesel(sql_type = Text)]
+    pub purge_time: String,
+}
+
+/// The PURGED tombstone of `tenant_id` (`None`: no PURGED row).
+pub async fn tombstone(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Option<Tombstone>> {
+    diesel::sql_query(
+        "SELECT isolation_tier, delete_time::text AS delete_time, purge_time::text AS purge_time
+         FROM public.tenants WHERE id = $1 AND state = 'purged'",
+    )
+    .bind::<SqlUuid, _>(tenant_id)
+    .get_result(connection)
+    .await
+    .optional()
+}
+
 /// Undoes [`write_tenant`] of an import that failed, once its rows are deleted: the PURGED
-/// tombstone back as the purge left it (`restore`), or no registry row. Only a PROVISIONING
-/// row is touched (a tenant deleted meanwhile is left to its purge). Returns whether a row was.
-pub async fn revert(connection: &mut AsyncPgConnection, tenant_id: Uuid, restore: bool) -> QueryResult<bool> {
-    let statement = if restore {
-        format!(
-            "UPDATE public.tenants SET state = 'purged', {}, revision = revision + 1, update_time = now()
-             WHERE id = $1 AND state = 'provisioning'",
-            super::purge::TOMBSTONE
-        )
-    } else {
-        "DELETE FROM public.tenants WHERE id = $1 AND state = 'provisioning'".to_owned()
+/// tombstone back as it was (`restore`), or no registry row. Only a PROVISIONING row is
+/// touched (a tenant deleted meanwhile is left to its purge). Returns whether a row was.
+pub async fn revert(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    restore: Option<&Tombstone>,
+) -> QueryResult<bool> {
+    let Some(tombstone) = restore else {
+        return diesel::sql_query("DELETE FROM public.tenants WHERE id = $1 AND state = 'provisioning'")
+            .bind::<SqlUuid, _>(tenant_id)
+            .execute(connection)
+            .await
+            .map(|rows| rows > 0);
     };
-    diesel::sql_query(statement).bind::<SqlUuid, _>(tenant_id).execute(connection).await.map(|rows| rows > 0)
+    diesel::sql_query(format!(
+        "UPDATE public.tenants SET state = 'purged', {}, isolation_tier = $2, delete_time = $3::timestamptz,
+                purge_time = $4::timestamptz, revision = revision + 1, update_time = now()
+         WHERE id = $1 AND state = 'provisioning'",
+        super::purge::TOMBSTONE
+    ))
+    .bind::<SqlUuid, _>(tenant_id)
+    .bind::<Text, _>(&tombstone.isolation_tier)
+    .bind::<Text, _>(&tombstone.delete_time)
+    .bind::<Text, _>(&tombstone.purge_time)
+    .execute(connection)
+    .await
+    .map(|rows| rows > 0)
 }
 
 /// Who an import's audit events name.

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::format::{ArchiveLine, Manifest, Verifier};
 use super::{ArchiveHandler, ImportRequest, parse_request};
 use crate::db;
-use crate::db::archives::{ARCHIVED_TABLES, ImportActor, ImportedTenant, UNRESTORED_COLUMNS};
+use crate::db::archives::{ARCHIVED_TABLES, ImportActor, ImportedTenant, Tombstone, UNRESTORED_COLUMNS};
 use crate::db::tenant_schema::IsolationTier;
 use crate::domain::operations::{OperationRun, Stop};
 use crate::error::{Error, Reason};
@@ -45,9 +45,9 @@ const UNDO_BATCH_ROWS: i64 = 1000;
 /// Where an import is, as its operation's progress records it.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Progress {
-    /// Whether the registry row was a PURGED tombstone.
-    #[serde(default)]
-    restored: bool,
+    /// The PURGED tombstone the import took (`None`: a new tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tombstone: Option<Tombstone>,
     /// Data lines committed (a resumed run skips this many).
     #[serde(default)]
     rows: u64,
@@ -121,7 +121,7 @@ impl ArchiveHandler {
             if run.checkpoint("import", 1, serde_json::json!({})).await.map_err(stop(false))? {
                 return Err(stop(false)(Stop::Cancelled));
             }
-            progress.restored = self.claim(&mut connection, run, request, &manifest).await.map_err(stop(false))?;
+            progress.tombstone = self.claim(&mut connection, run, request, &manifest).await.map_err(stop(false))?;
             claimed = true;
         }
         let columns = in_transaction(&mut connection, request.tenant_id, async |connection| {
@@ -159,24 +159,25 @@ impl ArchiveHandler {
         settle(&mut connection, outcome).await.map_err(stop(claimed))
     }
 
-    /// The claim's transaction; returns whether it took a PURGED tombstone.
+    /// The claim's transaction; returns the PURGED tombstone it took, if it took one.
     async fn claim(
         &self,
         connection: &mut AsyncPgConnection,
         run: &OperationRun,
         request: &ImportRequest,
         manifest: &Manifest,
-    ) -> Result<bool, Stop> {
+    ) -> Result<Option<Tombstone>, Stop> {
         let tenant_id = request.tenant_id;
         in_transaction(connection, tenant_id, async |connection| {
-            let restore =
-                match db::archives::lock_state(connection, tenant_id).await?.as_deref().map(TenantState::parse) {
-                    None => false,
-                    Some(Some(TenantState::Purged)) => true,
-                    Some(_) => {
-                        return Err(failed(Error::already_exists(Reason::TenantAlreadyExists, "options.tenant_id")));
-                    }
-                };
+            let state = db::archives::lock_state(connection, tenant_id).await?;
+            let tombstone = match state.as_deref().map(TenantState::parse) {
+                None => None,
+                Some(Some(TenantState::Purged)) => db::archives::tombstone(connection, tenant_id).await?,
+                Some(_) => {
+                    return Err(failed(Error::already_exists(Reason::TenantAlreadyExists, "options.tenant_id")));
+                }
+            };
+            let restore = tombstone.is_some();
             let initial = if restore {
                 TenantState::Purged.after(Transition::Restore).map_err(|reason| failed(Error::new(reason)))?
             } else {
@@ -207,9 +208,9 @@ impl ArchiveHandler {
                 .map(|binding| (binding.channel_type.clone(), binding.external_id.clone()))
                 .collect();
             db::archives::write_identifiers(connection, tenant_id, &manifest.domains, &bindings).await?;
-            let progress = Progress { restored: restore, ..Progress::default() };
+            let progress = Progress { tombstone: tombstone.clone(), ..Progress::default() };
             record(connection, run, "rows", 5, &progress).await?;
-            Ok(restore)
+            Ok(tombstone)
         })
         .await
     }
@@ -294,7 +295,7 @@ impl ArchiveHandler {
         }
         db::archives::recount_quotas(connection, tenant_id, request.isolation_tier).await?;
         let active = initial.after(Transition::Activate).map_err(|reason| failed(Error::new(reason)))?;
-        db::archives::activate(connection, tenant_id, request.isolation_tier, active.as_str()).await?;
+        db::archives::set_state(connection, tenant_id, active.as_str()).await?;
         let (actor_type, actor_id) = match run.operation.created_by.split_once(':') {
             Some((kind, id)) => (kind.to_owned(), id.to_owned()),
             None => (run.operation.created_by.clone(), String::new()),
@@ -306,7 +307,7 @@ impl ArchiveHandler {
         let details = serde_json::json!({
             "source_tenant_id": manifest.tenant_id,
             "export_time": manifest.export_time,
-            "restored": progress.restored,
+            "restored": progress.tombstone.is_some(),
             "rows": rows,
             "isolation_tier": request.isolation_tier.as_str(),
         });
@@ -317,7 +318,7 @@ impl ArchiveHandler {
         let response = serde_json::json!({
             "tenant_id": tenant_id,
             "rows": counts.values().sum::<u64>(),
-            "restored": progress.restored,
+            "restored": progress.tombstone.is_some(),
             "isolation_tier": request.isolation_tier.as_str(),
         });
         let done = Progress { response: Some(response.clone()), counts, ..progress.clone() };
@@ -357,7 +358,7 @@ impl ArchiveHandler {
         }
         db::tenant_schema::drop_schema(&mut connection, tenant_id).await.map_err(database)?;
         let reverted = in_transaction(&mut connection, tenant_id, async |connection| {
-            Ok(db::archives::revert(connection, tenant_id, progress.restored).await?)
+            Ok(db::archives::revert(connection, tenant_id, progress.tombstone.as_ref()).await?)
         })
         .await?;
         self.resolver.invalidate(tenant_id, None).await;
