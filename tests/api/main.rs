@@ -26,6 +26,7 @@ mod faults;
 mod health;
 mod idempotency;
 mod identification;
+mod imports;
 mod logging;
 mod metadata;
 mod metrics;
