@@ -714,6 +714,41 @@ fn sample_rss(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
 
 const BENCH_LIMIT: Duration = Duration::from_secs(1800);
 
+/// Until stopped, writes a user to `tenant_id` and waits for its event on a platform watcher
+/// of that tenant, one after another; returns the longest write-to-delivery time (ms) and
+/// how many were measured. What an import holds back of other tenants' events shows here.
+async fn probe_event_delays(
+    app: &TestApp,
+    tenant_id: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(f64, usize)> {
+    let request = proto::WatchEventsRequest { tenant_ids: vec![tenant_id.to_owned()], ..Default::default() };
+    let mut stream = crate::events::watch(app, Metadata::platform(), request).await.expect("watch");
+    let mut users = app.users(tenant_id);
+    tokio::spawn(async move {
+        let (mut longest, mut probes) = (0.0f64, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let written = Instant::now();
+            let user = proto::User { email: format!("probe{probes}@bench.example"), ..Default::default() };
+            let created = users
+                .create_user(proto::CreateUserRequest { user: Some(user), ..Default::default() })
+                .await
+                .expect("probe write")
+                .into_inner();
+            'delivered: while let Some(message) = stream.next().await {
+                let message = message.expect("event");
+                if message.events.iter().any(|event| event.resource_id == created.id) {
+                    break 'delivered;
+                }
+            }
+            longest = longest.max(written.elapsed().as_secs_f64() * 1000.0);
+            probes += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (longest, probes)
+    })
+}
+
 /// One size of the benchmark: seeds a tenant with `documents` documents of 64 KiB (and 10,000
 /// users), exports it to a file, imports the file; prints rates and the RSS before and peak.
 async fn bench_size(app: &TestApp, documents: i64) -> String {
@@ -769,8 +804,10 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
     stop.store(true, Ordering::Relaxed);
     let export_peak = sampler.await.expect("sampler");
 
+    let probe_tenant = app.create_tenant(&unique_slug("probe")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(stop.clone());
+    let probe = probe_event_delays(app, &probe_tenant.id, stop.clone()).await;
     let imported = Instant::now();
     let file = std::fs::File::open(&path).expect("open");
     let options = ImportTenantOptions { slug: unique_slug("bench-copy"), ..Default::default() };
@@ -789,6 +826,7 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
     let import_seconds = imported.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let import_peak = sampler.await.expect("sampler");
+    let (longest_event_ms, probes) = probe.await.expect("probe");
     let _ = std::fs::remove_file(&path);
 
     let mib = bytes as f64 / (1024.0 * 1024.0);
@@ -796,7 +834,8 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
         "| {documents} docs × 64 KiB + 10,000 users ({rows} rows; archive {mib:.0} MiB) | export {export_seconds:.1} s \
          ({:.0} rows/s, {:.1} MiB/s), download {download_seconds:.1} s | import {import_seconds:.1} s incl. upload \
          {upload_seconds:.1} s ({:.0} rows/s, {:.1} MiB/s) | RSS before {rss_before:.0} MiB, peak export \
-         {export_peak:.0} MiB (+{:.0}), peak import {import_peak:.0} MiB (+{:.0}) |",
+         {export_peak:.0} MiB (+{:.0}), peak import {import_peak:.0} MiB (+{:.0}) | another tenant's event during \
+         the import: longest {longest_event_ms:.0} ms to delivery ({probes} writes) |",
         rows / export_seconds,
         mib / export_seconds,
         rows / import_seconds,
