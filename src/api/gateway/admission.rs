@@ -212,12 +212,7 @@ async fn admit_api_key(
     }
     let record = resolver.require_active(token.tenant_id()).await?;
     let request = RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id);
-    let context = TenantContext::routed(token.tenant_id(), record.tier, request).with_plan(
-        record.plan.clone(),
-        record.quotas,
-        record.limits_changed_at,
-    );
-    Ok((context, record))
+    Ok((resolver.context_of(token.tenant_id(), &record, request), record))
 }
 
 /// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else
