@@ -39,6 +39,7 @@ mod purge;
 mod quotas;
 mod rate_limits;
 mod redis_cluster;
+mod refusals;
 mod rls;
 mod roles;
 mod schema_tier;

@@ -31,7 +31,7 @@ type UsersClient = tenantd::proto::user_service_client::UserServiceClient<
 >;
 
 /// Gives `tenant_id` the rate limits `limits` on every server using `redis`.
-async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits) {
+pub(crate) async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits) {
     let record = TenantRecord {
         state: TenantState::Active,
         limits,
@@ -51,7 +51,7 @@ async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits)
 }
 
 /// A server on `redis`, subscribed to its invalidations (`replicas` servers in all so far).
-async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64) -> TestApp {
+pub(crate) async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64) -> TestApp {
     let url = redis.url();
     let app = match database {
         None => spawn_app_with(|config| config.redis.url = url.into()).await,
@@ -68,7 +68,7 @@ async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64
     app
 }
 
-fn ping_client(
+pub(crate) fn ping_client(
     app: &TestApp,
     metadata: Metadata,
 ) -> DiagnosticsServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Metadata>> {

@@ -267,7 +267,7 @@ impl<S, B> Service<http::Request<B>> for Admission<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -285,7 +285,7 @@ where
         Box::pin(async move {
             match layer.admit(&mut request).await {
                 Ok(()) => inner.call(request).await,
-                Err(error) => Ok(tonic::Status::from(error).into_http()),
+                Err(error) => Ok(super::refusal::refuse(request, error.into()).await),
             }
         })
     }
@@ -334,7 +334,7 @@ mod tests {
     /// what reached it; returns the gRPC code (`None`: OK) and ErrorInfo reason.
     async fn call(layer: &AdmissionLayer, headers: &[(&str, &str)], reached: &Reached) -> (tonic::Code, String) {
         let recorder = reached.clone();
-        let inner = tower::service_fn(move |request: http::Request<()>| {
+        let inner = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
             let recorder = recorder.clone();
             async move {
                 let extensions = request.extensions();
@@ -348,7 +348,11 @@ mod tests {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = layer.layer(inner).oneshot(request.body(()).expect("request")).await.expect("infallible");
+        let response = layer
+            .layer(inner)
+            .oneshot(request.body(tonic::body::Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
         match tonic::Status::from_header_map(response.headers()) {
             None => (tonic::Code::Ok, String::new()),
             Some(status) => {
