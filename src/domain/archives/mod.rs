@@ -30,6 +30,7 @@ use super::operations::{Operation, OperationHandler, OperationKind, OperationRun
 use super::tenants::ChannelBinding;
 use crate::db;
 use crate::db::archives::{ARCHIVED_TABLES, ImportActor, ImportedTenant, MAX_CHUNK_BYTES, UNRESTORED_COLUMNS};
+use crate::config::ArchiveSigningKeys;
 use crate::db::tenant_schema::{IsolationTier, Provisioner};
 use crate::error::{Error, Reason, Result};
 use crate::tenancy::resolver::TenantResolver;
@@ -37,6 +38,7 @@ use crate::tenancy::selector::Slug;
 use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantState, Transition};
 
 pub mod format;
+pub mod signature;
 
 /// The most rows read per page of an export; a page holds about [`PAGE_BYTES`] of rows
 /// (the row count adapts to the rows' size), so memory does not grow with large rows.
@@ -119,19 +121,21 @@ pub struct Archives {
     provisioner: Provisioner,
     resolver: Arc<TenantResolver>,
     retention: Duration,
+    signing_keys: ArchiveSigningKeys,
 }
 
 impl Archives {
     /// Archives kept for `retention` after their export (read as the app role), applied
-    /// (imported) through `provisioner`'s role.
+    /// (imported) through `provisioner`'s role; uploads' signatures checked with `signing_keys`.
     pub fn new(
         operations: Operations,
         database: TenantDb,
         provisioner: Provisioner,
         resolver: Arc<TenantResolver>,
         retention: Duration,
+        signing_keys: ArchiveSigningKeys,
     ) -> Self {
-        Self { operations, database, provisioner, resolver, retention }
+        Self { operations, database, provisioner, resolver, retention, signing_keys }
     }
 
     /// Starts exporting a tenant that is not PURGING or PURGED.
@@ -186,8 +190,9 @@ impl Archives {
     }
 
     /// Stores and verifies an uploaded archive, then starts the import that applies it. A
-    /// tampered or truncated archive is INVALID_ARGUMENT `ARCHIVE_INVALID`; whatever the
-    /// failure, the upload is deleted.
+    /// tampered or truncated archive is INVALID_ARGUMENT `ARCHIVE_INVALID`, a signature that
+    /// is missing, unknown or wrong `ARCHIVE_SIGNATURE_INVALID` (found before anything past
+    /// the manifest is stored); whatever the failure, the upload is deleted.
     pub async fn import<S>(&self, request: &RequestContext, options: ImportOptions, mut upload: S) -> Result<Operation>
     where
         S: Stream<Item = Result<Vec<u8>>> + Unpin + Send,
@@ -220,7 +225,7 @@ impl Archives {
         let upload_id = Uuid::now_v7();
         let context = TenantContext::new(tenant_id, request.clone());
         let stored = async {
-            let mut verifier = Verifier::new(ARCHIVED_TABLES);
+            let mut verifier = Verifier::new(ARCHIVED_TABLES, &self.signing_keys);
             let mut sequence = 0;
             while let Some(bytes) = upload.next().await {
                 for piece in bytes?.chunks(MAX_CHUNK_BYTES) {
@@ -393,17 +398,20 @@ pub struct ArchiveHandler {
     database: TenantDb,
     provisioner: Provisioner,
     resolver: Arc<TenantResolver>,
+    signing_keys: ArchiveSigningKeys,
 }
 
 impl ArchiveHandler {
-    /// The handler of `kind` (ExportTenant or ImportTenant).
+    /// The handler of `kind` (ExportTenant or ImportTenant); exports are signed, and imports
+    /// verified again, with `signing_keys`.
     pub fn new(
         kind: OperationKind,
         database: TenantDb,
         provisioner: Provisioner,
         resolver: Arc<TenantResolver>,
+        signing_keys: ArchiveSigningKeys,
     ) -> Self {
-        Self { kind, database, provisioner, resolver }
+        Self { kind, database, provisioner, resolver, signing_keys }
     }
 
     async fn connect(&self) -> Result<AsyncPgConnection, Stop> {
@@ -486,7 +494,7 @@ impl ArchiveHandler {
         let data_bytes = data.bytes();
         let manifest = Manifest {
             format: format::FORMAT.to_owned(),
-            version: format::VERSION,
+            version: format::VERSION_UNSIGNED,
             tenantd_version: env!("CARGO_PKG_VERSION").to_owned(),
             export_time: Utc::now(),
             tenant_id,
@@ -499,8 +507,7 @@ impl ArchiveHandler {
             data_bytes,
             data_sha256: data.finish(),
         };
-        let mut line = serde_json::to_vec(&manifest).map_err(|error| Stop::Failed(Error::internal(error.into())))?;
-        line.push(b'\n');
+        let line = format::header(manifest, &self.signing_keys).map_err(Stop::Failed)?;
         if line.len() > MAX_CHUNK_BYTES {
             return Err(Stop::Failed(Error::internal(anyhow::anyhow!("the manifest is larger than a chunk"))));
         }
@@ -576,7 +583,7 @@ impl ArchiveHandler {
         } else {
             TenantState::Provisioning
         };
-        let mut verifier = Verifier::new(ARCHIVED_TABLES);
+        let mut verifier = Verifier::new(ARCHIVED_TABLES, &self.signing_keys);
         let mut manifest: Option<Manifest> = None;
         let mut restored_columns: Vec<Vec<String>> = Vec::new();
         let mut batch = Batch::default();
