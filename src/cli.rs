@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperationsArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
-    ArchiveSigningKeys, Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig, RootSampler, ServerLimits,
-    ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
+    ArchiveSigningKeys, Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig,
+    RootSampler, ServerLimits, ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
 };
 
 /// `tenantd`: the tenant control plane.

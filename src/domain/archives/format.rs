@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use super::signature::{VERSION_SIGNED, VERSION_UNSIGNED};
 use super::signature;
+pub use super::signature::{VERSION_SIGNED, VERSION_UNSIGNED};
 use crate::config::ArchiveSigningKeys;
 use crate::domain::tenants::ChannelBinding;
 use crate::error::{Error, Reason, Result};

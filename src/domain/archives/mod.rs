@@ -28,9 +28,9 @@ use self::format::{ArchiveLine, ColumnManifest, Digester, Manifest, TableManifes
 use super::idempotency::{self, RequestKey, Scope};
 use super::operations::{Operation, OperationHandler, OperationKind, OperationRun, OperationState, Operations, Stop};
 use super::tenants::ChannelBinding;
+use crate::config::ArchiveSigningKeys;
 use crate::db;
 use crate::db::archives::{ARCHIVED_TABLES, ImportActor, ImportedTenant, MAX_CHUNK_BYTES, UNRESTORED_COLUMNS};
-use crate::config::ArchiveSigningKeys;
 use crate::db::tenant_schema::{IsolationTier, Provisioner};
 use crate::error::{Error, Reason, Result};
 use crate::tenancy::resolver::TenantResolver;
