@@ -366,7 +366,7 @@ mod tests {
             (format!(":{SECRET_ONE}"), "the id must be"),
             (format!("k1:{SECRET_ONE},"), "key 2 is not"),
         ] {
-            let error = ArchiveSigningKeys::parse(&text).expect_err(&expected);
+            let error = ArchiveSigningKeys::parse(&text).expect_err(expected);
             assert!(error.contains(expected), "{text}: {error}");
             assert!(!error.contains(SECRET_ONE) && !error.contains(&short), "{error}");
         }

@@ -124,7 +124,7 @@ pub fn verify(keys: &ArchiveSigningKeys, manifest_line: &[u8], signature_line: &
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len()).step_by(2).map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok()).collect()
