@@ -13,8 +13,8 @@ use secrecy::SecretString;
 
 use crate::client::args::{EventsArgs, HealthArgs, KeysArgs, OperationsArgs, OperatorsArgs, ResolveArgs, TenantsArgs};
 use crate::config::{
-    Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig, RootSampler, ServerLimits,
-    ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
+    ArchiveSigningKeys, Config, ConnectionConfig, DatabaseConfig, EventsConfig, OperationsConfig, RedisConfig,
+    RootSampler, ServerLimits, ShutdownConfig, TlsConfig, TraceSampler, TracesConfig,
 };
 
 /// `tenantd`: the tenant control plane.
@@ -296,6 +296,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_PURGE_BATCH_ROWS", default_value_t = 1000)]
     #[arg(value_parser = clap::value_parser!(i64).range(1..))]
     pub purge_batch_rows: i64,
+    /// Keys that sign tenant archives, `id:base64secret,id:base64secret` (each secret at
+    /// least 32 bytes): the first signs exports, every one verifies imports, which then must
+    /// be signed. Unset: exports are unsigned and signed archives are refused.
+    #[arg(long, env = "TENANTD_ARCHIVE_SIGNING_KEYS", hide_env_values = true)]
+    #[arg(value_name = "ID:BASE64,...", value_parser = SigningKeysParser)]
+    pub archive_signing_keys: Option<ArchiveSigningKeys>,
     /// OpenTelemetry traces, from the standard `OTEL_*` variables.
     #[command(flatten)]
     pub traces: TracesArgs,
@@ -460,6 +466,29 @@ fn parse_millis(value: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{value}` is not a whole number of milliseconds"))
 }
 
+/// Parses [`ArchiveSigningKeys`] with an error that does not repeat the value (clap's
+/// `invalid value '<value>'` would print the secrets).
+#[derive(Debug, Clone, Copy)]
+struct SigningKeysParser;
+
+impl clap::builder::TypedValueParser for SigningKeysParser {
+    type Value = ArchiveSigningKeys;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let name = arg.and_then(clap::Arg::get_long).unwrap_or("archive-signing-keys").to_owned();
+        let refused = |why: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("invalid --{name}: {why}\n"))
+        };
+        let text = value.to_str().ok_or_else(|| refused("is not UTF-8".to_owned()))?;
+        ArchiveSigningKeys::parse(text).map_err(refused)
+    }
+}
+
 impl From<ServeArgs> for Config {
     fn from(args: ServeArgs) -> Self {
         Self {
@@ -525,6 +554,7 @@ impl From<ServeArgs> for Config {
                 archive_retention: args.archive_retention,
                 purge_retention: args.purge_retention,
                 purge_batch_rows: args.purge_batch_rows,
+                archive_signing_keys: args.archive_signing_keys.unwrap_or_default(),
             },
         }
     }
@@ -841,5 +871,21 @@ mod tests {
         });
         // 20 durations and 3 sizes.
         assert_eq!(checked, 23);
+    }
+
+    #[test]
+    fn archive_signing_keys_parse_into_the_config_and_a_bad_one_stops_without_printing_it() {
+        let secret = "c2lnbmluZyBrZXkgb25lIGZvciB0ZW5hbnRkIGFyY2hpdmVz";
+        let url = "--database-url=postgres://app@db/app";
+        let config = Config::from(serve(&[url, &format!("--archive-signing-keys=k2:{secret},k1:{secret}")]));
+        let keys = &config.operations.archive_signing_keys;
+        assert_eq!(keys.signing().map(|key| key.id()), Some("k2"));
+        assert!(keys.get("k1").is_some());
+        assert!(Config::from(serve(&[url])).operations.archive_signing_keys.is_empty(), "unset: no keys");
+
+        let duplicate = format!("--archive-signing-keys=k1:{secret},k1:{secret}");
+        let error = Cli::try_parse_from(["tenantd", "serve", url, &duplicate]).expect_err("a duplicate id").to_string();
+        assert!(error.contains("--archive-signing-keys") && error.contains("appears twice"), "{error}");
+        assert!(!error.contains(secret), "the error does not print the secret: {error}");
     }
 }

@@ -8,12 +8,15 @@
 //! Secrets (database URLs, which may carry passwords, the Redis URL and the bootstrap platform
 //! token) are [`SecretString`]s: their `Debug` prints `[REDACTED]`, so `{config:?}` is safe to
 //! log, and the value is reached only with [`ExposeSecret::expose_secret`] where it is used.
+//! The archive signing keys ([`ArchiveSigningKeys`]) are [`SecretSlice`]s the same way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use secrecy::{ExposeSecret, SecretString};
+use base64::Engine;
+pub use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 /// Everything `tenantd serve` needs to build and run the server.
 #[derive(Debug, Clone)]
@@ -228,4 +231,145 @@ pub struct OperationsConfig {
     pub purge_retention: Duration,
     /// Rows a purge deletes per batch (each batch its own short transaction).
     pub purge_batch_rows: i64,
+    /// The keys that sign exports and verify imports (decision 0022); empty: exports are
+    /// unsigned and only unsigned archives import.
+    pub archive_signing_keys: ArchiveSigningKeys,
+}
+
+/// The shortest signing key accepted, in bytes (the output size of SHA-256, as RFC 2104
+/// recommends for HMAC-SHA256).
+pub const MIN_SIGNING_KEY_BYTES: usize = 32;
+/// The longest key id accepted.
+pub const MAX_SIGNING_KEY_ID_CHARS: usize = 64;
+
+/// The archive signing keys, in order: the first signs, every one verifies (so a key is
+/// rotated by putting the new one first and keeping the old one until its archives are no
+/// longer imported). `Debug` prints the ids only.
+#[derive(Clone, Default)]
+pub struct ArchiveSigningKeys {
+    keys: Arc<[ArchiveSigningKey]>,
+}
+
+/// One signing key: an id, written into the archives it signs, and its secret.
+#[derive(Clone)]
+pub struct ArchiveSigningKey {
+    id: String,
+    secret: SecretSlice<u8>,
+}
+
+impl ArchiveSigningKey {
+    /// The key id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The secret's bytes, for the MAC only.
+    pub fn secret(&self) -> &[u8] {
+        self.secret.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for ArchiveSigningKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("ArchiveSigningKey").field("id", &self.id).field("secret", &"[REDACTED]").finish()
+    }
+}
+
+impl std::fmt::Debug for ArchiveSigningKeys {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.keys.iter()).finish()
+    }
+}
+
+impl ArchiveSigningKeys {
+    /// Parses `id:base64secret,id:base64secret` (standard base64, padded): at least one key,
+    /// ids of 1 to [`MAX_SIGNING_KEY_ID_CHARS`] ASCII letters, digits, `.`, `_` or `-`, each
+    /// once, secrets of at least [`MIN_SIGNING_KEY_BYTES`] bytes. The error names the key by
+    /// its position and id, never its secret.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut keys: Vec<ArchiveSigningKey> = Vec::new();
+        for (index, entry) in text.split(',').map(str::trim).enumerate() {
+            let position = index + 1;
+            let Some((id, secret)) = entry.split_once(':') else {
+                return Err(format!("key {position} is not `id:base64secret`"));
+            };
+            let id = id.trim();
+            let valid_id = !id.is_empty()
+                && id.len() <= MAX_SIGNING_KEY_ID_CHARS
+                && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+            if !valid_id {
+                return Err(format!(
+                    "key {position}: the id must be 1 to {MAX_SIGNING_KEY_ID_CHARS} letters, digits, `.`, `_` or `-`"
+                ));
+            }
+            if keys.iter().any(|key| key.id == id) {
+                return Err(format!("key {position}: the id {id:?} appears twice"));
+            }
+            let Ok(secret) = base64::engine::general_purpose::STANDARD.decode(secret.trim()) else {
+                return Err(format!("key {position} ({id:?}): the secret is not standard base64"));
+            };
+            if secret.len() < MIN_SIGNING_KEY_BYTES {
+                return Err(format!(
+                    "key {position} ({id:?}): the secret is {} bytes; it must be at least {MIN_SIGNING_KEY_BYTES}",
+                    secret.len()
+                ));
+            }
+            keys.push(ArchiveSigningKey { id: id.to_owned(), secret: secret.into() });
+        }
+        Ok(Self { keys: keys.into() })
+    }
+
+    /// Whether there is no key (exports are unsigned, signed archives are refused).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key that signs: the first.
+    pub fn signing(&self) -> Option<&ArchiveSigningKey> {
+        self.keys.first()
+    }
+
+    /// The key with this id.
+    pub fn get(&self, id: &str) -> Option<&ArchiveSigningKey> {
+        self.keys.iter().find(|key| key.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_ONE: &str = "c2lnbmluZyBrZXkgb25lIGZvciB0ZW5hbnRkIGFyY2hpdmVz";
+    const SECRET_TWO: &str = "c2lnbmluZyBrZXkgdHdvIGZvciB0ZW5hbnRkIGFyY2hpdmVz";
+
+    #[test]
+    fn signing_keys_parse_in_order_and_their_debug_holds_no_secret() {
+        let keys = ArchiveSigningKeys::parse(&format!("new:{SECRET_TWO}, old:{SECRET_ONE}")).expect("valid keys");
+        assert_eq!(keys.signing().map(ArchiveSigningKey::id), Some("new"), "the first signs");
+        assert_eq!(keys.get("old").map(ArchiveSigningKey::secret), Some(&b"signing key one for tenantd archives"[..]));
+        let debug = format!("{keys:?}");
+        assert!(debug.contains("new") && debug.contains("old"), "positive control: the ids show: {debug}");
+        for secret in [SECRET_ONE, SECRET_TWO, "signing key", "115, 105"] {
+            assert!(!debug.contains(secret), "{debug} holds {secret}");
+        }
+        assert!(debug.contains("[REDACTED]"), "{debug}");
+    }
+
+    #[test]
+    fn bad_signing_keys_are_refused_with_a_reason_that_does_not_hold_the_secret() {
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
+        for (text, expected) in [
+            (format!("k1:{SECRET_ONE},k1:{SECRET_TWO}"), "appears twice"),
+            ("k1:not base64!".to_owned(), "not standard base64"),
+            (format!("k1:{short}"), "31 bytes"),
+            (SECRET_ONE.to_owned(), "not `id:base64secret`"),
+            (format!(":{SECRET_ONE}"), "the id must be"),
+            (format!("k1:{SECRET_ONE},"), "key 2 is not"),
+        ] {
+            let error = ArchiveSigningKeys::parse(&text).expect_err(expected);
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(!error.contains(SECRET_ONE) && !error.contains(&short), "{error}");
+        }
+        assert!(ArchiveSigningKeys::parse(&format!("k1:{SECRET_ONE}")).is_ok(), "positive control");
+    }
 }

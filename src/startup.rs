@@ -176,9 +176,11 @@ impl Application {
             provisioner.clone(),
             resolver.clone(),
             config.operations.archive_retention,
+            config.operations.archive_signing_keys.clone(),
         );
         let archive_handler = |kind| {
-            Arc::new(ArchiveHandler::new(kind, database.clone(), provisioner.clone(), resolver.clone()))
+            let keys = config.operations.archive_signing_keys.clone();
+            Arc::new(ArchiveHandler::new(kind, database.clone(), provisioner.clone(), resolver.clone(), keys))
                 as Arc<dyn OperationHandler>
         };
         let purge_handler = Arc::new(PurgeHandler::new(

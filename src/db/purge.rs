@@ -324,19 +324,22 @@ pub struct Batch {
 }
 
 #[derive(diesel::QueryableByName)]
-struct LastKey {
-    #[diesel(sql_type = Jsonb)]
-    key: serde_json::Value,
+struct BatchRow {
+    #[diesel(sql_type = BigInt)]
+    deleted: i64,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    key: Option<serde_json::Value>,
 }
 
 /// Deletes the tenant's next at most `limit` rows of `table` by its primary key `key` (from
 /// [`key_columns`]), after the key `after` (the previous batch's [`Batch::last`]; `None`:
-/// from the start), in a transaction of its own. Two statements, each with `tenant_id = $1`
-/// (so Citus routes both to the tenant's shard): the batch's last key, `ORDER BY key LIMIT
-/// n`, then a range delete `key > after AND key <= last` on the primary key index, so a
-/// batch never walks the dead index entries of the batches before it. The key values cross
-/// as JSON and come back typed by `jsonb_populate_record` of the table's own row type (no
-/// type name enters SQL text).
+/// from the start), in a transaction of its own. One statement whose two parts each filter
+/// `tenant_id = $1` (so Citus routes it to the tenant's shard): a CTE finds the batch's last
+/// key (`ORDER BY key LIMIT n`, an index-only range read), and a data-modifying CTE deletes
+/// the range `key > after AND key <= last` (EXPLAIN: an index range scan with both bounds),
+/// so a batch never walks the dead index entries of the batches before it; the statement
+/// answers the count and the last key. The cursor crosses as JSON and comes back typed by
+/// `jsonb_populate_record` of the table's own row type (no type name enters SQL text).
 pub async fn delete_batch(
     connection: &mut AsyncPgConnection,
     tenant_id: Uuid,
@@ -363,46 +366,40 @@ pub async fn delete_batch(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let key_row = format!("({})", columns("t.", ""));
-        let bound = |parameter: &str| {
-            format!(
-                "(SELECT {} FROM jsonb_populate_record(NULL::{qualified}, {parameter}::jsonb) AS k)",
-                columns("k.", "")
-            )
-        };
-        // `$3` is bound either way, so both statements keep one parameter list.
+        let key_row = |alias: &str| format!("({})", columns(alias, ""));
+        // `$3` is bound either way, so the statement keeps one parameter list.
         let after_condition = match after {
-            Some(_) => format!("AND {key_row} > {}", bound("$3")),
+            Some(_) => format!(
+                "AND {} > (SELECT {} FROM jsonb_populate_record(NULL::{qualified}, $3::jsonb) AS k)",
+                key_row("t."),
+                columns("k.", ""),
+            ),
             None => "AND $3::jsonb IS NULL".to_owned(),
         };
-        let last: Option<LastKey> = {
-            use diesel::OptionalExtension;
-            diesel::sql_query(format!(
-                "SELECT to_jsonb(b) AS key FROM
+        let batch: BatchRow = diesel::sql_query(format!(
+            "WITH last AS MATERIALIZED (
+                 SELECT {plain}, to_jsonb(b) AS batch_last_key FROM
                      (SELECT {ascending} FROM {qualified} AS t WHERE t.tenant_id = $1 {after_condition}
                       ORDER BY {ascending} LIMIT $2) AS b
-                 ORDER BY {descending} LIMIT 1",
-                ascending = columns("t.", ""),
-                descending = columns("", " DESC"),
-            ))
-            .bind::<SqlUuid, _>(tenant_id)
-            .bind::<BigInt, _>(limit)
-            .bind::<Nullable<Jsonb>, _>(after.cloned())
-            .get_result(connection)
-            .await
-            .optional()?
-        };
-        let Some(last) = last else { return Ok(Batch { deleted: 0, last: None }) };
-        let deleted = diesel::sql_query(format!(
-            "DELETE FROM {qualified} AS t WHERE t.tenant_id = $1 {after_condition} AND {key_row} <= {}",
-            bound("$2"),
+                 ORDER BY {descending} LIMIT 1),
+             gone AS (
+                 DELETE FROM {qualified} AS t WHERE t.tenant_id = $1 {after_condition}
+                     AND {key_row} <= (SELECT {last_columns} FROM last)
+                 RETURNING 1)
+             SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT batch_last_key FROM last) AS key",
+            plain = columns("b.", ""),
+            ascending = columns("t.", ""),
+            descending = columns("b.", " DESC"),
+            key_row = key_row("t."),
+            last_columns = columns("last.", ""),
         ))
         .bind::<SqlUuid, _>(tenant_id)
-        .bind::<Jsonb, _>(last.key.clone())
+        .bind::<BigInt, _>(limit)
         .bind::<Nullable<Jsonb>, _>(after.cloned())
-        .execute(connection)
+        .get_result(connection)
         .await?;
-        Ok(Batch { deleted, last: Some(last.key) })
+        let deleted = usize::try_from(batch.deleted).unwrap_or_default();
+        Ok(Batch { deleted, last: batch.key })
     }
     .await;
     finish(connection, outcome).await

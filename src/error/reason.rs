@@ -177,6 +177,10 @@ reasons! {
     // Appended after the table above (append-only across branches); grouped by code there.
     // DEADLINE_EXCEEDED: an ImportTenant upload sent no message within the RPC timeout.
     UploadStalled = "UPLOAD_STALLED", DeadlineExceeded, "the upload sent nothing within the server's RPC timeout; nothing of it was kept, send it again";
+    // INVALID_ARGUMENT: an archive's signature (decision 0022) is missing where this server
+    // requires one, names a key id it does not have, does not match, or cannot be checked
+    // (a signed archive on a server without keys); the field violation `archive.signature` says which.
+    ArchiveSignatureInvalid = "ARCHIVE_SIGNATURE_INVALID", InvalidArgument, "the archive's signature is missing, from an unknown key, or does not match its manifest";
 }
 
 #[cfg(test)]

@@ -1026,3 +1026,157 @@ async fn retrying_an_import_with_its_request_id_returns_the_same_operation_and_a
     assert_eq!(footprint(&app).await, (exported.0 + 1, exported.1));
     app.stop().await;
 }
+
+/// Signing keys whose secrets follow from their ids, so that one id is one key on every server.
+fn signing_keys(ids: &[&str]) -> tenantd::config::ArchiveSigningKeys {
+    use base64::Engine;
+    let encode = |id: &str| base64::engine::general_purpose::STANDARD.encode(format!("archive signing key {id:-<20}"));
+    let entries: Vec<String> = ids.iter().map(|id| format!("{id}:{}", encode(id))).collect();
+    tenantd::config::ArchiveSigningKeys::parse(&entries.join(",")).expect("signing keys")
+}
+
+/// A pooled server that signs with the first of `ids` and verifies with all of them.
+async fn spawn_signing(ids: &[&str]) -> TestApp {
+    let keys = signing_keys(ids);
+    spawn_app_in(IsolationTier::Pooled, move |config| {
+        fast(config);
+        config.operations.archive_signing_keys = keys;
+    })
+    .await
+}
+
+/// A populated tenant's archive, with the tenant's identifiers released so that it imports
+/// beside the original.
+async fn exported_beside(app: &TestApp) -> Vec<u8> {
+    let (tenant, _) = populated_tenant(app, IsolationTier::Pooled).await;
+    let bytes = export(app, &tenant.id).await;
+    release_identifiers(app, &tenant.id).await;
+    bytes
+}
+
+fn copy_options() -> ImportTenantOptions {
+    ImportTenantOptions { slug: unique_slug("copy"), ..Default::default() }
+}
+
+/// The key id on line 2 of a signed archive.
+fn signing_key_id(bytes: &[u8]) -> String {
+    let text = std::str::from_utf8(bytes).expect("utf-8");
+    let line: serde_json::Value = serde_json::from_str(text.lines().nth(1).expect("line 2")).expect("JSON");
+    line["signature"]["key_id"].as_str().expect("a signature line").to_owned()
+}
+
+/// The archive with `from` replaced by `to` in its data lines and every hash of the manifest
+/// recomputed to match: what someone who knows the format but not the key can make. A
+/// signature line stays as it was.
+fn rewritten_consistently(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(bytes).expect("utf-8");
+    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+    let mut manifest: Manifest = serde_json::from_str(&lines[0]).expect("the manifest");
+    let first_data = if lines[1].starts_with("{\"signature\"") { 2 } else { 1 };
+    let hex = |digest: &[u8]| digest.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    let mut all = Sha256::new();
+    let mut data_bytes = 0;
+    for table in &mut manifest.tables {
+        let prefix = format!("{{\"table\":\"{}\",", table.name);
+        let mut digest = Sha256::new();
+        for line in lines[first_data..].iter_mut().filter(|line| line.starts_with(&prefix)) {
+            *line = line.replace(from, to);
+            digest.update(line.as_bytes());
+            all.update(line.as_bytes());
+            data_bytes += line.len() as u64;
+        }
+        table.sha256 = hex(&digest.finalize());
+    }
+    assert_ne!(lines.concat(), text, "{from:?} is in the data lines");
+    (manifest.data_sha256, manifest.data_bytes) = (hex(&all.finalize()), data_bytes);
+    lines[0] = serde_json::to_string(&manifest).expect("JSON") + "\n";
+    lines.concat().into_bytes()
+}
+
+/// Checks a refusal for the signature; returns its field violation's description.
+fn signature_refusal(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    assert_eq!((status.code(), reason(status).as_str()), (Code::InvalidArgument, "ARCHIVE_SIGNATURE_INVALID"));
+    let violations =
+        status.get_error_details().bad_request().map(|bad| bad.field_violations.clone()).unwrap_or_default();
+    let violation = violations.first().expect("a field violation");
+    assert_eq!(violation.field, "archive.signature");
+    violation.description.clone()
+}
+
+#[tokio::test]
+async fn a_signed_archive_whose_hashes_were_rewritten_to_match_a_changed_row_is_refused_and_leaves_nothing() {
+    // Without keys the hashes alone let such an archive through: what the signature adds.
+    let unsigned_app = spawn(IsolationTier::Pooled).await;
+    let unsigned = exported_beside(&unsigned_app).await;
+    let forged = rewritten_consistently(&unsigned, "user1@archived", "user9@archived");
+    let imported = imported_tenant_id(&import(&unsigned_app, &forged, copy_options()).await.expect("it uploads"));
+    let users = unsigned_app
+        .users(&imported)
+        .list_users(ListUsersRequest { page_size: 100, page_token: String::new() })
+        .await
+        .expect("list users")
+        .into_inner();
+    assert!(users.users.iter().any(|user| user.email == "user9@archived.example"), "the forged row was imported");
+    unsigned_app.stop().await;
+
+    let app = spawn_signing(&["k1"]).await;
+    let signed = exported_beside(&app).await;
+    assert_eq!((manifest(&signed).version, signing_key_id(&signed).as_str()), (2, "k1"));
+    let before = footprint(&app).await;
+    let forged = rewritten_consistently(&signed, "user1@archived", "user9@archived");
+    let status = import(&app, &forged, copy_options()).await.expect_err("the forged archive is refused");
+    let description = signature_refusal(&status);
+    assert!(description.contains("does not match"), "{description}");
+    assert_eq!(footprint(&app).await, before, "no tenant row, no chunks left");
+    // Positive control: the archive as it was signed imports.
+    imported_tenant_id(&import(&app, &signed, copy_options()).await.expect("the signed archive imports"));
+    assert_eq!(footprint(&app).await, (before.0 + 1, before.1), "one more tenant; its upload is gone");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_archive_signed_by_a_rotated_out_key_imports_while_the_key_is_listed_and_is_refused_once_it_is_removed() {
+    let old = spawn_signing(&["old"]).await;
+    let by_old = exported_beside(&old).await;
+    old.stop().await;
+
+    let rotated = spawn_signing(&["new", "old"]).await;
+    imported_tenant_id(&import(&rotated, &by_old, copy_options()).await.expect("the old key still verifies"));
+    let by_new = exported_beside(&rotated).await;
+    assert_eq!(signing_key_id(&by_new), "new", "the first key signs");
+    rotated.stop().await;
+
+    let only_new = spawn_signing(&["new"]).await;
+    let before = footprint(&only_new).await;
+    let status = import(&only_new, &by_old, copy_options()).await.expect_err("the old key is gone");
+    let description = signature_refusal(&status);
+    assert!(description.contains(r#"key id "old""#), "{description}");
+    assert_eq!(footprint(&only_new).await, before, "nothing left");
+    imported_tenant_id(&import(&only_new, &by_new, copy_options()).await.expect("positive control: the new key's"));
+    only_new.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsigned_archive_is_refused_by_a_server_with_keys_and_a_signed_one_by_a_server_without() {
+    let keyless = spawn(IsolationTier::Pooled).await;
+    let unsigned = exported_beside(&keyless).await;
+    assert_eq!(manifest(&unsigned).version, 1);
+    let keyed = spawn_signing(&["k1"]).await;
+    let signed = exported_beside(&keyed).await;
+    let before = (footprint(&keyless).await, footprint(&keyed).await);
+
+    let status = import(&keyed, &unsigned, copy_options()).await.expect_err("unsigned, on a server with keys");
+    let description = signature_refusal(&status);
+    assert!(description.contains("is missing"), "{description}");
+    let status = import(&keyless, &signed, copy_options()).await.expect_err("signed, on a server without keys");
+    let description = signature_refusal(&status);
+    assert!(description.contains("no key to verify it"), "{description}");
+    assert_eq!((footprint(&keyless).await, footprint(&keyed).await), before, "nothing left on either");
+
+    // Positive controls: each server imports its own kind.
+    imported_tenant_id(&import(&keyless, &unsigned, copy_options()).await.expect("unsigned without keys"));
+    imported_tenant_id(&import(&keyed, &signed, copy_options()).await.expect("signed with keys"));
+    keyless.stop().await;
+    keyed.stop().await;
+}

@@ -5,22 +5,29 @@
 //! (each line's bytes and its `\n`), and the length and SHA-256 of all data lines, so that a
 //! changed, missing or added byte anywhere after the manifest is found.
 //!
+//! A signed archive (version 2, decision 0022) has the manifest's signature as line 2, between
+//! the manifest and the data lines ([`super::signature`]).
+//!
 //! [`Verifier`] reads an archive in pieces of any size, in memory bounded by the longest
 //! line, and hands back its lines; it refuses (INVALID_ARGUMENT `ARCHIVE_INVALID`, with a
-//! field violation naming the manifest, a table or a line) anything that does not match.
+//! field violation naming the manifest, a table or a line) anything that does not match, and
+//! (`ARCHIVE_SIGNATURE_INVALID`) a signature that is missing, unknown or wrong under this
+//! server's keys. It hands back the manifest only once its signature is verified, so nothing
+//! that follows the manifest is used or stored before.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::signature;
+pub use super::signature::{VERSION_SIGNED, VERSION_UNSIGNED};
+use crate::config::ArchiveSigningKeys;
 use crate::domain::tenants::ChannelBinding;
 use crate::error::{Error, Reason, Result};
 
 /// The format's name, the manifest's `format`.
 pub const FORMAT: &str = "tenantd-archive";
-/// The format's version this tenantd writes and reads.
-pub const VERSION: u32 = 1;
 /// The longest line read (a document's content is at most a few MiB; hex doubles it).
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -29,7 +36,8 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Manifest {
     /// [`FORMAT`].
     pub format: String,
-    /// [`VERSION`].
+    /// [`VERSION_UNSIGNED`], or [`VERSION_SIGNED`] when line 2 is the signature ([`header`]
+    /// sets it).
     pub version: u32,
     /// The tenantd that wrote it.
     pub tenantd_version: String,
@@ -73,6 +81,18 @@ pub struct ColumnManifest {
     /// Its PostgreSQL type, as `format_type` spells it.
     #[serde(rename = "type")]
     pub sql_type: String,
+}
+
+/// The first lines of an archive: the manifest, with the version `keys` call for, and its
+/// signature line when they sign.
+pub fn header(mut manifest: Manifest, keys: &ArchiveSigningKeys) -> Result<Vec<u8>> {
+    manifest.version = signature::version(keys);
+    let mut bytes = serde_json::to_vec(&manifest).map_err(|error| Error::internal(error.into()))?;
+    bytes.push(b'\n');
+    if let Some(signature) = signature::sign(keys, &bytes)? {
+        bytes.extend_from_slice(&signature);
+    }
+    Ok(bytes)
 }
 
 /// A data line: `{"table":"<table>","row":<row>}` and `\n`.
@@ -119,7 +139,8 @@ impl Digester {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -146,6 +167,9 @@ fn invalid(field: impl Into<String>, description: impl Into<String>) -> Error {
 pub struct Verifier {
     partial: Vec<u8>,
     manifest: Option<Manifest>,
+    /// A signed archive's manifest and its line's bytes, until its signature (line 2) is read.
+    unverified: Option<(Manifest, Vec<u8>)>,
+    keys: ArchiveSigningKeys,
     line_number: u64,
     table: usize,
     current: Digester,
@@ -154,12 +178,13 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier that accepts only tables of `known_tables`.
-    pub fn new(known_tables: &[&'static str]) -> Self {
-        Self { known_tables: known_tables.to_vec(), ..Self::default() }
+    /// A verifier that accepts only tables of `known_tables`, and signatures as `keys` rule
+    /// ([`signature::required`]).
+    pub fn new(known_tables: &[&'static str], keys: &ArchiveSigningKeys) -> Self {
+        Self { known_tables: known_tables.to_vec(), keys: keys.clone(), ..Self::default() }
     }
 
-    /// The manifest, once its line was read.
+    /// The manifest, once its line (and signature) was read.
     pub fn manifest(&self) -> Option<&Manifest> {
         self.manifest.as_ref()
     }
@@ -171,13 +196,14 @@ impl Verifier {
         while let Some(end) = rest.iter().position(|byte| *byte == b'\n') {
             let (head, tail) = rest.split_at(end + 1);
             rest = tail;
-            if self.partial.is_empty() {
-                lines.push(self.line(head)?);
+            let read = if self.partial.is_empty() {
+                self.line(head)?
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(head);
-                lines.push(self.line(&line)?);
-            }
+                self.line(&line)?
+            };
+            lines.extend(read);
         }
         self.partial.extend_from_slice(rest);
         if self.partial.len() > MAX_LINE_BYTES {
@@ -197,6 +223,13 @@ impl Verifier {
                 "does not end with a newline: the archive is truncated",
             ));
         }
+        if self.unverified.is_some() {
+            return Err(Error::invalid(
+                Reason::ArchiveSignatureInvalid,
+                "archive.signature",
+                "is missing: the archive ends after its manifest",
+            ));
+        }
         let Some(manifest) = self.manifest.take() else {
             return Err(invalid("archive.manifest", "is missing: the archive is empty"));
         };
@@ -213,17 +246,27 @@ impl Verifier {
         Ok(manifest)
     }
 
-    fn line(&mut self, line: &[u8]) -> Result<ArchiveLine> {
+    /// Reads one line; the manifest of a signed archive is handed back with its signature line.
+    fn line(&mut self, line: &[u8]) -> Result<Option<ArchiveLine>> {
         self.line_number += 1;
         let field = || format!("archive.line[{}]", self.line_number);
+        if let Some((manifest, manifest_line)) = self.unverified.take() {
+            signature::verify(&self.keys, &manifest_line, line)?;
+            self.manifest = Some(manifest.clone());
+            return Ok(Some(ArchiveLine::Manifest(Box::new(manifest))));
+        }
         let Some(manifest) = self.manifest.take() else {
             let manifest = self.read_manifest(line)?;
+            if signature::required(&self.keys, manifest.version)? {
+                self.unverified = Some((manifest, line.to_vec()));
+                return Ok(None);
+            }
             self.manifest = Some(manifest.clone());
-            return Ok(ArchiveLine::Manifest(Box::new(manifest)));
+            return Ok(Some(ArchiveLine::Manifest(Box::new(manifest))));
         };
         let outcome = self.row(&manifest, line, field());
         self.manifest = Some(manifest);
-        outcome
+        outcome.map(Some)
     }
 
     fn read_manifest(&self, line: &[u8]) -> Result<Manifest> {
@@ -232,8 +275,11 @@ impl Verifier {
         if manifest.format != FORMAT {
             return Err(invalid("archive.manifest.format", format!("must be {FORMAT:?}")));
         }
-        if manifest.version != VERSION {
-            return Err(invalid("archive.manifest.version", format!("must be {VERSION}: this tenantd reads no other")));
+        if ![VERSION_UNSIGNED, VERSION_SIGNED].contains(&manifest.version) {
+            return Err(invalid(
+                "archive.manifest.version",
+                format!("must be {VERSION_UNSIGNED} or {VERSION_SIGNED}: this tenantd reads no other"),
+            ));
         }
         for (index, table) in manifest.tables.iter().enumerate() {
             if !self.known_tables.contains(&table.name.as_str()) {
@@ -290,6 +336,11 @@ mod tests {
     use super::*;
 
     fn archive(rows: &[(&str, &str)]) -> Vec<u8> {
+        archive_under(rows, &ArchiveSigningKeys::default())
+    }
+
+    /// An archive of `rows`, signed by `keys`' first key if any.
+    fn archive_under(rows: &[(&str, &str)], keys: &ArchiveSigningKeys) -> Vec<u8> {
         let tables = ["users", "documents"];
         let mut data = Vec::new();
         let mut all = Digester::default();
@@ -311,7 +362,7 @@ mod tests {
         }
         let manifest = Manifest {
             format: FORMAT.to_owned(),
-            version: VERSION,
+            version: 0,
             tenantd_version: "test".to_owned(),
             export_time: Utc::now(),
             tenant_id: Uuid::nil(),
@@ -322,14 +373,17 @@ mod tests {
             data_bytes: all.bytes(),
             data_sha256: all.finish(),
         };
-        let mut bytes = serde_json::to_vec(&manifest).expect("json");
-        bytes.push(b'\n');
+        let mut bytes = header(manifest, keys).expect("header");
         bytes.extend_from_slice(&data);
         bytes
     }
 
     fn verify(bytes: &[u8], piece: usize) -> Result<Vec<ArchiveLine>> {
-        let mut verifier = Verifier::new(&["users", "documents"]);
+        verify_under(bytes, piece, &ArchiveSigningKeys::default())
+    }
+
+    fn verify_under(bytes: &[u8], piece: usize, keys: &ArchiveSigningKeys) -> Result<Vec<ArchiveLine>> {
+        let mut verifier = Verifier::new(&["users", "documents"], keys);
         let mut lines = Vec::new();
         for chunk in bytes.chunks(piece) {
             lines.extend(verifier.push(chunk)?);
@@ -386,8 +440,87 @@ mod tests {
 
     #[test]
     fn a_manifest_naming_an_unknown_table_is_refused() {
-        let mut verifier = Verifier::new(&["documents"]);
+        let mut verifier = Verifier::new(&["documents"], &ArchiveSigningKeys::default());
         let field = field_of(verifier.push(&archive(ROWS)).expect_err("users is not known"));
         assert_eq!(field, "archive.manifest.tables[0]");
+    }
+
+    fn keys(ids: &[&str]) -> ArchiveSigningKeys {
+        let entries: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                use base64::Engine;
+                format!("{id}:{}", base64::engine::general_purpose::STANDARD.encode(format!("{id:-<32}")))
+            })
+            .collect();
+        ArchiveSigningKeys::parse(&entries.join(",")).expect("keys")
+    }
+
+    /// The reason and the description of the signature refusal.
+    fn signature_refusal(error: Error) -> String {
+        assert_eq!(error.reason(), Reason::ArchiveSignatureInvalid, "{error:?}");
+        let violation = error.violations().first().cloned().expect("a field violation");
+        assert_eq!(violation.field, "archive.signature");
+        violation.description
+    }
+
+    #[test]
+    fn a_signed_archive_is_version_2_with_its_signature_as_line_2_and_verifies_in_pieces_of_any_size() {
+        let signed = archive_under(ROWS, &keys(&["k1"]));
+        let text = String::from_utf8(signed.clone()).expect("utf-8");
+        let second = text.lines().nth(1).expect("line 2");
+        assert!(second.starts_with(r#"{"signature":{"key_id":"k1","algorithm":"HMAC-SHA256","mac":""#), "{second}");
+        assert!(text.starts_with(r#"{"format":"tenantd-archive","version":2,"#));
+        for piece in [1, 7, signed.len()] {
+            let lines = verify_under(&signed, piece, &keys(&["k1"])).expect("valid");
+            assert_eq!(lines.len(), 4, "the manifest and three rows, piece {piece}");
+        }
+        for cut in 0..signed.len() {
+            assert!(verify_under(&signed[..cut], 5, &keys(&["k1"])).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_manifest_of_a_signed_archive_is_handed_back_only_with_its_signature() {
+        let signed = archive_under(ROWS, &keys(&["k1"]));
+        let end = signed.iter().position(|byte| *byte == b'\n').expect("line 1") + 1;
+        let mut verifier = Verifier::new(&["users", "documents"], &keys(&["k1"]));
+        assert_eq!(verifier.push(&signed[..end]).expect("the manifest line").len(), 0);
+        assert!(verifier.manifest().is_none(), "not before its signature");
+        let lines = verifier.push(&signed[end..]).expect("the rest");
+        assert!(matches!(lines.first(), Some(ArchiveLine::Manifest(_))), "then the manifest, first");
+        assert!(verifier.manifest().is_some());
+    }
+
+    #[test]
+    fn a_signature_that_is_missing_unknown_wrong_or_unverifiable_is_refused_and_says_which() {
+        let signed = archive_under(ROWS, &keys(&["old"]));
+        assert!(verify_under(&signed, 9, &keys(&["new", "old"])).is_ok(), "positive control: an old key verifies");
+        let unknown = signature_refusal(verify_under(&signed, 9, &keys(&["new"])).expect_err("old is gone"));
+        assert!(unknown.contains(r#"key id "old""#), "{unknown}");
+        let other_secret = {
+            use base64::Engine;
+            ArchiveSigningKeys::parse(&format!("old:{}", base64::engine::general_purpose::STANDARD.encode([1u8; 32])))
+                .expect("keys")
+        };
+        let wrong = signature_refusal(verify_under(&signed, 9, &other_secret).expect_err("another secret"));
+        assert!(wrong.contains("does not match"), "{wrong}");
+        let keyless = signature_refusal(verify(&signed, 9).expect_err("no key"));
+        assert!(keyless.contains("no key to verify it"), "{keyless}");
+        let unsigned = archive(ROWS);
+        assert!(verify(&unsigned, 9).is_ok(), "positive control: unsigned without keys");
+        let missing = signature_refusal(verify_under(&unsigned, 9, &keys(&["old"])).expect_err("unsigned"));
+        assert!(missing.contains("is missing"), "{missing}");
+
+        // A manifest changed after signing: its MAC no longer matches, though it parses.
+        let text = String::from_utf8(signed).expect("utf-8");
+        let changed = text.replacen(r#""tenantd_version":"test""#, r#""tenantd_version":"tset""#, 1);
+        let changed = signature_refusal(verify_under(changed.as_bytes(), 9, &keys(&["old"])).expect_err("changed"));
+        assert!(changed.contains("does not match"), "{changed}");
+        // Line 2 a data line instead of a signature.
+        let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+        lines.remove(1);
+        let dropped = signature_refusal(verify_under(lines.concat().as_bytes(), 9, &keys(&["old"])).expect_err("gone"));
+        assert!(dropped.contains("is missing"), "{dropped}");
     }
 }

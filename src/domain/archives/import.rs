@@ -408,7 +408,7 @@ impl<'h> Upload<'h> {
             upload_id: request.upload_id,
             chunks: request.upload_chunks,
             next_sequence: 0,
-            verifier: Verifier::new(ARCHIVED_TABLES),
+            verifier: Verifier::new(ARCHIVED_TABLES, &handler.signing_keys),
             lines: VecDeque::new(),
         }
     }

@@ -27,6 +27,7 @@ use self::format::{ColumnManifest, Digester, Manifest, TableManifest, Verifier, 
 use super::idempotency::{self, RequestKey, Scope};
 use super::operations::{Operation, OperationHandler, OperationKind, OperationRun, OperationState, Operations, Stop};
 use super::tenants::ChannelBinding;
+use crate::config::ArchiveSigningKeys;
 use crate::db;
 use crate::db::archives::{ARCHIVED_TABLES, MAX_CHUNK_BYTES};
 use crate::db::tenant_schema::{IsolationTier, Provisioner};
@@ -37,6 +38,7 @@ use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantState};
 
 pub mod format;
 mod import;
+pub mod signature;
 
 /// The most rows read per page of an export; a page holds about [`PAGE_BYTES`] of rows
 /// (the row count adapts to the rows' size), so memory does not grow with large rows.
@@ -116,19 +118,21 @@ pub struct Archives {
     provisioner: Provisioner,
     resolver: Arc<TenantResolver>,
     retention: Duration,
+    signing_keys: ArchiveSigningKeys,
 }
 
 impl Archives {
     /// Archives kept for `retention` after their export (read as the app role), applied
-    /// (imported) through `provisioner`'s role.
+    /// (imported) through `provisioner`'s role; uploads' signatures checked with `signing_keys`.
     pub fn new(
         operations: Operations,
         database: TenantDb,
         provisioner: Provisioner,
         resolver: Arc<TenantResolver>,
         retention: Duration,
+        signing_keys: ArchiveSigningKeys,
     ) -> Self {
-        Self { operations, database, provisioner, resolver, retention }
+        Self { operations, database, provisioner, resolver, retention, signing_keys }
     }
 
     /// Starts exporting a tenant that is not PURGING or PURGED.
@@ -183,8 +187,9 @@ impl Archives {
     }
 
     /// Stores and verifies an uploaded archive, then starts the import that applies it. A
-    /// tampered or truncated archive is INVALID_ARGUMENT `ARCHIVE_INVALID`; whatever the
-    /// failure, the upload is deleted.
+    /// tampered or truncated archive is INVALID_ARGUMENT `ARCHIVE_INVALID`, a signature that
+    /// is missing, unknown or wrong `ARCHIVE_SIGNATURE_INVALID` (found before anything past
+    /// the manifest is stored); whatever the failure, the upload is deleted.
     pub async fn import<S>(&self, request: &RequestContext, options: ImportOptions, mut upload: S) -> Result<Operation>
     where
         S: Stream<Item = Result<Vec<u8>>> + Unpin + Send,
@@ -217,7 +222,7 @@ impl Archives {
         let upload_id = Uuid::now_v7();
         let context = TenantContext::new(tenant_id, request.clone());
         let stored = async {
-            let mut verifier = Verifier::new(ARCHIVED_TABLES);
+            let mut verifier = Verifier::new(ARCHIVED_TABLES, &self.signing_keys);
             let mut sequence = 0;
             while let Some(bytes) = upload.next().await {
                 for piece in bytes?.chunks(MAX_CHUNK_BYTES) {
@@ -390,17 +395,20 @@ pub struct ArchiveHandler {
     database: TenantDb,
     provisioner: Provisioner,
     resolver: Arc<TenantResolver>,
+    signing_keys: ArchiveSigningKeys,
 }
 
 impl ArchiveHandler {
-    /// The handler of `kind` (ExportTenant or ImportTenant).
+    /// The handler of `kind` (ExportTenant or ImportTenant); exports are signed, and imports
+    /// verified again, with `signing_keys`.
     pub fn new(
         kind: OperationKind,
         database: TenantDb,
         provisioner: Provisioner,
         resolver: Arc<TenantResolver>,
+        signing_keys: ArchiveSigningKeys,
     ) -> Self {
-        Self { kind, database, provisioner, resolver }
+        Self { kind, database, provisioner, resolver, signing_keys }
     }
 
     async fn connect(&self) -> Result<AsyncPgConnection, Stop> {
@@ -483,7 +491,7 @@ impl ArchiveHandler {
         let data_bytes = data.bytes();
         let manifest = Manifest {
             format: format::FORMAT.to_owned(),
-            version: format::VERSION,
+            version: format::VERSION_UNSIGNED,
             tenantd_version: env!("CARGO_PKG_VERSION").to_owned(),
             export_time: Utc::now(),
             tenant_id,
@@ -496,8 +504,7 @@ impl ArchiveHandler {
             data_bytes,
             data_sha256: data.finish(),
         };
-        let mut line = serde_json::to_vec(&manifest).map_err(|error| Stop::Failed(Error::internal(error.into())))?;
-        line.push(b'\n');
+        let line = format::header(manifest, &self.signing_keys).map_err(Stop::Failed)?;
         if line.len() > MAX_CHUNK_BYTES {
             return Err(Stop::Failed(Error::internal(anyhow::anyhow!("the manifest is larger than a chunk"))));
         }
