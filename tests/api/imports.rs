@@ -1,10 +1,12 @@
-//! ImportTenant in short transactions (decision 0021, "Batched, resumable imports"): while an
+//! ImportTenant in short transactions (decision 0021, "Import: verified upload, then short
+//! transactions"), on both tiers: while an
 //! import is held part-way, with some of its rows committed, the tenant is PROVISIONING and
 //! refused, other tenants' events still flow, a killed replica's import is finished by
 //! another with the same rows, and a cancelled one leaves nothing of what it wrote.
 
 use std::time::{Duration, Instant};
 
+use tenantd::db::tenant_schema::schema_name;
 use tenantd::proto::longrunning::CancelOperationRequest;
 use tenantd::proto::{
     self, GetPurgeReceiptRequest, GetTenantRequest, ImportTenantOptions, ListUsersRequest, Tenant, get_tenant_request,
@@ -33,8 +35,9 @@ enum Into {
     PurgedOriginal,
 }
 
-/// An import of a populated tenant's archive, held part-way: its users are committed and
-/// its documents wait on a lock that a superuser transaction (`lock`) holds on `documents`.
+/// An import of a populated tenant's archive, held part-way: its users, documents and
+/// settings are committed and its API keys wait on a lock that a superuser transaction
+/// (`lock`) holds on `api_keys` (a shared table on both tiers, archived after the others).
 struct HeldImport {
     original: Tenant,
     archive: Vec<u8>,
@@ -46,7 +49,7 @@ struct HeldImport {
 
 impl HeldImport {
     async fn start(app: &TestApp, into: Into) -> Self {
-        let (original, _key) = populated_tenant(app, IsolationTier::Pooled).await;
+        let (original, _key) = populated_tenant(app, app.tier).await;
         let archive = export(app, &original.id).await;
         let options = match into {
             Into::NewId => {
@@ -65,7 +68,7 @@ impl HeldImport {
         };
         let (tenant_id, slug) = (options.tenant_id.clone(), options.slug.clone());
         let lock = connect(&pg_admin(), &app.database).await;
-        lock.batch_execute("BEGIN; LOCK TABLE documents IN SHARE MODE").await.expect("lock documents");
+        lock.batch_execute("BEGIN; LOCK TABLE api_keys IN SHARE MODE").await.expect("lock api_keys");
         let messages = import_messages(&archive, 64 * 1024, options);
         let operation =
             app.tenants.clone().import_tenant(futures_util::stream::iter(messages)).await.expect("import").into_inner();
@@ -73,14 +76,14 @@ impl HeldImport {
         let admin = connect(&pg_admin(), &app.database).await;
         loop {
             let waiting: i64 = admin
-                .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'documents'::regclass", &[])
+                .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'api_keys'::regclass", &[])
                 .await
                 .expect("locks")
                 .get(0);
             if waiting > 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the import never reached the documents");
+            assert!(Instant::now() < deadline, "the import never reached the API keys");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self { original, archive, operation: operation.name, tenant_id, slug, lock }
@@ -88,7 +91,7 @@ impl HeldImport {
 
     /// Lets the import go on.
     async fn release(&self) {
-        self.lock.batch_execute("ROLLBACK").await.expect("unlock documents");
+        self.lock.batch_execute("ROLLBACK").await.expect("unlock api_keys");
     }
 }
 
@@ -97,12 +100,30 @@ async fn tenant(app: &TestApp, id: &str) -> Result<Tenant, tonic::Status> {
     app.tenants.clone().get_tenant(GetTenantRequest { selector }).await.map(tonic::Response::into_inner)
 }
 
+/// The users of `tenant_id`, on either tier (counted as the superuser).
 async fn users_of(database: &str, tenant_id: &str) -> i64 {
     let admin = connect(&pg_admin(), database).await;
+    let schema = schema_name(Uuid::parse_str(tenant_id).expect("uuid"));
+    let in_schema: bool = admin
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{schema}.users")])
+        .await
+        .expect("schema table")
+        .get(0);
+    let table = if in_schema { format!("{schema}.users") } else { "public.users".to_owned() };
     admin
-        .query_one("SELECT count(*) FROM users WHERE tenant_id = $1::text::uuid", &[&tenant_id])
+        .query_one(&format!("SELECT count(*) FROM {table} WHERE tenant_id = $1::text::uuid"), &[&tenant_id])
         .await
         .expect("count users")
+        .get(0)
+}
+
+async fn schema_exists(database: &str, tenant_id: &str) -> bool {
+    let admin = connect(&pg_admin(), database).await;
+    let schema = schema_name(Uuid::parse_str(tenant_id).expect("uuid"));
+    admin
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[&schema])
+        .await
+        .expect("schema")
         .get(0)
 }
 
@@ -140,13 +161,17 @@ async fn while_an_import_is_held_part_way_its_tenant_is_provisioning_and_other_t
 
 #[tokio::test]
 async fn a_replica_killed_mid_import_leaves_it_provisioning_and_another_finishes_it_with_the_same_rows() {
-    let app = spawn_app_in(IsolationTier::Pooled, fast).await;
+    a_killed_import_is_finished_by_another_replica(IsolationTier::Pooled).await;
+}
+
+async fn a_killed_import_is_finished_by_another_replica(tier: IsolationTier) {
+    let app = spawn_app_in(tier, fast).await;
     let held = HeldImport::start(&app, Into::NewId).await;
     let HeldImport { original, archive, operation, tenant_id, lock, .. } = held;
     let database = app.kill().await;
     // The killed replica's connections are closed: what it left uncommitted rolls back
     // once the lock is released; its committed batch stays.
-    lock.batch_execute("ROLLBACK").await.expect("unlock documents");
+    lock.batch_execute("ROLLBACK").await.expect("unlock api_keys");
     assert_eq!(users_of(&database, &tenant_id).await, 3, "the committed batch survived the kill");
 
     let replica = replica(database, fast).await;
@@ -160,17 +185,19 @@ async fn a_replica_killed_mid_import_leaves_it_provisioning_and_another_finishes
     replica.stop().await;
 }
 
-async fn a_cancelled_import_removes_what_it_wrote(into: Into) {
-    let app = spawn_app_in(IsolationTier::Pooled, fast).await;
+async fn a_cancelled_import_removes_what_it_wrote(tier: IsolationTier, into: Into) {
+    let app = spawn_app_in(tier, fast).await;
     let held = HeldImport::start(&app, into).await;
     // Positive control: the import had written part of the tenant.
     assert_eq!(users_of(&app.database, &held.tenant_id).await, 3);
+    assert_eq!(schema_exists(&app.database, &held.tenant_id).await, tier == IsolationTier::Schema);
     operations(&app).cancel_operation(CancelOperationRequest { name: held.operation.clone() }).await.expect("cancel");
     held.release().await;
     let done = wait_done(&app, &held.operation).await;
     assert_eq!(failure(&done).map(|(code, _)| code), Some(Code::Cancelled), "{done:?}");
 
     let left = rows_everywhere(&app, &held.tenant_id).await;
+    assert!(!schema_exists(&app.database, &held.tenant_id).await, "no schema is left");
     match into {
         Into::NewId => {
             assert!(left.is_empty(), "no row of the import is left: {left:?}");
@@ -201,10 +228,20 @@ async fn a_cancelled_import_removes_what_it_wrote(into: Into) {
 
 #[tokio::test]
 async fn a_cancelled_import_into_a_new_id_leaves_no_tenant_and_no_row() {
-    a_cancelled_import_removes_what_it_wrote(Into::NewId).await;
+    a_cancelled_import_removes_what_it_wrote(IsolationTier::Pooled, Into::NewId).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_import_into_a_new_id_in_the_schema_tier_leaves_no_tenant_no_row_and_no_schema() {
+    a_cancelled_import_removes_what_it_wrote(IsolationTier::Schema, Into::NewId).await;
 }
 
 #[tokio::test]
 async fn a_cancelled_import_into_a_purged_id_puts_the_tombstone_back_as_it_was() {
-    a_cancelled_import_removes_what_it_wrote(Into::PurgedOriginal).await;
+    a_cancelled_import_removes_what_it_wrote(IsolationTier::Pooled, Into::PurgedOriginal).await;
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_import_in_the_schema_tier_leaves_it_to_another_that_finishes_it() {
+    a_killed_import_is_finished_by_another_replica(IsolationTier::Schema).await;
 }
