@@ -158,7 +158,7 @@ impl Application {
         let traces = config.traces.as_ref().map(Traces::start).transpose()?;
         let observe = gateway::ObserveLayer::new(metrics.clone(), traces.as_ref().map(Traces::tracer));
         let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), observe.clone());
-        let (warnings, warning_writer) = rate_warnings::channel(database.clone(), resolver.clone());
+        let (warnings, warning_writer) = rate_warnings::channel(database.clone());
         let limiter = Arc::new(
             RateLimiter::new(redis.clone(), config.rate_limit_fallback_replicas)
                 .with_warnings(config.rate_warning_window, warnings),

@@ -6,30 +6,26 @@
 //! own transaction, so it is in the tenant's audit trail and on the event stream, as a
 //! `quota.warning` is.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audit;
+use crate::tenancy::TenantDb;
 use crate::tenancy::rate_limiter::RateWarning;
-use crate::tenancy::resolver::TenantResolver;
-use crate::tenancy::{RequestContext, TenantDb};
 
 /// How many warnings may wait for the writer; past it the limiter drops them (counted).
 pub const RATE_WARNING_QUEUE: usize = 1024;
 
 /// A channel for the limiter's warnings and the writer that drains it.
-pub fn channel(database: TenantDb, resolver: Arc<TenantResolver>) -> (mpsc::Sender<RateWarning>, RateWarningWriter) {
+pub fn channel(database: TenantDb) -> (mpsc::Sender<RateWarning>, RateWarningWriter) {
     let (sender, receiver) = mpsc::channel(RATE_WARNING_QUEUE);
-    (sender, RateWarningWriter { database, resolver, receiver })
+    (sender, RateWarningWriter { database, receiver })
 }
 
 /// Records the warnings the rate limiter reports, one at a time.
 pub struct RateWarningWriter {
     database: TenantDb,
-    resolver: Arc<TenantResolver>,
     receiver: mpsc::Receiver<RateWarning>,
 }
 
@@ -51,14 +47,8 @@ impl RateWarningWriter {
     /// Counts `warning` by its tenant's plan and records its event; a failure is logged (the
     /// request that crossed was served either way).
     async fn record(&self, warning: RateWarning) {
-        let tenant_id = warning.tenant_id;
-        let context = match self.resolver.context(tenant_id, RequestContext::system()).await {
-            Ok(context) => context,
-            Err(error) => {
-                tracing::warn!(tenant.id = %tenant_id, error = %error, "rate-limit warning not recorded");
-                return;
-            }
-        };
+        let context = warning.context;
+        let tenant_id = context.tenant_id();
         let plan = context.plan().map(str::to_owned);
         crate::metrics::record_rate_warning(plan.as_deref().unwrap_or("none"), warning.threshold_percent);
         let window_ms = u64::try_from(warning.window.as_millis()).unwrap_or(u64::MAX);

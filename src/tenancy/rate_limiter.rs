@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{RateLimit, RateLimits};
+use super::{Actor, RateLimit, RateLimits, TenantContext};
 use crate::cache::{RedisCache, RedisKey, Script};
 
 /// The GCRA over one or two limits, for `ARGV[1]` requests at once, all or nothing per
@@ -138,10 +138,11 @@ pub const RATE_WARNING_HOLD: Duration = Duration::from_secs(3600);
 
 /// A tenant's admitted requests (and leased tokens) in one warning window reached a
 /// threshold of its rate limit times the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateWarning {
-    /// The tenant.
-    pub tenant_id: Uuid,
+    /// The tenant (with its plan), and the request whose count crossed the threshold (its
+    /// event's actor and request id).
+    pub context: TenantContext,
     /// The threshold crossed, in percent (one of [`RATE_WARNING_THRESHOLDS`]).
     pub threshold_percent: u32,
     /// The tenant's limit.
@@ -240,7 +241,29 @@ impl RateLimiter {
     /// At most one Redis round trip when any limit applies, none otherwise: requests for the
     /// same limits that arrive while a script call for them is in flight wait for it and are
     /// then counted together, by the next call (see [`Batches`]).
+    /// Counts no warnings: there is no request to record them for (see
+    /// [`RateLimiter::check_request`]).
     pub async fn check(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Result<Counted, Refusal> {
+        self.count(tenant_id, api_key, limits, None).await
+    }
+
+    /// [`RateLimiter::check`] for a request in `context` (made with an API key if its actor
+    /// is one): a warning this request's script call reports is recorded as this request's.
+    pub async fn check_request(&self, context: &TenantContext, limits: &RateLimits) -> Result<Counted, Refusal> {
+        let api_key = match context.request().actor() {
+            Actor::ApiKey { key_id } => Some(*key_id),
+            _ => None,
+        };
+        self.count(context.tenant_id(), api_key, limits, Some(context)).await
+    }
+
+    async fn count(
+        &self,
+        tenant_id: Uuid,
+        api_key: Option<Uuid>,
+        limits: &RateLimits,
+        request: Option<&TenantContext>,
+    ) -> Result<Counted, Refusal> {
         let applied = applied_limits(tenant_id, api_key, limits);
         if applied.is_empty() {
             return Ok(Counted::Unlimited);
@@ -278,7 +301,7 @@ impl RateLimiter {
         let from_lease = self.spend_lease(&batch_key, wanted);
         let outcome = match wanted - from_lease {
             0 => Some((0, None, 0)),
-            rest => self.ask_redis(tenant_id, &applied, rest).await,
+            rest => self.ask_redis(tenant_id, request, &applied, rest).await,
         };
         let others = std::mem::take(&mut turn.others);
         drop(turn);
@@ -311,6 +334,7 @@ impl RateLimiter {
     async fn ask_redis(
         &self,
         tenant_id: Uuid,
+        request: Option<&TenantContext>,
         applied: &[(LimitedBy, RedisKey, RateLimit)],
         wanted: usize,
     ) -> Option<(usize, Option<Refusal>, u64)> {
@@ -318,9 +342,9 @@ impl RateLimiter {
         let mut args = Vec::with_capacity(5 + 2 * applied.len());
         args.push(u64::try_from(wanted).unwrap_or(u64::MAX));
         args.push(lease_size(applied));
-        let warned = self.warned_limit(applied);
+        let warned = request.and_then(|request| Some((request, self.warned_limit(applied)?)));
         match warned {
-            Some((window, limit)) => {
+            Some((_, (window, limit))) => {
                 keys.push(RedisKey::for_tenant(tenant_id, &["rate", "warning"]));
                 let window_micros = u64::try_from(window.as_micros()).unwrap_or(u64::MAX).max(1);
                 let budget = (u128::from(limit.per_second) * window.as_millis()).div_ceil(1000).max(1);
@@ -334,8 +358,10 @@ impl RateLimiter {
         let [admitted, retry_after, index, leased, crossed] = reply.as_slice() else {
             return None;
         };
-        if let Some((window, limit)) = warned {
-            self.report_crossings(tenant_id, *crossed, limit, window);
+        if let Some((request, (window, limit))) = warned
+            && *crossed != 0
+        {
+            self.report_crossings(request, *crossed, limit, window);
         }
         let admitted = usize::try_from(*admitted).unwrap_or(0).min(wanted);
         if admitted == wanted {
@@ -359,7 +385,7 @@ impl RateLimiter {
 
     /// Hands each threshold whose bit is set in `crossed` to the warning channel, without
     /// waiting: a full channel drops the warning, counted.
-    fn report_crossings(&self, tenant_id: Uuid, crossed: i64, limit: RateLimit, window: Duration) {
+    fn report_crossings(&self, request: &TenantContext, crossed: i64, limit: RateLimit, window: Duration) {
         let Some(sink) = &self.warnings else {
             return;
         };
@@ -367,10 +393,10 @@ impl RateLimiter {
             if crossed & (1 << bit) == 0 {
                 continue;
             }
-            let warning = RateWarning { tenant_id, threshold_percent, limit, window };
+            let warning = RateWarning { context: request.clone(), threshold_percent, limit, window };
             if sink.sender.try_send(warning).is_err() {
                 crate::metrics::record_rate_warning_dropped();
-                tracing::warn!(tenant.id = %tenant_id, threshold_percent, "rate-limit warning dropped: its queue is full");
+                tracing::warn!(tenant.id = %request.tenant_id(), threshold_percent, "rate-limit warning dropped: its queue is full");
             }
         }
     }

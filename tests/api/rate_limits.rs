@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prost_types::value::Kind;
 use tenantd::cache::{INVALIDATION_CHANNEL, RedisCache};
+use tenantd::config::Config;
 use tenantd::proto::diagnostics_service_client::DiagnosticsServiceClient;
-use tenantd::proto::{ListUsersRequest, PingRequest, WatchEventsRequest};
+use tenantd::proto::{
+    ListTenantAuditEventsRequest, ListUsersRequest, PingRequest, Plan, PlanLimits, RequestRate, WatchEventsRequest,
+};
 use tenantd::tenancy::rate_limiter::{Counted, LimitedBy, RateLimiter};
 use tenantd::tenancy::resolver::TenantRecord;
 use tenantd::tenancy::{RateLimit, RateLimits, TenantState};
@@ -52,12 +56,29 @@ async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits)
 
 /// A server on `redis`, subscribed to its invalidations (`replicas` servers in all so far).
 async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64) -> TestApp {
+    server_with(redis, database, replicas, |_| {}).await
+}
+
+/// [`server_on`], with `configure` applied to its settings.
+async fn server_with(
+    redis: &ThrowawayRedis,
+    database: Option<&str>,
+    replicas: i64,
+    configure: impl Fn(&mut Config),
+) -> TestApp {
     let url = redis.url();
     let app = match database {
-        None => spawn_app_with(|config| config.redis.url = url.into()).await,
+        None => {
+            spawn_app_with(|config| {
+                config.redis.url = url.into();
+                configure(config);
+            })
+            .await
+        }
         Some(database) => {
             let mut config = test_config(database);
             config.redis.url = url.into();
+            configure(&mut config);
             let app = start(database.to_owned(), config).await;
             app.wait_for_status("", ServingStatus::Serving).await;
             app
@@ -366,4 +387,102 @@ async fn a_high_limit_leases_tokens_so_the_next_requests_need_no_redis_call_and_
     assert!(outcomes.iter().all(|outcome| *outcome == Ok(Counted::Shared) || outcome.is_err()), "{outcomes:?}");
     let refusal = outcomes.iter().find_map(|outcome| outcome.err()).expect("some refused");
     assert!(refusal.retry_after > Duration::ZERO && refusal.retry_after <= Duration::from_millis(1));
+}
+
+/// The threshold of each `rate_limit.warning` event in `tenant`'s audit trail, in percent.
+async fn rate_warnings(app: &TestApp, tenant: &str) -> Vec<f64> {
+    let request = ListTenantAuditEventsRequest { tenant_id: tenant.to_owned(), ..Default::default() };
+    let events = app.tenants.clone().list_tenant_audit_events(request).await.expect("audit").into_inner();
+    let threshold = |details: prost_types::Struct| match details.fields.get("threshold_percent")?.kind.clone()? {
+        Kind::NumberValue(percent) => Some(percent),
+        _ => None,
+    };
+    let warnings = events.audit_events.into_iter().filter(|event| event.action == "rate_limit.warning");
+    let mut thresholds: Vec<f64> =
+        warnings.map(|event| event.details.and_then(threshold).expect("a threshold")).collect();
+    thresholds.sort_by(f64::total_cmp);
+    thresholds
+}
+
+#[tokio::test]
+async fn a_tenant_sustaining_its_rate_records_one_80_and_one_100_percent_warning_across_two_replicas_a_quiet_one_none()
+{
+    // 20/s over windows of 1 s: 80% is 16 tokens in a window, 100% is 20.
+    const WINDOW: Duration = Duration::from_millis(1000);
+    const DRIVEN: Duration = Duration::from_secs(4);
+    let redis = ThrowawayRedis::start();
+    let configure = |config: &mut Config| {
+        config.rate_warning_window = WINDOW;
+        config.metrics_addr = Some("127.0.0.1:0".parse().expect("address"));
+    };
+    let first = server_with(&redis, None, 1, configure).await;
+    let second = server_with(&redis, Some(&first.database), 2, configure).await;
+    let plan = unique_slug("warned");
+    let limits = PlanLimits { tenant_rate: Some(RequestRate { per_second: 20, burst: 5 }), ..Default::default() };
+    let new_plan = Plan { name: plan.clone(), display_name: plan.clone(), limits: Some(limits), ..Default::default() };
+    crate::plans::create_plan(&first, new_plan).await;
+    let busy = crate::plans::create_tenant_on(&first, &plan, None).await.id;
+    let quiet = crate::plans::create_tenant_on(&first, &plan, None).await.id;
+
+    // The busy tenant: three callers per replica, far above its rate, for four windows.
+    let (admitted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for app in [&first, &second] {
+        for _ in 0..3 {
+            let mut ping = ping_client(app, Metadata::platform().tenant_id(&busy));
+            let (admitted, refused) = (admitted.clone(), refused.clone());
+            workers.push(tokio::spawn(async move {
+                while started.elapsed() < DRIVEN {
+                    match ping.ping(PingRequest {}).await {
+                        Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(status) => panic!("unexpected {status:?}"),
+                    };
+                }
+            }));
+        }
+    }
+    // The quiet tenant beside it: 5 requests a second, a quarter of its rate, on both replicas.
+    let mut quiet_pings = [&first, &second].map(|app| ping_client(app, Metadata::platform().tenant_id(&quiet)));
+    let mut sent = 0_usize;
+    while started.elapsed() < DRIVEN {
+        quiet_pings[sent % 2].ping(PingRequest {}).await.expect("the quiet tenant is within its rate");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let (admitted, refused) = (admitted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    println!("busy: admitted {admitted}, refused {refused}; quiet: {sent} sent");
+    assert!(refused > admitted, "the busy tenant was driven over its limit");
+
+    // The events are written off the request path: wait for the busy tenant's two, then a
+    // little longer, so that a late duplicate would show.
+    let waited = Instant::now();
+    while rate_warnings(&first, &busy).await.len() < 2 && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rate_warnings(&first, &busy).await, [80.0, 100.0], "one warning per threshold across two replicas");
+    assert_eq!(rate_warnings(&first, &quiet).await, [0.0; 0], "a tenant at a quarter of its rate is not warned");
+
+    // The metric, by plan and threshold and never by tenant (the two servers share a process,
+    // so both expose the same counts).
+    for app in [&first, &second] {
+        let text = crate::metrics::scrape(app.metrics_port.expect("metrics")).await;
+        for threshold in ["80", "100"] {
+            let line =
+                format!("tenantd_rate_limit_warnings_total{{plan=\"{plan}\",threshold_percent=\"{threshold}\"}} 1");
+            assert!(text.contains(&line), "missing {line}");
+        }
+        let tenant_labelled = text.lines().any(|line| line.contains(&busy) || line.contains(&quiet));
+        assert!(!tenant_labelled, "no metric names a tenant");
+    }
+    second.shutdown.cancel();
+    second.server.await.expect("task").expect("clean stop");
+    first.stop().await;
 }
