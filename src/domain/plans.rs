@@ -267,7 +267,7 @@ impl Plans {
         .collect();
         // A transaction for the row lock, scoped (as a create's) to an id that names no tenant.
         let context = TenantContext::new(Uuid::now_v7(), request.clone());
-        let (plan, tenants) = self
+        let (plan, revision, tenants) = self
             .database
             .run(&context, async move |transaction| {
                 let connection = transaction.connection();
@@ -282,10 +282,11 @@ impl Plans {
                 };
                 let row = db::plans::save(connection, row.id, changes).await?;
                 let tenants = db::tenants::ids_on_plan(connection, &row.name).await?;
-                Ok((Plan::try_from(row)?, tenants))
+                let revision = row.revision;
+                Ok((Plan::try_from(row)?, revision, tenants))
             })
             .await?;
-        self.resolver.invalidate_all(&tenants).await;
+        self.resolver.invalidate_plan(&plan.name, revision).await;
         let recorded = self.record_plan_update(&request, &plan, &changed, &tenants).await;
         tracing::info!(
             plan.name = %plan.name, tenants = tenants.len(), events = recorded, actor.kind = request.actor().kind(),

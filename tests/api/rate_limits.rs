@@ -44,6 +44,7 @@ async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits)
         plan: None,
         quotas: Default::default(),
         limits_changed_at: None,
+        plan_revision: None,
     };
     let client = redis::Client::open(redis.url()).expect("url");
     let mut connection = client.get_multiplexed_async_connection().await.expect("connect");

@@ -139,6 +139,7 @@ mod tests {
                 plan: None,
                 quotas: Default::default(),
                 limits_changed_at: None,
+                plan_revision: None,
             });
             request
         };
