@@ -499,3 +499,95 @@ async fn a_tenant_sustaining_its_rate_records_one_80_and_one_100_percent_warning
     second.server.await.expect("task").expect("clean stop");
     first.stop().await;
 }
+
+/// Whether `app` refuses one of two pings for `tenant` in a row (a rate of 1 with a burst of 1
+/// refuses the second; the plan's earlier 1,000 refuses neither).
+async fn refuses_a_second_ping(app: &TestApp, tenant: &str) -> bool {
+    let mut ping = ping_client(app, Metadata::platform().tenant_id(tenant));
+    for _ in 0..2 {
+        match ping.ping(PingRequest {}).await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::ResourceExhausted => return true,
+            Err(status) => panic!("unexpected {status:?}"),
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_plan_change_reaches_every_one_of_its_2000_tenants_on_two_replicas_within_a_second() {
+    use futures_util::StreamExt;
+    const TENANTS: usize = 2000;
+    let redis = ThrowawayRedis::start();
+    let first = server_on(&redis, None, 1).await;
+    let second = server_on(&redis, Some(&first.database), 2).await;
+    let name = unique_slug("scale");
+    let rate = |per_second| PlanLimits {
+        tenant_rate: Some(RequestRate { per_second, burst: per_second }),
+        ..Default::default()
+    };
+    let plan = Plan { name: name.clone(), display_name: name.clone(), limits: Some(rate(1000)), ..Default::default() };
+    let plan = crate::plans::create_plan(&first, plan).await;
+    // One tenant through the API, the others seeded in one statement (as CreateTenant would
+    // leave them: active, pooled, on the plan).
+    let mut tenants = vec![crate::plans::create_tenant_on(&first, &name, None).await.id];
+    let admin = crate::helpers::connect(&crate::helpers::pg_admin(), &first.database).await;
+    let seeded = admin
+        .query(
+            "INSERT INTO tenants (id, slug, display_name, state, plan) \
+             SELECT gen_random_uuid(), $1 || '-' || n, 'Seeded ' || n, 'active', $1 \
+             FROM generate_series(1, $2::int) AS n RETURNING id::text",
+            &[&name, &i32::try_from(TENANTS - 1).expect("small")],
+        )
+        .await
+        .expect("seed tenants");
+    tenants.extend(seeded.iter().map(|row| row.get::<_, String>(0)));
+    assert_eq!(tenants.len(), TENANTS);
+
+    // Every tenant's record is cached on both replicas and in Redis before the change.
+    let started = Instant::now();
+    let pairs = tenants.iter().flat_map(|tenant| [(&first, tenant), (&second, tenant)]);
+    futures_util::stream::iter(pairs)
+        .for_each_concurrent(16, async |(app, tenant)| {
+            ping_client(app, Metadata::platform().tenant_id(tenant)).ping(PingRequest {}).await.expect("warm");
+        })
+        .await;
+    println!("{TENANTS} tenants cached on two replicas in {:?}", started.elapsed());
+    // Checked on a sample spread over the plan's tenants (the API's first, seeded ones after).
+    let sample: Vec<&String> = tenants.iter().step_by(TENANTS / 20).collect();
+    let checks = || sample.iter().flat_map(|tenant| [(&first, *tenant), (&second, *tenant)]);
+    for (app, tenant) in checks() {
+        assert!(!refuses_a_second_ping(app, tenant).await, "control: the plan's 1,000/s admits two pings");
+    }
+
+    let mut lowered = Plan { name: name.clone(), limits: Some(rate(1)), ..Default::default() };
+    lowered.etag = plan.etag;
+    let mut client = crate::plans::plans(&first, crate::helpers::PLATFORM_TOKEN);
+    let changed_at = Instant::now();
+    let update = tokio::spawn(async move {
+        let mask = prost_types::FieldMask { paths: vec!["limits".into()] };
+        client.update_plan(tenantd::proto::UpdatePlanRequest { plan: Some(lowered), update_mask: Some(mask) }).await
+    });
+    let mut pending: Vec<_> = checks().collect();
+    while !pending.is_empty() {
+        let outcomes = futures_util::future::join_all(
+            pending.iter().map(|(app, tenant)| async move { refuses_a_second_ping(app, tenant).await }),
+        )
+        .await;
+        let mut outcome = outcomes.into_iter();
+        pending.retain(|_| !outcome.next().unwrap_or(false));
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(1),
+            "{} of {} sampled tenant-replica pairs still on the old limit after 1 s (UpdatePlan answered: {})",
+            pending.len(),
+            sample.len() * 2,
+            update.is_finished()
+        );
+    }
+    let propagation = changed_at.elapsed();
+    update.await.expect("task").expect("lower the plan's rate");
+    println!("a plan of {TENANTS} tenants changed on both replicas in {propagation:?} (from the UpdatePlan call)");
+    second.shutdown.cancel();
+    second.server.await.expect("task").expect("clean stop");
+    first.stop().await;
+}
