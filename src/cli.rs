@@ -848,7 +848,7 @@ mod tests {
                 checked += 1;
             }
         });
-        // 20 durations and 3 sizes.
-        assert_eq!(checked, 23);
+        // 21 durations and 3 sizes.
+        assert_eq!(checked, 24);
     }
 }

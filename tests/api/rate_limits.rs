@@ -186,6 +186,36 @@ async fn two_replicas_admit_a_leased_rate_of_400_per_second_within_five_percent_
     admit_the_shared_rate_within_five_percent(RateLimit { per_second: 400, burst: 40 }).await;
 }
 
+/// `callers` callers per server of `apps` pinging for `tenant` as fast as they are answered,
+/// for `duration`: how many pings were admitted and how many refused (RESOURCE_EXHAUSTED).
+async fn drive(apps: &[&TestApp], tenant: &str, callers: u32, duration: Duration) -> (u64, u64) {
+    let admitted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for app in apps {
+        for _ in 0..callers {
+            let mut ping = ping_client(app, Metadata::platform().tenant_id(tenant));
+            let (admitted, refused) = (admitted.clone(), refused.clone());
+            workers.push(tokio::spawn(async move {
+                while started.elapsed() < duration {
+                    match ping.ping(PingRequest {}).await {
+                        Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(status) => panic!("unexpected {status:?}"),
+                    };
+                }
+            }));
+        }
+    }
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    (admitted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed))
+}
+
 /// Two replicas on one Redis, callers on both far above `limit` for 10 s: the admitted
 /// requests are within ±5% of 10 s of the rate (the burst is in the tolerance).
 async fn admit_the_shared_rate_within_five_percent(limit: RateLimit) {
@@ -207,32 +237,7 @@ async fn admit_the_shared_rate_within_five_percent(limit: RateLimit) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await; // the burst refills
 
-    let admitted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for app in [&first, &second] {
-        for _ in 0..callers {
-            let mut ping = ping_client(app, Metadata::platform().tenant_id(&tenant));
-            let (admitted, refused) = (admitted.clone(), refused.clone());
-            workers.push(tokio::spawn(async move {
-                while started.elapsed() < WINDOW {
-                    match ping.ping(PingRequest {}).await {
-                        Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
-                        Err(status) if status.code() == Code::ResourceExhausted => {
-                            refused.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(status) => panic!("unexpected {status:?}"),
-                    };
-                }
-            }));
-        }
-    }
-    for worker in workers {
-        worker.await.expect("worker");
-    }
-    let admitted = admitted.load(Ordering::Relaxed);
-    let refused = refused.load(Ordering::Relaxed);
+    let (admitted, refused) = drive(&[&first, &second], &tenant, callers, WINDOW).await;
     let expected = u64::from(limit.per_second) * WINDOW.as_secs();
     println!(
         "at {}/s: admitted {admitted} (expected {expected} + a burst of {}), refused {refused}, {callers} callers per \
@@ -438,38 +443,21 @@ async fn a_tenant_sustaining_its_rate_records_one_80_and_one_100_percent_warning
     let quiet = crate::plans::create_tenant_on(&first, &plan, None).await.id;
 
     // The busy tenant: three callers per replica, far above its rate, for four windows.
-    let (admitted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for app in [&first, &second] {
-        for _ in 0..3 {
-            let mut ping = ping_client(app, Metadata::platform().tenant_id(&busy));
-            let (admitted, refused) = (admitted.clone(), refused.clone());
-            workers.push(tokio::spawn(async move {
-                while started.elapsed() < DRIVEN {
-                    match ping.ping(PingRequest {}).await {
-                        Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
-                        Err(status) if status.code() == Code::ResourceExhausted => {
-                            refused.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Err(status) => panic!("unexpected {status:?}"),
-                    };
-                }
-            }));
-        }
-    }
+    let replicas = [&first, &second];
+    let busy_callers = drive(&replicas, &busy, 3, DRIVEN);
     // The quiet tenant beside it: 5 requests a second, a quarter of its rate, on both replicas.
-    let mut quiet_pings = [&first, &second].map(|app| ping_client(app, Metadata::platform().tenant_id(&quiet)));
-    let mut sent = 0_usize;
-    while started.elapsed() < DRIVEN {
-        quiet_pings[sent % 2].ping(PingRequest {}).await.expect("the quiet tenant is within its rate");
-        sent += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for worker in workers {
-        worker.await.expect("worker");
-    }
-    let (admitted, refused) = (admitted.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    let quiet_caller = async {
+        let mut pings = [&first, &second].map(|app| ping_client(app, Metadata::platform().tenant_id(&quiet)));
+        let mut sent = 0_usize;
+        while started.elapsed() < DRIVEN {
+            pings[sent % 2].ping(PingRequest {}).await.expect("the quiet tenant is within its rate");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        sent
+    };
+    let ((admitted, refused), sent) = tokio::join!(busy_callers, quiet_caller);
     println!("busy: admitted {admitted}, refused {refused}; quiet: {sent} sent");
     assert!(refused > admitted, "the busy tenant was driven over its limit");
 
