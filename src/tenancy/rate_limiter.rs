@@ -241,6 +241,7 @@ impl RateLimiter {
     /// At most one Redis round trip when any limit applies, none otherwise: requests for the
     /// same limits that arrive while a script call for them is in flight wait for it and are
     /// then counted together, by the next call (see [`Batches`]).
+    ///
     /// Counts no warnings: there is no request to record them for (see
     /// [`RateLimiter::check_request`]).
     pub async fn check(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Result<Counted, Refusal> {
@@ -262,6 +263,7 @@ impl RateLimiter {
         tenant_id: Uuid,
         api_key: Option<Uuid>,
         limits: &RateLimits,
+        // The request to record a warning for: the leader's, when requests are coalesced.
         request: Option<&TenantContext>,
     ) -> Result<Counted, Refusal> {
         let applied = applied_limits(tenant_id, api_key, limits);
