@@ -347,10 +347,12 @@ impl TenantResolver {
         // Keys are tenant data: the lookup runs in the key's tenant's transaction, under RLS.
         let context = TenantContext::new(tenant_id, RequestContext::system());
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let row = self
-            .database
-            .read(&context, async move |transaction| Ok(db::api_keys::find(transaction, key_id).await?))
-            .await?;
+        // Retried on a lost connection, as the other lookups are: an idle pooled connection
+        // closed by a PostgreSQL restart must not answer a valid key with UNAVAILABLE.
+        let row = db::retry::read(|| {
+            self.database.read(&context, async move |transaction| Ok(db::api_keys::find(transaction, key_id).await?))
+        })
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
