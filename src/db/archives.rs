@@ -3,14 +3,14 @@
 //! Two kinds of work:
 //! - the chunks of an archive (`tenant_archive_chunks`: an export's, or an upload's), read and
 //!   written through the tenant transaction like any tenant table;
-//! - the two long transactions: an export's snapshot (`REPEATABLE READ, READ ONLY`, every
-//!   table read in pages from one snapshot) and an import (one transaction that creates the
-//!   tenant, its schema, its rows, its counters and identifiers and makes it ACTIVE, so a
-//!   failure or a crash leaves nothing). Both are begun by hand and scoped to the tenant with
-//!   the same `SET LOCAL app.tenant_id` statement as the tenant transaction, so row-level
-//!   security stays forced: the export's ([`Snapshot`]) as the app role, on a dedicated
-//!   connection of the app role; the import's as `tenantd_owner` on a connection of the provisioning
-//!   role of its own, like a move's ([`super::moves`]). Table names come from [`ARCHIVED_TABLES`] and schema
+//! - an export's snapshot (`REPEATABLE READ, READ ONLY`, every table read in pages from one
+//!   snapshot) and an import's transactions (the claim that creates the tenant PROVISIONING, its
+//!   schema and identifiers; a transaction per batch of rows; the final one that makes it ACTIVE:
+//!   see [`crate::domain::archives`]). All are begun by hand and scoped to the tenant with the
+//!   same `SET LOCAL app.tenant_id` statement as the tenant transaction, so row-level security
+//!   stays forced: the export's ([`Snapshot`]) as the app role, on a dedicated connection of the
+//!   app role; the import's as `tenantd_owner` on a connection of the provisioning role of its
+//!   own, like a move's ([`super::moves`]). Table names come from [`ARCHIVED_TABLES`] and schema
 //!   names from the tenant's id, each through [`quote_identifier`]; values are bind parameters.
 
 use diesel::dsl::sql;
@@ -310,35 +310,51 @@ pub struct ImportedTenant<'a> {
 }
 
 /// Creates the tenant's registry row (`restore`: over a PURGED tombstone of the same id,
-/// whose deletion and purge times are cleared and whose creation time is kept; the
-/// archive's creation time is used otherwise).
+/// whose creation time is kept and whose deletion and purge times are cleared; read
+/// [`tombstone`] first, so that [`revert`] can put it back; the archive's creation time is
+/// used otherwise).
 pub async fn write_tenant(
     connection: &mut AsyncPgConnection,
     tenant: &ImportedTenant<'_>,
     restore: bool,
 ) -> QueryResult<()> {
-    let statement = if restore {
-        "UPDATE public.tenants SET slug = $2, display_name = $3, labels = $4::jsonb, isolation_tier = $5, plan = $6,
-                limit_overrides = $7::jsonb, state = $9, delete_time = NULL, purge_time = NULL,
-                revision = revision + 1, update_time = now()
-         WHERE id = $1"
-    } else {
-        "INSERT INTO public.tenants (id, slug, display_name, labels, isolation_tier, plan, limit_overrides, create_time, state)
-         VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7::jsonb, $8::timestamptz, $9)"
-    };
-    diesel::sql_query(statement)
+    let labels = tenant.labels.to_string();
+    let limit_overrides = tenant.limit_overrides.to_string();
+    if restore {
+        return diesel::sql_query(
+            "UPDATE public.tenants SET slug = $2, display_name = $3, labels = $4::jsonb, plan = $5,
+                    limit_overrides = $6::jsonb, state = $7, isolation_tier = $8, delete_time = NULL,
+                    purge_time = NULL, revision = revision + 1, update_time = now()
+             WHERE id = $1",
+        )
         .bind::<SqlUuid, _>(tenant.id)
         .bind::<Text, _>(tenant.slug)
         .bind::<Text, _>(tenant.display_name)
-        .bind::<Text, _>(tenant.labels.to_string())
-        .bind::<Text, _>(tenant.tier.as_str())
+        .bind::<Text, _>(labels)
         .bind::<Nullable<Text>, _>(tenant.plan)
-        .bind::<Text, _>(tenant.limit_overrides.to_string())
-        .bind::<Text, _>(tenant.create_time)
+        .bind::<Text, _>(limit_overrides)
         .bind::<Text, _>(tenant.state)
+        .bind::<Text, _>(tenant.tier.as_str())
         .execute(connection)
         .await
-        .map(drop)
+        .map(drop);
+    }
+    diesel::sql_query(
+        "INSERT INTO public.tenants (id, slug, display_name, labels, plan, limit_overrides, state, isolation_tier, create_time)
+         VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9::timestamptz)",
+    )
+    .bind::<SqlUuid, _>(tenant.id)
+    .bind::<Text, _>(tenant.slug)
+    .bind::<Text, _>(tenant.display_name)
+    .bind::<Text, _>(labels)
+    .bind::<Nullable<Text>, _>(tenant.plan)
+    .bind::<Text, _>(limit_overrides)
+    .bind::<Text, _>(tenant.state)
+    .bind::<Text, _>(tenant.tier.as_str())
+    .bind::<Text, _>(tenant.create_time)
+    .execute(connection)
+    .await
+    .map(drop)
 }
 
 /// Creates the tenant's schema inside the open import transaction (see
@@ -438,6 +454,63 @@ pub async fn set_state(connection: &mut AsyncPgConnection, tenant_id: Uuid, stat
     .map(drop)
 }
 
+/// What a PURGED tombstone holds beyond [`super::purge::TOMBSTONE`]'s empty names: what an
+/// import that restored it and failed puts back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, diesel::QueryableByName)]
+pub struct Tombstone {
+    /// Its tier.
+    #[diesel(sql_type = Text)]
+    pub isolation_tier: String,
+    /// Its deletion time (PostgreSQL's text of the timestamptz, exact).
+    #[diesel(sql_type = Text)]
+    pub delete_time: String,
+    /// Its purge time (the same).
+    #[diesel(sql_type = Text)]
+    pub purge_time: String,
+}
+
+/// The PURGED tombstone of `tenant_id` (`None`: no PURGED row).
+pub async fn tombstone(connection: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<Option<Tombstone>> {
+    diesel::sql_query(
+        "SELECT isolation_tier, delete_time::text AS delete_time, purge_time::text AS purge_time
+         FROM public.tenants WHERE id = $1 AND state = 'purged'",
+    )
+    .bind::<SqlUuid, _>(tenant_id)
+    .get_result(connection)
+    .await
+    .optional()
+}
+
+/// Undoes [`write_tenant`] of an import that failed, once its rows are deleted: the PURGED
+/// tombstone back as it was (`restore`), or no registry row. Only a PROVISIONING row is
+/// touched (a tenant deleted meanwhile is left to its purge). Returns whether a row was.
+pub async fn revert(
+    connection: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    restore: Option<&Tombstone>,
+) -> QueryResult<bool> {
+    let Some(tombstone) = restore else {
+        return diesel::sql_query("DELETE FROM public.tenants WHERE id = $1 AND state = 'provisioning'")
+            .bind::<SqlUuid, _>(tenant_id)
+            .execute(connection)
+            .await
+            .map(|rows| rows > 0);
+    };
+    diesel::sql_query(format!(
+        "UPDATE public.tenants SET state = 'purged', {}, isolation_tier = $2, delete_time = $3::timestamptz,
+                purge_time = $4::timestamptz, revision = revision + 1, update_time = now()
+         WHERE id = $1 AND state = 'provisioning'",
+        super::purge::TOMBSTONE
+    ))
+    .bind::<SqlUuid, _>(tenant_id)
+    .bind::<Text, _>(&tombstone.isolation_tier)
+    .bind::<Text, _>(&tombstone.delete_time)
+    .bind::<Text, _>(&tombstone.purge_time)
+    .execute(connection)
+    .await
+    .map(|rows| rows > 0)
+}
+
 /// Who an import's audit events name.
 #[derive(Debug, Clone)]
 pub struct ImportActor<'a> {
@@ -472,31 +545,6 @@ pub async fn record_event(
     .execute(connection)
     .await
     .map(drop)
-}
-
-#[derive(diesel::QueryableByName)]
-struct ChunkRow {
-    #[diesel(sql_type = diesel::sql_types::Bytea)]
-    bytes: Vec<u8>,
-}
-
-/// One chunk of an upload of the tenant, inside the open import transaction.
-pub async fn upload_chunk(
-    connection: &mut AsyncPgConnection,
-    tenant_id: Uuid,
-    archive_id: Uuid,
-    sequence: i32,
-) -> QueryResult<Option<Vec<u8>>> {
-    let row: Option<ChunkRow> = diesel::sql_query(
-        "SELECT bytes FROM public.tenant_archive_chunks WHERE tenant_id = $1 AND archive_id = $2 AND sequence = $3",
-    )
-    .bind::<SqlUuid, _>(tenant_id)
-    .bind::<SqlUuid, _>(archive_id)
-    .bind::<diesel::sql_types::Integer, _>(sequence)
-    .get_result(connection)
-    .await
-    .optional()?;
-    Ok(row.map(|row| row.bytes))
 }
 
 /// Deletes an upload's chunks inside the open import transaction.

@@ -41,6 +41,10 @@ impl TenantTable {
     }
 }
 
+/// What a PURGED tombstone keeps of a tenant's registry row: none of its names, labels or
+/// plan (its id, tier and times stay). Shared with an import that puts a tombstone back.
+pub const TOMBSTONE: &str = "slug = NULL, display_name = NULL, labels = '{}', plan = NULL, limit_overrides = '{}'";
+
 /// The schemas that hold no tenant data: PostgreSQL's and Citus's own.
 const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema')
      AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT LIKE 'citus%' AND n.nspname NOT LIKE 'columnar%'";
@@ -478,11 +482,11 @@ pub async fn verify_and_finish(
         if !left.is_empty() {
             return Ok(Finished::RowsLeft(left));
         }
-        diesel::sql_query(
-            "UPDATE tenants SET state = $2, slug = NULL, display_name = NULL, labels = '{}', plan = NULL,
-                 limit_overrides = '{}', purge_time = now(), revision = revision + 1, update_time = now()
-             WHERE id = $1",
-        )
+        diesel::sql_query(format!(
+            "UPDATE tenants SET state = $2, {TOMBSTONE}, purge_time = now(), revision = revision + 1,
+                 update_time = now()
+             WHERE id = $1"
+        ))
         .bind::<SqlUuid, _>(tenant_id)
         .bind::<Text, _>(transition.to)
         .execute(connection)

@@ -3,7 +3,7 @@
 //! [`crate::db::quotas::charge`]); a delete releases what it freed. Counters are kept only
 //! while a cap applies: a tenant (or a quota) without a cap pays nothing. So a counter is
 //! trusted only once it was recounted from the rows, under its lock, at least
-//! [`RECOUNT_GRACE`] after the tenant's limits last changed (by then no replica still creates
+//! [`crate::tenancy::resolver::TenantResolver::recount_grace`] after the tenant's limits last changed (by then no replica still creates
 //! by the old, uncapped limits); until then each capped charge recounts (decision 0016,
 //! "Counting only what is capped"). A charge that crosses
 //! 80% or 100% of a cap records a `quota.warning` event (in the same transaction, so it is
@@ -25,12 +25,9 @@ use crate::tenancy::{Quotas, TenantContext, TenantDb};
 /// The thresholds, in percent of a cap, whose crossing is a warning.
 pub const WARNING_THRESHOLDS: [i64; 2] = [80, 100];
 
-/// How long after a change of a tenant's limits a replica may still create by the old ones:
-/// a record is stale at most about a second after the change commits (the resolver's
-/// invalidation, or [`crate::tenancy::resolver::DEGRADED_TTL`] without it), and a create
-/// admitted by the old record must have committed within the rest. Counters recounted
-/// before the change plus this are recounted again by the next capped charge.
-pub const RECOUNT_GRACE: Duration = Duration::from_secs(10);
+/// How long a create admitted by a tenant's record may take to commit, beyond the age of the
+/// record (part of [`crate::tenancy::resolver::TenantResolver::recount_grace`]).
+pub const COMMIT_BOUND: Duration = Duration::from_secs(10);
 
 /// What a create checks its charges against: the tenant's plan and effective caps, as the
 /// request's context has them.
@@ -38,7 +35,7 @@ pub const RECOUNT_GRACE: Duration = Duration::from_secs(10);
 pub struct QuotaScope {
     plan: Option<String>,
     quotas: Quotas,
-    limits_changed_at: Option<DateTime<Utc>>,
+    trusted_from: Option<DateTime<Utc>>,
 }
 
 impl QuotaScope {
@@ -47,14 +44,13 @@ impl QuotaScope {
         Self {
             plan: context.plan().map(str::to_owned),
             quotas: *context.quotas(),
-            limits_changed_at: context.limits_changed_at(),
+            trusted_from: context.counters_trusted_from(),
         }
     }
 
     /// The earliest recount a counter may be trusted from (`None`: none, always recount).
     fn trusted_from(&self) -> Option<DateTime<Utc>> {
-        let grace = chrono::Duration::from_std(RECOUNT_GRACE).ok()?;
-        self.limits_changed_at?.checked_add_signed(grace)
+        self.trusted_from
     }
 
     /// The plan's name as metrics label it (`none` without a plan).

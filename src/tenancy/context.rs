@@ -183,7 +183,7 @@ pub struct TenantContext {
     request: RequestContext,
     plan: Option<String>,
     quotas: Quotas,
-    limits_changed_at: Option<DateTime<Utc>>,
+    counters_trusted_from: Option<DateTime<Utc>>,
 }
 
 impl TenantContext {
@@ -200,7 +200,7 @@ impl TenantContext {
             request,
             plan: None,
             quotas: Quotas::default(),
-            limits_changed_at: None,
+            counters_trusted_from: None,
         }
     }
 
@@ -209,20 +209,22 @@ impl TenantContext {
         Self { tier, ..Self::new(tenant_id, request) }
     }
 
-    /// The context with the tenant's plan, its effective quotas and when its limits last
-    /// changed, as its cached record has them.
+    /// The context with the tenant's plan and its effective quotas, as its cached record has
+    /// them, and the earliest recount its quota counters may be trusted from (its limits'
+    /// last change plus [`super::resolver::TenantResolver::recount_grace`]).
     pub(crate) fn with_plan(
         self,
         plan: Option<String>,
         quotas: Quotas,
-        limits_changed_at: Option<DateTime<Utc>>,
+        counters_trusted_from: Option<DateTime<Utc>>,
     ) -> Self {
-        Self { plan, quotas, limits_changed_at, ..self }
+        Self { plan, quotas, counters_trusted_from, ..self }
     }
 
-    /// When the tenant's limits last changed, as its cached record has it (`None`: unknown).
-    pub fn limits_changed_at(&self) -> Option<DateTime<Utc>> {
-        self.limits_changed_at
+    /// The earliest recount of a quota counter that may be trusted (`None`: unknown, always
+    /// recount).
+    pub fn counters_trusted_from(&self) -> Option<DateTime<Utc>> {
+        self.counters_trusted_from
     }
 
     /// The tenant's plan's name, if it has one.

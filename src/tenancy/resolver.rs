@@ -290,23 +290,37 @@ impl TenantResolver {
     ) -> Result<(TenantContext, TenantRecord)> {
         let tenant_id = self.tenant_id(selector).await?.ok_or_else(tenant_not_found)?;
         let record = self.require_active(tenant_id).await?;
-        let context = TenantContext::routed(tenant_id, record.tier, request).with_plan(
+        Ok((self.context_of(tenant_id, &record, request), record))
+    }
+
+    /// The context of a request for `tenant_id` by its `record`: routed by its tier, with its
+    /// plan and quotas, and the time from which its quota counters may be trusted.
+    pub fn context_of(&self, tenant_id: Uuid, record: &TenantRecord, request: RequestContext) -> TenantContext {
+        let trusted_from = record
+            .limits_changed_at
+            .and_then(|changed| Some(changed + chrono::Duration::from_std(self.recount_grace()).ok()?));
+        TenantContext::routed(tenant_id, record.tier, request).with_plan(
             record.plan.clone(),
             record.quotas,
-            record.limits_changed_at,
-        );
-        Ok((context, record))
+            trusted_from,
+        )
+    }
+
+    /// How long after a change of a tenant's limits a replica may still create by the old
+    /// ones: a record it holds is at most [`Self::new`]'s `ttl` old (an entry cached while
+    /// invalidations flowed, on a replica whose subscription died without it noticing yet;
+    /// about a second when invalidations flow), and a create admitted by it commits within
+    /// [`crate::domain::quotas::COMMIT_BOUND`] more. Quota counters recounted before the
+    /// change plus this are recounted again by the next capped charge.
+    pub fn recount_grace(&self) -> Duration {
+        self.ttl + crate::domain::quotas::COMMIT_BOUND
     }
 
     /// A context for work on a tenant that exists (in any state), routed by its tier, with its
     /// plan and quotas.
     pub async fn context(&self, tenant_id: Uuid, request: RequestContext) -> Result<TenantContext> {
         let record = self.record(tenant_id).await?.ok_or_else(tenant_not_found)?;
-        Ok(TenantContext::routed(tenant_id, record.tier, request).with_plan(
-            record.plan,
-            record.quotas,
-            record.limits_changed_at,
-        ))
+        Ok(self.context_of(tenant_id, &record, request))
     }
 
     /// The tenant's record, unless the tenant does not exist or is not ACTIVE, or its schema

@@ -29,23 +29,20 @@ use crate::helpers::{
     ApiKeyScope, IsolationTier, Metadata, TestApp, assert_error, connect, pg_admin, reason, spawn_app_in, unique_slug,
 };
 
-fn fast(config: &mut tenantd::config::Config) {
-    config.operations.lease = Duration::from_millis(900);
-    config.operations.poll_interval = Duration::from_millis(100);
-}
+pub(crate) use crate::helpers::fast_operations as fast;
 
 async fn spawn(tier: IsolationTier) -> TestApp {
     spawn_app_in(tier, fast).await
 }
 
-fn operations(
+pub(crate) fn operations(
     app: &TestApp,
 ) -> OperationsClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Metadata>> {
     OperationsClient::with_interceptor(app.channel.clone(), Metadata::platform())
 }
 
 /// Polls until the operation is done.
-async fn wait_done(app: &TestApp, name: &str) -> Operation {
+pub(crate) async fn wait_done(app: &TestApp, name: &str) -> Operation {
     wait_done_within(app, name, Duration::from_secs(60)).await
 }
 
@@ -65,7 +62,7 @@ async fn wait_done_within(app: &TestApp, name: &str, limit: Duration) -> Operati
     }
 }
 
-fn failure(operation: &Operation) -> Option<(Code, String)> {
+pub(crate) fn failure(operation: &Operation) -> Option<(Code, String)> {
     match &operation.result {
         Some(operation::Result::Error(status)) => {
             let status = tonic::Status::with_details(
@@ -80,7 +77,7 @@ fn failure(operation: &Operation) -> Option<(Code, String)> {
 }
 
 /// Exports a tenant and downloads its archive.
-async fn export(app: &TestApp, tenant_id: &str) -> Vec<u8> {
+pub(crate) async fn export(app: &TestApp, tenant_id: &str) -> Vec<u8> {
     let started =
         app.tenants.clone().export_tenant(ExportTenantRequest { id: tenant_id.to_owned() }).await.expect("export");
     let done = wait_done(app, &started.get_ref().name).await;
@@ -101,7 +98,7 @@ async fn download(app: &TestApp, name: &str) -> Result<Vec<u8>, tonic::Status> {
 }
 
 /// The messages of an upload: the options, then the archive in pieces of `piece` bytes.
-fn import_messages(bytes: &[u8], piece: usize, options: ImportTenantOptions) -> Vec<ImportTenantRequest> {
+pub(crate) fn import_messages(bytes: &[u8], piece: usize, options: ImportTenantOptions) -> Vec<ImportTenantRequest> {
     let mut messages = vec![ImportTenantRequest { part: Some(import_tenant_request::Part::Options(options)) }];
     messages.extend(
         bytes
@@ -119,7 +116,7 @@ async fn import(app: &TestApp, bytes: &[u8], options: ImportTenantOptions) -> Re
 }
 
 /// Releases a tenant's domains and channel bindings, so that its archive imports beside it.
-async fn release_identifiers(app: &TestApp, tenant_id: &str) {
+pub(crate) async fn release_identifiers(app: &TestApp, tenant_id: &str) {
     let released = Tenant { id: tenant_id.to_owned(), ..Default::default() };
     let mask = prost_types::FieldMask { paths: vec!["domains".into(), "channel_bindings".into()] };
     app.tenants
@@ -129,7 +126,7 @@ async fn release_identifiers(app: &TestApp, tenant_id: &str) {
         .expect("release identifiers");
 }
 
-fn imported_tenant_id(operation: &Operation) -> String {
+pub(crate) fn imported_tenant_id(operation: &Operation) -> String {
     assert_eq!(failure(operation), None, "the import succeeds");
     let Some(operation::Result::Response(any)) = &operation.result else { panic!("no response") };
     let result: proto::OperationResult = prost::Message::decode(any.value.as_slice()).expect("result");
@@ -145,7 +142,7 @@ fn manifest(bytes: &[u8]) -> Manifest {
 }
 
 /// The data lines per table, as the test reads them itself.
-fn lines_per_table(bytes: &[u8]) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn lines_per_table(bytes: &[u8]) -> BTreeMap<String, Vec<String>> {
     let text = std::str::from_utf8(bytes).expect("utf-8");
     let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in text.split_inclusive('\n').skip(1) {
@@ -158,7 +155,7 @@ fn lines_per_table(bytes: &[u8]) -> BTreeMap<String, Vec<String>> {
 
 /// Creates a tenant with a domain, a channel binding and labels, and gives it users,
 /// documents, settings and an API key. Returns the tenant and the key's (id, secret).
-async fn populated_tenant(app: &TestApp, tier: IsolationTier) -> (Tenant, (String, String)) {
+pub(crate) async fn populated_tenant(app: &TestApp, tier: IsolationTier) -> (Tenant, (String, String)) {
     let slug = unique_slug("arch");
     let tenant = app
         .tenants
@@ -382,17 +379,7 @@ async fn round_trip(tier: IsolationTier, remove: Remove) {
         history.len() + survivors + 2,
         "and the import adds tenant.import and tenant.provision to what the removal left"
     );
-    let again = export(&app, &new_id).await;
-    assert_eq!(lines_per_table(&again).keys().collect::<Vec<_>>(), lines_per_table(&bytes).keys().collect::<Vec<_>>());
-    for table in ["users", "documents", "tenant_settings", "api_keys"] {
-        let strip =
-            |lines: &Vec<String>, id: &str| lines.iter().map(|line| line.replace(id, "<t>")).collect::<Vec<_>>();
-        assert_eq!(
-            strip(&lines_per_table(&again)[table], &new_id),
-            strip(&lines_per_table(&bytes)[table], &tenant.id),
-            "{table}: identical rows"
-        );
-    }
+    assert_same_rows(&app, &bytes, &tenant.id, &new_id).await;
     if new_id == tenant.id {
         // Restored into its own id: the keys' tokens name it, so they authenticate again.
         // After the comparison: a key's use sets its last_used_time (written in the
@@ -402,6 +389,25 @@ async fn round_trip(tier: IsolationTier, remove: Remove) {
         assert_eq!(listed.expect("a restored key works").into_inner().users.len(), 3);
     }
     app.stop().await;
+}
+
+/// A new export of `new_id` has the rows of `original` (an archive of `original_id`) in every
+/// table but the audit history (which the import extends), the tenant ids aside.
+pub(crate) async fn assert_same_rows(app: &TestApp, original: &[u8], original_id: &str, new_id: &str) {
+    let again = export(app, new_id).await;
+    assert_eq!(
+        lines_per_table(&again).keys().collect::<Vec<_>>(),
+        lines_per_table(original).keys().collect::<Vec<_>>()
+    );
+    for table in ["users", "documents", "tenant_settings", "api_keys"] {
+        let strip =
+            |lines: &Vec<String>, id: &str| lines.iter().map(|line| line.replace(id, "<t>")).collect::<Vec<_>>();
+        assert_eq!(
+            strip(&lines_per_table(&again)[table], new_id),
+            strip(&lines_per_table(original)[table], original_id),
+            "{table}: identical rows"
+        );
+    }
 }
 
 /// The original is soft-deleted (after releasing its domain and channel binding); the
@@ -708,6 +714,41 @@ fn sample_rss(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
 
 const BENCH_LIMIT: Duration = Duration::from_secs(1800);
 
+/// Until stopped, writes a user to `tenant_id` and waits for its event on a platform watcher
+/// of that tenant, one after another; returns the longest write-to-delivery time (ms) and
+/// how many were measured. What an import holds back of other tenants' events shows here.
+async fn probe_event_delays(
+    app: &TestApp,
+    tenant_id: &str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(f64, usize)> {
+    let request = proto::WatchEventsRequest { tenant_ids: vec![tenant_id.to_owned()], ..Default::default() };
+    let mut stream = crate::events::watch(app, Metadata::platform(), request).await.expect("watch");
+    let mut users = app.users(tenant_id);
+    tokio::spawn(async move {
+        let (mut longest, mut probes) = (0.0f64, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let written = Instant::now();
+            let user = proto::User { email: format!("probe{probes}@bench.example"), ..Default::default() };
+            let created = users
+                .create_user(proto::CreateUserRequest { user: Some(user), ..Default::default() })
+                .await
+                .expect("probe write")
+                .into_inner();
+            'delivered: while let Some(message) = stream.next().await {
+                let message = message.expect("event");
+                if message.events.iter().any(|event| event.resource_id == created.id) {
+                    break 'delivered;
+                }
+            }
+            longest = longest.max(written.elapsed().as_secs_f64() * 1000.0);
+            probes += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (longest, probes)
+    })
+}
+
 /// One size of the benchmark: seeds a tenant with `documents` documents of 64 KiB (and 10,000
 /// users), exports it to a file, imports the file; prints rates and the RSS before and peak.
 async fn bench_size(app: &TestApp, documents: i64) -> String {
@@ -763,8 +804,10 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
     stop.store(true, Ordering::Relaxed);
     let export_peak = sampler.await.expect("sampler");
 
+    let probe_tenant = app.create_tenant(&unique_slug("probe")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(stop.clone());
+    let probe = probe_event_delays(app, &probe_tenant.id, stop.clone()).await;
     let imported = Instant::now();
     let file = std::fs::File::open(&path).expect("open");
     let options = ImportTenantOptions { slug: unique_slug("bench-copy"), ..Default::default() };
@@ -783,6 +826,7 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
     let import_seconds = imported.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let import_peak = sampler.await.expect("sampler");
+    let (longest_event_ms, probes) = probe.await.expect("probe");
     let _ = std::fs::remove_file(&path);
 
     let mib = bytes as f64 / (1024.0 * 1024.0);
@@ -790,7 +834,8 @@ async fn bench_size(app: &TestApp, documents: i64) -> String {
         "| {documents} docs × 64 KiB + 10,000 users ({rows} rows; archive {mib:.0} MiB) | export {export_seconds:.1} s \
          ({:.0} rows/s, {:.1} MiB/s), download {download_seconds:.1} s | import {import_seconds:.1} s incl. upload \
          {upload_seconds:.1} s ({:.0} rows/s, {:.1} MiB/s) | RSS before {rss_before:.0} MiB, peak export \
-         {export_peak:.0} MiB (+{:.0}), peak import {import_peak:.0} MiB (+{:.0}) |",
+         {export_peak:.0} MiB (+{:.0}), peak import {import_peak:.0} MiB (+{:.0}) | another tenant's event during \
+         the import: longest {longest_event_ms:.0} ms to delivery ({probes} writes) |",
         rows / export_seconds,
         mib / export_seconds,
         rows / import_seconds,

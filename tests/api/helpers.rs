@@ -170,6 +170,31 @@ pub async fn spawn_app_in(tier: IsolationTier, configure: impl FnOnce(&mut Confi
     app
 }
 
+/// Short operation leases and polls, so that an operation a killed replica held is claimed
+/// again quickly.
+pub fn fast_operations(config: &mut Config) {
+    config.operations.lease = Duration::from_millis(900);
+    config.operations.poll_interval = Duration::from_millis(100);
+}
+
+/// An operation's metadata (`tenantd.v1.OperationMetadata`).
+pub fn operation_metadata(operation: &tenantd::proto::longrunning::Operation) -> proto::OperationMetadata {
+    use prost::Message;
+    let any = operation.metadata.as_ref().expect("metadata");
+    assert_eq!(any.type_url, "type.googleapis.com/tenantd.v1.OperationMetadata");
+    proto::OperationMetadata::decode(any.value.as_slice()).expect("metadata decodes")
+}
+
+/// Starts another replica on `database` (configured by `configure` over the test
+/// configuration) and waits until it serves.
+pub async fn replica(database: String, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&database);
+    configure(&mut config);
+    let replica = start(database, config).await;
+    replica.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    replica
+}
+
 /// Starts the server as production does, without waiting for readiness.
 pub async fn start(database: String, config: Config) -> TestApp {
     init_logging();
@@ -337,6 +362,14 @@ impl TestApp {
             assert!(started.elapsed() < Duration::from_secs(60), "the purge did not finish in 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Kills the server: drops its task without a graceful stop (no lease released, no
+    /// connection closed politely); returns its database, for a replica to take over.
+    pub async fn kill(self) -> String {
+        self.server.abort();
+        let _ = self.server.await;
+        self.database
     }
 
     /// Stops the server, waits for it, and drops the test database.

@@ -11,20 +11,17 @@ use tenantd::db::tenant_schema::{quote_identifier, schema_name};
 use tenantd::db::tenant_tx::route_write_statement;
 use tenantd::proto::longrunning::operations_client::OperationsClient;
 use tenantd::proto::longrunning::{GetOperationRequest, ListOperationsRequest, Operation, operation};
-use tenantd::proto::{
-    CreateUserRequest, GetTenantRequest, ListUsersRequest, MoveTenantRequest, OperationMetadata, User,
-};
+use tenantd::proto::{CreateUserRequest, GetTenantRequest, ListUsersRequest, MoveTenantRequest, User};
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    IsolationTier, Metadata, TestApp, assert_error, connect, pg_admin, spawn_app_with, start, test_config, unique_slug,
+    IsolationTier, Metadata, TestApp, assert_error, connect, pg_admin, replica, spawn_app_with, unique_slug,
 };
 
 /// Fast leases and drains, so tests see resumption quickly.
 fn fast(config: &mut tenantd::config::Config) {
-    config.operations.lease = Duration::from_millis(900);
-    config.operations.poll_interval = Duration::from_millis(100);
+    fast_operations(config);
     config.operations.move_drain = Duration::from_millis(300);
 }
 
@@ -34,12 +31,7 @@ fn operations(
     OperationsClient::with_interceptor(app.channel.clone(), Metadata::platform())
 }
 
-fn metadata(operation: &Operation) -> OperationMetadata {
-    use prost::Message;
-    let any = operation.metadata.as_ref().expect("metadata");
-    assert_eq!(any.type_url, "type.googleapis.com/tenantd.v1.OperationMetadata");
-    OperationMetadata::decode(any.value.as_slice()).expect("metadata decodes")
-}
+use crate::helpers::{fast_operations, operation_metadata as metadata};
 
 async fn get(app: &TestApp, name: &str) -> Operation {
     operations(app)
@@ -310,18 +302,12 @@ async fn a_replica_killed_after_the_cutover_leaves_the_tenant_on_one_tier_and_an
         assert!(Instant::now() < deadline, "the move never reached its drain");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Kill: drop the server task without a graceful stop (no lease released).
-    app.server.abort();
-    let _ = (&mut { app.server }).await;
-    let database = app.database.clone();
+    let database = app.kill().await;
     // After the cutover the tenant is served by the schema alone; the source is still complete.
     let (shared, in_schema) = rows_per_tier_in(&database, &tenant.id).await;
     assert_eq!((shared, in_schema), (2000, 2000), "the killed move had not cleaned up yet");
 
-    let mut config = test_config(&database);
-    fast(&mut config);
-    let replica = start(database, config).await;
-    replica.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let replica = replica(database, fast).await;
     assert_eq!(tier_of(&replica, &tenant.id).await, IsolationTier::Schema, "one tier: the target");
     assert_eq!(listed_user_ids(&replica, &tenant.id).await.len(), 2000, "reads work at once");
     let done = wait_done(&replica, &started.name, Duration::from_secs(30)).await;
@@ -428,10 +414,7 @@ async fn a_replica_killed_before_the_cutover_leaves_the_tenant_on_its_source_and
         assert!(Instant::now() < deadline, "no worker claimed the move");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Kill: drop the server task without a graceful stop (no lease released).
-    app.server.abort();
-    let _ = (&mut { app.server }).await;
-    let database = app.database.clone();
+    let database = app.kill().await;
     let admin = connect(&pg_admin(), &database).await;
     let tier: String = admin
         .query_one("SELECT isolation_tier FROM tenants WHERE id = $1::text::uuid", &[&tenant.id])
@@ -440,10 +423,7 @@ async fn a_replica_killed_before_the_cutover_leaves_the_tenant_on_its_source_and
         .get(0);
     assert_eq!(tier, "pooled", "before the cutover the tenant is on its source");
 
-    let mut config = test_config(&database);
-    fast(&mut config);
-    let replica = Arc::new(start(database, config).await);
-    replica.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let replica = Arc::new(replica(database, fast).await);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (replica, stop, tenant_id) = (replica.clone(), stop.clone(), tenant.id.clone());

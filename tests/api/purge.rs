@@ -11,28 +11,17 @@ use tenantd::proto::longrunning::operations_client::OperationsClient;
 use tenantd::proto::longrunning::{GetOperationRequest, Operation, operation};
 use tenantd::proto::tenant::State;
 use tenantd::proto::{
-    CreateTenantRequest, DeleteTenantRequest, GetPurgeReceiptRequest, GetTenantRequest, OperationMetadata,
-    PurgeTenantRequest, Tenant,
+    CreateTenantRequest, DeleteTenantRequest, GetPurgeReceiptRequest, GetTenantRequest, PurgeTenantRequest, Tenant,
 };
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ApiKeyScope, IsolationTier, Metadata, TestApp, assert_error, connect, pg_admin, redis_url, spawn_app_in,
-    spawn_app_with, start, test_config, unique_slug,
+    ApiKeyScope, IsolationTier, Metadata, TestApp, assert_error, connect, pg_admin, redis_url, replica, spawn_app_in,
+    spawn_app_with, unique_slug,
 };
 
-/// Fast leases and polls, so that a resumed purge is claimed quickly.
-fn fast(config: &mut tenantd::config::Config) {
-    config.operations.lease = Duration::from_millis(900);
-    config.operations.poll_interval = Duration::from_millis(100);
-}
-
-fn metadata(operation: &Operation) -> OperationMetadata {
-    use prost::Message;
-    let any = operation.metadata.as_ref().expect("metadata");
-    OperationMetadata::decode(any.value.as_slice()).expect("metadata decodes")
-}
+use crate::helpers::{fast_operations as fast, operation_metadata as metadata};
 
 async fn get_operation(app: &TestApp, name: &str) -> Operation {
     OperationsClient::with_interceptor(app.channel.clone(), Metadata::platform())
@@ -132,7 +121,7 @@ async fn redis_keys(tenant_id: &str) -> Vec<String> {
 /// The tenant's rows in every table with a tenant_id column, in every schema, by
 /// `schema.table`, counted by the admin (no RLS in the way), plus its platform idempotency
 /// records; tables where it has none are left out.
-async fn rows_everywhere(app: &TestApp, tenant_id: &str) -> BTreeMap<String, i64> {
+pub(crate) async fn rows_everywhere(app: &TestApp, tenant_id: &str) -> BTreeMap<String, i64> {
     let admin = connect(&pg_admin(), &app.database).await;
     let tables = admin
         .query(
@@ -396,10 +385,7 @@ async fn a_replica_killed_while_a_purge_deletes_rows_leaves_it_to_another_that_f
         assert!(Instant::now() < deadline, "the purge never got into its rows: {current:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Kill: drop the server task without a graceful stop (no lease released).
-    app.server.abort();
-    let _ = (&mut { app.server }).await;
-    let database = app.database.clone();
+    let database = app.kill().await;
     let admin = connect(&pg_admin(), &database).await;
     let left: i64 = admin
         .query_one("SELECT count(*) FROM users WHERE tenant_id = $1::text::uuid", &[&purged.id])
@@ -408,10 +394,7 @@ async fn a_replica_killed_while_a_purge_deletes_rows_leaves_it_to_another_that_f
         .get(0);
     assert!(left > 0 && left < 4000, "killed part-way through the rows: {left} left");
 
-    let mut config = test_config(&database);
-    configure(&mut config);
-    let replica = start(database, config).await;
-    replica.wait_for_status("", tonic_health::pb::health_check_response::ServingStatus::Serving).await;
+    let replica = replica(database, configure).await;
     let done = wait_done(&replica, &started.name, Duration::from_secs(60)).await;
     assert!(matches!(done.result, Some(operation::Result::Response(_))), "{:?}", done.result);
     assert!(metadata(&done).attempts >= 2, "resumed by another claim");

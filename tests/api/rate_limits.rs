@@ -35,7 +35,7 @@ type UsersClient = tenantd::proto::user_service_client::UserServiceClient<
 >;
 
 /// Gives `tenant_id` the rate limits `limits` on every server using `redis`.
-async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits) {
+pub(crate) async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits) {
     let record = TenantRecord {
         state: TenantState::Active,
         limits,
@@ -56,7 +56,7 @@ async fn set_limits(redis: &ThrowawayRedis, tenant_id: &str, limits: RateLimits)
 }
 
 /// A server on `redis`, subscribed to its invalidations (`replicas` servers in all so far).
-async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64) -> TestApp {
+pub(crate) async fn server_on(redis: &ThrowawayRedis, database: Option<&str>, replicas: i64) -> TestApp {
     server_with(redis, database, replicas, |_| {}).await
 }
 
@@ -90,7 +90,7 @@ async fn server_with(
     app
 }
 
-fn ping_client(
+pub(crate) fn ping_client(
     app: &TestApp,
     metadata: Metadata,
 ) -> DiagnosticsServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Metadata>> {

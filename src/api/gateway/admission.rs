@@ -212,12 +212,7 @@ async fn admit_api_key(
     }
     let record = resolver.require_active(token.tenant_id()).await?;
     let request = RequestContext::new(Actor::ApiKey { key_id: token.key_id() }, request_id);
-    let context = TenantContext::routed(token.tenant_id(), record.tier, request).with_plan(
-        record.plan.clone(),
-        record.quotas,
-        record.limits_changed_at,
-    );
-    Ok((context, record))
+    Ok((resolver.context_of(token.tenant_id(), &record, request), record))
 }
 
 /// The scope a data-plane method needs: Get, List, Watch and Ping read; everything else
@@ -272,7 +267,7 @@ impl<S, B> Service<http::Request<B>> for Admission<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -290,7 +285,7 @@ where
         Box::pin(async move {
             match layer.admit(&mut request).await {
                 Ok(()) => inner.call(request).await,
-                Err(error) => Ok(tonic::Status::from(error).into_http()),
+                Err(error) => Ok(super::refusal::refuse(request, error.into()).await),
             }
         })
     }
@@ -339,7 +334,7 @@ mod tests {
     /// what reached it; returns the gRPC code (`None`: OK) and ErrorInfo reason.
     async fn call(layer: &AdmissionLayer, headers: &[(&str, &str)], reached: &Reached) -> (tonic::Code, String) {
         let recorder = reached.clone();
-        let inner = tower::service_fn(move |request: http::Request<()>| {
+        let inner = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
             let recorder = recorder.clone();
             async move {
                 let extensions = request.extensions();
@@ -353,7 +348,11 @@ mod tests {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = layer.layer(inner).oneshot(request.body(()).expect("request")).await.expect("infallible");
+        let response = layer
+            .layer(inner)
+            .oneshot(request.body(tonic::body::Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
         match tonic::Status::from_header_map(response.headers()) {
             None => (tonic::Code::Ok, String::new()),
             Some(status) => {

@@ -11,6 +11,9 @@
 //! - [`usage`] (data plane): counts tenant activity and notes API key use, in memory.
 //!   Innermost, so that only admitted requests are counted.
 //!
+//! Both refusing layers answer through [`refusal`], which reads the refused request's body
+//! first, so refusals never cost the client its connection.
+//!
 //! One layer is server-wide, health and reflection included: [`deadline`], the RPC timeout
 //! (an idle timeout for ImportTenant's upload), in place of tonic's `Server::timeout`.
 //!
@@ -21,6 +24,7 @@ pub mod admission;
 pub mod deadline;
 pub mod observe;
 pub mod rate_limit;
+mod refusal;
 pub mod usage;
 
 use std::sync::Arc;

@@ -57,7 +57,7 @@ impl<S, B> Service<http::Request<B>> for RateLimited<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -82,7 +82,7 @@ where
         Box::pin(async move {
             match limiter.check_request(&context, &limits).await {
                 Ok(_) => inner.call(request).await,
-                Err(refusal) => Ok(tonic::Status::from(refused(context.tenant_id(), refusal)).into_http()),
+                Err(refusal) => Ok(super::refusal::refuse(request, refused(context.tenant_id(), refusal).into()).await),
             }
         })
     }
@@ -119,7 +119,7 @@ mod tests {
         let layer = RateLimitLayer::new(Arc::new(RateLimiter::new(redis, 1)));
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        let inner = tower::service_fn(move |_: http::Request<()>| {
+        let inner = tower::service_fn(move |_: http::Request<tonic::body::Body>| {
             counter.fetch_add(1, Ordering::Relaxed);
             async { Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty())) }
         });
@@ -129,7 +129,7 @@ mod tests {
             api_key: Some(RateLimit { per_second: 1, burst: 2 }),
         };
         let request = |actor: Actor, limits: RateLimits| {
-            let mut request = http::Request::new(());
+            let mut request = http::Request::new(tonic::body::Body::empty());
             request.extensions_mut().insert(TenantContext::new(tenant, RequestContext::new(actor, "r".to_owned())));
             request.extensions_mut().insert(TenantRecord {
                 state: TenantState::Active,
@@ -163,7 +163,7 @@ mod tests {
         let response = layer.layer(inner.clone()).oneshot(request(Actor::Bootstrap, limits)).await;
         assert!(tonic::Status::from_header_map(response.expect("infallible").headers()).is_none());
         // And a request without a tenant passes untouched.
-        let response = layer.layer(inner.clone()).oneshot(http::Request::new(())).await;
+        let response = layer.layer(inner.clone()).oneshot(http::Request::new(tonic::body::Body::empty())).await;
         assert!(tonic::Status::from_header_map(response.expect("infallible").headers()).is_none());
         assert_eq!(calls.load(Ordering::Relaxed), 4);
     }

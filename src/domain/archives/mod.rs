@@ -9,10 +9,9 @@
 //!
 //! Import: the upload is stored chunk by chunk while [`format::Verifier`] checks it; an
 //! archive that does not verify is refused and its chunks deleted. The operation then applies
-//! it in one transaction (the tenant created PROVISIONING, or a PURGED one restored; its
-//! schema; its rows, verified again as they are read; its quota counters; its identifiers;
-//! ACTIVE; audit events), so a failure or a crash leaves no tenant, never a half one; a
-//! failure also deletes the upload.
+//! it in short transactions while the tenant is PROVISIONING (refused on the data plane), and
+//! makes it ACTIVE in a final one; a crash resumes at the last commit, and a failure or a
+//! cancel removes everything it wrote (see `import.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,19 +23,20 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use self::format::{ArchiveLine, ColumnManifest, Digester, Manifest, TableManifest, Verifier, row_line};
+use self::format::{ColumnManifest, Digester, Manifest, TableManifest, Verifier, row_line};
 use super::idempotency::{self, RequestKey, Scope};
 use super::operations::{Operation, OperationHandler, OperationKind, OperationRun, OperationState, Operations, Stop};
 use super::tenants::ChannelBinding;
 use crate::db;
-use crate::db::archives::{ARCHIVED_TABLES, ImportActor, ImportedTenant, MAX_CHUNK_BYTES, UNRESTORED_COLUMNS};
+use crate::db::archives::{ARCHIVED_TABLES, MAX_CHUNK_BYTES};
 use crate::db::tenant_schema::{IsolationTier, Provisioner};
 use crate::error::{Error, Reason, Result};
 use crate::tenancy::resolver::TenantResolver;
 use crate::tenancy::selector::Slug;
-use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantState, Transition};
+use crate::tenancy::{RequestContext, TenantContext, TenantDb, TenantState};
 
 pub mod format;
+mod import;
 
 /// The most rows read per page of an export; a page holds about [`PAGE_BYTES`] of rows
 /// (the row count adapts to the rows' size), so memory does not grow with large rows.
@@ -49,9 +49,6 @@ const FIRST_PAGE_ROWS: i64 = 64;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How far back, past their retention, expired exports are looked at.
 const SWEEP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Rows inserted per statement of an import (fewer if their text passes [`BATCH_BYTES`]).
-const BATCH_ROWS: usize = 500;
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// The request of an export, as stored on its operation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -516,262 +513,6 @@ impl ArchiveHandler {
             "rows": serde_json::Value::Object(rows),
         }))
     }
-
-    async fn import(&self, run: &OperationRun) -> Result<serde_json::Value, Stop> {
-        let request: ImportRequest = parse_request(run)?;
-        if run.checkpoint("import", 1, serde_json::json!({})).await? {
-            self.delete_chunks(request.tenant_id, request.upload_id).await?;
-            return Err(Stop::Cancelled);
-        }
-        let mut connection = self.connect().await?;
-        let outcome = match self.apply(&mut connection, run, &request).await {
-            Ok(response) => db::archives::end(&mut connection, Ok(response)).await.map_err(classify),
-            Err(failure) => {
-                db::archives::rollback(&mut connection).await;
-                Err(match failure {
-                    Failure::Stop(stop) => stop,
-                    Failure::Database(error) => classify(error),
-                })
-            }
-        };
-        match outcome {
-            Ok(response) => {
-                self.resolver.invalidate(request.tenant_id, None).await;
-                tracing::info!(tenant.id = %request.tenant_id, "tenant imported");
-                Ok(response)
-            }
-            Err(stop) => {
-                // Nothing of the tenant was kept; an interrupted import keeps its upload to
-                // resume, a failed or cancelled one deletes it.
-                if matches!(stop, Stop::Failed(_) | Stop::Cancelled) {
-                    self.delete_chunks(request.tenant_id, request.upload_id).await?;
-                }
-                Err(stop)
-            }
-        }
-    }
-
-    /// The import's transaction (begun here; the caller commits it, or rolls it back after
-    /// a failure).
-    async fn apply(
-        &self,
-        connection: &mut AsyncPgConnection,
-        run: &OperationRun,
-        request: &ImportRequest,
-    ) -> Result<serde_json::Value, Failure> {
-        let tenant_id = request.tenant_id;
-        db::archives::begin_import(connection, tenant_id).await?;
-        let restore = match db::archives::lock_state(connection, tenant_id).await?.as_deref().map(TenantState::parse) {
-            None => false,
-            Some(Some(TenantState::Purged)) => true,
-            Some(_) => {
-                return Err(Failure::Stop(Stop::Failed(Error::already_exists(
-                    Reason::TenantAlreadyExists,
-                    "options.tenant_id",
-                ))));
-            }
-        };
-        let initial = if restore {
-            TenantState::Purged.after(Transition::Restore).map_err(|reason| Stop::Failed(Error::new(reason)))?
-        } else {
-            TenantState::Provisioning
-        };
-        let mut verifier = Verifier::new(ARCHIVED_TABLES);
-        let mut manifest: Option<Manifest> = None;
-        let mut restored_columns: Vec<Vec<String>> = Vec::new();
-        let mut batch = Batch::default();
-        let mut inserted = 0u64;
-        for sequence in 0..request.upload_chunks {
-            let Some(bytes) = db::archives::upload_chunk(connection, tenant_id, request.upload_id, sequence).await?
-            else {
-                return Err(Failure::Stop(Stop::Failed(Error::invalid(
-                    Reason::ArchiveInvalid,
-                    "archive",
-                    "the upload is incomplete",
-                ))));
-            };
-            let lines = match verifier.push(&bytes) {
-                Ok(lines) => lines,
-                Err(error) => return Err(Failure::Stop(Stop::Failed(error))),
-            };
-            for line in lines {
-                match line {
-                    ArchiveLine::Manifest(read) => {
-                        let tenant = &read.tenant;
-                        let text = |key: &str| tenant[key].as_str().unwrap_or_default().to_owned();
-                        let (display_name, create_time) = (text("display_name"), text("create_time"));
-                        let row = ImportedTenant {
-                            id: tenant_id,
-                            slug: &request.slug,
-                            display_name: &display_name,
-                            labels: &tenant["labels"],
-                            tier: request.isolation_tier,
-                            plan: tenant["plan"].as_str(),
-                            limit_overrides: &tenant["limit_overrides"],
-                            create_time: &create_time,
-                            state: initial.as_str(),
-                        };
-                        db::archives::write_tenant(connection, &row, restore).await?;
-                        if request.isolation_tier == IsolationTier::Schema {
-                            db::archives::provision_schema(connection, tenant_id).await?;
-                        }
-                        for (index, table) in read.tables.iter().enumerate() {
-                            let catalog = db::archives::columns(connection, &table.name).await?;
-                            let matches = catalog.len() == table.columns.len()
-                                && catalog.iter().zip(&table.columns).all(|(column, archived)| {
-                                    column.name == archived.name && column.sql_type == archived.sql_type
-                                });
-                            if !matches {
-                                return Err(Failure::Stop(Stop::Failed(Error::invalid(
-                                    Reason::ArchiveInvalid,
-                                    format!("archive.manifest.tables[{index}].columns"),
-                                    format!("do not match the columns of {} in this database", table.name),
-                                ))));
-                            }
-                            restored_columns.push(
-                                catalog
-                                    .into_iter()
-                                    .map(|column| column.name)
-                                    .filter(|column| {
-                                        !UNRESTORED_COLUMNS.contains(&(table.name.as_str(), column.as_str()))
-                                    })
-                                    .collect(),
-                            );
-                        }
-                        manifest = Some(*read);
-                    }
-                    ArchiveLine::Row { table, row } => {
-                        if batch.table != Some(table) || batch.full() {
-                            inserted += batch.insert(connection, request, manifest.as_ref(), &restored_columns).await?;
-                        }
-                        batch.push(table, row);
-                    }
-                }
-            }
-            if sequence % 16 == 15 {
-                let percent = 5 + (90 * (sequence + 1)) / request.upload_chunks.max(1);
-                if run.checkpoint("import", percent, serde_json::json!({"rows": inserted})).await? {
-                    return Err(Failure::Stop(Stop::Cancelled));
-                }
-            }
-        }
-        inserted += batch.insert(connection, request, manifest.as_ref(), &restored_columns).await?;
-        let manifest = match verifier.finish() {
-            Ok(manifest) => manifest,
-            Err(error) => return Err(Failure::Stop(Stop::Failed(error))),
-        };
-        db::archives::recount_quotas(connection, tenant_id, request.isolation_tier).await?;
-        let bindings: Vec<(String, String)> = manifest
-            .channel_bindings
-            .iter()
-            .map(|binding| (binding.channel_type.clone(), binding.external_id.clone()))
-            .collect();
-        db::archives::write_identifiers(connection, tenant_id, &manifest.domains, &bindings).await?;
-        let active = initial.after(Transition::Activate).map_err(|reason| Stop::Failed(Error::new(reason)))?;
-        db::archives::set_state(connection, tenant_id, active.as_str()).await?;
-        let (actor_type, actor_id) = match run.operation.created_by.split_once(':') {
-            Some((kind, id)) => (kind.to_owned(), id.to_owned()),
-            None => (run.operation.created_by.clone(), String::new()),
-        };
-        let operation_name = format!("operations/{}", run.operation.id);
-        let actor = ImportActor { actor_type: &actor_type, actor_id: &actor_id, request_id: &operation_name };
-        let rows: serde_json::Map<String, serde_json::Value> =
-            manifest.tables.iter().map(|table| (table.name.clone(), table.rows.into())).collect();
-        let details = serde_json::json!({
-            "source_tenant_id": manifest.tenant_id,
-            "export_time": manifest.export_time,
-            "restored": restore,
-            "rows": rows,
-            "isolation_tier": request.isolation_tier.as_str(),
-        });
-        db::archives::record_event(connection, tenant_id, &actor, "tenant.import", &details).await?;
-        let transition = serde_json::json!({"from": initial.as_str(), "to": active.as_str()});
-        db::archives::record_event(connection, tenant_id, &actor, Transition::Activate.action(), &transition).await?;
-        db::archives::delete_upload(connection, tenant_id, request.upload_id).await?;
-        Ok(serde_json::json!({
-            "tenant_id": tenant_id,
-            "rows": inserted,
-            "restored": restore,
-            "isolation_tier": request.isolation_tier.as_str(),
-        }))
-    }
-}
-
-/// Rows of one table waiting to be inserted.
-#[derive(Default)]
-struct Batch {
-    table: Option<usize>,
-    rows: Vec<String>,
-    bytes: usize,
-}
-
-impl Batch {
-    fn full(&self) -> bool {
-        self.rows.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
-    }
-
-    fn push(&mut self, table: usize, row: String) {
-        self.table = Some(table);
-        self.bytes += row.len();
-        self.rows.push(row);
-    }
-
-    /// Inserts the batch and empties it; returns how many rows it inserted.
-    async fn insert(
-        &mut self,
-        connection: &mut AsyncPgConnection,
-        request: &ImportRequest,
-        manifest: Option<&Manifest>,
-        columns: &[Vec<String>],
-    ) -> Result<u64, Failure> {
-        let (Some(table), Some(manifest)) = (self.table, manifest) else { return Ok(0) };
-        if self.rows.is_empty() {
-            return Ok(0);
-        }
-        let rows = format!("[{}]", self.rows.join(","));
-        let name = &manifest.tables[table].name;
-        let inserted = db::archives::insert_rows(
-            connection,
-            request.tenant_id,
-            request.isolation_tier,
-            name,
-            &columns[table],
-            &rows,
-        )
-        .await?;
-        self.rows.clear();
-        self.bytes = 0;
-        Ok(inserted as u64)
-    }
-}
-
-/// Why an import's transaction stopped: a database error (classified once it is rolled
-/// back) or a decision.
-enum Failure {
-    Database(diesel::result::Error),
-    Stop(Stop),
-}
-
-impl From<diesel::result::Error> for Failure {
-    fn from(error: diesel::result::Error) -> Self {
-        Failure::Database(error)
-    }
-}
-
-impl From<Stop> for Failure {
-    fn from(stop: Stop) -> Self {
-        Failure::Stop(stop)
-    }
-}
-
-/// A database error of an import: a taken identifier or slug fails the import (ALREADY_EXISTS,
-/// naming it); an outage interrupts it (it resumes); anything else fails it.
-fn classify(error: diesel::result::Error) -> Stop {
-    let error = crate::error::from_database(error, super::tenants::constraint_error);
-    match error.code() {
-        tonic::Code::Unavailable => Stop::Interrupted(error),
-        _ => Stop::Failed(error),
-    }
 }
 
 /// What a violated constraint means when archive chunks are written; `None` for a
@@ -808,10 +549,7 @@ impl OperationHandler for ArchiveHandler {
     fn abandon<'r>(&'r self, run: &'r OperationRun) -> BoxFuture<'r, Result<(), Stop>> {
         Box::pin(async move {
             match self.kind {
-                OperationKind::ImportTenant => {
-                    let request: ImportRequest = parse_request(run)?;
-                    self.delete_chunks(request.tenant_id, request.upload_id).await
-                }
+                OperationKind::ImportTenant => self.abandon_import(run).await,
                 _ => {
                     let request: ExportRequest = parse_request(run)?;
                     self.delete_chunks(request.tenant_id, run.operation.id).await

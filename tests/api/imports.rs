@@ -1,0 +1,210 @@
+//! ImportTenant in short transactions (decision 0021, "Batched, resumable imports"): while an
+//! import is held part-way, with some of its rows committed, the tenant is PROVISIONING and
+//! refused, other tenants' events still flow, a killed replica's import is finished by
+//! another with the same rows, and a cancelled one leaves nothing of what it wrote.
+
+use std::time::{Duration, Instant};
+
+use tenantd::proto::longrunning::CancelOperationRequest;
+use tenantd::proto::{
+    self, GetPurgeReceiptRequest, GetTenantRequest, ImportTenantOptions, ListUsersRequest, Tenant, get_tenant_request,
+    tenant,
+};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::archives::{
+    assert_same_rows, export, failure, fast, import_messages, imported_tenant_id, operations, populated_tenant,
+    release_identifiers, wait_done,
+};
+use crate::events::{collect, watch};
+use crate::helpers::{
+    IsolationTier, Metadata, TestApp, assert_error, connect, operation_metadata, pg_admin, reason, replica,
+    spawn_app_in, unique_slug,
+};
+use crate::purge::rows_everywhere;
+
+/// Where a held import writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Into {
+    /// A new id, beside the original.
+    NewId,
+    /// The original's id, after the original was purged (a restore of its tombstone).
+    PurgedOriginal,
+}
+
+/// An import of a populated tenant's archive, held part-way: its users are committed and
+/// its documents wait on a lock that a superuser transaction (`lock`) holds on `documents`.
+struct HeldImport {
+    original: Tenant,
+    archive: Vec<u8>,
+    operation: String,
+    tenant_id: String,
+    slug: String,
+    lock: tokio_postgres::Client,
+}
+
+impl HeldImport {
+    async fn start(app: &TestApp, into: Into) -> Self {
+        let (original, _key) = populated_tenant(app, IsolationTier::Pooled).await;
+        let archive = export(app, &original.id).await;
+        let options = match into {
+            Into::NewId => {
+                release_identifiers(app, &original.id).await;
+                let id = Uuid::now_v7().to_string();
+                ImportTenantOptions { tenant_id: id, slug: unique_slug("held"), ..Default::default() }
+            }
+            Into::PurgedOriginal => {
+                app.purge_tenant(&original.id).await;
+                ImportTenantOptions {
+                    tenant_id: original.id.clone(),
+                    slug: original.slug.clone(),
+                    ..Default::default()
+                }
+            }
+        };
+        let (tenant_id, slug) = (options.tenant_id.clone(), options.slug.clone());
+        let lock = connect(&pg_admin(), &app.database).await;
+        lock.batch_execute("BEGIN; LOCK TABLE documents IN SHARE MODE").await.expect("lock documents");
+        let messages = import_messages(&archive, 64 * 1024, options);
+        let operation =
+            app.tenants.clone().import_tenant(futures_util::stream::iter(messages)).await.expect("import").into_inner();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin = connect(&pg_admin(), &app.database).await;
+        loop {
+            let waiting: i64 = admin
+                .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'documents'::regclass", &[])
+                .await
+                .expect("locks")
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the import never reached the documents");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { original, archive, operation: operation.name, tenant_id, slug, lock }
+    }
+
+    /// Lets the import go on.
+    async fn release(&self) {
+        self.lock.batch_execute("ROLLBACK").await.expect("unlock documents");
+    }
+}
+
+async fn tenant(app: &TestApp, id: &str) -> Result<Tenant, tonic::Status> {
+    let selector = Some(get_tenant_request::Selector::Id(id.to_owned()));
+    app.tenants.clone().get_tenant(GetTenantRequest { selector }).await.map(tonic::Response::into_inner)
+}
+
+async fn users_of(database: &str, tenant_id: &str) -> i64 {
+    let admin = connect(&pg_admin(), database).await;
+    admin
+        .query_one("SELECT count(*) FROM users WHERE tenant_id = $1::text::uuid", &[&tenant_id])
+        .await
+        .expect("count users")
+        .get(0)
+}
+
+#[tokio::test]
+async fn while_an_import_is_held_part_way_its_tenant_is_provisioning_and_other_tenants_events_flow() {
+    let app = spawn_app_in(IsolationTier::Pooled, fast).await;
+    let other = app.create_tenant(&unique_slug("busy")).await;
+    let request = proto::WatchEventsRequest { tenant_ids: vec![other.id.clone()], ..Default::default() };
+    let mut stream = watch(&app, Metadata::platform(), request).await.expect("watch");
+    let held = HeldImport::start(&app, Into::NewId).await;
+
+    assert_eq!(users_of(&app.database, &held.tenant_id).await, 3, "the users' batch is committed");
+    let provisioning = tenant(&app, &held.tenant_id).await.expect("the tenant is visible");
+    assert_eq!(provisioning.state(), tenant::State::Provisioning);
+    let refused = app.users(&held.tenant_id).list_users(ListUsersRequest::default()).await;
+    assert_error(refused, Code::Unavailable, "TENANT_PROVISIONING");
+
+    // Another tenant's write is delivered while the import is still held: no transaction
+    // of the import is open across it (one transaction for the whole import would hold
+    // every event behind its snapshot until it committed).
+    let user = app.create_user(&other.id, "busy@imports.example").await;
+    let events = collect(&mut stream, 1).await;
+    assert!(events.iter().any(|event| event.resource_id == user.id), "{events:?}");
+    assert_eq!(tenant(&app, &held.tenant_id).await.expect("tenant").state(), tenant::State::Provisioning, "still held");
+
+    held.release().await;
+    let done = wait_done(&app, &held.operation).await;
+    assert_eq!(imported_tenant_id(&done), held.tenant_id);
+    assert_eq!(tenant(&app, &held.tenant_id).await.expect("tenant").state(), tenant::State::Active);
+    let listed = app.users(&held.tenant_id).list_users(ListUsersRequest::default()).await.expect("served");
+    assert_eq!(listed.into_inner().users.len(), 3);
+    assert_same_rows(&app, &held.archive, &held.original.id, &held.tenant_id).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_import_leaves_it_provisioning_and_another_finishes_it_with_the_same_rows() {
+    let app = spawn_app_in(IsolationTier::Pooled, fast).await;
+    let held = HeldImport::start(&app, Into::NewId).await;
+    let HeldImport { original, archive, operation, tenant_id, lock, .. } = held;
+    let database = app.kill().await;
+    // The killed replica's connections are closed: what it left uncommitted rolls back
+    // once the lock is released; its committed batch stays.
+    lock.batch_execute("ROLLBACK").await.expect("unlock documents");
+    assert_eq!(users_of(&database, &tenant_id).await, 3, "the committed batch survived the kill");
+
+    let replica = replica(database, fast).await;
+    let done = wait_done(&replica, &operation).await;
+    assert_eq!(imported_tenant_id(&done), tenant_id);
+    let attempts = operation_metadata(&done).attempts;
+    assert!(attempts >= 2, "resumed by another claim: {attempts}");
+    assert_eq!(tenant(&replica, &tenant_id).await.expect("tenant").state(), tenant::State::Active);
+    assert_eq!(users_of(&replica.database, &tenant_id).await, 3, "each row once");
+    assert_same_rows(&replica, &archive, &original.id, &tenant_id).await;
+    replica.stop().await;
+}
+
+async fn a_cancelled_import_removes_what_it_wrote(into: Into) {
+    let app = spawn_app_in(IsolationTier::Pooled, fast).await;
+    let held = HeldImport::start(&app, into).await;
+    // Positive control: the import had written part of the tenant.
+    assert_eq!(users_of(&app.database, &held.tenant_id).await, 3);
+    operations(&app).cancel_operation(CancelOperationRequest { name: held.operation.clone() }).await.expect("cancel");
+    held.release().await;
+    let done = wait_done(&app, &held.operation).await;
+    assert_eq!(failure(&done).map(|(code, _)| code), Some(Code::Cancelled), "{done:?}");
+
+    let left = rows_everywhere(&app, &held.tenant_id).await;
+    match into {
+        Into::NewId => {
+            assert!(left.is_empty(), "no row of the import is left: {left:?}");
+            let gone = tenant(&app, &held.tenant_id).await.expect_err("no tenant");
+            assert_eq!((gone.code(), reason(&gone)), (Code::NotFound, "TENANT_NOT_FOUND".to_owned()));
+            // Its slug is free again.
+            app.create_tenant(&held.slug).await;
+        }
+        Into::PurgedOriginal => {
+            let tombstone = tenant(&app, &held.tenant_id).await.expect("the tombstone is back");
+            assert_eq!((tombstone.state(), tombstone.slug.as_str()), (tenant::State::Purged, ""));
+            assert!(tombstone.purge_time.is_some() && tombstone.delete_time.is_some(), "{tombstone:?}");
+            let kept: Vec<&String> = left.keys().collect();
+            assert_eq!(kept, ["public.audit_events", "public.event_transactions"], "only the purge's event: {left:?}");
+            app.tenants
+                .clone()
+                .get_purge_receipt(GetPurgeReceiptRequest { tenant_id: held.tenant_id.clone() })
+                .await
+                .expect("the purge receipt is still there");
+        }
+    }
+    // The original's rows are untouched (a new id) or were purged before (its tombstone).
+    if into == Into::NewId {
+        assert_eq!(users_of(&app.database, &held.original.id).await, 3);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_import_into_a_new_id_leaves_no_tenant_and_no_row() {
+    a_cancelled_import_removes_what_it_wrote(Into::NewId).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_import_into_a_purged_id_puts_the_tombstone_back_as_it_was() {
+    a_cancelled_import_removes_what_it_wrote(Into::PurgedOriginal).await;
+}
