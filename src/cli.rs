@@ -189,6 +189,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTD_RATE_LIMIT_FALLBACK_REPLICAS", default_value_t = 1)]
     #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_fallback_replicas: u32,
+    /// The window a tenant's requests are counted over for rate-limit warnings, in
+    /// milliseconds: admitting 80% (then 100%) of its rate limit times this window records a
+    /// `rate_limit.warning` event and counts `tenantd_rate_limit_warnings_total`.
+    #[arg(long, env = "TENANTD_RATE_WARNING_WINDOW_MS", default_value = "60000")]
+    #[arg(value_name = "MILLISECONDS", value_parser = parse_millis)]
+    pub rate_warning_window: Duration,
     /// Maximum concurrent HTTP/2 streams (in-flight RPCs) per connection.
     #[arg(long, env = "TENANTD_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
@@ -522,6 +528,7 @@ impl From<ServeArgs> for Config {
             },
             tenant_cache_ttl: args.tenant_cache_ttl,
             rate_limit_fallback_replicas: args.rate_limit_fallback_replicas,
+            rate_warning_window: args.rate_warning_window,
             limits: ServerLimits {
                 max_concurrent_streams: args.max_concurrent_streams,
                 http2_max_pending_reset_streams: args.http2_max_pending_reset_streams,
@@ -617,6 +624,7 @@ mod tests {
             "--event-watcher-buffer=25",
             "--event-slow-watcher=26",
             "--rate-limit-fallback-replicas=27",
+            "--rate-warning-window=28",
             "--redis-cluster",
         ]));
         let millis = Duration::from_millis;
@@ -643,6 +651,7 @@ mod tests {
         assert_eq!(config.redis.operation_timeout, millis(6));
         assert_eq!(config.tenant_cache_ttl, millis(7));
         assert_eq!(config.rate_limit_fallback_replicas, 27);
+        assert_eq!(config.rate_warning_window, millis(28));
         assert!(config.redis.cluster);
         assert_eq!(config.limits.max_concurrent_streams, 8);
         assert_eq!(config.limits.http2_max_pending_reset_streams, 9);
@@ -869,8 +878,8 @@ mod tests {
                 checked += 1;
             }
         });
-        // 20 durations and 3 sizes.
-        assert_eq!(checked, 23);
+        // 21 durations and 3 sizes.
+        assert_eq!(checked, 24);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Config {
     /// How many replicas share each rate limit while Redis is unavailable: each replica's
     /// local fallback then admits its share, the limit divided by this (decision 0017).
     pub rate_limit_fallback_replicas: u32,
+    /// The window a tenant's requests are counted over for sustained rate-limit warnings
+    /// (80% and 100% of its limit times this; decision 0023).
+    pub rate_warning_window: Duration,
     /// Per-connection and per-request limits of the gRPC transport.
     pub limits: ServerLimits,
     /// Keepalive and maximum age of client connections.

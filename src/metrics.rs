@@ -56,6 +56,32 @@ pub fn record_quota_warning(plan: &str, quota: &str, threshold_percent: i64) {
     QUOTA_WARNINGS.get_or_create(&labels).inc();
 }
 
+/// Labels of the rate-limit warnings: the plan and the threshold crossed. Never the tenant.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateWarningLabels {
+    plan: String,
+    threshold_percent: String,
+}
+
+/// Sustained rate-limit warnings of the process (decision 0023), counted by the writer that
+/// records their events.
+static RATE_WARNINGS: std::sync::LazyLock<Family<RateWarningLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Rate-limit warnings dropped because their queue to the writer was full.
+static RATE_WARNINGS_DROPPED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// Counts one crossing of `threshold_percent` of the rate limit by a tenant on `plan`.
+pub fn record_rate_warning(plan: &str, threshold_percent: u32) {
+    let labels = RateWarningLabels { plan: plan.to_owned(), threshold_percent: threshold_percent.to_string() };
+    RATE_WARNINGS.get_or_create(&labels).inc();
+}
+
+/// Counts one rate-limit warning dropped before it was recorded.
+pub fn record_rate_warning_dropped() {
+    RATE_WARNINGS_DROPPED.inc();
+}
+
 fn latency_histogram() -> Histogram {
     // 250 µs to about 8 s.
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -90,6 +116,17 @@ impl Metrics {
             "tenantd_quota_warnings",
             "Creates that crossed 80% or 100% of a quota, by plan (`none`: no plan), quota and threshold",
             QUOTA_WARNINGS.clone(),
+        );
+        registry.register(
+            "tenantd_rate_limit_warnings",
+            "Tenants whose requests over the warning window crossed 80% or 100% of their rate limit, by plan \
+             (`none`: no plan) and threshold",
+            RATE_WARNINGS.clone(),
+        );
+        registry.register(
+            "tenantd_rate_limit_warnings_dropped",
+            "Rate-limit warnings dropped because the queue to their writer was full",
+            RATE_WARNINGS_DROPPED.clone(),
         );
         registry.register_collector(Box::new(Dependencies { pool, redis, resolver }));
         Arc::new(Self { registry, requests, latency })

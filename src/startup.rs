@@ -33,6 +33,7 @@ use crate::domain::operations::{OperationHandler, OperationKind, OperationWorker
 use crate::domain::operators::Operators;
 use crate::domain::plans::Plans;
 use crate::domain::purge::{PurgeHandler, Purges};
+use crate::domain::rate_warnings::{self, RateWarningWriter};
 use crate::domain::settings::Settings;
 use crate::domain::tenants::TenantRegistry;
 use crate::domain::usage::UsageCounter;
@@ -73,6 +74,7 @@ pub struct Application {
     operation_worker: OperationWorker,
     archives: Archives,
     purges: Purges,
+    rate_warnings: RateWarningWriter,
     metrics: Arc<Metrics>,
     metrics_listener: Option<TcpListener>,
     traces: Option<Traces>,
@@ -156,7 +158,11 @@ impl Application {
         let traces = config.traces.as_ref().map(Traces::start).transpose()?;
         let observe = gateway::ObserveLayer::new(metrics.clone(), traces.as_ref().map(Traces::tracer));
         let control_plane = gateway::control_plane(auth.clone(), resolver.clone(), observe.clone());
-        let limiter = Arc::new(RateLimiter::new(redis.clone(), config.rate_limit_fallback_replicas));
+        let (warnings, warning_writer) = rate_warnings::channel(database.clone());
+        let limiter = Arc::new(
+            RateLimiter::new(redis.clone(), config.rate_limit_fallback_replicas)
+                .with_warnings(config.rate_warning_window, warnings),
+        );
         let events_gateway = gateway::events(auth.clone(), resolver.clone(), limiter.clone(), observe.clone());
         let events = EventHub::new(database.clone(), redis.clone(), config.events.clone());
         let usage = (key_uses.clone(), activity.clone());
@@ -339,6 +345,7 @@ impl Application {
             operation_worker,
             archives,
             purges,
+            rate_warnings: warning_writer,
             metrics,
             metrics_listener,
             traces,
@@ -403,6 +410,7 @@ impl Application {
             operation_worker,
             archives,
             purges,
+            rate_warnings,
             metrics,
             metrics_listener,
             traces,
@@ -433,6 +441,8 @@ impl Application {
         // Every replica sweeps for tenants past their retention (decision 0020).
         let sweep_every = Purges::sweep_interval(config.operations.poll_interval);
         let sweep_task = AbortOnDrop(tokio::spawn(purges.sweep_until(sweep_every, stop_events.clone())));
+        // Rate-limit warnings are recorded until the server's work stops (decision 0023).
+        let _rate_warnings = AbortOnDrop(tokio::spawn(rate_warnings.run(stop_usage.clone())));
 
         let stop_accepting = CancellationToken::new();
         let incoming =

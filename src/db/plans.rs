@@ -79,6 +79,11 @@ pub async fn find(connection: &mut Connection<'_>, name: &str) -> QueryResult<Op
     plans::table.filter(plans::name.eq(name)).select(PlanRow::as_select()).first(connection).await.optional()
 }
 
+/// Every plan's name and revision (plans are the platform's few tiers).
+pub async fn revisions(connection: &mut Connection<'_>) -> QueryResult<Vec<(String, i64)>> {
+    plans::table.select((plans::name, plans::revision)).load(connection).await
+}
+
 /// Finds a plan by name and locks its row until the transaction ends.
 pub async fn lock(connection: &mut Connection<'_>, name: &str) -> QueryResult<Option<PlanRow>> {
     plans::table

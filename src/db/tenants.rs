@@ -126,6 +126,8 @@ pub struct ResolvedRow {
     pub update_time: DateTime<Utc>,
     /// When the plan last changed (`None` without a plan).
     pub plan_update_time: Option<DateTime<Utc>>,
+    /// The plan's revision (`None` without a plan).
+    pub plan_revision: Option<i64>,
 }
 
 /// What resolution needs of a tenant: `None` if there is no such tenant.
@@ -142,6 +144,7 @@ pub async fn resolved_by_id(connection: &mut Connection<'_>, id: Uuid) -> QueryR
             tenants::limit_overrides,
             tenants::update_time,
             plans::update_time.nullable(),
+            plans::revision.nullable(),
         ))
         .first(connection)
         .await

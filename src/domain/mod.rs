@@ -19,6 +19,7 @@ pub mod page;
 pub mod plans;
 pub mod purge;
 pub mod quotas;
+pub mod rate_warnings;
 pub mod resource;
 pub mod settings;
 pub mod tenants;

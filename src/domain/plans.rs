@@ -28,8 +28,12 @@ use crate::tenancy::{RequestContext, TenantContext, TenantDb};
 
 /// Most setting defaults in one plan.
 pub const MAX_PLAN_SETTINGS: usize = 100;
-/// How many tenants' `plan.update` events are recorded at once after a plan changed.
+/// Most tenants' `plan.update` events recorded at once after a plan changed.
 const PLAN_EVENT_CONCURRENCY: usize = 8;
+/// The share of the pool the `plan.update` events may hold at once (one in this many
+/// connections): a plan of thousands of tenants must not take every connection from the
+/// requests that read its tenants' new records (decision 0023).
+const PLAN_EVENT_POOL_SHARE: usize = 4;
 /// Fields `UpdatePlan` may change.
 pub const UPDATABLE_FIELDS: &[&str] = &["display_name", "limits", "settings"];
 
@@ -267,7 +271,7 @@ impl Plans {
         .collect();
         // A transaction for the row lock, scoped (as a create's) to an id that names no tenant.
         let context = TenantContext::new(Uuid::now_v7(), request.clone());
-        let (plan, tenants) = self
+        let (plan, revision, tenants) = self
             .database
             .run(&context, async move |transaction| {
                 let connection = transaction.connection();
@@ -282,10 +286,11 @@ impl Plans {
                 };
                 let row = db::plans::save(connection, row.id, changes).await?;
                 let tenants = db::tenants::ids_on_plan(connection, &row.name).await?;
-                Ok((Plan::try_from(row)?, tenants))
+                let revision = row.revision;
+                Ok((Plan::try_from(row)?, revision, tenants))
             })
             .await?;
-        self.resolver.invalidate_all(&tenants).await;
+        self.resolver.invalidate_plan(&plan.name, revision).await;
         let recorded = self.record_plan_update(&request, &plan, &changed, &tenants).await;
         tracing::info!(
             plan.name = %plan.name, tenants = tenants.len(), events = recorded, actor.kind = request.actor().kind(),
@@ -297,7 +302,8 @@ impl Plans {
     /// Records a `plan.update` event (resource type `plan`, id the plan's name) in the trail
     /// of every tenant on the plan, so that their event streams carry the change of their
     /// limits. After the plan's commit, one small tenant transaction per tenant,
-    /// [`PLAN_EVENT_CONCURRENCY`] at a time: events belong to a tenant (decision 0015), and
+    /// [`PLAN_EVENT_CONCURRENCY`] at a time (fewer with a small pool, see
+    /// [`PLAN_EVENT_POOL_SHARE`]): events belong to a tenant (decision 0015), and
     /// a plan to none. An event that fails is logged and skipped (the plan has changed
     /// either way); returns how many were recorded.
     async fn record_plan_update(
@@ -328,10 +334,19 @@ impl Plans {
                     recorded.is_ok()
                 }
             })
-            .buffer_unordered(PLAN_EVENT_CONCURRENCY)
+            .buffer_unordered(self.plan_event_concurrency())
             .filter(|recorded| std::future::ready(*recorded))
             .count()
             .await
+    }
+}
+
+impl Plans {
+    /// How many `plan.update` events are recorded at once: a quarter of the pool, 1 to
+    /// [`PLAN_EVENT_CONCURRENCY`].
+    fn plan_event_concurrency(&self) -> usize {
+        let pool_size = usize::try_from(self.database.pool().config().max_size).unwrap_or(1);
+        (pool_size / PLAN_EVENT_POOL_SHARE).clamp(1, PLAN_EVENT_CONCURRENCY)
     }
 }
 

@@ -13,37 +13,57 @@
 //!   refusing everyone. When Redis answers again, requests are counted there again from
 //!   the state Redis kept (or an empty one, once its keys expired); the local state is
 //!   dropped when it has run out. The switch can admit at most one extra burst per limit.
+//! - **Warnings (decision 0023).** With a warning window configured, the same script call
+//!   also counts the tokens a tenant's limit gave out in a fixed window of Redis time and
+//!   reports a crossing of 80% or 100% of the limit times the window, once per threshold
+//!   per [`RATE_WARNING_HOLD`] across all replicas. The crossing is handed to a bounded
+//!   channel (a full one drops it and counts the drop), never waited for. The local
+//!   fallback does not warn.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{RateLimit, RateLimits};
+use super::{Actor, RateLimit, RateLimits, TenantContext};
 use crate::cache::{RedisCache, RedisKey, Script};
 
 /// The GCRA over one or two limits, for `ARGV[1]` requests at once, all or nothing per
-/// request, plus a lease of up to `ARGV[2 * #KEYS + 2]` more. `KEYS[i]` is a limit's key,
-/// `ARGV[2i]` its emission interval and `ARGV[2i+1]` its burst, in microseconds and requests.
-/// Admits as many of the requests as every limit allows (k); only when all were admitted,
-/// also grants a lease of as many more (up to the asked lease) as every limit still allows;
-/// advances each limit by both. Answers `{k, 0, 0, leased}` when all were admitted, else
-/// `{k, retry_after_micros, i, 0}`: the limit `i` that refused the rest, and when it admits
-/// one more. With one request and no lease this is exactly the one-request GCRA.
+/// request, plus a lease of up to `ARGV[2]` more; and, when `ARGV[3]` (a window, in
+/// microseconds) is not 0, the tenant's sustained-rate counter for warnings.
+///
+/// `KEYS[i]` is a limit's key, `ARGV[4 + 2i]` its emission interval and `ARGV[5 + 2i]` its
+/// burst, in microseconds and requests. Admits as many of the requests as every limit allows
+/// (k); only when all were admitted, also grants a lease of as many more (up to the asked
+/// lease) as every limit still allows; advances each limit by both.
+///
+/// With a window, the last key is the tenant's warning hash: `window` (the index of the fixed
+/// window of `ARGV[3]` µs of Redis time it counts), `count` (tokens taken in it: admitted and
+/// leased) and `until80` / `until100` (until when a crossing of that threshold is not reported
+/// again: `ARGV[5]` µs after the last one). A call whose tokens take the count from below to
+/// at or above 80% (bit 1) or 100% (bit 2) of `ARGV[4]` (the tenant's rate times the window)
+/// reports the crossing, once per threshold and hold, across all replicas.
+///
+/// Answers `{k, 0, 0, leased, crossed}` when all were admitted, else
+/// `{k, retry_after_micros, i, 0, crossed}`: the limit `i` that refused the rest, and when it
+/// admits one more. With one request, no lease and no window this is the one-request GCRA.
 static GCRA: Script = Script::new(
     r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local wanted = tonumber(ARGV[1])
-local lease_wanted = tonumber(ARGV[2 * #KEYS + 2]) or 0
+local lease_wanted = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local limits = #KEYS
+if window > 0 then limits = limits - 1 end
 local fit_all = nil
 local refused_by = 0
 local arrivals = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = interval * tonumber(ARGV[2 * i + 1])
+for i = 1, limits do
+  local interval = tonumber(ARGV[4 + 2 * i])
+  local tolerance = interval * tonumber(ARGV[5 + 2 * i])
   local arrival = tonumber(redis.call('GET', KEYS[i])) or now
   if arrival < now then arrival = now end
   arrivals[i] = arrival
@@ -59,19 +79,39 @@ if admitted == wanted then
   leased = math.max(0, math.min(lease_wanted, fit_all - wanted))
 end
 local taken = admitted + leased
+local crossed = 0
 if taken > 0 then
-  for i = 1, #KEYS do
-    local next_arrival = arrivals[i] + taken * tonumber(ARGV[2 * i])
+  for i = 1, limits do
+    local next_arrival = arrivals[i] + taken * tonumber(ARGV[4 + 2 * i])
     local ttl = math.ceil((next_arrival - now) / 1000) + 1
     redis.call('SET', KEYS[i], string.format('%.0f', next_arrival), 'PX', ttl)
   end
+  if window > 0 then
+    local key = KEYS[#KEYS]
+    local budget = tonumber(ARGV[4])
+    local hold = tonumber(ARGV[5])
+    local index = string.format('%.0f', math.floor(now / window))
+    local state = redis.call('HMGET', key, 'window', 'count', 'until80', 'until100')
+    local count = 0
+    if state[1] == index then count = tonumber(state[2]) or 0 end
+    local after = count + taken
+    redis.call('HSET', key, 'window', index, 'count', after)
+    for bit, percent in ipairs({80, 100}) do
+      local mark = math.ceil(budget * percent / 100)
+      if count < mark and after >= mark and (tonumber(state[2 + bit]) or 0) <= now then
+        redis.call('HSET', key, 'until' .. percent, string.format('%.0f', now + hold))
+        crossed = crossed + bit
+      end
+    end
+    redis.call('PEXPIRE', key, math.ceil(math.max(2 * window, hold) / 1000))
+  end
 end
 if admitted == wanted then
-  return {wanted, 0, 0, leased}
+  return {wanted, 0, 0, leased, crossed}
 end
-local interval = tonumber(ARGV[2 * refused_by])
-local tolerance = interval * tonumber(ARGV[2 * refused_by + 1])
-return {admitted, arrivals[refused_by] + (admitted + 1) * interval - tolerance - now, refused_by, 0}
+local interval = tonumber(ARGV[4 + 2 * refused_by])
+local tolerance = interval * tonumber(ARGV[5 + 2 * refused_by])
+return {admitted, arrivals[refused_by] + (admitted + 1) * interval - tolerance - now, refused_by, 0, crossed}
 ",
 );
 
@@ -86,6 +126,36 @@ const LEASE_FRACTION_OF_RATE: u32 = 100;
 
 /// Most limits the local fallback tracks; past it, the ones that ran out are dropped.
 const MAX_LOCAL_LIMITS: usize = 100_000;
+
+/// The thresholds, in percent of a tenant's rate limit sustained over the warning window,
+/// whose crossing is a warning (bit 1 and bit 2 of the script's answer).
+pub const RATE_WARNING_THRESHOLDS: [u32; 2] = [80, 100];
+
+/// How long after a warning the same tenant's crossing of the same threshold is not
+/// reported again: a tenant at its limit all day makes 24 warnings per threshold, not one
+/// per window.
+pub const RATE_WARNING_HOLD: Duration = Duration::from_secs(3600);
+
+/// A tenant's admitted requests (and leased tokens) in one warning window reached a
+/// threshold of its rate limit times the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateWarning {
+    /// The tenant (with its plan), and the request whose count crossed the threshold (its
+    /// event's actor and request id).
+    pub context: TenantContext,
+    /// The threshold crossed, in percent (one of [`RATE_WARNING_THRESHOLDS`]).
+    pub threshold_percent: u32,
+    /// The tenant's limit.
+    pub limit: RateLimit,
+    /// The window the requests were counted in.
+    pub window: Duration,
+}
+
+/// Where crossings go, and the window they are counted over.
+struct WarningSink {
+    window: Duration,
+    sender: mpsc::Sender<RateWarning>,
+}
 
 /// Which of a request's limits refused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +203,8 @@ pub struct RateLimiter {
     /// Tokens Redis granted this replica beyond the requests it counted, by batch key: spent
     /// locally, without a Redis call, until used up or [`LEASE_LIFETIME`] passes.
     leases: Mutex<HashMap<String, Lease>>,
+    /// Sustained-rate warnings, if on.
+    warnings: Option<WarningSink>,
 }
 
 /// Tokens already counted in Redis that this replica may admit requests with.
@@ -152,14 +224,48 @@ impl RateLimiter {
             refusing: Mutex::new(HashMap::new()),
             batches: Batches::default(),
             leases: Mutex::new(HashMap::new()),
+            warnings: None,
         }
+    }
+
+    /// Also counts each tenant's tokens over fixed windows of `window` (in the same script
+    /// call) and sends each crossing of a [`RATE_WARNING_THRESHOLDS`] to `sender`, without
+    /// waiting: when the channel is full the warning is dropped and counted in
+    /// `tenantd_rate_limit_warnings_dropped_total`.
+    pub fn with_warnings(mut self, window: Duration, sender: mpsc::Sender<RateWarning>) -> Self {
+        self.warnings = Some(WarningSink { window, sender });
+        self
     }
 
     /// Counts one request of `tenant_id` (made with `api_key`, if by a key) against `limits`.
     /// At most one Redis round trip when any limit applies, none otherwise: requests for the
     /// same limits that arrive while a script call for them is in flight wait for it and are
     /// then counted together, by the next call (see [`Batches`]).
+    ///
+    /// Counts no warnings: there is no request to record them for (see
+    /// [`RateLimiter::check_request`]).
     pub async fn check(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Result<Counted, Refusal> {
+        self.count(tenant_id, api_key, limits, None).await
+    }
+
+    /// [`RateLimiter::check`] for a request in `context` (made with an API key if its actor
+    /// is one): a warning this request's script call reports is recorded as this request's.
+    pub async fn check_request(&self, context: &TenantContext, limits: &RateLimits) -> Result<Counted, Refusal> {
+        let api_key = match context.request().actor() {
+            Actor::ApiKey { key_id } => Some(*key_id),
+            _ => None,
+        };
+        self.count(context.tenant_id(), api_key, limits, Some(context)).await
+    }
+
+    async fn count(
+        &self,
+        tenant_id: Uuid,
+        api_key: Option<Uuid>,
+        limits: &RateLimits,
+        // The request to record a warning for: the leader's, when requests are coalesced.
+        request: Option<&TenantContext>,
+    ) -> Result<Counted, Refusal> {
         let applied = applied_limits(tenant_id, api_key, limits);
         if applied.is_empty() {
             return Ok(Counted::Unlimited);
@@ -197,7 +303,7 @@ impl RateLimiter {
         let from_lease = self.spend_lease(&batch_key, wanted);
         let outcome = match wanted - from_lease {
             0 => Some((0, None, 0)),
-            rest => self.ask_redis(&applied, rest).await,
+            rest => self.ask_redis(tenant_id, request, &applied, rest).await,
         };
         let others = std::mem::take(&mut turn.others);
         drop(turn);
@@ -229,18 +335,36 @@ impl RateLimiter {
     /// (count locally).
     async fn ask_redis(
         &self,
+        tenant_id: Uuid,
+        request: Option<&TenantContext>,
         applied: &[(LimitedBy, RedisKey, RateLimit)],
         wanted: usize,
     ) -> Option<(usize, Option<Refusal>, u64)> {
-        let keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
-        let mut args = Vec::with_capacity(1 + 2 * applied.len());
+        let mut keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
+        let mut args = Vec::with_capacity(5 + 2 * applied.len());
         args.push(u64::try_from(wanted).unwrap_or(u64::MAX));
-        args.extend(applied.iter().flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)]));
         args.push(lease_size(applied));
+        let warned = request.and_then(|request| Some((request, self.warned_limit(applied)?)));
+        match warned {
+            Some((_, (window, limit))) => {
+                keys.push(RedisKey::for_tenant(tenant_id, &["rate", "warning"]));
+                let window_micros = u64::try_from(window.as_micros()).unwrap_or(u64::MAX).max(1);
+                let budget = (u128::from(limit.per_second) * window.as_millis()).div_ceil(1000).max(1);
+                let hold_micros = u64::try_from(RATE_WARNING_HOLD.as_micros()).unwrap_or(u64::MAX);
+                args.extend([window_micros, u64::try_from(budget).unwrap_or(u64::MAX), hold_micros]);
+            }
+            None => args.extend([0, 0, 0]),
+        }
+        args.extend(applied.iter().flat_map(|(_, _, limit)| [emission_interval_micros(limit), u64::from(limit.burst)]));
         let reply = self.redis.eval::<Vec<i64>>(&GCRA, &keys, &args).await?;
-        let [admitted, retry_after, index, leased] = reply.as_slice() else {
+        let [admitted, retry_after, index, leased, crossed] = reply.as_slice() else {
             return None;
         };
+        if let Some((request, (window, limit))) = warned
+            && *crossed != 0
+        {
+            self.report_crossings(request, *crossed, limit, window);
+        }
         let admitted = usize::try_from(*admitted).unwrap_or(0).min(wanted);
         if admitted == wanted {
             return Some((admitted, None, u64::try_from(*leased).unwrap_or(0)));
@@ -251,6 +375,32 @@ impl RateLimiter {
         let refusal = Refusal { limited_by: *limited_by, limit: *limit, retry_after };
         self.remember_refusal(key, refusal);
         Some((admitted, Some(refusal), 0))
+    }
+
+    /// The window and tenant limit warnings are counted for, if warnings are on and the
+    /// tenant's limit is among `applied` (a key's own limit is not warned about).
+    fn warned_limit(&self, applied: &[(LimitedBy, RedisKey, RateLimit)]) -> Option<(Duration, RateLimit)> {
+        let sink = self.warnings.as_ref()?;
+        let (_, _, limit) = applied.iter().find(|(limited_by, _, _)| *limited_by == LimitedBy::Tenant)?;
+        Some((sink.window, *limit))
+    }
+
+    /// Hands each threshold whose bit is set in `crossed` to the warning channel, without
+    /// waiting: a full channel drops the warning, counted.
+    fn report_crossings(&self, request: &TenantContext, crossed: i64, limit: RateLimit, window: Duration) {
+        let Some(sink) = &self.warnings else {
+            return;
+        };
+        for (bit, threshold_percent) in RATE_WARNING_THRESHOLDS.into_iter().enumerate() {
+            if crossed & (1 << bit) == 0 {
+                continue;
+            }
+            let warning = RateWarning { context: request.clone(), threshold_percent, limit, window };
+            if sink.sender.try_send(warning).is_err() {
+                crate::metrics::record_rate_warning_dropped();
+                tracing::warn!(tenant.id = %request.tenant_id(), threshold_percent, "rate-limit warning dropped: its queue is full");
+            }
+        }
     }
 
     /// Admits up to `wanted` requests from this replica's unexpired lease for `batch_key`:

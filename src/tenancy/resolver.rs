@@ -10,7 +10,12 @@
 //! Every change to a tenant or key deletes its Redis keys and publishes the tenant id on
 //! [`INVALIDATION_CHANNEL`]; each replica's listener then evicts what it holds about that
 //! tenant, so changes (a suspension, a key revocation) reach every replica within
-//! milliseconds. An operator's revocation does the same with the operator's id (ids are
+//! milliseconds. A change to a plan is one message for all its tenants, `plan:<name>:<revision>`
+//! (decision 0023): each replica evicts the in-process records of that plan's tenants and
+//! from then on takes a record from Redis only if it was read at that revision of its plan
+//! or later (records carry their plan's revision), so no tenant's Redis key is touched. A
+//! replica learns every plan's revision from PostgreSQL on each (re)subscription, before it
+//! reads Redis again, so announcements it missed cannot leave it on a stale record. An operator's revocation does the same with the operator's id (ids are
 //! UUIDs: an operator's never names a tenant). While the listener is not subscribed (Redis down or reconnecting),
 //! in-process entries live at most [`DEGRADED_TTL`] and nothing is read from Redis, which
 //! bounds how stale any replica can be. On (re)subscription the in-process tier is cleared,
@@ -104,6 +109,11 @@ pub struct TenantRecord {
     /// create recounts). Quota counters recounted before it (and its grace) are not trusted.
     #[serde(default)]
     pub limits_changed_at: Option<DateTime<Utc>>,
+    /// The revision of the plan the limits were read from (`None` without a plan, and in
+    /// records cached before it existed: such a record of a tenant with a plan is read again
+    /// once that plan's revision is known).
+    #[serde(default)]
+    pub plan_revision: Option<i64>,
 }
 
 fn schema_current_default() -> bool {
@@ -158,6 +168,9 @@ pub struct TenantResolver {
     fills: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped by every invalidation; a fill that started before one is not stored.
     epoch: AtomicU64,
+    /// The latest revision of each plan this replica knows of (from announcements and each
+    /// subscription's read of PostgreSQL): a record read at an older one is stale.
+    plan_revisions: Mutex<HashMap<String, i64>>,
     subscribed: AtomicBool,
     local_hits: AtomicU64,
     redis_hits: AtomicU64,
@@ -175,6 +188,7 @@ impl TenantResolver {
             local: Mutex::new(HashMap::new()),
             fills: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            plan_revisions: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             local_hits: AtomicU64::new(0),
             redis_hits: AtomicU64::new(0),
@@ -248,7 +262,8 @@ impl TenantResolver {
         let epoch = self.epoch.load(Ordering::Acquire);
         let redis_key = record_key(tenant_id);
         let shared = if self.live() { self.redis.get(&redis_key).await } else { None };
-        if let Some(record) = shared.and_then(|json| serde_json::from_str::<TenantRecord>(&json).ok()) {
+        let shared = shared.and_then(|json| serde_json::from_str::<TenantRecord>(&json).ok());
+        if let Some(record) = shared.filter(|record| self.is_current(record)) {
             self.redis_hits.fetch_add(1, Ordering::Relaxed);
             self.store(epoch, key, tenant_id, CacheValue::Tenant(record.clone()));
             return Ok(Some(record));
@@ -346,10 +361,12 @@ impl TenantResolver {
         // Keys are tenant data: the lookup runs in the key's tenant's transaction, under RLS.
         let context = TenantContext::new(tenant_id, RequestContext::system());
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let row = self
-            .database
-            .read(&context, async move |transaction| Ok(db::api_keys::find(transaction, key_id).await?))
-            .await?;
+        // Retried on a lost connection, as the other lookups are: an idle pooled connection
+        // closed by a PostgreSQL restart must not answer a valid key with UNAVAILABLE.
+        let row = db::retry::read(|| {
+            self.database.read(&context, async move |transaction| Ok(db::api_keys::find(transaction, key_id).await?))
+        })
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -417,11 +434,57 @@ impl TenantResolver {
         announce_invalidation(&self.redis, tenant_id).await;
     }
 
-    /// [`TenantResolver::invalidate`] for many tenants (those of a changed plan): every
-    /// record deleted from Redis and announced, one tenant after the other.
-    pub async fn invalidate_all(&self, tenant_ids: &[Uuid]) {
-        for tenant_id in tenant_ids {
-            self.invalidate(*tenant_id, None).await;
+    /// Forgets every record read at an older revision of `plan` than `revision`, here and
+    /// (through one announcement) on every replica, whatever the number of its tenants. Call
+    /// after the plan's change has committed.
+    pub async fn invalidate_plan(&self, plan: &str, revision: i64) {
+        self.learn_plan_revision(plan, revision);
+        self.redis.publish(INVALIDATION_CHANNEL, &format!("{PLAN_ANNOUNCEMENT}{plan}:{revision}")).await;
+    }
+
+    /// Notes that `plan` is at `revision` (or later) and evicts the in-process records read
+    /// at an earlier one.
+    fn learn_plan_revision(&self, plan: &str, revision: i64) {
+        if let Ok(mut known) = self.plan_revisions.lock() {
+            let latest = known.entry(plan.to_owned()).or_insert(revision);
+            *latest = (*latest).max(revision);
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut local) = self.local.lock() {
+            local.retain(|_, entry| match &entry.value {
+                CacheValue::Tenant(record) => {
+                    record.plan.as_deref() != Some(plan) || record.plan_revision.is_some_and(|read| read >= revision)
+                }
+                _ => true,
+            });
+        }
+    }
+
+    /// Whether `record` was read at its plan's latest known revision (or has no plan).
+    fn is_current(&self, record: &TenantRecord) -> bool {
+        let Some(plan) = &record.plan else {
+            return true;
+        };
+        let Ok(known) = self.plan_revisions.lock() else {
+            return false;
+        };
+        known.get(plan).is_none_or(|latest| record.plan_revision.is_some_and(|read| read >= *latest))
+    }
+
+    /// Learns every plan's revision from PostgreSQL (after subscribing, so that a change
+    /// committed meanwhile is announced to this replica if it is not read here).
+    async fn load_plan_revisions(&self) {
+        let loaded = db::retry::read(|| {
+            self.database.global(async move |connection| Ok(db::plans::revisions(connection).await?))
+        })
+        .await;
+        match loaded {
+            Ok(revisions) => {
+                for (plan, revision) in revisions {
+                    self.learn_plan_revision(&plan, revision);
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "plan revisions not read; records cached in redis trusted"),
         }
     }
 
@@ -526,18 +589,18 @@ impl TenantResolver {
         loop {
             if let Some(mut messages) = self.redis.subscribe(INVALIDATION_CHANNEL).await {
                 self.clear();
+                self.load_plan_revisions().await;
                 self.subscribed.store(true, Ordering::Relaxed);
                 tracing::info!("receiving cache invalidations");
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
                         message = messages.next() => match message {
-                            Some(message) => {
-                                let tenant = message.get_payload::<String>().ok().and_then(|text| Uuid::try_parse(&text).ok());
-                                if let Some(tenant_id) = tenant {
-                                    self.evict(tenant_id);
-                                }
-                            }
+                            Some(message) => match message.get_payload::<String>().ok().as_deref().map(announced) {
+                                Some(Announced::Tenant(tenant_id)) => self.evict(tenant_id),
+                                Some(Announced::Plan(plan, revision)) => self.learn_plan_revision(plan, revision),
+                                Some(Announced::Unknown) | None => {}
+                            },
                             None => break,
                         },
                     }
@@ -551,6 +614,29 @@ impl TenantResolver {
             }
         }
     }
+}
+
+/// The prefix of a plan's announcement, `plan:<name>:<revision>` (a plan's name is a slug,
+/// without `:`; a tenant's or operator's announcement is a bare UUID).
+const PLAN_ANNOUNCEMENT: &str = "plan:";
+
+/// What an invalidation message announces.
+#[derive(Debug, PartialEq, Eq)]
+enum Announced<'m> {
+    /// A change to a tenant (or operator): evict what is cached under its id.
+    Tenant(Uuid),
+    /// A change to a plan, now at this revision.
+    Plan(&'m str, i64),
+    /// Something this build does not know (ignored).
+    Unknown,
+}
+
+fn announced(message: &str) -> Announced<'_> {
+    if let Some(plan) = message.strip_prefix(PLAN_ANNOUNCEMENT) {
+        let parsed = plan.rsplit_once(':').and_then(|(name, revision)| Some((name, revision.parse().ok()?)));
+        return parsed.map_or(Announced::Unknown, |(name, revision)| Announced::Plan(name, revision));
+    }
+    Uuid::try_parse(message).map_or(Announced::Unknown, Announced::Tenant)
 }
 
 /// What [`TenantResolver::lookup`] found.
@@ -604,6 +690,7 @@ fn record_of(tenant_id: Uuid, stored: db::tenants::ResolvedRow) -> Result<Tenant
         limits_changed_at: Some(
             stored.plan_update_time.map_or(stored.update_time, |plan| plan.max(stored.update_time)),
         ),
+        plan_revision: stored.plan_revision,
     })
 }
 
@@ -631,4 +718,19 @@ fn operator_key(operator_id: Uuid) -> RedisKey {
 
 fn tenant_not_found() -> Error {
     Error::new(Reason::TenantNotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_names_a_tenant_or_a_plan_at_a_revision() {
+        let tenant = Uuid::now_v7();
+        assert_eq!(announced(&tenant.to_string()), Announced::Tenant(tenant));
+        assert_eq!(announced("plan:gold-tier:42"), Announced::Plan("gold-tier", 42));
+        assert_eq!(announced("plan:gold-tier"), Announced::Unknown);
+        assert_eq!(announced("plan:gold:x"), Announced::Unknown);
+        assert_eq!(announced("something else"), Announced::Unknown);
+    }
 }

@@ -72,6 +72,7 @@ async fn tenantd_limits_caches_and_invalidates_on_a_redis_cluster_through_a_mast
         plan: None,
         quotas: Default::default(),
         limits_changed_at: None,
+        plan_revision: None,
     })
     .expect("json");
     assert_eq!(cluster.cli(master, &["SET", &record_key, &json, "EX", "600"]).trim(), "OK");

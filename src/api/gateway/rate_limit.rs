@@ -17,9 +17,9 @@ use tonic::server::NamedService;
 use tower::{Layer, Service};
 
 use crate::error::{Error, Reason};
+use crate::tenancy::TenantContext;
 use crate::tenancy::rate_limiter::{LimitedBy, RateLimiter, Refusal};
 use crate::tenancy::resolver::TenantRecord;
-use crate::tenancy::{Actor, TenantContext};
 
 /// Builds [`RateLimited`] services.
 #[derive(Clone)]
@@ -76,17 +76,13 @@ where
         else {
             return Box::pin(inner.call(request));
         };
-        let tenant_id = context.tenant_id();
-        let api_key = match context.request().actor() {
-            Actor::ApiKey { key_id } => Some(*key_id),
-            _ => None,
-        };
+        let context = context.clone();
         let limits = record.limits;
         let limiter = self.limiter.clone();
         Box::pin(async move {
-            match limiter.check(tenant_id, api_key, &limits).await {
+            match limiter.check_request(&context, &limits).await {
                 Ok(_) => inner.call(request).await,
-                Err(refusal) => Ok(super::refusal::refuse(request, refused(tenant_id, refusal).into()).await),
+                Err(refusal) => Ok(super::refusal::refuse(request, refused(context.tenant_id(), refusal).into()).await),
             }
         })
     }
@@ -114,7 +110,7 @@ mod tests {
 
     use super::*;
     use crate::api::gateway::testing;
-    use crate::tenancy::{RateLimit, RateLimits, RequestContext, TenantState};
+    use crate::tenancy::{Actor, RateLimit, RateLimits, RequestContext, TenantState};
 
     #[tokio::test]
     async fn a_request_past_its_keys_limit_is_refused_with_quota_failure_and_retry_info_before_the_service() {
@@ -143,6 +139,7 @@ mod tests {
                 plan: None,
                 quotas: Default::default(),
                 limits_changed_at: None,
+                plan_revision: None,
             });
             request
         };
