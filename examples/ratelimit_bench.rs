@@ -51,6 +51,10 @@ struct Args {
     /// The burst of that limit.
     #[arg(long, default_value_t = 20)]
     burst: u32,
+    /// A control run of the cost phases: the "with" tenant gets no limit either, so both
+    /// sides are the same and their ratio shows the bench's own bias.
+    #[arg(long)]
+    control: bool,
 }
 
 type Ping = DiagnosticsServiceClient<Channel>;
@@ -252,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
     // cost: no limits vs a limit never reached.
     let unlimited = create_tenant(&channel, token, &slug("free"), None).await?;
     let never_reached = RequestRate { per_second: 1_000_000, burst: 1_000_000 };
-    let limited = create_tenant(&channel, token, &slug("high"), Some(never_reached)).await?;
+    let limited = create_tenant(&channel, token, &slug("high"), (!args.control).then_some(never_reached)).await?;
     let unlimited_user = create_user(&channel, token, &unlimited).await?;
     let limited_user = create_user(&channel, token, &limited).await?;
     for (phase, call_without, call_with) in [
@@ -263,9 +267,15 @@ async fn main() -> anyhow::Result<()> {
         let _ = closed_loop_of(&call_without, &channel, token, &unlimited, args.concurrency, warm).await;
         let _ = closed_loop_of(&call_with, &channel, token, &limited, args.concurrency, warm).await;
         let (mut without, mut with) = (Vec::new(), Vec::new());
-        for _ in 0..args.rounds {
+        for round in 0..args.rounds {
+            // Each side goes first in every other round, so that neither gains from its place.
+            if round % 2 == 1 {
+                with.push(closed_loop_of(&call_with, &channel, token, &limited, args.concurrency, duration).await);
+            }
             without.push(closed_loop_of(&call_without, &channel, token, &unlimited, args.concurrency, duration).await);
-            with.push(closed_loop_of(&call_with, &channel, token, &limited, args.concurrency, duration).await);
+            if round % 2 == 0 {
+                with.push(closed_loop_of(&call_with, &channel, token, &limited, args.concurrency, duration).await);
+            }
         }
         let rate_of = |run: &Run| run.admitted as f64 / run.elapsed.as_secs_f64();
         let median = |runs: &[Run], value: &dyn Fn(&Run) -> f64| {
