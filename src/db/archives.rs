@@ -309,46 +309,25 @@ pub struct ImportedTenant<'a> {
     pub state: &'a str,
 }
 
-/// Creates the tenant's registry row (`restore`: over a PURGED tombstone of the same id,
-/// whose creation time is kept and whose deletion and purge times are cleared; read
-/// [`tombstone`] first, so that [`revert`] can put it back; the archive's creation time is
-/// used otherwise).
-pub async fn write_tenant(
-    connection: &mut AsyncPgConnection,
-    tenant: &ImportedTenant<'_>,
-    restore: bool,
-) -> QueryResult<()> {
-    let labels = tenant.labels.to_string();
-    let limit_overrides = tenant.limit_overrides.to_string();
-    if restore {
-        return diesel::sql_query(
-            "UPDATE public.tenants SET slug = $2, display_name = $3, labels = $4::jsonb, plan = $5,
-                    limit_overrides = $6::jsonb, state = $7, isolation_tier = $8, delete_time = NULL,
-                    purge_time = NULL, revision = revision + 1, update_time = now()
-             WHERE id = $1",
-        )
-        .bind::<SqlUuid, _>(tenant.id)
-        .bind::<Text, _>(tenant.slug)
-        .bind::<Text, _>(tenant.display_name)
-        .bind::<Text, _>(labels)
-        .bind::<Nullable<Text>, _>(tenant.plan)
-        .bind::<Text, _>(limit_overrides)
-        .bind::<Text, _>(tenant.state)
-        .bind::<Text, _>(tenant.tier.as_str())
-        .execute(connection)
-        .await
-        .map(drop);
-    }
+/// Creates the tenant's registry row, or writes it over the PURGED tombstone of the same id
+/// (which the caller has locked and checked; read [`tombstone`] first, so that [`revert`] can
+/// put it back): its names, labels, plan, overrides, state and tier, its deletion and purge
+/// times cleared, its creation time kept (the archive's is used for a new row).
+pub async fn write_tenant(connection: &mut AsyncPgConnection, tenant: &ImportedTenant<'_>) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO public.tenants (id, slug, display_name, labels, plan, limit_overrides, state, isolation_tier, create_time)
-         VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9::timestamptz)",
+         VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9::timestamptz)
+         ON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, display_name = EXCLUDED.display_name,
+             labels = EXCLUDED.labels, plan = EXCLUDED.plan, limit_overrides = EXCLUDED.limit_overrides,
+             state = EXCLUDED.state, isolation_tier = EXCLUDED.isolation_tier, delete_time = NULL,
+             purge_time = NULL, revision = tenants.revision + 1, update_time = now()",
     )
     .bind::<SqlUuid, _>(tenant.id)
     .bind::<Text, _>(tenant.slug)
     .bind::<Text, _>(tenant.display_name)
-    .bind::<Text, _>(labels)
+    .bind::<Text, _>(tenant.labels.to_string())
     .bind::<Nullable<Text>, _>(tenant.plan)
-    .bind::<Text, _>(limit_overrides)
+    .bind::<Text, _>(tenant.limit_overrides.to_string())
     .bind::<Text, _>(tenant.state)
     .bind::<Text, _>(tenant.tier.as_str())
     .bind::<Text, _>(tenant.create_time)

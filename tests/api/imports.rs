@@ -24,7 +24,7 @@ use crate::helpers::{
     IsolationTier, Metadata, TestApp, assert_error, connect, operation_metadata, pg_admin, reason, replica,
     spawn_app_in, unique_slug,
 };
-use crate::purge::rows_everywhere;
+use crate::purge::{rows_everywhere, schema_exists};
 
 /// Where a held import writes.
 #[derive(Clone, Copy, PartialEq)]
@@ -117,16 +117,6 @@ async fn users_of(database: &str, tenant_id: &str) -> i64 {
         .get(0)
 }
 
-async fn schema_exists(database: &str, tenant_id: &str) -> bool {
-    let admin = connect(&pg_admin(), database).await;
-    let schema = schema_name(Uuid::parse_str(tenant_id).expect("uuid"));
-    admin
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[&schema])
-        .await
-        .expect("schema")
-        .get(0)
-}
-
 #[tokio::test]
 async fn while_an_import_is_held_part_way_its_tenant_is_provisioning_and_other_tenants_events_flow() {
     let app = spawn_app_in(IsolationTier::Pooled, fast).await;
@@ -190,14 +180,14 @@ async fn a_cancelled_import_removes_what_it_wrote(tier: IsolationTier, into: Int
     let held = HeldImport::start(&app, into).await;
     // Positive control: the import had written part of the tenant.
     assert_eq!(users_of(&app.database, &held.tenant_id).await, 3);
-    assert_eq!(schema_exists(&app.database, &held.tenant_id).await, tier == IsolationTier::Schema);
+    assert_eq!(schema_exists(&app, &held.tenant_id).await, tier == IsolationTier::Schema);
     operations(&app).cancel_operation(CancelOperationRequest { name: held.operation.clone() }).await.expect("cancel");
     held.release().await;
     let done = wait_done(&app, &held.operation).await;
     assert_eq!(failure(&done).map(|(code, _)| code), Some(Code::Cancelled), "{done:?}");
 
     let left = rows_everywhere(&app, &held.tenant_id).await;
-    assert!(!schema_exists(&app.database, &held.tenant_id).await, "no schema is left");
+    assert!(!schema_exists(&app, &held.tenant_id).await, "no schema is left");
     match into {
         Into::NewId => {
             assert!(left.is_empty(), "no row of the import is left: {left:?}");

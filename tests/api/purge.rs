@@ -167,7 +167,7 @@ fn purge_leftovers() -> BTreeMap<String, i64> {
     BTreeMap::from([("public.audit_events".to_owned(), 1), ("public.event_transactions".to_owned(), 1)])
 }
 
-async fn schema_exists(app: &TestApp, tenant_id: &str) -> bool {
+pub(crate) async fn schema_exists(app: &TestApp, tenant_id: &str) -> bool {
     let admin = connect(&pg_admin(), &app.database).await;
     let schema = schema_name(Uuid::parse_str(tenant_id).expect("uuid"));
     admin

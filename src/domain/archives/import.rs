@@ -117,18 +117,24 @@ impl ArchiveHandler {
         let mut connection = self.connect().await.map_err(stop(claimed))?;
         let mut upload = Upload::new(self, request);
         let manifest = upload.manifest().await.map_err(stop(claimed))?;
-        if !claimed {
+        // The claim checks the manifest's columns against the catalog in its transaction; a
+        // resumed run checks them again in a transaction of its own.
+        let columns = if claimed {
+            in_transaction(&mut connection, request.tenant_id, async |connection| {
+                restored_columns(connection, &manifest).await
+            })
+            .await
+            .map_err(stop(true))?
+        } else {
             if run.checkpoint("import", 1, serde_json::json!({})).await.map_err(stop(false))? {
                 return Err(stop(false)(Stop::Cancelled));
             }
-            progress.tombstone = self.claim(&mut connection, run, request, &manifest).await.map_err(stop(false))?;
+            let (tombstone, columns) =
+                self.claim(&mut connection, run, request, &manifest).await.map_err(stop(false))?;
+            progress.tombstone = tombstone;
             claimed = true;
-        }
-        let columns = in_transaction(&mut connection, request.tenant_id, async |connection| {
-            restored_columns(connection, &manifest).await
-        })
-        .await
-        .map_err(stop(claimed))?;
+            columns
+        };
         let history = ARCHIVED_TABLES.iter().position(|table| *table == HISTORY_TABLE);
         let mut batch = Batch::default();
         let mut seen = 0u64;
@@ -159,14 +165,15 @@ impl ArchiveHandler {
         settle(&mut connection, outcome).await.map_err(stop(claimed))
     }
 
-    /// The claim's transaction; returns the PURGED tombstone it took, if it took one.
+    /// The claim's transaction; returns the PURGED tombstone it took, if it took one, and the
+    /// columns the import writes per table.
     async fn claim(
         &self,
         connection: &mut AsyncPgConnection,
         run: &OperationRun,
         request: &ImportRequest,
         manifest: &Manifest,
-    ) -> Result<Option<Tombstone>, Stop> {
+    ) -> Result<(Option<Tombstone>, Vec<Vec<String>>), Stop> {
         let tenant_id = request.tenant_id;
         in_transaction(connection, tenant_id, async |connection| {
             let state = db::archives::lock_state(connection, tenant_id).await?;
@@ -197,11 +204,11 @@ impl ArchiveHandler {
                 create_time: &create_time,
                 state: initial.as_str(),
             };
-            db::archives::write_tenant(connection, &row, restore).await?;
+            db::archives::write_tenant(connection, &row).await?;
             if request.isolation_tier == IsolationTier::Schema {
                 db::archives::provision_schema(connection, tenant_id).await?;
             }
-            restored_columns(connection, manifest).await?;
+            let columns = restored_columns(connection, manifest).await?;
             let bindings: Vec<(String, String)> = manifest
                 .channel_bindings
                 .iter()
@@ -210,7 +217,7 @@ impl ArchiveHandler {
             db::archives::write_identifiers(connection, tenant_id, &manifest.domains, &bindings).await?;
             let progress = Progress { tombstone: tombstone.clone(), ..Progress::default() };
             record(connection, run, "rows", 5, &progress).await?;
-            Ok(tombstone)
+            Ok((tombstone, columns))
         })
         .await
     }
