@@ -13,6 +13,12 @@
 //!   refusing everyone. When Redis answers again, requests are counted there again from
 //!   the state Redis kept (or an empty one, once its keys expired); the local state is
 //!   dropped when it has run out. The switch can admit at most one extra burst per limit.
+//! - **Leases (decision 0017, "Leases", "Refilled ahead, sized by demand").** For a limit of at
+//!   least 100/s, a script call also takes up to 1% of a second's budget for this replica to
+//!   admit later requests with, without a Redis call: sized by the replica's demand over the
+//!   last 5 ms (none for a sparse stream), refilled in the background before it runs out, and
+//!   spendable for 10 ms after its last refill. Leased tokens are counted in Redis first, so a
+//!   lease never admits past the limit.
 //! - **Warnings (decision 0023).** With a warning window configured, the same script call
 //!   also counts the tokens a tenant's limit gave out in a fixed window of Redis time and
 //!   reports a crossing of 80% or 100% of the limit times the window, once per threshold
@@ -21,7 +27,7 @@
 //!   fallback does not warn.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -115,10 +121,11 @@ return {admitted, arrivals[refused_by] + (admitted + 1) * interval - tolerance -
 ",
 );
 
-/// How long a lease of tokens stays usable in the replica that took it (decision 0017,
-/// "Leases"): short, so that tokens a replica took but did not use are not hoarded from the
-/// others for longer than this.
-const LEASE_LIFETIME: Duration = Duration::from_millis(10);
+/// How long a lease of tokens stays usable in the replica that took it, from its last refill
+/// (decision 0017, "Leases"): short, so that tokens a replica took but stopped using are not
+/// hoarded from the others for longer than this. Half of it is also the window demand is
+/// measured over, which sizes the lease.
+pub const LEASE_LIFETIME: Duration = Duration::from_millis(10);
 
 /// The largest lease, as a fraction of a limit's requests per second: 1 in 100 (and never
 /// more than its burst), so a lease moves at most 1% of a second's budget to one replica.
@@ -200,17 +207,59 @@ pub struct RateLimiter {
     refusing: Mutex<HashMap<String, (Instant, Refusal)>>,
     /// Requests waiting for a script call of their limits.
     batches: Batches,
-    /// Tokens Redis granted this replica beyond the requests it counted, by batch key: spent
-    /// locally, without a Redis call, until used up or [`LEASE_LIFETIME`] passes.
+    /// Tokens Redis granted this replica beyond the requests it counted, and the demand that
+    /// sizes them, by batch key: spent locally, without a Redis call, until used up or the
+    /// lease lifetime passes; refilled ahead of running out.
     leases: Mutex<HashMap<String, Lease>>,
+    /// How long a lease stays usable after its last refill ([`LEASE_LIFETIME`]).
+    lease_lifetime: Duration,
     /// Sustained-rate warnings, if on.
     warnings: Option<WarningSink>,
 }
 
-/// Tokens already counted in Redis that this replica may admit requests with.
+/// Tokens already counted in Redis that this replica may admit requests with (decision 0017,
+/// "Refilled ahead, sized by demand"), and the demand for them.
 struct Lease {
+    /// Tokens left to spend.
     remaining: u64,
+    /// When the tokens left stop being spendable (the last refill plus the lifetime).
     expires_at: Instant,
+    /// A refill is in flight: no second one is started.
+    refilling: bool,
+    /// Requests counted (from the lease or by Redis) in the demand window begun at
+    /// `window_start`, and in the window before it (0 if that one was not the one just before).
+    window_start: Instant,
+    current: u64,
+    last: u64,
+}
+
+impl Lease {
+    fn new(now: Instant) -> Self {
+        Self { remaining: 0, expires_at: now, refilling: false, window_start: now, current: 0, last: 0 }
+    }
+
+    /// Counts `requests` at `now` in windows of `window`.
+    fn observe(&mut self, now: Instant, window: Duration, requests: u64) {
+        let age = now.saturating_duration_since(self.window_start);
+        if age >= window {
+            self.last = if age < window * 2 { self.current } else { 0 };
+            self.current = 0;
+            self.window_start = now;
+        }
+        self.current += requests;
+    }
+
+    /// The tokens worth holding: one window's demand (the last window's or, if larger, the
+    /// current one's so far) less one, so that a sparse stream, at most one request per window,
+    /// gets no lease and wastes nothing; at most `cap`.
+    fn target(&self, cap: u64) -> u64 {
+        self.last.max(self.current).saturating_sub(1).min(cap)
+    }
+
+    /// The tokens left, if they are still spendable at `now`.
+    fn spendable(&self, now: Instant) -> u64 {
+        if self.expires_at > now { self.remaining } else { 0 }
+    }
 }
 
 impl RateLimiter {
@@ -224,8 +273,17 @@ impl RateLimiter {
             refusing: Mutex::new(HashMap::new()),
             batches: Batches::default(),
             leases: Mutex::new(HashMap::new()),
+            lease_lifetime: LEASE_LIFETIME,
             warnings: None,
         }
+    }
+
+    /// Keeps leased tokens usable for `lifetime` after each refill instead of
+    /// [`LEASE_LIFETIME`] (and measures demand over half of it). For tests that must hold a
+    /// lease across slow steps.
+    pub fn with_lease_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lease_lifetime = lifetime.max(Duration::from_millis(2));
+        self
     }
 
     /// Also counts each tenant's tokens over fixed windows of `window` (in the same script
@@ -244,13 +302,30 @@ impl RateLimiter {
     ///
     /// Counts no warnings: there is no request to record them for (see
     /// [`RateLimiter::check_request`]).
-    pub async fn check(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> Result<Counted, Refusal> {
+    pub async fn check(
+        self: &Arc<Self>,
+        tenant_id: Uuid,
+        api_key: Option<Uuid>,
+        limits: &RateLimits,
+    ) -> Result<Counted, Refusal> {
         self.count(tenant_id, api_key, limits, None).await
+    }
+
+    /// The leased tokens this replica holds for a request of `tenant_id` (made with
+    /// `api_key`) under `limits`, spendable now without a Redis call: for tests and diagnostics.
+    pub fn leased_tokens(&self, tenant_id: Uuid, api_key: Option<Uuid>, limits: &RateLimits) -> u64 {
+        let batch_key = batch_key(&applied_limits(tenant_id, api_key, limits));
+        let leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        leases.get(&batch_key).map_or(0, |lease| lease.spendable(Instant::now()))
     }
 
     /// [`RateLimiter::check`] for a request in `context` (made with an API key if its actor
     /// is one): a warning this request's script call reports is recorded as this request's.
-    pub async fn check_request(&self, context: &TenantContext, limits: &RateLimits) -> Result<Counted, Refusal> {
+    pub async fn check_request(
+        self: &Arc<Self>,
+        context: &TenantContext,
+        limits: &RateLimits,
+    ) -> Result<Counted, Refusal> {
         let api_key = match context.request().actor() {
             Actor::ApiKey { key_id } => Some(*key_id),
             _ => None,
@@ -259,7 +334,7 @@ impl RateLimiter {
     }
 
     async fn count(
-        &self,
+        self: &Arc<Self>,
         tenant_id: Uuid,
         api_key: Option<Uuid>,
         limits: &RateLimits,
@@ -270,12 +345,14 @@ impl RateLimiter {
         if applied.is_empty() {
             return Ok(Counted::Unlimited);
         }
+        // Leased tokens first: Redis counted them already, a remembered refusal or not.
+        let batch_key = batch_key(&applied);
+        let most = lease_size(&applied);
+        if self.spend_lease(tenant_id, request, &applied, &batch_key, 1, most) == 1 {
+            return Ok(Counted::Shared);
+        }
         if let Some(refusal) = self.known_refusal(&applied) {
             return Err(refusal);
-        }
-        let batch_key = batch_key(&applied);
-        if self.spend_lease(&batch_key, 1) == 1 {
-            return Ok(Counted::Shared);
         }
         let (sender, mut receiver) = oneshot::channel();
         let leading = self.batches.join(&batch_key, sender);
@@ -300,10 +377,13 @@ impl RateLimiter {
         let mut turn = LeaderTurn { batches: &self.batches, key: &batch_key, others: self.batches.take(&batch_key) };
         let wanted = turn.others.len() + 1;
         // Those queued while the last call was in flight first spend the lease it brought.
-        let from_lease = self.spend_lease(&batch_key, wanted);
+        let from_lease = self.spend_lease(tenant_id, request, &applied, &batch_key, wanted, most);
         let outcome = match wanted - from_lease {
             0 => Some((0, None, 0)),
-            rest => self.ask_redis(tenant_id, request, &applied, rest).await,
+            rest => {
+                let lease = self.lease_to_ask(&batch_key, rest, most);
+                self.ask_redis(tenant_id, request, &applied, rest, lease).await
+            }
         };
         let others = std::mem::take(&mut turn.others);
         drop(turn);
@@ -330,20 +410,21 @@ impl RateLimiter {
         verdict(0)
     }
 
-    /// Runs the script for `wanted` requests and a lease: how many were admitted, the refusal
-    /// of the rest if not all, and how many tokens were leased; `None` if Redis did not answer
-    /// (count locally).
+    /// Runs the script for `wanted` requests and a lease of up to `lease` tokens: how many
+    /// were admitted, the refusal of the rest if not all, and how many tokens were leased;
+    /// `None` if Redis did not answer (count locally).
     async fn ask_redis(
         &self,
         tenant_id: Uuid,
         request: Option<&TenantContext>,
         applied: &[(LimitedBy, RedisKey, RateLimit)],
         wanted: usize,
+        lease: u64,
     ) -> Option<(usize, Option<Refusal>, u64)> {
         let mut keys: Vec<RedisKey> = applied.iter().map(|(_, key, _)| key.clone()).collect();
         let mut args = Vec::with_capacity(5 + 2 * applied.len());
         args.push(u64::try_from(wanted).unwrap_or(u64::MAX));
-        args.push(lease_size(applied));
+        args.push(lease);
         let warned = request.and_then(|request| Some((request, self.warned_limit(applied)?)));
         match warned {
             Some((_, (window, limit))) => {
@@ -404,33 +485,93 @@ impl RateLimiter {
     }
 
     /// Admits up to `wanted` requests from this replica's unexpired lease for `batch_key`:
-    /// how many it had tokens for.
-    fn spend_lease(&self, batch_key: &str, wanted: usize) -> usize {
+    /// how many it had tokens for. When the tokens left fall to half of what the demand needs
+    /// (or the lease is past half its lifetime), a refill up to `most` tokens starts in the
+    /// background, while the tokens left are still spent: requests do not wait for it.
+    fn spend_lease(
+        self: &Arc<Self>,
+        tenant_id: Uuid,
+        request: Option<&TenantContext>,
+        applied: &[(LimitedBy, RedisKey, RateLimit)],
+        batch_key: &str,
+        wanted: usize,
+        most: u64,
+    ) -> usize {
         let now = Instant::now();
-        let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(lease) = leases.get_mut(batch_key) else {
-            return 0;
+        let window = self.lease_lifetime / 2;
+        let (spent, refill) = {
+            let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(lease) = leases.get_mut(batch_key) else {
+                return 0;
+            };
+            let spendable = lease.spendable(now);
+            let spent = wanted.min(usize::try_from(spendable).unwrap_or(usize::MAX));
+            if spent == 0 {
+                return 0;
+            }
+            lease.remaining = spendable - spent as u64;
+            lease.observe(now, window, spent as u64);
+            let target = lease.target(most);
+            let due = lease.remaining * 2 <= target || lease.expires_at <= now + window;
+            let refill = (!lease.refilling && lease.remaining > 0 && lease.remaining < target && due)
+                .then(|| target - lease.remaining);
+            if refill.is_some() {
+                lease.refilling = true;
+            }
+            (spent, refill)
         };
-        if lease.expires_at <= now {
-            leases.remove(batch_key);
-            return 0;
-        }
-        let spent = wanted.min(usize::try_from(lease.remaining).unwrap_or(usize::MAX));
-        lease.remaining -= spent as u64;
-        if lease.remaining == 0 {
-            leases.remove(batch_key);
+        if let Some(tokens) = refill {
+            self.refill(tenant_id, request, applied, batch_key, tokens);
         }
         spent
     }
 
-    /// Keeps `tokens` Redis just leased for `batch_key` (replacing a spent or expired lease).
+    /// Asks Redis, without a request waiting, for `tokens` more for `batch_key`'s lease. Leased
+    /// tokens are counted in Redis before they are spent, as a call's own are.
+    fn refill(
+        self: &Arc<Self>,
+        tenant_id: Uuid,
+        request: Option<&TenantContext>,
+        applied: &[(LimitedBy, RedisKey, RateLimit)],
+        batch_key: &str,
+        tokens: u64,
+    ) {
+        let (limiter, request, applied, batch_key) =
+            (Arc::clone(self), request.cloned(), applied.to_vec(), batch_key.to_owned());
+        tokio::spawn(async move {
+            // Cleared however the call ends, so a later refill can start.
+            let _refilling = Refilling { limiter: &limiter, batch_key: &batch_key };
+            if let Some((_, _, leased)) = limiter.ask_redis(tenant_id, request.as_ref(), &applied, 0, tokens).await
+                && leased > 0
+            {
+                limiter.store_lease(&batch_key, leased);
+            }
+        });
+    }
+
+    /// Counts `requests` about to be sent to Redis for `batch_key`: the lease to ask for with
+    /// them (what the demand needs, at most `most`).
+    fn lease_to_ask(&self, batch_key: &str, requests: usize, most: u64) -> u64 {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if leases.len() >= MAX_LOCAL_LIMITS && !leases.contains_key(batch_key) {
+            let window = self.lease_lifetime / 2;
+            leases
+                .retain(|_, lease| lease.refilling || lease.expires_at > now || lease.window_start + window * 2 > now);
+        }
+        let lease = leases.entry(batch_key.to_owned()).or_insert_with(|| Lease::new(now));
+        lease.observe(now, self.lease_lifetime / 2, requests as u64);
+        lease.target(most).saturating_sub(lease.spendable(now))
+    }
+
+    /// Adds `tokens` Redis just leased to `batch_key`'s lease (whose tokens left, if still
+    /// spendable, stay), spendable for a lifetime from now.
     fn store_lease(&self, batch_key: &str, tokens: u64) {
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if leases.len() >= MAX_LOCAL_LIMITS {
-            leases.retain(|_, lease| lease.expires_at > now);
-        }
-        leases.insert(batch_key.to_owned(), Lease { remaining: tokens, expires_at: now + LEASE_LIFETIME });
+        let lease = leases.entry(batch_key.to_owned()).or_insert_with(|| Lease::new(now));
+        lease.remaining = lease.spendable(now) + tokens;
+        lease.expires_at = now + self.lease_lifetime;
     }
 
     /// A refusal Redis gave for one of `applied` that still holds, with its remaining delay.
@@ -544,6 +685,21 @@ impl Batches {
     }
 }
 
+/// A refill in flight for a batch key; clearing its mark on drop.
+struct Refilling<'a> {
+    limiter: &'a RateLimiter,
+    batch_key: &'a str,
+}
+
+impl Drop for Refilling<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.limiter.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(lease) = leases.get_mut(self.batch_key) {
+            lease.refilling = false;
+        }
+    }
+}
+
 /// The lead of one call for a set of limits; handing it over on drop, so a request cancelled
 /// mid-call does not strand the requests queued behind it.
 struct LeaderTurn<'a> {
@@ -606,7 +762,7 @@ fn applied_limits(
     applied
 }
 
-/// The lease a script call asks for: the smallest of the limits' rates / 100 and bursts, so 0
+/// The largest lease a replica holds: the smallest of the limits' rates / 100 and bursts, so 0
 /// (no lease: every request asks Redis) for any limit below 100 per second.
 fn lease_size(applied: &[(LimitedBy, RedisKey, RateLimit)]) -> u64 {
     applied
@@ -656,7 +812,7 @@ mod tests {
     #[tokio::test]
     async fn the_local_fallback_admits_the_burst_then_refuses_with_a_retry_delay() {
         let (_, redis, _) = crate::api::gateway::testing::unreachable_dependencies();
-        let limiter = RateLimiter::new(redis, 2);
+        let limiter = Arc::new(RateLimiter::new(redis, 2));
         let tenant = Uuid::now_v7();
         let limits = RateLimits { tenant: Some(RateLimit { per_second: 10, burst: 4 }), api_key: None };
         // Redis listens nowhere: the share of one of two replicas is a burst of 2 at 5/s.

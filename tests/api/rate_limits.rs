@@ -257,7 +257,7 @@ async fn with_redis_stopped_each_replica_limits_its_share_locally_and_counts_in_
     let mut redis = ThrowawayRedis::start();
     let cache = RedisCache::new(&redis.url(), None, 2, Duration::from_millis(500)).expect("url");
     assert!(cache.probe().await, "Redis answers");
-    let limiter = RateLimiter::new(cache.clone(), 2);
+    let limiter = Arc::new(RateLimiter::new(cache.clone(), 2));
     let tenant = Uuid::now_v7();
     let limits = RateLimits { tenant: Some(RateLimit { per_second: 10, burst: 10 }), api_key: None };
     let counted = |outcome: Result<Counted, _>| outcome.ok();
@@ -365,32 +365,42 @@ async fn script_calls(redis: &ThrowawayRedis) -> u64 {
         .sum()
 }
 
+/// A limiter with its own connection to `redis`, once Redis answers it.
+async fn limiter_on(redis: &ThrowawayRedis) -> RateLimiter {
+    let cache = redis_cache(redis);
+    assert!(cache.probe().await, "Redis answers");
+    RateLimiter::new(cache, 2)
+}
+
 #[tokio::test]
-async fn a_high_limit_leases_tokens_so_the_next_requests_need_no_redis_call_and_two_replicas_never_overshoot() {
+async fn a_high_limit_leases_tokens_so_most_requests_need_no_redis_call_and_two_replicas_never_overshoot() {
     let redis = ThrowawayRedis::start();
-    let (first_cache, second_cache) = (redis_cache(&redis), redis_cache(&redis));
-    assert!(first_cache.probe().await && second_cache.probe().await, "Redis answers");
-    let (first, second) = (RateLimiter::new(first_cache, 2), RateLimiter::new(second_cache, 2));
-    // 1,000/s leases min(1,000 / 100, burst) = 10 tokens per call: 11 requests in one call.
-    let leased = RateLimits { tenant: Some(RateLimit { per_second: 1000, burst: 1000 }), api_key: None };
-    let tenant = Uuid::now_v7();
-    // Script calls for eleven requests in a row, all admitted.
-    let calls_for_eleven = async |tenant: Uuid, limits: &RateLimits| {
+    // Demand is measured over half a lease's lifetime: a long one, so a slow debug run's
+    // requests still count as one burst of demand.
+    let first = Arc::new(limiter_on(&redis).await.with_lease_lifetime(Duration::from_secs(1)));
+    let second = Arc::new(limiter_on(&redis).await);
+    const REQUESTS: u64 = 200;
+    // Script calls for 200 requests in a row, all admitted (and the refills they started).
+    let calls_for_requests = async |tenant: Uuid, limits: &RateLimits| {
         let before = script_calls(&redis).await;
-        for _ in 0..11 {
+        for _ in 0..REQUESTS {
             assert_eq!(first.check(tenant, None, limits).await, Ok(Counted::Shared));
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         script_calls(&redis).await - before
     };
-    assert_eq!(calls_for_eleven(tenant, &leased).await, 1, "one script call for a request and its lease of 10");
+    // 1,000/s leases up to min(1,000 / 100, burst) = 10 tokens, refilled from 5 to 10.
+    let leased = RateLimits { tenant: Some(RateLimit { per_second: 1000, burst: 1000 }), api_key: None };
+    let calls = calls_for_requests(Uuid::now_v7(), &leased).await;
+    println!("{REQUESTS} requests at 1,000/s: {calls} script calls");
+    assert!(calls * 4 <= REQUESTS, "{calls} script calls for {REQUESTS} requests");
     // Control: below 100/s no lease, one call per request.
-    let unleased = RateLimits { tenant: Some(RateLimit { per_second: 99, burst: 50 }), api_key: None };
-    let other = Uuid::now_v7();
-    assert_eq!(calls_for_eleven(other, &unleased).await, 11, "no lease below 100/s");
+    let unleased = RateLimits { tenant: Some(RateLimit { per_second: 99, burst: 500 }), api_key: None };
+    assert_eq!(calls_for_requests(Uuid::now_v7(), &unleased).await, REQUESTS, "no lease below 100/s");
 
     // Overshoot: two replicas, 400 concurrent requests against a burst of 20 at 1,000/s (leases
-    // of 10): leased tokens are counted in Redis first, so no more than the burst plus what
-    // accrued is admitted.
+    // of up to 10): leased tokens are counted in Redis first, so no more than the burst plus
+    // what accrued is admitted.
     let hammered = Uuid::now_v7();
     let limits = RateLimits { tenant: Some(RateLimit { per_second: 1000, burst: 20 }), api_key: None };
     let started = Instant::now();
@@ -405,6 +415,97 @@ async fn a_high_limit_leases_tokens_so_the_next_requests_need_no_redis_call_and_
     assert!(outcomes.iter().all(|outcome| *outcome == Ok(Counted::Shared) || outcome.is_err()), "{outcomes:?}");
     let refusal = outcomes.iter().find_map(|outcome| outcome.err()).expect("some refused");
     assert!(refusal.retry_after > Duration::ZERO && refusal.retry_after <= Duration::from_millis(1));
+}
+
+/// Sends `command` (a CLIENT PAUSE or UNPAUSE) to `redis`.
+async fn client_command(redis: &ThrowawayRedis, arguments: &[&str]) {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client.get_multiplexed_async_connection().await.expect("connect");
+    let () = redis::cmd("CLIENT").arg(arguments).query_async(&mut connection).await.expect("client command");
+}
+
+#[tokio::test]
+async fn a_lease_running_low_is_refilled_in_the_background_while_its_last_tokens_are_spent() {
+    let redis = ThrowawayRedis::start();
+    // A long lifetime, so the lease outlives the steps below, and a long timeout, so the paused
+    // refill is still waited for when Redis resumes; 10,000/s leases up to 100.
+    let cache = RedisCache::new(&redis.url(), None, 2, Duration::from_secs(20)).expect("url");
+    assert!(cache.probe().await, "Redis answers");
+    let limiter = Arc::new(RateLimiter::new(cache, 2).with_lease_lifetime(Duration::from_secs(10)));
+    let limits = RateLimits { tenant: Some(RateLimit { per_second: 10_000, burst: 10_000 }), api_key: None };
+    let tenant = Uuid::now_v7();
+    let check = async || {
+        let checked = tokio::time::timeout(Duration::from_secs(2), limiter.check(tenant, None, &limits)).await;
+        checked.expect("answered without waiting for Redis")
+    };
+    for _ in 0..1000 {
+        assert_eq!(check().await, Ok(Counted::Shared));
+        if limiter.leased_tokens(tenant, None, &limits) >= 60 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // any refill in flight lands
+    let held = limiter.leased_tokens(tenant, None, &limits);
+    assert!(held >= 60, "a lease of {held} tokens");
+    let calls = script_calls(&redis).await;
+
+    // Scripts wait while Redis is paused for writes (INFO does not): the refill that spending
+    // starts cannot land, and every token but the last is still spent.
+    client_command(&redis, &["PAUSE", "10000", "WRITE"]).await;
+    for _ in 1..held {
+        assert_eq!(check().await, Ok(Counted::Shared));
+    }
+    assert_eq!(limiter.leased_tokens(tenant, None, &limits), 1, "nothing was added while Redis was paused");
+    assert_eq!(script_calls(&redis).await, calls, "no script ran while Redis was paused");
+
+    // Control: the refill was in flight, and lands once Redis runs scripts again.
+    client_command(&redis, &["UNPAUSE"]).await;
+    let started = Instant::now();
+    while limiter.leased_tokens(tenant, None, &limits) <= 1 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the refill never landed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(script_calls(&redis).await, calls + 1, "one refill, started ahead of running out");
+}
+
+#[tokio::test]
+async fn replicas_with_sparse_requests_take_no_lease_so_they_are_admitted_up_to_the_shared_limit() {
+    // Eight replicas, each asking once per 12 ms (about 83/s, 667/s in all), under a limit of
+    // 1,000/s that leases up to 10 tokens: a lease per request would take 11 tokens for each,
+    // far past the limit, and refuse most of them. Sized by demand, no lease is taken.
+    let redis = ThrowawayRedis::start();
+    let sparse_requests = async |limit: RateLimit| {
+        let limits = RateLimits { tenant: Some(limit), api_key: None };
+        let tenant = Uuid::now_v7();
+        let mut replicas = Vec::new();
+        for _ in 0..8 {
+            let limiter = Arc::new(limiter_on(&redis).await);
+            replicas.push(tokio::spawn(async move {
+                let (mut admitted, mut refused) = (0_u64, 0_u64);
+                for _ in 0..100 {
+                    match limiter.check(tenant, None, &limits).await {
+                        Ok(_) => admitted += 1,
+                        Err(_) => refused += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(12)).await;
+                }
+                (admitted, refused)
+            }));
+        }
+        let mut totals = (0, 0);
+        for replica in replicas {
+            let (admitted, refused) = replica.await.expect("replica");
+            totals = (totals.0 + admitted, totals.1 + refused);
+        }
+        totals
+    };
+    let (admitted, refused) = sparse_requests(RateLimit { per_second: 1000, burst: 20 }).await;
+    println!("under 1,000/s: admitted {admitted}, refused {refused}");
+    assert_eq!((admitted, refused), (800, 0), "a demand of two thirds of the limit is admitted whole");
+    // Control: the same demand against 400/s is limited.
+    let (admitted, refused) = sparse_requests(RateLimit { per_second: 400, burst: 20 }).await;
+    println!("under 400/s: admitted {admitted}, refused {refused}");
+    assert!(refused > 0 && admitted > 0, "admitted {admitted}, refused {refused}");
 }
 
 /// The threshold of each `rate_limit.warning` event in `tenant`'s audit trail, in percent.
