@@ -552,6 +552,9 @@ impl RateLimiter {
     /// Counts `requests` about to be sent to Redis for `batch_key`: the lease to ask for with
     /// them (what the demand needs, at most `most`).
     fn lease_to_ask(&self, batch_key: &str, requests: usize, most: u64) -> u64 {
+        if most == 0 {
+            return 0;
+        }
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if leases.len() >= MAX_LOCAL_LIMITS && !leases.contains_key(batch_key) {
